@@ -1,0 +1,148 @@
+//! The back-end port: one trait, one adapter per server protocol.
+//!
+//! A back end turns a stream of audio into a stream of domain [`TranscriptEvent`]s. The
+//! generated protobuf types never leave this module tree: adapters map them to the
+//! domain types below, and every failure to a [`BackendError`] that knows its class.
+
+pub mod proto;
+pub mod riva;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::config::{BackendKind, BackendUrl, Config};
+use crate::error::ErrorClass;
+
+/// PCM16LE mono audio at the back end's sample rate.
+pub type AudioStream = BoxStream<'static, Bytes>;
+
+/// What a back end sends back for one open stream.
+pub type EventStream = BoxStream<'static, Result<TranscriptEvent, BackendError>>;
+
+/// What the client asked for, in back-end-neutral terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecognitionParams {
+    /// BCP-47 code, or `auto` (passed through; the back end decides what it supports).
+    pub language: String,
+    /// Rate of the audio on the stream (the back end's rate; the session resamples).
+    pub sample_rate_hz: u32,
+    pub punctuate: bool,
+    pub profanity_filter: bool,
+    pub interim_results: bool,
+    /// Silence that ends an utterance, when the client asked for a value.
+    pub endpointing_ms: Option<u32>,
+    /// Free-form key/value pairs forwarded to back ends that take them (Riva's
+    /// `custom_configuration`).
+    pub custom: Vec<(String, String)>,
+}
+
+/// One word with times relative to the start of the back-end stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamWord {
+    pub word: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub confidence: f32,
+}
+
+/// One result from the back end, times relative to the start of its stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscriptEvent {
+    pub is_final: bool,
+    pub text: String,
+    pub confidence: f32,
+    pub stability: f32,
+    /// Audio the back end had consumed when it produced this result, if it says.
+    pub audio_processed_ms: Option<u64>,
+    pub words: Vec<StreamWord>,
+    /// When the adapter received the result (for the relay-overhead histogram).
+    pub received_at: Instant,
+}
+
+/// The back end's own answer to "can you take sessions now?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Up,
+    Down(String),
+}
+
+/// Why a back end failed. `class` decides retry and failover; `message` is safe to log
+/// (never audio or transcript text).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct BackendError {
+    pub kind: BackendErrorKind,
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendErrorKind {
+    /// Could not connect, or the connection dropped.
+    Unavailable,
+    /// A deadline passed (open, health, or the server's own).
+    Timeout,
+    /// The server refused the request as invalid (bad model, language, config).
+    Rejected,
+    /// The server answered with something we cannot map.
+    Protocol,
+    /// The server failed internally or aborted the stream.
+    ServerError,
+}
+
+impl fmt::Display for BackendErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendErrorKind::Unavailable => "unavailable",
+            BackendErrorKind::Timeout => "timeout",
+            BackendErrorKind::Rejected => "rejected",
+            BackendErrorKind::Protocol => "protocol",
+            BackendErrorKind::ServerError => "server_error",
+        })
+    }
+}
+
+impl BackendError {
+    pub fn new(kind: BackendErrorKind, class: ErrorClass, message: impl Into<String>) -> Self {
+        BackendError {
+            kind,
+            class,
+            message: message.into(),
+        }
+    }
+
+    /// Another attempt (this back end or the next) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.class == ErrorClass::UpstreamRetryable
+    }
+}
+
+/// One server protocol.
+#[async_trait]
+pub trait SpeechBackend: Send + Sync {
+    /// The URL as configured: the back end's name in logs, metrics and `/status`.
+    fn name(&self) -> &str;
+    /// Sample rate the back end wants its audio in.
+    fn sample_rate_hz(&self) -> u32;
+    /// Opens one recognition stream. Dropping the returned stream cancels it upstream;
+    /// ending `audio` half-closes it, after which the back end flushes its last results.
+    async fn open(
+        &self,
+        params: RecognitionParams,
+        audio: AudioStream,
+    ) -> Result<EventStream, BackendError>;
+    /// One health probe.
+    async fn health(&self) -> Health;
+}
+
+/// Builds the adapter a URL names.
+pub fn connect(url: &BackendUrl, config: &Config) -> Result<Arc<dyn SpeechBackend>, BackendError> {
+    match url.kind {
+        BackendKind::Riva => Ok(Arc::new(riva::RivaBackend::new(url, &config.riva)?)),
+    }
+}

@@ -1,0 +1,393 @@
+//! NVIDIA Riva adapter: `nvidia.riva.asr.RivaSpeechRecognition/StreamingRecognize`.
+//!
+//! One tonic channel per back end (HTTP/2 multiplexes the sessions' streams). The first
+//! request of a stream carries only the `StreamingRecognitionConfig`; every later request
+//! only `audio_content`. Word time offsets are always requested: the session needs word
+//! end times to know where a final ends, so that a stream can be reopened at an utterance
+//! boundary without losing or repeating audio. The client only sees words if it asked.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::{StreamExt, stream};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
+
+use super::proto::grpc::health::v1::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use super::proto::nvidia::riva::AudioEncoding;
+use super::proto::nvidia::riva::asr::{
+    EndpointingConfig, RecognitionConfig, RivaSpeechRecognitionConfigRequest,
+    StreamingRecognitionConfig, StreamingRecognitionResult, StreamingRecognizeRequest,
+    StreamingRecognizeResponse,
+    riva_speech_recognition_client::RivaSpeechRecognitionClient, streaming_recognize_request,
+};
+use super::{
+    AudioStream, BackendError, BackendErrorKind, EventStream, Health, RecognitionParams,
+    SpeechBackend, StreamWord, TranscriptEvent,
+};
+use crate::config::{BackendUrl, RivaSettings};
+use crate::error::ErrorClass;
+
+/// A Riva server, reached over one lazily connected channel.
+pub struct RivaBackend {
+    name: String,
+    channel: Channel,
+    /// `RecognitionConfig.model`; empty lets Riva pick its default for the language.
+    model: String,
+    settings: RivaSettings,
+}
+
+impl RivaBackend {
+    pub fn new(url: &BackendUrl, settings: &RivaSettings) -> Result<Self, BackendError> {
+        let invalid = |e: tonic::transport::Error| {
+            BackendError::new(
+                BackendErrorKind::Unavailable,
+                ErrorClass::Internal,
+                format!("invalid endpoint {}: {e}", url.url),
+            )
+        };
+        let mut endpoint = Endpoint::from_shared(url.endpoint())
+            .map_err(invalid)?
+            .connect_timeout(settings.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        if url.tls {
+            let tls = ClientTlsConfig::new()
+                .with_native_roots()
+                .domain_name(url.host.clone());
+            endpoint = endpoint.tls_config(tls).map_err(invalid)?;
+        }
+        Ok(RivaBackend {
+            name: url.url.clone(),
+            channel: endpoint.connect_lazy(),
+            model: url.model.clone().unwrap_or_default(),
+            settings: settings.clone(),
+        })
+    }
+
+    fn streaming_config(&self, p: &RecognitionParams) -> StreamingRecognitionConfig {
+        let language = if p.language.eq_ignore_ascii_case("auto") {
+            self.settings.auto_language.clone()
+        } else {
+            p.language.clone()
+        };
+        StreamingRecognitionConfig {
+            config: Some(RecognitionConfig {
+                encoding: AudioEncoding::LinearPcm as i32,
+                sample_rate_hertz: p.sample_rate_hz as i32,
+                language_code: language,
+                max_alternatives: 1,
+                profanity_filter: p.profanity_filter,
+                audio_channel_count: 1,
+                enable_word_time_offsets: true,
+                enable_automatic_punctuation: p.punctuate,
+                model: self.model.clone(),
+                custom_configuration: p.custom.iter().cloned().collect::<HashMap<_, _>>(),
+                endpointing_config: p.endpointing_ms.map(|ms| EndpointingConfig {
+                    stop_history: Some(ms as i32),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            interim_results: p.interim_results,
+        }
+    }
+}
+
+#[async_trait]
+impl SpeechBackend for RivaBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sample_rate_hz(&self) -> u32 {
+        self.settings.sample_rate
+    }
+
+    async fn open(
+        &self,
+        params: RecognitionParams,
+        audio: AudioStream,
+    ) -> Result<EventStream, BackendError> {
+        let first = StreamingRecognizeRequest {
+            streaming_request: Some(streaming_recognize_request::StreamingRequest::StreamingConfig(
+                self.streaming_config(&params),
+            )),
+            ..Default::default()
+        };
+        let requests = RequestStream {
+            first: Some(first),
+            audio,
+        };
+        let mut client = RivaSpeechRecognitionClient::new(self.channel.clone())
+            .max_decoding_message_size(16 * 1024 * 1024);
+        let response = tokio::time::timeout(
+            self.settings.open_timeout,
+            client.streaming_recognize(requests),
+        )
+        .await
+        .map_err(|_| {
+            BackendError::new(
+                BackendErrorKind::Timeout,
+                ErrorClass::UpstreamRetryable,
+                format!("no answer to the stream open within {:?}", self.settings.open_timeout),
+            )
+        })?
+        .map_err(map_status)?;
+        Ok(response.into_inner().flat_map(map_response).boxed())
+    }
+
+    async fn health(&self) -> Health {
+        let timeout = self.settings.health_timeout;
+        let mut health = HealthClient::new(self.channel.clone());
+        let check = tokio::time::timeout(
+            timeout,
+            health.check(HealthCheckRequest {
+                service: String::new(),
+            }),
+        )
+        .await;
+        match check {
+            Err(_) => return Health::Down(format!("health check timed out after {timeout:?}")),
+            Ok(Ok(resp)) => {
+                return match resp.into_inner().status() {
+                    ServingStatus::Serving => self.model_listed(timeout).await,
+                    other => Health::Down(format!("health status {}", other.as_str_name())),
+                };
+            }
+            Ok(Err(status)) if status.code() == Code::Unimplemented => {}
+            Ok(Err(status)) => {
+                return Health::Down(format!("health check failed: {}", status.code()));
+            }
+        }
+        self.model_listed(timeout).await
+    }
+}
+
+impl RivaBackend {
+    /// Asks Riva which models it serves; up when the call works and, if this back end
+    /// names a model, that model is among them.
+    async fn model_listed(&self, timeout: Duration) -> Health {
+        let mut client = RivaSpeechRecognitionClient::new(self.channel.clone());
+        let call = client.get_riva_speech_recognition_config(RivaSpeechRecognitionConfigRequest {
+            model_name: String::new(),
+        });
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Health::Down(format!("model list timed out after {timeout:?}")),
+            Ok(Err(status)) => Health::Down(format!("model list failed: {}", status.code())),
+            Ok(Ok(resp)) => {
+                let models = resp.into_inner().model_config;
+                if self.model.is_empty() || models.iter().any(|m| m.model_name == self.model) {
+                    Health::Up
+                } else {
+                    Health::Down(format!("model `{}` is not served", self.model))
+                }
+            }
+        }
+    }
+}
+
+/// The request side of a stream: the config first, then one request per audio chunk.
+/// A named type rather than combinators: it keeps the open future provably `Send`.
+struct RequestStream {
+    first: Option<StreamingRecognizeRequest>,
+    audio: AudioStream,
+}
+
+impl futures::Stream for RequestStream {
+    type Item = StreamingRecognizeRequest;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if let Some(first) = self.first.take() {
+            return std::task::Poll::Ready(Some(first));
+        }
+        self.audio.poll_next_unpin(cx).map(|chunk| {
+            chunk.map(|c| StreamingRecognizeRequest {
+                streaming_request: Some(streaming_recognize_request::StreamingRequest::AudioContent(c)),
+                ..Default::default()
+            })
+        })
+    }
+}
+
+fn map_response(
+    item: Result<StreamingRecognizeResponse, Status>,
+) -> stream::Iter<std::vec::IntoIter<Result<TranscriptEvent, BackendError>>> {
+    let mapped: Vec<Result<TranscriptEvent, BackendError>> = match item {
+        Ok(resp) => {
+            let now = Instant::now();
+            resp.results
+                .iter()
+                .filter(|r| r.channel_tag <= 1)
+                .map(|r| Ok(map_result(r, now)))
+                .collect()
+        }
+        Err(status) => vec![Err(map_status(status))],
+    };
+    stream::iter(mapped)
+}
+
+/// Maps one Riva result. Riva word times are integer milliseconds of the stream;
+/// `audio_processed` is seconds of the stream.
+pub(crate) fn map_result(r: &StreamingRecognitionResult, received_at: Instant) -> TranscriptEvent {
+    let alt = r.alternatives.first();
+    TranscriptEvent {
+        is_final: r.is_final,
+        text: alt.map(|a| a.transcript.trim().to_string()).unwrap_or_default(),
+        confidence: alt.map(|a| a.confidence).unwrap_or(0.0),
+        stability: r.stability,
+        audio_processed_ms: (r.audio_processed > 0.0)
+            .then(|| (f64::from(r.audio_processed) * 1000.0).round() as u64),
+        words: alt
+            .map(|a| {
+                a.words
+                    .iter()
+                    .map(|w| StreamWord {
+                        word: w.word.clone(),
+                        start_ms: w.start_time.max(0) as u64,
+                        end_ms: w.end_time.max(w.start_time).max(0) as u64,
+                        confidence: w.confidence,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        received_at,
+    }
+}
+
+/// Classifies a gRPC status. Invalid arguments come from the client's own settings
+/// (language, model), so they are the client's fault and never count against the back end.
+pub(crate) fn map_status(status: Status) -> BackendError {
+    use BackendErrorKind as K;
+    use ErrorClass as C;
+    let (kind, class) = match status.code() {
+        Code::Unavailable | Code::Cancelled | Code::Unknown => (K::Unavailable, C::UpstreamRetryable),
+        Code::DeadlineExceeded => (K::Timeout, C::UpstreamRetryable),
+        Code::ResourceExhausted | Code::Aborted | Code::Internal | Code::DataLoss | Code::OutOfRange => {
+            (K::ServerError, C::UpstreamRetryable)
+        }
+        Code::InvalidArgument => (K::Rejected, C::Client),
+        Code::NotFound
+        | Code::FailedPrecondition
+        | Code::Unimplemented
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::AlreadyExists => (K::Rejected, C::UpstreamFatal),
+        Code::Ok => (K::Protocol, C::UpstreamRetryable),
+    };
+    let mut message = format!("grpc {:?}", status.code());
+    if !status.message().is_empty() {
+        // Server messages are short diagnostics; cap them so nothing large reaches logs.
+        let m: String = status.message().chars().take(200).collect();
+        message.push_str(": ");
+        message.push_str(&m);
+    }
+    BackendError::new(kind, class, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::proto::nvidia::riva::asr::{SpeechRecognitionAlternative, WordInfo};
+
+    fn settings() -> RivaSettings {
+        RivaSettings {
+            sample_rate: 16_000,
+            auto_language: "en-US".into(),
+            max_stream_age: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(1),
+            open_timeout: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn params() -> RecognitionParams {
+        RecognitionParams {
+            language: "auto".into(),
+            sample_rate_hz: 16_000,
+            punctuate: true,
+            profanity_filter: true,
+            interim_results: true,
+            endpointing_ms: Some(700),
+            custom: vec![("k".into(), "v".into())],
+        }
+    }
+
+    #[tokio::test]
+    async fn config_passes_the_client_settings_through() {
+        let url = BackendUrl::parse("riva://127.0.0.1:1/parakeet-ctc").unwrap();
+        let b = RivaBackend::new(&url, &settings()).unwrap();
+        let c = b.streaming_config(&params());
+        assert!(c.interim_results);
+        let rc = c.config.unwrap();
+        assert_eq!(rc.encoding, AudioEncoding::LinearPcm as i32);
+        assert_eq!(rc.sample_rate_hertz, 16_000);
+        assert_eq!(rc.language_code, "en-US", "auto maps to riva.auto_language");
+        assert!(rc.enable_automatic_punctuation && rc.profanity_filter);
+        assert!(rc.enable_word_time_offsets);
+        assert_eq!(rc.model, "parakeet-ctc");
+        assert_eq!(rc.custom_configuration.get("k").map(String::as_str), Some("v"));
+        assert_eq!(rc.endpointing_config.unwrap().stop_history, Some(700));
+        let mut p = params();
+        p.language = "de-DE".into();
+        p.endpointing_ms = None;
+        let rc = b.streaming_config(&p).config.unwrap();
+        assert_eq!(rc.language_code, "de-DE");
+        assert!(rc.endpointing_config.is_none());
+    }
+
+    #[test]
+    fn results_map_words_in_ms_and_audio_processed_in_seconds() {
+        let r = StreamingRecognitionResult {
+            alternatives: vec![SpeechRecognitionAlternative {
+                transcript: " hello world ".into(),
+                confidence: 0.9,
+                words: vec![
+                    WordInfo { start_time: 100, end_time: 400, word: "hello".into(), confidence: 0.8, ..Default::default() },
+                    WordInfo { start_time: 500, end_time: 450, word: "world".into(), confidence: 0.7, ..Default::default() },
+                ],
+                ..Default::default()
+            }],
+            is_final: true,
+            stability: 0.0,
+            audio_processed: 1.25,
+            ..Default::default()
+        };
+        let e = map_result(&r, Instant::now());
+        assert!(e.is_final);
+        assert_eq!(e.text, "hello world");
+        assert_eq!(e.audio_processed_ms, Some(1250));
+        assert_eq!(e.words[0].start_ms, 100);
+        assert_eq!(e.words[0].end_ms, 400);
+        assert_eq!(e.words[1].end_ms, 500, "an end before the start is clamped to the start");
+        let empty = map_result(&StreamingRecognitionResult::default(), Instant::now());
+        assert_eq!(empty.text, "");
+        assert_eq!(empty.audio_processed_ms, None);
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        let cases = [
+            (Code::Unavailable, ErrorClass::UpstreamRetryable),
+            (Code::DeadlineExceeded, ErrorClass::UpstreamRetryable),
+            (Code::ResourceExhausted, ErrorClass::UpstreamRetryable),
+            (Code::Internal, ErrorClass::UpstreamRetryable),
+            (Code::InvalidArgument, ErrorClass::Client),
+            (Code::NotFound, ErrorClass::UpstreamFatal),
+            (Code::Unauthenticated, ErrorClass::UpstreamFatal),
+        ];
+        for (code, class) in cases {
+            assert_eq!(map_status(Status::new(code, "x")).class, class, "{code:?}");
+        }
+        let long = map_status(Status::new(Code::Internal, "y".repeat(1000)));
+        assert!(long.message.len() < 260);
+    }
+}

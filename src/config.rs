@@ -1,0 +1,691 @@
+//! Configuration: defaults → TOML file → `SGW_*` environment → command-line flags, merged
+//! with figment and validated once into typed values.
+//!
+//! Every setting has one key. In TOML it is written as nested tables (`[session]
+//! max_frame = "1s"`); in the environment as `SGW_` + the path in upper case joined by
+//! `__` (`SGW_SESSION__MAX_FRAME=1s`). Durations are humantime strings (`500ms`, `10s`).
+//! Routes are a table of name → ordered list of back-end URLs (the order is the failover
+//! order); in the environment a route is `SGW_ROUTES__<NAME>=url1,url2`.
+//!
+//! [`RawConfig`] is the serde shape (what files and variables spell); [`Config`] is what
+//! the rest of the gateway uses. Only [`Config::from_figment`] turns one into the other, so
+//! a value that passed validation is never re-checked elsewhere.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every environment variable the gateway reads.
+pub const ENV_PREFIX: &str = "SGW_";
+
+/// The serde shape of the configuration, with the defaults in `Default`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Address the HTTP/WebSocket listener binds.
+    pub listen: String,
+    /// `json` (one JSON object a line, for machines) or `text` (for people).
+    pub log_format: String,
+    /// A tracing filter directive, e.g. `info` or `speech_gateway=debug`.
+    pub log_level: String,
+    pub session: RawSession,
+    pub riva: RawRiva,
+    pub health: RawHealth,
+    /// Route name → ordered back-end URLs. `start.config.model` selects a route; absent, `default`.
+    #[serde(deserialize_with = "de_routes")]
+    pub routes: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSession {
+    /// Longest audio frame accepted, as audio time.
+    #[serde(with = "humantime_serde")]
+    pub max_frame: Duration,
+    /// Audio a session may have waiting for the back end before frames are refused.
+    #[serde(with = "humantime_serde")]
+    pub queue: Duration,
+    /// Audio kept since the last final so a stream can be reopened without loss.
+    #[serde(with = "humantime_serde")]
+    pub replay: Duration,
+    /// How long `end` (or shutdown) waits for the back end's last finals.
+    #[serde(with = "humantime_serde")]
+    pub flush_timeout: Duration,
+    /// Stream reopen attempts allowed in a row without a result in between.
+    pub max_reopens: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRiva {
+    /// Sample rate the gateway sends to Riva (audio is resampled to it).
+    pub sample_rate: u32,
+    /// Language code sent to Riva when the client asks for `auto` (Riva has no auto).
+    pub auto_language: String,
+    /// After this much stream age, the stream is rotated at the next final.
+    #[serde(with = "humantime_serde")]
+    pub max_stream_age: Duration,
+    /// TCP + HTTP/2 connect timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for opening a stream (response headers).
+    #[serde(with = "humantime_serde")]
+    pub open_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHealth {
+    /// Interval between health checks of each back end.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Deadline of one health check.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            listen: "127.0.0.1:8080".into(),
+            log_format: "json".into(),
+            log_level: "info".into(),
+            session: RawSession::default(),
+            riva: RawRiva::default(),
+            health: RawHealth::default(),
+            routes: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        RawSession {
+            max_frame: Duration::from_secs(1),
+            queue: Duration::from_secs(10),
+            replay: Duration::from_secs(30),
+            flush_timeout: Duration::from_secs(10),
+            max_reopens: 3,
+        }
+    }
+}
+
+impl Default for RawRiva {
+    fn default() -> Self {
+        RawRiva {
+            sample_rate: 16_000,
+            auto_language: "en-US".into(),
+            max_stream_age: Duration::from_secs(240),
+            connect_timeout: Duration::from_secs(5),
+            open_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        RawHealth {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Routes may be given as a list (TOML) or as one comma-separated string (environment).
+fn de_routes<'de, D>(d: D) -> Result<BTreeMap<String, Vec<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<String>),
+        One(String),
+    }
+    let raw = BTreeMap::<String, OneOrMany>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(name, v)| {
+            let urls = match v {
+                OneOrMany::Many(v) => v,
+                OneOrMany::One(s) => s
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+            };
+            (name.to_ascii_lowercase(), urls)
+        })
+        .collect())
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub log: LogConfig,
+    pub session: SessionLimits,
+    pub riva: RivaSettings,
+    pub health: HealthSettings,
+    /// Routes in name order; each has at least one back end.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub json: bool,
+    pub filter: String,
+}
+
+/// Per-session limits, all as audio time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub max_frame: Duration,
+    pub queue: Duration,
+    pub replay: Duration,
+    pub flush_timeout: Duration,
+    pub max_reopens: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RivaSettings {
+    pub sample_rate: u32,
+    pub auto_language: String,
+    pub max_stream_age: Duration,
+    pub connect_timeout: Duration,
+    pub open_timeout: Duration,
+    /// Copied from `health.timeout`: the adapter's health probe deadline.
+    pub health_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSettings {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// A named, ordered list of back ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub name: String,
+    pub backends: Vec<BackendUrl>,
+}
+
+/// Which protocol a back end speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Riva,
+}
+
+/// A parsed back-end URL: `riva://host:port[/model]` or `rivas://…` (TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendUrl {
+    pub kind: BackendKind,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Riva: the `RecognitionConfig.model` to request (empty path = the server's default).
+    pub model: Option<String>,
+    /// The URL as written: the back end's name in logs, metrics and `/status`.
+    pub url: String,
+}
+
+/// Why the configuration was refused. Each message names the key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+impl BackendUrl {
+    /// Parses a back-end URL as written on the command line or in a route.
+    pub fn parse(url: &str) -> Result<BackendUrl, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("`{url}` is not a URL (expected riva://HOST:PORT)"))?;
+        let (kind, tls) = match scheme {
+            "riva" => (BackendKind::Riva, false),
+            "rivas" => (BackendKind::Riva, true),
+            "triton" | "tritons" => {
+                return Err(format!(
+                    "`{url}`: triton back ends are not supported by this build yet"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "`{url}`: unknown scheme `{other}` (expected riva or rivas)"
+                ));
+            }
+        };
+        let (authority, path) = match rest.split_once('/') {
+            Some((a, p)) => (a, p.trim_matches('/')),
+            None => (rest, ""),
+        };
+        let (host, port) = authority
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{url}`: missing port (expected HOST:PORT)"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("`{url}`: missing host"));
+        }
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{url}`: `{port}` is not a port number"))?;
+        Ok(BackendUrl {
+            kind,
+            tls,
+            host: host.to_string(),
+            port,
+            model: (!path.is_empty()).then(|| path.to_string()),
+            url: url.to_string(),
+        })
+    }
+
+    /// The HTTP/2 endpoint tonic connects to.
+    pub fn endpoint(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Config {
+    /// Layers the defaults under `file` (if any), the `SGW_*` variables in `env`, and then
+    /// `overrides` (command-line flags, already in the serde shape).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: Dict,
+    ) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid(
+                    "config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig
+            .merge(EnvVars::new(env))
+            .merge(Serialized::defaults(overrides));
+        Config::from_figment(&fig)
+    }
+
+    /// Extracts and validates.
+    pub fn from_figment(fig: &Figment) -> Result<Config, ConfigError> {
+        let raw: RawConfig = fig.extract().map_err(Box::new)?;
+        Config::validate(raw)
+    }
+
+    /// Turns the serde shape into typed values, refusing anything out of range.
+    pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        let listen: SocketAddr = raw
+            .listen
+            .parse()
+            .map_err(|_| invalid("listen", format!("`{}` is not HOST:PORT", raw.listen)))?;
+        let json = match raw.log_format.as_str() {
+            "json" => true,
+            "text" => false,
+            other => return Err(invalid("log_format", format!("`{other}` is not json or text"))),
+        };
+        if tracing_subscriber::EnvFilter::try_new(&raw.log_level).is_err() {
+            return Err(invalid(
+                "log_level",
+                format!("`{}` is not a tracing filter", raw.log_level),
+            ));
+        }
+        let s = &raw.session;
+        let ms = |d: Duration| d.as_millis();
+        if !(10..=10_000).contains(&ms(s.max_frame)) {
+            return Err(invalid("session.max_frame", "must be between 10ms and 10s"));
+        }
+        if s.queue < s.max_frame {
+            return Err(invalid(
+                "session.queue",
+                "must hold at least one maximal frame (session.max_frame)",
+            ));
+        }
+        if s.queue > Duration::from_secs(600) {
+            return Err(invalid("session.queue", "must be at most 10m"));
+        }
+        if s.replay < Duration::from_secs(1) || s.replay > Duration::from_secs(600) {
+            return Err(invalid("session.replay", "must be between 1s and 10m"));
+        }
+        if s.flush_timeout.is_zero() {
+            return Err(invalid("session.flush_timeout", "must be above zero"));
+        }
+        let r = &raw.riva;
+        if !(8_000..=48_000).contains(&r.sample_rate) {
+            return Err(invalid("riva.sample_rate", "must be between 8000 and 48000"));
+        }
+        if r.auto_language.trim().is_empty() {
+            return Err(invalid("riva.auto_language", "must not be empty"));
+        }
+        if r.max_stream_age < Duration::from_secs(1) {
+            return Err(invalid("riva.max_stream_age", "must be at least 1s"));
+        }
+        for (key, d) in [
+            ("riva.connect_timeout", r.connect_timeout),
+            ("riva.open_timeout", r.open_timeout),
+            ("health.interval", raw.health.interval),
+            ("health.timeout", raw.health.timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be above zero"));
+            }
+        }
+        if raw.routes.is_empty() {
+            return Err(invalid(
+                "routes",
+                "no back end configured: pass --backend riva://HOST:PORT or set routes.default",
+            ));
+        }
+        let mut routes = Vec::new();
+        for (name, urls) in &raw.routes {
+            let key = format!("routes.{name}");
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(&key, "route names are letters, digits, - and _"));
+            }
+            if urls.is_empty() {
+                return Err(invalid(&key, "a route needs at least one back end"));
+            }
+            let backends = urls
+                .iter()
+                .map(|u| BackendUrl::parse(u).map_err(|p| invalid(&key, p)))
+                .collect::<Result<Vec<_>, _>>()?;
+            routes.push(Route {
+                name: name.clone(),
+                backends,
+            });
+        }
+        Ok(Config {
+            listen,
+            log: LogConfig {
+                json,
+                filter: raw.log_level,
+            },
+            session: SessionLimits {
+                max_frame: s.max_frame,
+                queue: s.queue,
+                replay: s.replay,
+                flush_timeout: s.flush_timeout,
+                max_reopens: s.max_reopens,
+            },
+            riva: RivaSettings {
+                sample_rate: r.sample_rate,
+                auto_language: r.auto_language.clone(),
+                max_stream_age: r.max_stream_age,
+                connect_timeout: r.connect_timeout,
+                open_timeout: r.open_timeout,
+                health_timeout: raw.health.timeout,
+            },
+            health: HealthSettings {
+                interval: raw.health.interval,
+                timeout: raw.health.timeout,
+            },
+            routes,
+        })
+    }
+
+    /// The route a session asks for, by name.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+}
+
+/// A figment provider over an explicit list of variables, so loading can be tested
+/// without touching the process environment. `SGW_A__B=v` becomes `a.b = v`, with `v`
+/// parsed the way figment parses environment values (numbers, booleans, arrays).
+pub struct EnvVars {
+    vars: Vec<(String, String)>,
+}
+
+impl EnvVars {
+    pub fn new(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        EnvVars {
+            vars: vars
+                .into_iter()
+                .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != "SGW_CONFIG")
+                .collect(),
+        }
+    }
+}
+
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("SGW_* environment variables")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut root = Dict::new();
+        for (key, raw) in &self.vars {
+            let path: Vec<String> = key[ENV_PREFIX.len()..]
+                .split("__")
+                .map(|p| p.to_ascii_lowercase())
+                .collect();
+            if path.iter().any(String::is_empty) {
+                continue;
+            }
+            let value: Value = raw.parse().expect("figment value parsing is infallible");
+            insert_path(&mut root, &path, value);
+        }
+        Ok(Profile::Default.collect(root))
+    }
+}
+
+fn insert_path(dict: &mut Dict, path: &[String], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if entry.as_dict().is_none() {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Every environment variable with its default value, in the form `.env.example` lists
+/// them. Routes have no default; `SGW_ROUTES__DEFAULT` is listed empty.
+pub fn env_defaults() -> Vec<(String, String)> {
+    let value = Value::serialize(RawConfig::default()).expect("defaults serialize");
+    let mut out = Vec::new();
+    flatten(&value, ENV_PREFIX.trim_end_matches('_'), &mut out);
+    out.push(("SGW_ROUTES__DEFAULT".into(), String::new()));
+    out.sort();
+    out
+}
+
+fn flatten(value: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Dict(_, dict) => {
+            for (k, v) in dict {
+                let sep = if prefix == "SGW" { "_" } else { "__" };
+                flatten(v, &format!("{prefix}{sep}{}", k.to_ascii_uppercase()), out);
+            }
+        }
+        Value::String(_, s) => out.push((prefix.to_string(), s.clone())),
+        Value::Num(_, n) => out.push((
+            prefix.to_string(),
+            n.to_u128()
+                .map(|u| u.to_string())
+                .or_else(|| n.to_i128().map(|i| i.to_string()))
+                .or_else(|| n.to_f64().map(|f| f.to_string()))
+                .unwrap_or_default(),
+        )),
+        Value::Bool(_, b) => out.push((prefix.to_string(), b.to_string())),
+        Value::Array(_, a) if a.is_empty() => out.push((prefix.to_string(), String::new())),
+        other => out.push((prefix.to_string(), format!("{other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn with_default_route() -> Vec<(String, String)> {
+        vars(&[("SGW_ROUTES__DEFAULT", "riva://127.0.0.1:50051")])
+    }
+
+    #[test]
+    fn defaults_validate_once_a_route_exists() {
+        let c = Config::load(None, with_default_route(), Dict::new()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.session.max_frame, Duration::from_secs(1));
+        assert_eq!(c.session.queue, Duration::from_secs(10));
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.routes[0].name, "default");
+        assert_eq!(c.routes[0].backends[0].port, 50051);
+    }
+
+    #[test]
+    fn no_route_is_refused_with_a_hint() {
+        let err = Config::load(None, vec![], Dict::new()).unwrap_err().to_string();
+        assert!(err.contains("routes") && err.contains("--backend"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_splits_on_double_underscore() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gw.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\n[session]\nqueue = \"20s\"\nmax_frame = \"500ms\"\n\
+             [routes]\ndefault = [\"riva://a:1\", \"rivas://b:2/parakeet\"]\noffline = [\"riva://c:3\"]\n",
+        )
+        .unwrap();
+        let env = vars(&[("SGW_SESSION__QUEUE", "5s"), ("SGW_LOG_FORMAT", "text"), ("OTHER", "x")]);
+        let c = Config::load(Some(&file), env, Dict::new()).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.session.queue, Duration::from_secs(5));
+        assert_eq!(c.session.max_frame, Duration::from_millis(500));
+        assert!(!c.log.json);
+        let default = c.route("default").unwrap();
+        assert_eq!(default.backends.len(), 2);
+        assert!(default.backends[1].tls);
+        assert_eq!(default.backends[1].model.as_deref(), Some("parakeet"));
+        assert_eq!(c.route("offline").unwrap().backends[0].host, "c");
+    }
+
+    #[test]
+    fn command_line_overrides_everything() {
+        let mut cli = Dict::new();
+        cli.insert("listen".into(), Value::from("127.0.0.1:0"));
+        let mut routes = Dict::new();
+        routes.insert("default".into(), Value::from(vec!["riva://x:7".to_string()]));
+        cli.insert("routes".into(), Value::from(routes));
+        let env = vars(&[("SGW_LISTEN", "127.0.0.1:1"), ("SGW_ROUTES__DEFAULT", "riva://y:8")]);
+        let c = Config::load(None, env, cli).unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.routes[0].backends[0].host, "x");
+    }
+
+    #[test]
+    fn env_route_accepts_comma_list() {
+        let env = vars(&[("SGW_ROUTES__DEFAULT", "riva://a:1, riva://b:2")]);
+        let c = Config::load(None, env, Dict::new()).unwrap();
+        assert_eq!(c.routes[0].backends.len(), 2);
+        assert_eq!(c.routes[0].backends[1].host, "b");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("SGW_LISTEN", "nowhere", "listen"),
+            ("SGW_SESSION__MAX_FRAME", "5ms", "session.max_frame"),
+            ("SGW_SESSION__QUEUE", "100ms", "session.queue"),
+            ("SGW_RIVA__SAMPLE_RATE", "4000", "riva.sample_rate"),
+            ("SGW_LOG_FORMAT", "xml", "log_format"),
+            ("SGW_HEALTH__INTERVAL", "0s", "health.interval"),
+        ];
+        for (k, v, key) in cases {
+            let mut env = with_default_route();
+            env.push((k.into(), v.into()));
+            let err = Config::load(None, env, Dict::new()).unwrap_err().to_string();
+            assert!(err.contains(key), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn unparseable_duration_is_refused() {
+        let mut env = with_default_route();
+        env.push(("SGW_SESSION__QUEUE".into(), "ten seconds".into()));
+        assert!(Config::load(None, env, Dict::new()).is_err());
+    }
+
+    #[test]
+    fn unknown_file_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gw.toml");
+        std::fs::write(&file, "[session]\nqueue_size = 3\n").unwrap();
+        let err = Config::load(Some(&file), with_default_route(), Dict::new()).unwrap_err();
+        assert!(err.to_string().contains("queue_size"), "{err}");
+    }
+
+    #[test]
+    fn backend_urls_parse_and_refuse() {
+        let b = BackendUrl::parse("riva://[::1]:50051").unwrap();
+        assert_eq!(b.host, "::1");
+        assert_eq!(b.endpoint(), "http://[::1]:50051");
+        assert_eq!(
+            BackendUrl::parse("rivas://riva.example:443").unwrap().endpoint(),
+            "https://riva.example:443"
+        );
+        for bad in ["riva://host", "http://h:1", "riva://:1", "riva://h:0", "nothing"] {
+            assert!(BackendUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// `.env.example` must list exactly the keys the code knows, with their defaults.
+    #[test]
+    fn env_example_matches_the_code() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
+            .expect(".env.example exists");
+        let mut listed: Vec<(String, String)> = text
+            .lines()
+            .map(|l| l.trim().trim_start_matches('#').trim())
+            .filter(|l| l.starts_with(ENV_PREFIX))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        listed.sort();
+        assert_eq!(listed, env_defaults());
+    }
+}

@@ -1,0 +1,408 @@
+//! Codec of the v1 contract (`GET /v1/audio/stream`): WebSocket messages ⇄ session
+//! commands and events. Pure functions: nothing here logs or counts.
+//!
+//! Client → server: binary frames are PCM16LE audio; text frames are JSON objects with a
+//! `type` of `start`, `end` or `ping`. Server → client: `partial`, `final`, `pong`,
+//! `error`, `status`, then a close frame.
+
+use axum::extract::ws::{CloseFrame, Message};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::session::{
+    CloseCause, Command, ErrorKind, Event, SessionError, StartConfig, StatusState, Transcript, Word,
+};
+
+/// The wire code of each error kind.
+pub fn error_code(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::AudioFormat => "AUDIO_FORMAT_ERROR",
+        ErrorKind::BufferOverflow => "BUFFER_OVERFLOW",
+        ErrorKind::ModelUnavailable => "MODEL_UNAVAILABLE",
+        ErrorKind::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
+        ErrorKind::AuthenticationFailed => "AUTHENTICATION_FAILED",
+        ErrorKind::Internal => "INTERNAL_ERROR",
+        ErrorKind::InvalidRequest => "INVALID_REQUEST",
+    }
+}
+
+/// The WebSocket close code that ends a session.
+pub fn close_code(cause: CloseCause) -> u16 {
+    match cause {
+        CloseCause::Normal => 1000,
+        CloseCause::GoingAway => 1001,
+        CloseCause::Error(kind) => match kind {
+            ErrorKind::ModelUnavailable | ErrorKind::RateLimitExceeded => 1013,
+            ErrorKind::Internal => 1011,
+            ErrorKind::AuthenticationFailed
+            | ErrorKind::AudioFormat
+            | ErrorKind::BufferOverflow
+            | ErrorKind::InvalidRequest => 1008,
+        },
+    }
+}
+
+/// Turns one WebSocket message into a command. Control frames (ping/pong) are handled by
+/// the WebSocket layer and yield `None`; so does `Close`, which ends the command stream.
+pub fn decode(msg: Message) -> Option<Command> {
+    match msg {
+        Message::Binary(bytes) => Some(Command::Audio(bytes)),
+        Message::Text(text) => Some(decode_text(text.as_str())),
+        Message::Ping(_) | Message::Pong(_) | Message::Close(_) => None,
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Command {
+    Command::Reject(SessionError::new(ErrorKind::InvalidRequest, message))
+}
+
+fn decode_text(text: &str) -> Command {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => {
+            return invalid(
+                "text frames must be JSON objects with a `type` (start, end, ping); \
+                 this one is not JSON and was ignored",
+            );
+        }
+    };
+    let Some(obj) = value.as_object() else {
+        return invalid("text frames must be JSON objects; this one was ignored");
+    };
+    match obj.get("type").and_then(Value::as_str) {
+        Some("start") => match obj.get("config") {
+            None | Some(Value::Null) => Command::Start(StartConfig::default()),
+            Some(Value::Object(cfg)) => match start_config(cfg) {
+                Ok(cfg) => Command::Start(cfg),
+                Err(e) => Command::Reject(e),
+            },
+            Some(_) => invalid("`start.config` must be an object; the start was ignored"),
+        },
+        Some("end") => Command::End,
+        Some("ping") => Command::Ping(obj.get("timestamp").cloned().unwrap_or(Value::Null)),
+        Some(other) => {
+            let shown: String = other.chars().take(40).collect();
+            invalid(format!(
+                "unknown message type `{shown}` (expected start, end or ping); it was ignored"
+            ))
+        }
+        None => invalid("text frames need a string `type` (start, end or ping); this one was ignored"),
+    }
+}
+
+/// Reads `start.config`. Unknown keys are ignored; a known key of the wrong type refuses
+/// the whole start (audio keys with `AUDIO_FORMAT_ERROR`, others with `INVALID_REQUEST`).
+fn start_config(cfg: &Map<String, Value>) -> Result<StartConfig, SessionError> {
+    let mut out = StartConfig::default();
+    let bad = |kind, key: &str, want: &str| {
+        SessionError::new(
+            kind,
+            format!("`start.config.{key}` must be {want}; the start was ignored"),
+        )
+    };
+    let flag = |key: &str, slot: &mut bool| -> Result<(), SessionError> {
+        match cfg.get(key) {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::Bool(b)) => {
+                *slot = *b;
+                Ok(())
+            }
+            Some(_) => Err(bad(ErrorKind::InvalidRequest, key, "true or false")),
+        }
+    };
+    flag("interim_results", &mut out.interim_results)?;
+    flag("punctuate", &mut out.punctuate)?;
+    flag("profanity_filter", &mut out.profanity_filter)?;
+    flag("word_timestamps", &mut out.word_timestamps)?;
+    match cfg.get("language") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 32 => out.language = s.trim().to_string(),
+        Some(_) => return Err(bad(ErrorKind::InvalidRequest, "language", "a language code such as en-US, or auto")),
+    }
+    match cfg.get("sample_rate") {
+        None | Some(Value::Null) => {}
+        Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => out.sample_rate = n,
+            None => return Err(bad(ErrorKind::AudioFormat, "sample_rate", "an integer number of Hz between 8000 and 48000")),
+        },
+    }
+    match cfg.get("encoding") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("pcm_s16le") => {}
+        Some(_) => return Err(bad(ErrorKind::AudioFormat, "encoding", "\"pcm_s16le\" (16-bit little-endian mono PCM)")),
+    }
+    match cfg.get("model") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => out.model = Some(s.to_ascii_lowercase()),
+        Some(_) => return Err(bad(ErrorKind::InvalidRequest, "model", "a route name such as default")),
+    }
+    match cfg.get("endpointing_ms") {
+        None | Some(Value::Null) => {}
+        Some(v) => match v.as_u64().filter(|n| (10..=10_000).contains(n)) {
+            Some(n) => out.endpointing_ms = Some(n as u32),
+            None => return Err(bad(ErrorKind::InvalidRequest, "endpointing_ms", "an integer between 10 and 10000")),
+        },
+    }
+    match cfg.get("custom_configuration") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) if map.len() <= 32 => {
+            for (k, v) in map {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => return Err(bad(ErrorKind::InvalidRequest, "custom_configuration", "an object of string values")),
+                };
+                out.custom.push((k.clone(), v));
+            }
+        }
+        Some(_) => return Err(bad(ErrorKind::InvalidRequest, "custom_configuration", "an object of at most 32 string values")),
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct WireWord<'a> {
+    word: &'a str,
+    start: f64,
+    end: f64,
+    confidence: f32,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Wire<'a> {
+    Partial {
+        text: &'a str,
+        confidence: f32,
+        timestamp_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        words: Option<Vec<WireWord<'a>>>,
+    },
+    Final {
+        text: &'a str,
+        confidence: f32,
+        is_end_of_utterance: bool,
+        timestamp_ms: u64,
+        duration_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        words: Option<Vec<WireWord<'a>>>,
+    },
+    Pong {
+        timestamp: &'a Value,
+        server_time: i64,
+    },
+    Error {
+        code: &'static str,
+        message: &'a str,
+        recoverable: bool,
+    },
+    Status {
+        state: &'static str,
+        message: &'a str,
+    },
+}
+
+fn words(t: &Transcript) -> Option<Vec<WireWord<'_>>> {
+    t.words.as_ref().map(|ws| {
+        ws.iter()
+            .map(|w: &Word| WireWord {
+                word: &w.word,
+                start: round3(w.start),
+                end: round3(w.end),
+                confidence: w.confidence,
+            })
+            .collect()
+    })
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Renders one event as a WebSocket message.
+pub fn encode(ev: &Event) -> Message {
+    let wire = match ev {
+        Event::Partial(t) => Wire::Partial {
+            text: &t.text,
+            confidence: t.confidence,
+            timestamp_ms: t.timestamp_ms,
+            words: words(t),
+        },
+        Event::Final(t) => Wire::Final {
+            text: &t.text,
+            confidence: t.confidence,
+            is_end_of_utterance: true,
+            timestamp_ms: t.timestamp_ms,
+            duration_ms: t.duration_ms,
+            words: words(t),
+        },
+        Event::Pong {
+            timestamp,
+            server_time_ms,
+        } => Wire::Pong {
+            timestamp,
+            server_time: *server_time_ms,
+        },
+        Event::Error(e) => Wire::Error {
+            code: error_code(e.kind),
+            message: &e.message,
+            recoverable: e.kind.recoverable(),
+        },
+        Event::Status { state, message } => Wire::Status {
+            state: match state {
+                StatusState::Failover => "failover",
+                StatusState::AudioGap => "audio_gap",
+            },
+            message,
+        },
+        Event::Close(cause) => {
+            let reason = match cause {
+                CloseCause::Normal => "end of session",
+                CloseCause::GoingAway => "server shutting down",
+                CloseCause::Error(kind) => error_code(*kind),
+            };
+            return Message::Close(Some(CloseFrame {
+                code: close_code(*cause),
+                reason: reason.into(),
+            }));
+        }
+    };
+    Message::Text(
+        serde_json::to_string(&wire)
+            .expect("wire messages always serialize")
+            .into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Command {
+        decode(Message::Text(s.into())).unwrap()
+    }
+
+    fn rejected(cmd: Command) -> SessionError {
+        match cmd {
+            Command::Reject(e) => e,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn start_with_the_contract_example() {
+        let cmd = text(r#"{"type":"start","config":{"language":"auto","interim_results":true,"punctuate":true,"profanity_filter":false}}"#);
+        assert_eq!(cmd, Command::Start(StartConfig::default()));
+    }
+
+    #[test]
+    fn start_reads_every_optional_key_and_ignores_unknown_ones() {
+        let cmd = text(r#"{"type":"start","config":{"sample_rate":8000,"encoding":"pcm_s16le","word_timestamps":false,
+            "model":"Offline","endpointing_ms":700,"language":"de-DE","custom_configuration":{"a":"b","n":3},"shiny":1}}"#);
+        let Command::Start(c) = cmd else { panic!() };
+        assert_eq!(c.sample_rate, 8000);
+        assert!(!c.word_timestamps);
+        assert_eq!(c.model.as_deref(), Some("offline"));
+        assert_eq!(c.endpointing_ms, Some(700));
+        assert_eq!(c.language, "de-DE");
+        assert_eq!(c.custom, vec![("a".into(), "b".into()), ("n".into(), "3".into())]);
+        assert_eq!(text(r#"{"type":"start"}"#), Command::Start(StartConfig::default()));
+    }
+
+    #[test]
+    fn wrong_types_name_the_key_and_the_code() {
+        let e = rejected(text(r#"{"type":"start","config":{"sample_rate":"16k"}}"#));
+        assert_eq!(e.kind, ErrorKind::AudioFormat);
+        assert!(e.message.contains("sample_rate"));
+        let e = rejected(text(r#"{"type":"start","config":{"encoding":"opus"}}"#));
+        assert_eq!(e.kind, ErrorKind::AudioFormat);
+        let e = rejected(text(r#"{"type":"start","config":{"punctuate":"yes"}}"#));
+        assert_eq!(e.kind, ErrorKind::InvalidRequest);
+        assert!(e.message.contains("punctuate"));
+        let e = rejected(text(r#"{"type":"start","config":{"endpointing_ms":5}}"#));
+        assert!(e.message.contains("endpointing_ms"));
+        assert_eq!(rejected(text(r#"{"type":"start","config":[1]}"#)).kind, ErrorKind::InvalidRequest);
+    }
+
+    #[test]
+    fn junk_is_an_invalid_request() {
+        for junk in ["hello", "[1,2]", r#"{"type":"dance"}"#, r#"{"kind":"start"}"#, r#"{"type":5}"#] {
+            assert_eq!(rejected(text(junk)).kind, ErrorKind::InvalidRequest, "{junk}");
+        }
+        let e = rejected(text(&format!(r#"{{"type":"{}"}}"#, "x".repeat(500))));
+        assert!(e.message.len() < 200, "echoed type is truncated");
+    }
+
+    #[test]
+    fn end_ping_and_binary() {
+        assert_eq!(text(r#"{"type":"end"}"#), Command::End);
+        assert_eq!(
+            text(r#"{"type":"ping","timestamp":1702483200000}"#),
+            Command::Ping(serde_json::json!(1702483200000u64))
+        );
+        assert_eq!(
+            decode(Message::Binary(vec![1u8, 2].into())),
+            Some(Command::Audio(vec![1u8, 2].into()))
+        );
+        assert_eq!(decode(Message::Close(None)), None);
+    }
+
+    fn json(m: Message) -> Value {
+        match m {
+            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn events_render_as_the_contract_shows() {
+        let t = Transcript {
+            text: "Hello how are".into(),
+            confidence: 0.5,
+            timestamp_ms: 1500,
+            duration_ms: 2100,
+            words: Some(vec![Word { word: "Hello".into(), start: 0.0, end: 0.30000001, confidence: 0.5 }]),
+        };
+        let p = json(encode(&Event::Partial(t.clone())));
+        assert_eq!(p["type"], "partial");
+        assert_eq!(p["timestamp_ms"], 1500);
+        assert_eq!(p["words"][0]["end"], 0.3);
+        assert!(p.get("duration_ms").is_none());
+        let f = json(encode(&Event::Final(t.clone())));
+        assert_eq!(f["type"], "final");
+        assert_eq!(f["is_end_of_utterance"], true);
+        assert_eq!(f["duration_ms"], 2100);
+        let no_words = json(encode(&Event::Final(Transcript { words: None, ..t })));
+        assert!(no_words.get("words").is_none());
+        let e = json(encode(&Event::Error(SessionError::new(ErrorKind::BufferOverflow, "x"))));
+        assert_eq!(e, serde_json::json!({"type":"error","code":"BUFFER_OVERFLOW","message":"x","recoverable":true}));
+        let pong = json(encode(&Event::Pong { timestamp: serde_json::json!(17), server_time_ms: 20 }));
+        assert_eq!(pong, serde_json::json!({"type":"pong","timestamp":17,"server_time":20}));
+    }
+
+    #[test]
+    fn every_kind_has_a_code_and_fatal_ones_a_close_code() {
+        let kinds = [
+            ErrorKind::AudioFormat,
+            ErrorKind::BufferOverflow,
+            ErrorKind::ModelUnavailable,
+            ErrorKind::RateLimitExceeded,
+            ErrorKind::AuthenticationFailed,
+            ErrorKind::Internal,
+            ErrorKind::InvalidRequest,
+        ];
+        for k in kinds {
+            assert_eq!(error_code(k), k.label(), "metric label and wire code agree");
+        }
+        assert_eq!(close_code(CloseCause::Error(ErrorKind::ModelUnavailable)), 1013);
+        assert_eq!(close_code(CloseCause::Error(ErrorKind::AuthenticationFailed)), 1008);
+        assert_eq!(close_code(CloseCause::Error(ErrorKind::Internal)), 1011);
+        assert_eq!(close_code(CloseCause::Normal), 1000);
+        assert_eq!(close_code(CloseCause::GoingAway), 1001);
+        match encode(&Event::Close(CloseCause::Error(ErrorKind::Internal))) {
+            Message::Close(Some(f)) => assert_eq!((f.code, f.reason.as_str()), (1011, "INTERNAL_ERROR")),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! speech-gateway: a streaming speech-recognition gateway. Client apps stream PCM audio over
+//! a WebSocket and get partial and final transcripts back as JSON; the gateway bridges each
+//! session to NVIDIA Riva (gRPC `StreamingRecognize`) and adds what the servers lack:
+//! validation, backpressure, stream rotation and reopening without audio loss, health-aware
+//! routing, metrics and structured logs. It does no inference itself.
+//!
+//! # Layout
+//!
+//! | module | role |
+//! |---|---|
+//! | [`config`] | figment layering (defaults → TOML → `SGW_*` env → flags), validated once into typed values |
+//! | [`ingress`] | axum HTTP/WebSocket edge; [`ingress::v1`] is the v1 contract's codec |
+//! | [`session`] | the domain: one conversation, no transport types ([`session::engine`] is the loop) |
+//! | [`router`] | routes, back-end health monitor, candidate order |
+//! | [`backend`] | the `SpeechBackend` port and its adapters ([`backend::riva`]); generated protobuf lives only here |
+//! | [`telemetry`] | tracing setup and the one module where metric names are spelled |
+//! | [`client`] | the `transcribe` client (WAV reader, pacing, latency figures) |
+//! | [`error`] | error classes shared by every boundary |
+//!
+//! The server entry is [`serve`]: it takes a bound listener and a shutdown future, so tests
+//! run the real gateway in-process on port 0.
+
+pub mod backend;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod ingress;
+pub mod router;
+pub mod session;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::BackendError;
+use crate::config::Config;
+use crate::ingress::AppState;
+use crate::router::Router;
+use crate::session::SessionContext;
+use crate::telemetry::metrics::Metrics;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("back end could not be set up: {0}")]
+    Backend(#[from] BackendError),
+    #[error("listener failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the gateway on `listener` until `shutdown` resolves. Then it stops accepting,
+/// lets every live session flush its finals (bounded by `session.flush_timeout`) and
+/// closes them with 1001 ("going away").
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let metrics = Arc::new(Metrics::new());
+    let mut routes = Vec::new();
+    let mut built: Vec<Arc<dyn backend::SpeechBackend>> = Vec::new();
+    for route in &config.routes {
+        let mut list = Vec::new();
+        for url in &route.backends {
+            let existing = built.iter().find(|b| b.name() == url.url).cloned();
+            let b = match existing {
+                Some(b) => b,
+                None => {
+                    let b = backend::connect(url, &config)?;
+                    built.push(b.clone());
+                    b
+                }
+            };
+            list.push(b);
+        }
+        routes.push((route.name.clone(), list));
+    }
+    let router = Arc::new(Router::new(routes, metrics.clone()));
+    let stop = CancellationToken::new();
+    let ctx = Arc::new(SessionContext {
+        router: router.clone(),
+        metrics,
+        limits: config.session.clone(),
+        max_stream_age: config.riva.max_stream_age,
+        shutdown: stop.clone(),
+    });
+    let monitor = tokio::spawn(router.clone().monitor(config.health.interval, stop.clone()));
+    let sessions = TaskTracker::new();
+    let state = AppState {
+        ctx,
+        config: Arc::new(config.clone()),
+        sessions: sessions.clone(),
+        started: Instant::now(),
+    };
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, routes = config.routes.len(), "speech-gateway listening");
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        signal.cancel();
+    });
+    axum::serve(listener, ingress::app(state))
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .await?;
+    // Upgraded WebSockets outlive the HTTP server: wait for their sessions to flush.
+    sessions.close();
+    let grace = config.session.flush_timeout + std::time::Duration::from_secs(1);
+    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+        tracing::warn!(left = sessions.len(), "sessions still open after the drain grace period");
+    }
+    monitor.abort();
+    tracing::info!("speech-gateway stopped");
+    Ok(())
+}

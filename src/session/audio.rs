@@ -1,0 +1,232 @@
+//! Audio bookkeeping of one session: frame validation, the replay buffer, and the log of
+//! when each frame arrived (for latency stamps).
+//!
+//! Session time is counted in samples at the back end's rate from the first accepted
+//! sample; refused frames never enter it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::{ErrorKind, SessionError};
+
+/// Checks one binary frame against the contract: whole 16-bit samples, and no longer than
+/// `max_frame` of audio at `sample_rate`. `frame_no` (1-based) names the frame in the error.
+pub fn validate_frame(
+    len: usize,
+    sample_rate: u32,
+    max_frame: Duration,
+    frame_no: u64,
+) -> Result<(), SessionError> {
+    if len % 2 != 0 {
+        return Err(SessionError::new(
+            ErrorKind::AudioFormat,
+            format!(
+                "audio frame {frame_no} rejected: {len} bytes is an odd count; expected 16-bit \
+                 little-endian mono PCM at {sample_rate} Hz (2 bytes a sample)"
+            ),
+        ));
+    }
+    let max_bytes = max_frame_bytes(sample_rate, max_frame);
+    if len > max_bytes {
+        return Err(SessionError::new(
+            ErrorKind::AudioFormat,
+            format!(
+                "audio frame {frame_no} rejected: {len} bytes is {} ms of audio at {sample_rate} Hz; \
+                 the maximum is {} ms ({max_bytes} bytes). Send 20-500 ms frames",
+                bytes_to_ms(len, sample_rate),
+                max_frame.as_millis()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes of PCM16 mono in `d` at `rate`.
+pub fn max_frame_bytes(rate: u32, d: Duration) -> usize {
+    (u128::from(rate) * d.as_millis() / 1000) as usize * 2
+}
+
+/// Milliseconds of PCM16 mono audio in `len` bytes.
+pub fn bytes_to_ms(len: usize, rate: u32) -> u64 {
+    (len as u64 / 2) * 1000 / u64::from(rate)
+}
+
+/// Audio since the last final, kept so that a back-end stream can be reopened (rotation,
+/// failover) and fed again without losing anything the client sent.
+#[derive(Debug)]
+pub struct ReplayBuffer {
+    /// Session sample index of `samples[0]`.
+    start: u64,
+    samples: VecDeque<i16>,
+    capacity: usize,
+    /// Samples dropped from the front because the utterance outgrew the buffer; a reopen
+    /// cannot replay those and must say so.
+    lost: u64,
+}
+
+impl ReplayBuffer {
+    pub fn new(capacity_samples: usize) -> Self {
+        ReplayBuffer {
+            start: 0,
+            samples: VecDeque::new(),
+            capacity: capacity_samples,
+            lost: 0,
+        }
+    }
+
+    pub fn push(&mut self, audio: &[i16]) {
+        self.samples.extend(audio.iter().copied());
+        let over = self.samples.len().saturating_sub(self.capacity);
+        if over > 0 {
+            self.samples.drain(..over);
+            self.start += over as u64;
+            self.lost += over as u64;
+        }
+    }
+
+    /// Forgets everything before session sample `at` (the end of a final).
+    pub fn cut(&mut self, at: u64) {
+        if at <= self.start {
+            return;
+        }
+        let n = ((at - self.start) as usize).min(self.samples.len());
+        self.samples.drain(..n);
+        self.start += n as u64;
+        self.lost = 0;
+    }
+
+    /// Session sample index of the first retained sample.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Session sample index one past the last retained sample.
+    pub fn end(&self) -> u64 {
+        self.start + self.samples.len() as u64
+    }
+
+    /// Samples that outgrew the buffer since the last cut.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// The retained audio as PCM16LE chunks of at most `chunk` samples.
+    pub fn chunks(&self, chunk: usize) -> Vec<bytes::Bytes> {
+        let (a, b) = self.samples.as_slices();
+        let all: Vec<i16> = a.iter().chain(b.iter()).copied().collect();
+        all.chunks(chunk.max(1)).map(pcm_bytes).collect()
+    }
+}
+
+/// PCM16LE bytes of samples.
+pub fn pcm_bytes(samples: &[i16]) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(samples.len() * 2);
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out.into()
+}
+
+/// Samples of PCM16LE bytes (the length is validated even before this is called).
+pub fn pcm_samples(bytes: &[u8]) -> Vec<i16> {
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+/// When each accepted frame arrived, by the session time (ms) at which it ends. Bounded:
+/// only the most recent `horizon_ms` of audio is kept.
+#[derive(Debug)]
+pub struct FrameLog {
+    entries: VecDeque<(u64, Instant)>,
+    horizon_ms: u64,
+}
+
+impl FrameLog {
+    pub fn new(horizon_ms: u64) -> Self {
+        FrameLog {
+            entries: VecDeque::new(),
+            horizon_ms,
+        }
+    }
+
+    pub fn push(&mut self, end_ms: u64, at: Instant) {
+        self.entries.push_back((end_ms, at));
+        while let Some(&(first, _)) = self.entries.front() {
+            if end_ms.saturating_sub(first) > self.horizon_ms {
+                self.entries.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Arrival of the first frame that reaches `ms` (the frame holding that instant), or
+    /// of the last frame if `ms` lies beyond everything received.
+    pub fn arrival_of(&self, ms: u64) -> Option<Instant> {
+        let idx = self.entries.partition_point(|&(end, _)| end < ms);
+        self.entries
+            .get(idx)
+            .or_else(|| self.entries.back())
+            .map(|&(_, at)| at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_and_oversized_frames_are_refused_with_their_number() {
+        let max = Duration::from_secs(1);
+        let e = validate_frame(3201, 16_000, max, 7).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AudioFormat);
+        assert!(e.message.contains("frame 7") && e.message.contains("odd"), "{}", e.message);
+        assert!(validate_frame(32_000, 16_000, max, 1).is_ok(), "exactly 1 s is allowed");
+        let e = validate_frame(32_002, 16_000, max, 2).unwrap_err();
+        assert!(e.message.contains("1000 ms"), "{}", e.message);
+        assert!(validate_frame(320, 16_000, max, 3).is_ok(), "10 ms WebRTC frames are fine");
+        assert!(validate_frame(96_000, 48_000, max, 4).is_ok());
+        assert!(validate_frame(16_002, 8_000, max, 5).is_err());
+    }
+
+    #[test]
+    fn replay_keeps_audio_since_the_cut_and_counts_losses() {
+        let mut r = ReplayBuffer::new(10);
+        r.push(&[1, 2, 3, 4, 5, 6]);
+        r.cut(4);
+        assert_eq!((r.start(), r.end()), (4, 6));
+        assert_eq!(r.chunks(10)[0].as_ref(), pcm_bytes(&[5, 6]).as_ref());
+        r.push(&[7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
+        assert_eq!(r.lost(), 2, "two samples fell off the front");
+        assert_eq!(r.start(), 6);
+        let chunks = r.chunks(4);
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(pcm_samples(&chunks[0]), vec![7, 8, 9, 10]);
+        r.cut(100);
+        assert_eq!((r.start(), r.end(), r.lost()), (16, 16, 0));
+        r.cut(3);
+        assert_eq!(r.start(), 16, "a cut in the past changes nothing");
+    }
+
+    #[test]
+    fn frame_log_finds_the_frame_holding_an_instant() {
+        let t0 = Instant::now();
+        let mut log = FrameLog::new(1_000);
+        for i in 1..=30u64 {
+            log.push(i * 100, t0 + Duration::from_millis(i * 100));
+        }
+        assert_eq!(log.arrival_of(2_550), Some(t0 + Duration::from_millis(2_600)));
+        assert_eq!(log.arrival_of(2_600), Some(t0 + Duration::from_millis(2_600)));
+        assert_eq!(log.arrival_of(9_999), Some(t0 + Duration::from_millis(3_000)));
+        // older than the horizon: answered by the oldest frame kept
+        assert_eq!(log.arrival_of(0), Some(t0 + Duration::from_millis(2_000)));
+    }
+
+    #[test]
+    fn pcm_round_trip() {
+        let s = [0i16, -1, i16::MAX, i16::MIN, 1234];
+        assert_eq!(pcm_samples(&pcm_bytes(&s)), s.to_vec());
+    }
+}

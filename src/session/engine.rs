@@ -1,0 +1,682 @@
+//! The session loop: one task per client conversation.
+//!
+//! It reads [`Command`]s, writes [`Event`]s, and drives one back-end stream at a time.
+//! Invariants it keeps:
+//! - audio is never dropped silently: a refused frame is answered with an error naming it,
+//!   and accepted audio stays in the replay buffer until a final covers it;
+//! - finals are append-only: each covers session audio after the previous one, and a
+//!   reopened stream is fed only the audio after the last final;
+//! - a client that vanishes cancels its back-end stream (dropping the stream cancels it).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tracing::{Instrument, Span, field};
+
+use super::audio::{FrameLog, ReplayBuffer, bytes_to_ms, pcm_bytes, pcm_samples, validate_frame};
+use super::resample::Resampler;
+use super::{
+    CloseCause, Command, ErrorKind, Event, Outcome, SAMPLE_RATES, SessionContext, SessionError,
+    StartConfig, StatusState, Transcript, Word,
+};
+use crate::backend::{BackendError, EventStream, RecognitionParams, TranscriptEvent};
+use crate::error::ErrorClass;
+use crate::router::{ActiveGuard, BackendHandle};
+
+/// Replayed audio is sent in chunks of this many milliseconds.
+const REPLAY_CHUNK_MS: u64 = 100;
+
+/// Runs one session to its end and returns how it ended. `dialect` labels metrics.
+pub async fn run<C, E>(ctx: Arc<SessionContext>, dialect: &'static str, commands: C, events: E) -> Outcome
+where
+    C: Stream<Item = Command> + Unpin + Send,
+    E: Sink<Event> + Unpin + Send,
+{
+    let id = uuid::Uuid::new_v4();
+    let span = tracing::info_span!(
+        "session",
+        session_id = %id,
+        dialect,
+        route = field::Empty,
+        backend = field::Empty,
+        sample_rate = field::Empty,
+    );
+    ctx.metrics.sessions_active.inc();
+    let metrics = ctx.metrics.clone();
+    let engine = Engine::new(ctx, events, span.clone());
+    let outcome = engine.run(commands).instrument(span).await;
+    metrics.sessions_active.dec();
+    metrics.session_ended(dialect, outcome.as_str());
+    outcome
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No `start` yet (and no audio).
+    Idle,
+    Streaming,
+    /// `end` (or shutdown) received: the back end is flushing its last results.
+    Ending,
+}
+
+/// One open back-end stream.
+struct Upstream {
+    handle: Arc<BackendHandle>,
+    _active: ActiveGuard,
+    /// `None` once the audio side is half-closed.
+    audio: Option<mpsc::UnboundedSender<Bytes>>,
+    /// Bytes handed to the channel that the gRPC stream has not yet taken.
+    queued: Arc<AtomicUsize>,
+    events: EventStream,
+    /// Session sample index of this stream's first sample.
+    offset: u64,
+    /// Samples sent on this stream.
+    sent: u64,
+    opened_at: Instant,
+}
+
+impl Upstream {
+    fn send(&mut self, chunk: Bytes, samples: u64) {
+        self.sent += samples;
+        if let Some(tx) = &self.audio {
+            self.queued.fetch_add(chunk.len(), Ordering::Relaxed);
+            // A closed receiver means the stream already ended; its event stream says why.
+            let _ = tx.send(chunk);
+        }
+    }
+}
+
+struct Engine<E> {
+    ctx: Arc<SessionContext>,
+    events: E,
+    span: Span,
+    phase: Phase,
+    config: StartConfig,
+    route: String,
+    backend_rate: u32,
+    resampler: Option<Resampler>,
+    upstream: Option<Upstream>,
+    replay: ReplayBuffer,
+    frames: FrameLog,
+    /// Session samples accepted so far (at the back end's rate).
+    total: u64,
+    frames_received: u64,
+    /// Session ms where the last final's speech ended: finals never reach before it.
+    last_cut_ms: u64,
+    last_partial: Option<Transcript>,
+    first_partial_sent: bool,
+    reopens_in_row: u32,
+    flush_deadline: Option<tokio::time::Instant>,
+    close_cause: CloseCause,
+    end_received_at: Option<Instant>,
+}
+
+impl<E> Engine<E>
+where
+    E: Sink<Event> + Unpin + Send,
+{
+    fn new(ctx: Arc<SessionContext>, events: E, span: Span) -> Self {
+        Engine {
+            ctx,
+            events,
+            span,
+            phase: Phase::Idle,
+            config: StartConfig::default(),
+            route: String::new(),
+            backend_rate: 16_000,
+            resampler: None,
+            upstream: None,
+            replay: ReplayBuffer::new(0),
+            frames: FrameLog::new(0),
+            total: 0,
+            frames_received: 0,
+            last_cut_ms: 0,
+            last_partial: None,
+            first_partial_sent: false,
+            reopens_in_row: 0,
+            flush_deadline: None,
+            close_cause: CloseCause::Normal,
+            end_received_at: None,
+        }
+    }
+
+    async fn run<C>(mut self, mut commands: C) -> Outcome
+    where
+        C: Stream<Item = Command> + Unpin + Send,
+    {
+        let shutdown = self.ctx.shutdown.clone();
+        let result = loop {
+            let deadline = self.flush_deadline;
+            let flush_timer = async move {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let upstream_event = async {
+                match self.upstream.as_mut() {
+                    Some(u) => u.events.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if self.close_cause != CloseCause::GoingAway => {
+                    Step::Shutdown
+                }
+                cmd = commands.next() => match cmd {
+                    Some(cmd) => Step::Command(cmd),
+                    None => Step::ClientGone,
+                },
+                ev = upstream_event => Step::Upstream(ev),
+                _ = flush_timer => Step::FlushTimeout,
+            };
+            let r = match step {
+                Step::Shutdown => self.begin_end(CloseCause::GoingAway).await,
+                Step::Command(cmd) => self.on_command(cmd).await,
+                Step::ClientGone => Err(Outcome::ClientGone),
+                Step::Upstream(Some(Ok(ev))) => self.on_result(ev).await,
+                Step::Upstream(Some(Err(e))) => self.on_stream_error(e).await,
+                Step::Upstream(None) => self.on_stream_end().await,
+                Step::FlushTimeout => self.on_flush_timeout().await,
+            };
+            if let Err(outcome) = r {
+                break outcome;
+            }
+        };
+        // Dropping `self` drops the upstream, which cancels the back-end stream.
+        tracing::info!(
+            outcome = result.as_str(),
+            audio_ms = self.samples_to_ms(self.total),
+            frames = self.frames_received,
+            "session ended"
+        );
+        result
+    }
+
+    // ---- writing to the client ----
+
+    async fn emit(&mut self, ev: Event) -> Result<(), Outcome> {
+        if let Event::Error(e) = &ev {
+            self.ctx.metrics.error_sent(e.kind.label());
+        }
+        self.events.send(ev).await.map_err(|_| Outcome::ClientGone)
+    }
+
+    async fn error(&mut self, err: SessionError) -> Result<(), Outcome> {
+        tracing::debug!(kind = ?err.kind, "client error");
+        let fatal = !err.kind.recoverable();
+        let kind = err.kind;
+        self.emit(Event::Error(err)).await?;
+        if fatal {
+            let _ = self.emit(Event::Close(CloseCause::Error(kind))).await;
+            return Err(Outcome::Failed);
+        }
+        Ok(())
+    }
+
+    // ---- commands ----
+
+    async fn on_command(&mut self, cmd: Command) -> Result<(), Outcome> {
+        match cmd {
+            Command::Ping(timestamp) => {
+                let server_time_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                self.emit(Event::Pong {
+                    timestamp,
+                    server_time_ms,
+                })
+                .await
+            }
+            Command::Reject(err) => self.error(err).await,
+            Command::Start(cfg) => match self.phase {
+                Phase::Idle => self.start(cfg).await,
+                Phase::Streaming | Phase::Ending => {
+                    self.error(SessionError::new(
+                        ErrorKind::InvalidRequest,
+                        "session already started: the second start was ignored; the first \
+                         start's settings stay in force",
+                    ))
+                    .await
+                }
+            },
+            Command::Audio(frame) => self.on_audio(frame).await,
+            Command::End => match self.phase {
+                Phase::Idle => {
+                    let _ = self.emit(Event::Close(CloseCause::Normal)).await;
+                    Err(Outcome::Completed)
+                }
+                Phase::Streaming => self.begin_end(CloseCause::Normal).await,
+                Phase::Ending => Ok(()),
+            },
+        }
+    }
+
+    async fn start(&mut self, cfg: StartConfig) -> Result<(), Outcome> {
+        if !SAMPLE_RATES.contains(&cfg.sample_rate) {
+            return self
+                .error(SessionError::new(
+                    ErrorKind::AudioFormat,
+                    format!(
+                        "sample_rate {} Hz is not supported: use 8000-48000 Hz (16000 recommended); \
+                         the session was not started",
+                        cfg.sample_rate
+                    ),
+                ))
+                .await;
+        }
+        let route = cfg.model.clone().unwrap_or_else(|| "default".to_string());
+        let Some(entry) = self.ctx.router.route(&route) else {
+            let known = self.ctx.router.route_names().join(", ");
+            return self
+                .error(SessionError::new(
+                    ErrorKind::ModelUnavailable,
+                    format!("unknown model `{route}`: this gateway serves {known}"),
+                ))
+                .await;
+        };
+        self.backend_rate = entry.backends[0].backend.sample_rate_hz();
+        self.span.record("route", route.as_str());
+        self.span.record("sample_rate", cfg.sample_rate);
+        self.route = route;
+        self.resampler = Some(Resampler::new(cfg.sample_rate, self.backend_rate));
+        let limits = &self.ctx.limits;
+        self.replay = ReplayBuffer::new(
+            (u128::from(self.backend_rate) * limits.replay.as_millis() / 1000) as usize,
+        );
+        self.frames = FrameLog::new(limits.replay.as_millis() as u64);
+        self.config = cfg;
+        self.phase = Phase::Streaming;
+        tracing::info!("session started");
+        self.open_upstream(None, Instant::now()).await
+    }
+
+    fn params(&self) -> RecognitionParams {
+        RecognitionParams {
+            language: self.config.language.clone(),
+            sample_rate_hz: self.backend_rate,
+            punctuate: self.config.punctuate,
+            profanity_filter: self.config.profanity_filter,
+            interim_results: self.config.interim_results,
+            endpointing_ms: self.config.endpointing_ms,
+            custom: self.config.custom.clone(),
+        }
+    }
+
+    async fn on_audio(&mut self, frame: Bytes) -> Result<(), Outcome> {
+        self.frames_received += 1;
+        let n = self.frames_received;
+        match self.phase {
+            Phase::Ending => {
+                return self
+                    .error(SessionError::new(
+                        ErrorKind::InvalidRequest,
+                        format!(
+                            "audio frame {n} ({} bytes) arrived after end and was not transcribed",
+                            frame.len()
+                        ),
+                    ))
+                    .await;
+            }
+            Phase::Idle => {
+                self.start(StartConfig::default()).await?;
+                if self.phase != Phase::Streaming {
+                    return Ok(());
+                }
+            }
+            Phase::Streaming => {}
+        }
+        let rate = self.config.sample_rate;
+        if let Err(e) = validate_frame(frame.len(), rate, self.ctx.limits.max_frame, n) {
+            return self.error(e).await;
+        }
+        if frame.is_empty() {
+            return Ok(());
+        }
+        // Backpressure: refuse the frame (and say so) rather than queue without bound.
+        let queued = self.upstream.as_ref().map_or(0, |u| u.queued.load(Ordering::Relaxed));
+        let incoming = frame.len() as u64 * u64::from(self.backend_rate) / u64::from(rate);
+        let limit = u128::from(self.backend_rate) * 2 * self.ctx.limits.queue.as_millis() / 1000;
+        if u128::from(queued as u64 + incoming) > limit {
+            let at_ms = self.samples_to_ms(self.total);
+            return self
+                .error(SessionError::new(
+                    ErrorKind::BufferOverflow,
+                    format!(
+                        "audio frame {n} ({} ms, would start at {:.3} s of session audio) was not \
+                         transcribed: the back end is {} ms behind and the limit is {} ms; send \
+                         at real time and resend this frame",
+                        bytes_to_ms(frame.len(), rate),
+                        at_ms as f64 / 1000.0,
+                        bytes_to_ms(queued, self.backend_rate),
+                        self.ctx.limits.queue.as_millis()
+                    ),
+                ))
+                .await;
+        }
+        let input = pcm_samples(&frame);
+        let mut out = Vec::with_capacity(input.len() * self.backend_rate as usize / rate as usize + 8);
+        self.resampler
+            .as_mut()
+            .expect("streaming sessions have a resampler")
+            .process(&input, &mut out);
+        self.accept(&out, Instant::now());
+        Ok(())
+    }
+
+    /// Puts resampled audio on the session timeline, in the replay buffer and upstream.
+    fn accept(&mut self, samples: &[i16], at: Instant) {
+        if samples.is_empty() {
+            return;
+        }
+        self.replay.push(samples);
+        self.total += samples.len() as u64;
+        let end_ms = self.samples_to_ms(self.total);
+        self.frames.push(end_ms, at);
+        self.ctx
+            .metrics
+            .audio_seconds
+            .inc_by(samples.len() as f64 / f64::from(self.backend_rate));
+        if let Some(u) = self.upstream.as_mut() {
+            u.send(pcm_bytes(samples), samples.len() as u64);
+        }
+    }
+
+    async fn begin_end(&mut self, cause: CloseCause) -> Result<(), Outcome> {
+        self.close_cause = cause;
+        match self.phase {
+            Phase::Idle => {
+                let _ = self.emit(Event::Close(cause)).await;
+                return Err(if cause == CloseCause::GoingAway {
+                    Outcome::ShutDown
+                } else {
+                    Outcome::Completed
+                });
+            }
+            Phase::Ending => return Ok(()),
+            Phase::Streaming => {}
+        }
+        self.phase = Phase::Ending;
+        self.end_received_at = Some(Instant::now());
+        let mut tail = Vec::new();
+        if let Some(r) = self.resampler.as_mut() {
+            r.flush(&mut tail);
+        }
+        self.accept(&tail, Instant::now());
+        if let Some(u) = self.upstream.as_mut() {
+            u.audio = None; // half-close: the back end finalises what it holds
+        }
+        self.flush_deadline = Some(tokio::time::Instant::now() + self.ctx.limits.flush_timeout);
+        Ok(())
+    }
+
+    // ---- the back end ----
+
+    /// Opens a stream on the first candidate that accepts, feeding it the replay buffer.
+    /// `failed` is the back end that just failed (tried last), if any.
+    async fn open_upstream(&mut self, failed: Option<&str>, since: Instant) -> Result<(), Outcome> {
+        let candidates = self.ctx.router.candidates(&self.route, failed);
+        let mut last_err: Option<BackendError> = None;
+        for handle in candidates {
+            let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+            let queued = Arc::new(AtomicUsize::new(0));
+            let q = queued.clone();
+            let audio = UnboundedReceiverStream::new(rx)
+                .inspect(move |chunk| {
+                    q.fetch_sub(chunk.len(), Ordering::Relaxed);
+                })
+                .boxed();
+            let started = Instant::now();
+            let name = handle.name().to_string();
+            match handle.backend.open(self.params(), audio).await {
+                Ok(events) => {
+                    self.ctx.metrics.backend_request(&name, "ok", started.elapsed());
+                    self.span.record("backend", name.as_str());
+                    tracing::info!(backend = %name, "back-end stream open");
+                    if let Some(from) = failed.filter(|f| *f != name) {
+                        self.ctx.metrics.failed_over(from, &name, since.elapsed());
+                    }
+                    let mut up = Upstream {
+                        _active: handle.track(),
+                        handle,
+                        audio: Some(tx),
+                        queued,
+                        events,
+                        offset: self.replay.start(),
+                        sent: 0,
+                        opened_at: Instant::now(),
+                    };
+                    let chunk = (u64::from(self.backend_rate) * REPLAY_CHUNK_MS / 1000) as usize;
+                    for c in self.replay.chunks(chunk) {
+                        let samples = c.len() as u64 / 2;
+                        up.send(c, samples);
+                    }
+                    if self.phase == Phase::Ending {
+                        up.audio = None;
+                    }
+                    let lost = self.replay.lost();
+                    self.upstream = Some(up);
+                    if lost > 0 && failed.is_some() {
+                        let ms = self.samples_to_ms(lost);
+                        self.emit(Event::Status {
+                            state: StatusState::AudioGap,
+                            message: format!(
+                                "the back-end stream was reopened but {ms} ms of audio before \
+                                 {:.3} s could not be replayed (replay buffer exceeded)",
+                                self.samples_to_ms(self.replay.start()) as f64 / 1000.0
+                            ),
+                        })
+                        .await?;
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.ctx.metrics.backend_request(&name, e.class.as_str(), started.elapsed());
+                    tracing::warn!(backend = %name, error = %e, class = %e.class, "back-end stream open failed");
+                    let client_fault = e.class == ErrorClass::Client;
+                    last_err = Some(e);
+                    if client_fault {
+                        break;
+                    }
+                }
+            }
+        }
+        self.upstream = None;
+        let message = match last_err {
+            Some(e) if e.class == ErrorClass::Client => format!(
+                "the recognition back end refused this session's settings (language, model): {}",
+                e.message
+            ),
+            Some(e) => format!("no recognition back end of route `{}` is available ({})", self.route, e.kind),
+            None => format!("route `{}` has no back end", self.route),
+        };
+        self.error(SessionError::new(ErrorKind::ModelUnavailable, message)).await
+    }
+
+    /// Drops the current stream (cancelling it) and opens another, replaying the audio
+    /// since the last final. `reason` labels the metric.
+    async fn reopen(&mut self, reason: &'static str, failed: bool) -> Result<(), Outcome> {
+        let since = Instant::now();
+        let from = self.upstream.take().map(|u| u.handle.name().to_string());
+        if let Some(from) = &from {
+            self.ctx.metrics.stream_reopened(from, reason);
+            tracing::info!(backend = %from, reason, "reopening back-end stream");
+        }
+        let failed_name = if failed { from.as_deref() } else { None };
+        let was = from.clone();
+        self.open_upstream(failed_name, since).await?;
+        let now = self.upstream.as_ref().map(|u| u.handle.name().to_string());
+        if failed && was.is_some() && now != was {
+            self.emit(Event::Status {
+                state: StatusState::Failover,
+                message: "the session moved to another recognition back end".into(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn on_stream_error(&mut self, e: BackendError) -> Result<(), Outcome> {
+        let name = self.upstream.as_ref().map(|u| u.handle.name().to_string()).unwrap_or_default();
+        tracing::warn!(backend = %name, error = %e, class = %e.class, "back-end stream failed");
+        if e.is_retryable() && self.reopens_in_row < self.ctx.limits.max_reopens {
+            self.reopens_in_row += 1;
+            return self.reopen("error", true).await;
+        }
+        self.upstream = None;
+        let message = match e.class {
+            ErrorClass::Client => format!(
+                "the recognition back end refused this session's settings: {}",
+                e.message
+            ),
+            _ => format!("the recognition back end failed ({}) and no other could take over", e.kind),
+        };
+        self.error(SessionError::new(ErrorKind::ModelUnavailable, message)).await
+    }
+
+    async fn on_stream_end(&mut self) -> Result<(), Outcome> {
+        if self.phase == Phase::Ending {
+            return self.finish().await;
+        }
+        // The back end closed the stream while audio was still flowing (e.g. its own
+        // stream-length cap): carry on on a new stream.
+        if self.reopens_in_row < self.ctx.limits.max_reopens {
+            self.reopens_in_row += 1;
+            return self.reopen("ended", false).await;
+        }
+        self.upstream = None;
+        self.error(SessionError::new(
+            ErrorKind::ModelUnavailable,
+            "the recognition back end keeps closing the stream",
+        ))
+        .await
+    }
+
+    async fn on_flush_timeout(&mut self) -> Result<(), Outcome> {
+        tracing::warn!("back end did not finish within the flush timeout");
+        self.upstream = None;
+        self.finish().await?;
+        Err(Outcome::FlushTimeout)
+    }
+
+    /// Ends the session: a partial the back end never finalised is promoted to a final
+    /// (so `end` always yields the last words), then the close.
+    async fn finish(&mut self) -> Result<(), Outcome> {
+        if let Some(mut last) = self.last_partial.take() {
+            last.duration_ms = last.timestamp_ms.saturating_sub(self.last_cut_ms);
+            self.last_cut_ms = self.last_cut_ms.max(last.timestamp_ms);
+            self.emit(Event::Final(last)).await?;
+        }
+        let cause = self.close_cause;
+        let _ = self.emit(Event::Close(cause)).await;
+        Err(if cause == CloseCause::GoingAway {
+            Outcome::ShutDown
+        } else {
+            Outcome::Completed
+        })
+    }
+
+    async fn on_result(&mut self, ev: TranscriptEvent) -> Result<(), Outcome> {
+        self.reopens_in_row = 0;
+        let Some(up) = self.upstream.as_ref() else {
+            return Ok(());
+        };
+        let offset_ms = self.samples_to_ms(up.offset);
+        let stream_ms = ev
+            .audio_processed_ms
+            .unwrap_or_else(|| self.samples_to_ms(up.sent));
+        let timestamp_ms = (offset_ms + stream_ms).min(self.samples_to_ms(self.total).max(offset_ms));
+        let words: Vec<Word> = ev
+            .words
+            .iter()
+            .map(|w| Word {
+                word: w.word.clone(),
+                start: (offset_ms + w.start_ms) as f64 / 1000.0,
+                end: (offset_ms + w.end_ms) as f64 / 1000.0,
+                confidence: w.confidence,
+            })
+            .collect();
+        let speech_end_ms = ev.words.last().map(|w| offset_ms + w.end_ms);
+        let speech_start_ms = ev.words.first().map(|w| offset_ms + w.start_ms);
+        let transcript = Transcript {
+            text: ev.text,
+            confidence: ev.confidence,
+            timestamp_ms,
+            duration_ms: 0,
+            words: self.config.word_timestamps.then_some(words),
+        };
+        let metrics = self.ctx.metrics.clone();
+        if !ev.is_final {
+            if transcript.text.is_empty() || !self.config.interim_results {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if let Some(at) = self.frames.arrival_of(timestamp_ms) {
+                metrics.partial_latency.observe(now.saturating_duration_since(at).as_secs_f64());
+            }
+            if !self.first_partial_sent {
+                self.first_partial_sent = true;
+                if let Some(at) = self.frames.arrival_of(speech_start_ms.unwrap_or(0)) {
+                    metrics.first_partial.observe(now.saturating_duration_since(at).as_secs_f64());
+                }
+            }
+            self.last_partial = Some(transcript.clone());
+            self.emit(Event::Partial(transcript)).await?;
+            metrics.relay_overhead.observe(ev.received_at.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        // A final covers audio up to its last word (or all the back end processed).
+        let cut_ms = speech_end_ms.unwrap_or(timestamp_ms).max(self.last_cut_ms);
+        self.last_partial = None;
+        if !transcript.text.is_empty() {
+            let mut fin = transcript;
+            fin.duration_ms = cut_ms - self.last_cut_ms;
+            let now = Instant::now();
+            let speech_end = self.frames.arrival_of(speech_end_ms.unwrap_or(timestamp_ms));
+            let from = match (speech_end, self.end_received_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(at) = from {
+                metrics.final_latency.observe(now.saturating_duration_since(at).as_secs_f64());
+            }
+            self.emit(Event::Final(fin)).await?;
+            metrics.relay_overhead.observe(ev.received_at.elapsed().as_secs_f64());
+        }
+        self.last_cut_ms = cut_ms;
+        self.replay.cut(self.ms_to_samples(cut_ms));
+        let rotate = self.phase == Phase::Streaming
+            && self
+                .upstream
+                .as_ref()
+                .is_some_and(|u| u.opened_at.elapsed() >= self.ctx.max_stream_age);
+        if rotate {
+            return self.reopen("rotation", false).await;
+        }
+        Ok(())
+    }
+
+    fn samples_to_ms(&self, samples: u64) -> u64 {
+        samples * 1000 / u64::from(self.backend_rate)
+    }
+
+    fn ms_to_samples(&self, ms: u64) -> u64 {
+        ms * u64::from(self.backend_rate) / 1000
+    }
+}
+
+enum Step {
+    Shutdown,
+    Command(Command),
+    ClientGone,
+    Upstream(Option<Result<TranscriptEvent, BackendError>>),
+    FlushTimeout,
+}
+

@@ -1,0 +1,230 @@
+//! The session domain: one client conversation, independent of any transport.
+//!
+//! Ingress codecs turn wire messages into [`Command`]s and render [`Event`]s; the
+//! [`engine`] owns everything in between: validation of audio, resampling, the bounded
+//! queue towards the back end, the replay buffer since the last final, partial/final
+//! bookkeeping in session time, stream rotation and reopening, and latency stamps.
+//! Nothing here imports axum, tonic or generated protobuf types.
+
+pub mod audio;
+pub mod engine;
+pub mod resample;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SessionLimits;
+use crate::router::Router;
+use crate::telemetry::metrics::Metrics;
+
+pub use engine::run;
+
+/// The client's recognition settings (`start.config`), with the contract's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartConfig {
+    pub language: String,
+    pub interim_results: bool,
+    pub punctuate: bool,
+    pub profanity_filter: bool,
+    /// Rate of the client's audio; the session resamples to the back end's rate.
+    pub sample_rate: u32,
+    pub word_timestamps: bool,
+    /// Route name; `None` means `default`.
+    pub model: Option<String>,
+    pub endpointing_ms: Option<u32>,
+    pub custom: Vec<(String, String)>,
+}
+
+impl Default for StartConfig {
+    fn default() -> Self {
+        StartConfig {
+            language: "auto".into(),
+            interim_results: true,
+            punctuate: true,
+            profanity_filter: false,
+            sample_rate: 16_000,
+            word_timestamps: true,
+            model: None,
+            endpointing_ms: None,
+            custom: Vec::new(),
+        }
+    }
+}
+
+/// Lowest and highest client sample rate accepted.
+pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 8_000..=48_000;
+
+/// What a client asks of its session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Start(StartConfig),
+    /// Raw PCM16LE mono at the session's sample rate.
+    Audio(Bytes),
+    /// Flush every pending utterance, send the finals, then close normally.
+    End,
+    /// Answered with a pong echoing `timestamp` as the client sent it.
+    Ping(serde_json::Value),
+    /// The codec could not make a command of a message; the session answers with this error.
+    Reject(SessionError),
+}
+
+/// A word in session time (seconds since the session's first audio sample).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Word {
+    pub word: String,
+    pub start: f64,
+    pub end: f64,
+    pub confidence: f32,
+}
+
+/// A partial or final hypothesis in session time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    pub text: String,
+    pub confidence: f32,
+    /// Session audio time (ms) up to which this result accounts.
+    pub timestamp_ms: u64,
+    /// Finals: audio this final covers, from the end of the previous final's last word
+    /// (session start for the first) to the end of this one's last word.
+    pub duration_ms: u64,
+    /// `None` when the client turned word timestamps off.
+    pub words: Option<Vec<Word>>,
+}
+
+/// What the session tells its client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Partial(Transcript),
+    Final(Transcript),
+    Pong {
+        timestamp: serde_json::Value,
+        server_time_ms: i64,
+    },
+    Error(SessionError),
+    /// Informational; clients of the contract may ignore it.
+    Status { state: StatusState, message: String },
+    /// The last event of a session.
+    Close(CloseCause),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusState {
+    /// The session moved to another back end; nothing already final is repeated.
+    Failover,
+    /// The back end lost audio that could not be replayed (replay buffer exceeded).
+    AudioGap,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCause {
+    /// The client sent `end` and every final was delivered.
+    Normal,
+    /// The gateway is shutting down; pending finals were delivered first.
+    GoingAway,
+    /// A non-recoverable error was sent just before.
+    Error(ErrorKind),
+}
+
+/// Every error the contract can carry. The codec spells the wire code; recoverability
+/// is a domain fact (the session goes on or ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    AudioFormat,
+    BufferOverflow,
+    ModelUnavailable,
+    RateLimitExceeded,
+    AuthenticationFailed,
+    Internal,
+    /// A message the contract does not allow here (not JSON, unknown type, start twice,
+    /// audio after end). Recoverable: the message is ignored, the session lives.
+    InvalidRequest,
+}
+
+impl ErrorKind {
+    /// Stable name for metric labels (the contract's code).
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::AudioFormat => "AUDIO_FORMAT_ERROR",
+            ErrorKind::BufferOverflow => "BUFFER_OVERFLOW",
+            ErrorKind::ModelUnavailable => "MODEL_UNAVAILABLE",
+            ErrorKind::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
+            ErrorKind::AuthenticationFailed => "AUTHENTICATION_FAILED",
+            ErrorKind::Internal => "INTERNAL_ERROR",
+            ErrorKind::InvalidRequest => "INVALID_REQUEST",
+        }
+    }
+
+    /// After a non-recoverable error the session closes.
+    pub fn recoverable(self) -> bool {
+        match self {
+            ErrorKind::AudioFormat
+            | ErrorKind::BufferOverflow
+            | ErrorKind::RateLimitExceeded
+            | ErrorKind::InvalidRequest => true,
+            ErrorKind::ModelUnavailable | ErrorKind::AuthenticationFailed | ErrorKind::Internal => {
+                false
+            }
+        }
+    }
+}
+
+/// An error for the client, with a message that names what was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct SessionError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl SessionError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        SessionError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// How a session ended, as a bounded metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    ClientGone,
+    Failed,
+    ShutDown,
+    FlushTimeout,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::ClientGone => "client_gone",
+            Outcome::Failed => "failed",
+            Outcome::ShutDown => "shutdown",
+            Outcome::FlushTimeout => "flush_timeout",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What every session shares.
+pub struct SessionContext {
+    pub router: Arc<Router>,
+    pub metrics: Arc<Metrics>,
+    pub limits: SessionLimits,
+    /// Streams older than this are rotated at the next final.
+    pub max_stream_age: Duration,
+    /// Cancelled when the gateway shuts down: sessions flush and close with "going away".
+    pub shutdown: CancellationToken,
+}

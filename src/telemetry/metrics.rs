@@ -1,0 +1,259 @@
+//! Prometheus metrics. Every metric name in the gateway is spelled here and nowhere else.
+//!
+//! Names carry their unit (`_seconds`, `_total` is added by the encoder for counters);
+//! label values are bounded (route and back-end names from the configuration, error codes,
+//! outcomes) — never a session id.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionLabels {
+    pub dialect: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendOutcomeLabels {
+    pub backend: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReopenLabels {
+    pub backend: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailoverLabels {
+    pub from: String,
+    pub to: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// All gateway metrics, registered once at start-up and shared by reference.
+pub struct Metrics {
+    registry: Registry,
+    pub sessions_active: Gauge,
+    pub sessions_total: Family<SessionLabels, Counter>,
+    pub partial_latency: Histogram,
+    pub final_latency: Histogram,
+    pub first_partial: Histogram,
+    /// Adapter receipt of a back-end result → WebSocket frame written: the gateway's own cost.
+    pub relay_overhead: Histogram,
+    pub audio_seconds: Counter<f64, AtomicU64>,
+    pub errors_total: Family<CodeLabels, Counter>,
+    pub backend_requests_total: Family<BackendOutcomeLabels, Counter>,
+    pub backend_up: Family<BackendLabels, Gauge>,
+    pub stream_reopens_total: Family<ReopenLabels, Counter>,
+    pub failovers_total: Family<FailoverLabels, Counter>,
+    pub failover_seconds: Histogram,
+    pub backend_open_seconds: HistogramFamily<BackendLabels>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 5 ms … ~20 s
+    Histogram::new(exponential_buckets(0.005, 1.5, 21))
+}
+
+fn fine_histogram() -> Histogram {
+    // 1 µs … ~0.6 s in steps of 25 %: fine enough to read p50/p99 of the relay overhead.
+    Histogram::new(exponential_buckets(1e-6, 1.25, 60))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            sessions_active: Gauge::default(),
+            sessions_total: Family::default(),
+            partial_latency: latency_histogram(),
+            final_latency: latency_histogram(),
+            first_partial: latency_histogram(),
+            relay_overhead: fine_histogram(),
+            audio_seconds: Counter::default(),
+            errors_total: Family::default(),
+            backend_requests_total: Family::default(),
+            backend_up: Family::default(),
+            stream_reopens_total: Family::default(),
+            failovers_total: Family::default(),
+            failover_seconds: latency_histogram(),
+            backend_open_seconds: Family::new_with_constructor(latency_histogram),
+            registry: Registry::default(),
+        };
+        registry.register("sgw_sessions_active", "Sessions open now", m.sessions_active.clone());
+        registry.register("sgw_sessions", "Sessions ended, by dialect and outcome", m.sessions_total.clone());
+        registry.register(
+            "sgw_partial_latency_seconds",
+            "Gateway receipt of the audio a partial accounts for, to the partial sent",
+            m.partial_latency.clone(),
+        );
+        registry.register(
+            "sgw_final_latency_seconds",
+            "Gateway receipt of an utterance's last speech audio (or end), to its final sent",
+            m.final_latency.clone(),
+        );
+        registry.register(
+            "sgw_first_partial_seconds",
+            "Gateway receipt of the first speech audio, to the first partial sent",
+            m.first_partial.clone(),
+        );
+        registry.register(
+            "sgw_relay_overhead_seconds",
+            "Back-end result received by the adapter, to its WebSocket frame written",
+            m.relay_overhead.clone(),
+        );
+        registry.register("sgw_audio_seconds", "Audio accepted from clients, in seconds", m.audio_seconds.clone());
+        registry.register("sgw_errors", "Errors sent to clients, by code", m.errors_total.clone());
+        registry.register(
+            "sgw_backend_requests",
+            "Back-end stream opens, by back end and outcome",
+            m.backend_requests_total.clone(),
+        );
+        registry.register("sgw_backend_up", "1 when the back end's last health checks passed", m.backend_up.clone());
+        registry.register(
+            "sgw_stream_reopens",
+            "Back-end streams reopened mid-session, by reason (rotation, error)",
+            m.stream_reopens_total.clone(),
+        );
+        registry.register(
+            "sgw_failovers",
+            "Live sessions moved from one back end to another",
+            m.failovers_total.clone(),
+        );
+        registry.register(
+            "sgw_failover_seconds",
+            "Back-end failure seen, to the next back end's stream open",
+            m.failover_seconds.clone(),
+        );
+        registry.register(
+            "sgw_backend_open_seconds",
+            "Time to open a back-end stream",
+            m.backend_open_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn session_ended(&self, dialect: &str, outcome: &str) {
+        self.sessions_total
+            .get_or_create(&SessionLabels {
+                dialect: dialect.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn error_sent(&self, code: &str) {
+        self.errors_total
+            .get_or_create(&CodeLabels { code: code.into() })
+            .inc();
+    }
+
+    pub fn backend_request(&self, backend: &str, outcome: &str, took: Duration) {
+        self.backend_requests_total
+            .get_or_create(&BackendOutcomeLabels {
+                backend: backend.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.backend_open_seconds
+            .get_or_create(&BackendLabels {
+                backend: backend.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn set_backend_up(&self, backend: &str, up: bool) {
+        self.backend_up
+            .get_or_create(&BackendLabels {
+                backend: backend.into(),
+            })
+            .set(i64::from(up));
+    }
+
+    pub fn stream_reopened(&self, backend: &str, reason: &str) {
+        self.stream_reopens_total
+            .get_or_create(&ReopenLabels {
+                backend: backend.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn failed_over(&self, from: &str, to: &str, took: Duration) {
+        self.failovers_total
+            .get_or_create(&FailoverLabels {
+                from: from.into(),
+                to: to.into(),
+            })
+            .inc();
+        self.failover_seconds.observe(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_uses_the_design_names() {
+        let m = Metrics::new();
+        m.sessions_active.inc();
+        m.session_ended("v1", "completed");
+        m.error_sent("BUFFER_OVERFLOW");
+        m.backend_request("riva://a:1", "ok", Duration::from_millis(3));
+        m.set_backend_up("riva://a:1", true);
+        m.audio_seconds.inc_by(1.5);
+        m.partial_latency.observe(0.1);
+        m.failed_over("riva://a:1", "riva://b:2", Duration::from_millis(40));
+        let text = m.encode();
+        for name in [
+            "sgw_sessions_active 1",
+            "sgw_sessions_total{dialect=\"v1\",outcome=\"completed\"} 1",
+            "sgw_errors_total{code=\"BUFFER_OVERFLOW\"} 1",
+            "sgw_backend_requests_total{backend=\"riva://a:1\",outcome=\"ok\"} 1",
+            "sgw_backend_up{backend=\"riva://a:1\"} 1",
+            "sgw_audio_seconds_total 1.5",
+            "sgw_partial_latency_seconds_count 1",
+            "sgw_final_latency_seconds_count 0",
+            "sgw_first_partial_seconds_count 0",
+            "sgw_relay_overhead_seconds_count 0",
+            "sgw_failovers_total{from=\"riva://a:1\",to=\"riva://b:2\"} 1",
+            "sgw_failover_seconds_count 1",
+        ] {
+            assert!(text.contains(name), "missing `{name}` in:\n{text}");
+        }
+    }
+}

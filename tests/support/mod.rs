@@ -1,0 +1,244 @@
+//! Test harness: the real gateway in-process on 127.0.0.1:0, WebSocket clients that
+//! speak the v1 contract, and test audio.
+#![allow(dead_code)]
+
+pub mod riva_double;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use speech_gateway::config::Config;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A gateway running in this process.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Starts the gateway with the given `SGW_*` settings (routes included).
+    pub async fn start(env: &[(&str, String)]) -> Gateway {
+        let mut vars: Vec<(String, String)> = vec![
+            ("SGW_LISTEN".into(), "127.0.0.1:0".into()),
+            ("SGW_HEALTH__INTERVAL".into(), "200ms".into()),
+        ];
+        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let config = Config::load(None, vars, Default::default()).expect("test config is valid");
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            speech_gateway::serve(listener, config, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("gateway ran");
+        });
+        Gateway {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// A gateway whose default route is these back ends, in order.
+    pub async fn with_backends(urls: &[String]) -> Gateway {
+        Self::start(&[("SGW_ROUTES__DEFAULT", urls.join(","))]).await
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/audio/stream", self.addr)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn connect(&self) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url()).await.expect("upgrade");
+        Client { ws }
+    }
+
+    /// Signals shutdown and waits for `serve` to return.
+    pub async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), t)
+                .await
+                .expect("serve returned after shutdown")
+                .unwrap();
+        }
+    }
+
+    /// One plain HTTP GET; returns (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path).await
+    }
+
+    /// The value of one un-labelled (or exactly labelled) sample in `/metrics`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").await;
+        body.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Waits until `/metrics` shows `series` at `value` (gauges settle asynchronously).
+    pub async fn wait_metric(&self, series: &str, value: f64) {
+        for _ in 0..200 {
+            if self.metric(series).await == Some(value) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{series} never reached {value}; now {:?}", self.metric(series).await);
+    }
+
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if self.get("/ready").await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("gateway never became ready");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a raw socket (keeps test dependencies small).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// What a client can receive.
+#[derive(Debug)]
+pub enum Received {
+    Json(Value),
+    Closed(Option<u16>),
+}
+
+pub struct Client {
+    pub ws: Ws,
+}
+
+impl Client {
+    pub async fn send_json(&mut self, v: Value) {
+        self.ws.send(Message::Text(v.to_string().into())).await.unwrap();
+    }
+
+    pub async fn send_text(&mut self, t: &str) {
+        self.ws.send(Message::Text(t.to_string().into())).await.unwrap();
+    }
+
+    pub async fn start(&mut self, config: Value) {
+        self.send_json(json!({"type":"start","config":config})).await;
+    }
+
+    pub async fn end(&mut self) {
+        self.send_json(json!({"type":"end"})).await;
+    }
+
+    pub async fn audio(&mut self, pcm: &[u8]) {
+        self.ws.send(Message::Binary(pcm.to_vec().into())).await.unwrap();
+    }
+
+    /// The next JSON message or the close, within 10 s.
+    pub async fn recv(&mut self) -> Received {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("the gateway answered within 10 s");
+            match next {
+                Some(Ok(Message::Text(t))) => return Received::Json(serde_json::from_str(t.as_str()).unwrap()),
+                Some(Ok(Message::Close(f))) => return Received::Closed(f.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Received::Closed(None),
+            }
+        }
+    }
+
+    /// The next JSON message; panics on a close.
+    pub async fn json(&mut self) -> Value {
+        match self.recv().await {
+            Received::Json(v) => v,
+            Received::Closed(c) => panic!("expected a message, the gateway closed ({c:?})"),
+        }
+    }
+
+    /// Skips messages until one of `type`; panics on a close.
+    pub async fn until(&mut self, ty: &str) -> Value {
+        loop {
+            let v = self.json().await;
+            if v["type"] == ty {
+                return v;
+            }
+        }
+    }
+
+    /// Everything until the close; returns the messages and the close code.
+    pub async fn drain(&mut self) -> (Vec<Value>, Option<u16>) {
+        let mut out = Vec::new();
+        loop {
+            match self.recv().await {
+                Received::Json(v) => out.push(v),
+                Received::Closed(c) => return (out, c),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+pub fn close_code(c: CloseCode) -> u16 {
+    u16::from(c)
+}
+
+/// `ms` of a 440 Hz tone at `rate`, as PCM16LE.
+pub fn tone(ms: u64, rate: u32) -> Vec<u8> {
+    let n = rate as u64 * ms / 1000;
+    (0..n)
+        .flat_map(|i| {
+            let t = i as f64 / rate as f64;
+            (((t * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16).to_le_bytes()
+        })
+        .collect()
+}
+
+/// Bytes of `ms` of PCM16 mono at `rate`.
+pub fn bytes_for(ms: u64, rate: u32) -> usize {
+    (rate as u64 * ms / 1000) as usize * 2
+}
