@@ -1,12 +1,15 @@
 //! The `speech-gateway` binary: `serve` runs the gateway; `transcribe` streams a WAV file
 //! through a running gateway as a client would and prints the transcript and latencies.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use figment::value::{Dict, Value};
 
+use speech_gateway::client::transcribe::{self, LiveLine, TranscribeOptions};
+use speech_gateway::client::wav;
 use speech_gateway::config::Config;
 
 #[derive(Parser)]
@@ -108,9 +111,49 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn run_transcribe(_a: TranscribeArgs) -> anyhow::Result<()> { anyhow::bail!("interim") }
+async fn run_transcribe(args: TranscribeArgs) -> anyhow::Result<()> {
+    let audio = wav::read_wav_file(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let opts = TranscribeOptions {
+        url: args.url,
+        speed: args.speed,
+        frame_ms: 100,
+        token: args.token,
+        language: args.language,
+        model: args.model,
+        word_timestamps: true,
+        interim_results: true,
+    };
+    let width = terminal_width();
+    let live = !args.json;
+    let report = transcribe::transcribe(&audio, &opts, |ev| {
+        if !live {
+            return;
+        }
+        match transcribe::render_live(ev, width) {
+            Some(LiveLine::Replace(line)) => {
+                let mut out = std::io::stdout().lock();
+                let _ = write!(out, "\r\x1b[2K{line}");
+                let _ = out.flush();
+            }
+            Some(LiveLine::Commit(line)) => println!("\r\x1b[2K{line}"),
+            Some(LiveLine::Notice(line)) => eprintln!("\r\x1b[2K{line}"),
+            None => {}
+        }
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("\r\x1b[2K");
+        print!("{}", transcribe::render_report(&report));
+    }
+    if !report.errors.is_empty() && report.finals.is_empty() {
+        anyhow::bail!("the gateway answered with errors and no transcript");
+    }
+    Ok(())
+}
 
-#[allow(dead_code)]
 fn terminal_width() -> usize {
     std::env::var("COLUMNS")
         .ok()

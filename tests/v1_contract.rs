@@ -370,10 +370,10 @@ async fn long_sessions_rotate_the_stream_at_a_final_without_losing_audio() {
     let mut c = gw.connect().await;
     c.start(json!({"interim_results": false})).await;
     let frame = tone(100, 16_000);
-    // 4 s of audio at 4x real time: streams age past 1 s several times
+    // 4 s of audio over 2 s of wall time: the stream ages past 1 s at least once
     for _ in 0..40 {
         c.audio(&frame).await;
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     c.end().await;
     let (msgs, close) = c.drain().await;

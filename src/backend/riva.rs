@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::{StreamExt, stream};
+use futures::StreamExt;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
@@ -124,22 +124,27 @@ impl SpeechBackend for RivaBackend {
             first: Some(first),
             audio,
         };
-        let mut client = RivaSpeechRecognitionClient::new(self.channel.clone())
-            .max_decoding_message_size(16 * 1024 * 1024);
-        let response = tokio::time::timeout(
-            self.settings.open_timeout,
-            client.streaming_recognize(requests),
-        )
-        .await
-        .map_err(|_| {
-            BackendError::new(
-                BackendErrorKind::Timeout,
-                ErrorClass::UpstreamRetryable,
-                format!("no answer to the stream open within {:?}", self.settings.open_timeout),
-            )
-        })?
-        .map_err(map_status)?;
-        Ok(response.into_inner().flat_map(map_response).boxed())
+        // Wait for a usable connection (bounded), but not for response headers: Riva, like
+        // most gRPC servers, sends those only with its first result, which needs audio.
+        let mut channel = self.channel.clone();
+        tokio::time::timeout(self.settings.open_timeout, tower::ServiceExt::ready(&mut channel))
+            .await
+            .map_err(|_| {
+                BackendError::new(
+                    BackendErrorKind::Timeout,
+                    ErrorClass::UpstreamRetryable,
+                    format!("no connection within {:?}", self.settings.open_timeout),
+                )
+            })?
+            .map_err(|e| {
+                BackendError::new(
+                    BackendErrorKind::Unavailable,
+                    ErrorClass::UpstreamRetryable,
+                    format!("connect failed: {e}"),
+                )
+            })?;
+        let client = RivaSpeechRecognitionClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+        Ok(ResultStream::Calling(Box::pin(call(client, requests))).boxed())
     }
 
     async fn health(&self) -> Health {
@@ -218,9 +223,7 @@ impl futures::Stream for RequestStream {
     }
 }
 
-fn map_response(
-    item: Result<StreamingRecognizeResponse, Status>,
-) -> stream::Iter<std::vec::IntoIter<Result<TranscriptEvent, BackendError>>> {
+fn map_response(item: Result<StreamingRecognizeResponse, Status>) -> Vec<Result<TranscriptEvent, BackendError>> {
     let mapped: Vec<Result<TranscriptEvent, BackendError>> = match item {
         Ok(resp) => {
             let now = Instant::now();
@@ -232,7 +235,72 @@ fn map_response(
         }
         Err(status) => vec![Err(map_status(status))],
     };
-    stream::iter(mapped)
+    mapped
+}
+
+type Call = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<tonic::Response<tonic::Streaming<StreamingRecognizeResponse>>, Status>> + Send>,
+>;
+
+async fn call(
+    mut client: RivaSpeechRecognitionClient<Channel>,
+    requests: RequestStream,
+) -> Result<tonic::Response<tonic::Streaming<StreamingRecognizeResponse>>, Status> {
+    client.streaming_recognize(requests).await
+}
+
+/// The response side: first the call (until Riva's response headers), then its results,
+/// several per response message possible. A named state machine for the same reason as
+/// [`RequestStream`].
+enum ResultStream {
+    Calling(Call),
+    Streaming {
+        inner: tonic::Streaming<StreamingRecognizeResponse>,
+        pending: std::collections::VecDeque<Result<TranscriptEvent, BackendError>>,
+    },
+    Done,
+}
+
+impl futures::Stream for ResultStream {
+    type Item = Result<TranscriptEvent, BackendError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        loop {
+            match &mut *self {
+                ResultStream::Calling(fut) => match fut.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(resp)) => {
+                        *self = ResultStream::Streaming {
+                            inner: resp.into_inner(),
+                            pending: Default::default(),
+                        };
+                    }
+                    Poll::Ready(Err(status)) => {
+                        *self = ResultStream::Done;
+                        return Poll::Ready(Some(Err(map_status(status))));
+                    }
+                },
+                ResultStream::Streaming { inner, pending } => {
+                    if let Some(item) = pending.pop_front() {
+                        return Poll::Ready(Some(item));
+                    }
+                    match inner.poll_next_unpin(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(None) => {
+                            *self = ResultStream::Done;
+                            return Poll::Ready(None);
+                        }
+                        Poll::Ready(Some(item)) => pending.extend(map_response(item)),
+                    }
+                }
+                ResultStream::Done => return Poll::Ready(None),
+            }
+        }
+    }
 }
 
 /// Maps one Riva result. Riva word times are integer milliseconds of the stream;

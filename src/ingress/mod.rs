@@ -63,12 +63,21 @@ async fn v1_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Respo
 
 async fn run_v1(socket: WebSocket, ctx: Arc<SessionContext>) {
     let (sink, stream) = socket.split();
-    let commands = stream
-        .take_while(|m| future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_)))))
-        .filter_map(|m| future::ready(m.ok().and_then(v1::decode)));
+    let mut commands = Box::pin(
+        stream
+            .take_while(|m| future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_)))))
+            .filter_map(|m| future::ready(m.ok().and_then(v1::decode))),
+    );
     let events = sink.with(|ev| future::ready(Ok::<_, axum::Error>(v1::encode(&ev))));
-    session::run(ctx, "v1", Box::pin(commands), Box::pin(events)).await;
+    session::run(ctx, "v1", &mut commands, Box::pin(events)).await;
+    // Closing handshake: read (and discard) until the client's close, briefly. Dropping a
+    // socket with unread input makes the kernel reset the connection, and the client
+    // would lose the last messages (the final, or the error that explains the close).
+    let _ = tokio::time::timeout(CLOSE_LINGER, async { while commands.next().await.is_some() {} }).await;
 }
+
+/// How long a closed session waits for the client's close frame.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn health() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))

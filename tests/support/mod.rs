@@ -35,6 +35,12 @@ impl Gateway {
         ];
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let config = Config::load(None, vars, Default::default()).expect("test config is valid");
+        if std::env::var_os("SGW_TEST_LOG").is_some() {
+            speech_gateway::telemetry::init_logging(&speech_gateway::config::LogConfig {
+                json: false,
+                filter: "debug,h2=info,hyper=info,tower=info".into(),
+            });
+        }
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
