@@ -349,7 +349,12 @@ impl Config {
         let json = match raw.log_format.as_str() {
             "json" => true,
             "text" => false,
-            other => return Err(invalid("log_format", format!("`{other}` is not json or text"))),
+            other => {
+                return Err(invalid(
+                    "log_format",
+                    format!("`{other}` is not json or text"),
+                ));
+            }
         };
         if tracing_subscriber::EnvFilter::try_new(&raw.log_level).is_err() {
             return Err(invalid(
@@ -379,7 +384,10 @@ impl Config {
         }
         let r = &raw.riva;
         if !(8_000..=48_000).contains(&r.sample_rate) {
-            return Err(invalid("riva.sample_rate", "must be between 8000 and 48000"));
+            return Err(invalid(
+                "riva.sample_rate",
+                "must be between 8000 and 48000",
+            ));
         }
         if r.auto_language.trim().is_empty() {
             return Err(invalid("riva.auto_language", "must not be empty"));
@@ -406,7 +414,11 @@ impl Config {
         let mut routes = Vec::new();
         for (name, urls) in &raw.routes {
             let key = format!("routes.{name}");
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(invalid(&key, "route names are letters, digits, - and _"));
             }
             if urls.is_empty() {
@@ -577,7 +589,9 @@ mod tests {
 
     #[test]
     fn no_route_is_refused_with_a_hint() {
-        let err = Config::load(None, vec![], Dict::new()).unwrap_err().to_string();
+        let err = Config::load(None, vec![], Dict::new())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("routes") && err.contains("--backend"), "{err}");
     }
 
@@ -591,7 +605,11 @@ mod tests {
              [routes]\ndefault = [\"riva://a:1\", \"rivas://b:2/parakeet\"]\noffline = [\"riva://c:3\"]\n",
         )
         .unwrap();
-        let env = vars(&[("SGW_SESSION__QUEUE", "5s"), ("SGW_LOG_FORMAT", "text"), ("OTHER", "x")]);
+        let env = vars(&[
+            ("SGW_SESSION__QUEUE", "5s"),
+            ("SGW_LOG_FORMAT", "text"),
+            ("OTHER", "x"),
+        ]);
         let c = Config::load(Some(&file), env, Dict::new()).unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.session.queue, Duration::from_secs(5));
@@ -609,9 +627,15 @@ mod tests {
         let mut cli = Dict::new();
         cli.insert("listen".into(), Value::from("127.0.0.1:0"));
         let mut routes = Dict::new();
-        routes.insert("default".into(), Value::from(vec!["riva://x:7".to_string()]));
+        routes.insert(
+            "default".into(),
+            Value::from(vec!["riva://x:7".to_string()]),
+        );
         cli.insert("routes".into(), Value::from(routes));
-        let env = vars(&[("SGW_LISTEN", "127.0.0.1:1"), ("SGW_ROUTES__DEFAULT", "riva://y:8")]);
+        let env = vars(&[
+            ("SGW_LISTEN", "127.0.0.1:1"),
+            ("SGW_ROUTES__DEFAULT", "riva://y:8"),
+        ]);
         let c = Config::load(None, env, cli).unwrap();
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.routes[0].backends[0].host, "x");
@@ -638,7 +662,9 @@ mod tests {
         for (k, v, key) in cases {
             let mut env = with_default_route();
             env.push((k.into(), v.into()));
-            let err = Config::load(None, env, Dict::new()).unwrap_err().to_string();
+            let err = Config::load(None, env, Dict::new())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(key), "{k}={v}: {err}");
         }
     }
@@ -665,10 +691,18 @@ mod tests {
         assert_eq!(b.host, "::1");
         assert_eq!(b.endpoint(), "http://[::1]:50051");
         assert_eq!(
-            BackendUrl::parse("rivas://riva.example:443").unwrap().endpoint(),
+            BackendUrl::parse("rivas://riva.example:443")
+                .unwrap()
+                .endpoint(),
             "https://riva.example:443"
         );
-        for bad in ["riva://host", "http://h:1", "riva://:1", "riva://h:0", "nothing"] {
+        for bad in [
+            "riva://host",
+            "http://h:1",
+            "riva://:1",
+            "riva://h:0",
+            "nothing",
+        ] {
             assert!(BackendUrl::parse(bad).is_err(), "{bad}");
         }
     }

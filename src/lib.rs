@@ -111,7 +111,10 @@ pub async fn serve(
     sessions.close();
     let grace = config.session.flush_timeout + std::time::Duration::from_secs(1);
     if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
-        tracing::warn!(left = sessions.len(), "sessions still open after the drain grace period");
+        tracing::warn!(
+            left = sessions.len(),
+            "sessions still open after the drain grace period"
+        );
     }
     monitor.abort();
     tracing::info!("speech-gateway stopped");

@@ -13,7 +13,11 @@ use speech_gateway::client::wav;
 use speech_gateway::config::Config;
 
 #[derive(Parser)]
-#[command(name = "speech-gateway", version, about = "Streaming speech-recognition gateway for NVIDIA Riva")]
+#[command(
+    name = "speech-gateway",
+    version,
+    about = "Streaming speech-recognition gateway for NVIDIA Riva"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -68,7 +72,9 @@ fn main() -> anyhow::Result<()> {
     // `.env` first, so SGW_* from it reach both clap and the config loader.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Transcribe(args) => runtime.block_on(run_transcribe(args)),

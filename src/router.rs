@@ -161,7 +161,9 @@ impl Router {
 
     /// Ready when every route has at least one back end whose last probe passed.
     pub fn ready(&self) -> bool {
-        self.routes.iter().all(|r| r.backends.iter().any(|b| b.is_up()))
+        self.routes
+            .iter()
+            .all(|r| r.backends.iter().any(|b| b.is_up()))
     }
 
     pub fn status(&self) -> Vec<RouteStatus> {
@@ -186,7 +188,10 @@ impl Router {
 
     /// Probes every back end once, concurrently, and records the answers.
     pub async fn check_all(&self) {
-        let probes = self.unique.iter().map(|b| async move { (b, b.backend.health().await) });
+        let probes = self
+            .unique
+            .iter()
+            .map(|b| async move { (b, b.backend.health().await) });
         for (b, health) in futures::future::join_all(probes).await {
             let (state, problem) = match health {
                 Health::Up => (UP, None),
@@ -196,7 +201,9 @@ impl Router {
             if before != state {
                 match &problem {
                     None => tracing::info!(backend = b.name(), "back end healthy"),
-                    Some(why) => tracing::warn!(backend = b.name(), problem = %why, "back end unhealthy"),
+                    Some(why) => {
+                        tracing::warn!(backend = b.name(), problem = %why, "back end unhealthy")
+                    }
                 }
             }
             *b.last_problem.lock().expect("not poisoned") = problem;

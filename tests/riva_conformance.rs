@@ -99,7 +99,10 @@ impl OfficialRiva {
     async fn records(&self, n: usize) -> Vec<Value> {
         for _ in 0..200 {
             if let Ok(text) = std::fs::read_to_string(&self.record) {
-                let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+                let lines: Vec<Value> = text
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect();
                 if lines.len() >= n {
                     return lines;
                 }
@@ -125,16 +128,21 @@ async fn the_gateway_interoperates_with_the_official_riva_stubs() {
     gw.wait_ready().await;
 
     let mut c = gw.connect().await;
-    c.start(json!({"language":"en-US","punctuate":false,"profanity_filter":true,
-                   "endpointing_ms":600,"custom_configuration":{"vad":"on"}}))
-        .await;
+    c.start(
+        json!({"language":"en-US","punctuate":false,"profanity_filter":true,
+                   "endpointing_ms":600,"custom_configuration":{"vad":"on"}}),
+    )
+    .await;
     let audio = tone(800, 16_000);
     for chunk in audio.chunks(bytes_for(100, 16_000)) {
         c.audio(chunk).await;
     }
     let p = c.until("partial").await;
     assert_eq!(p["text"], "hello");
-    assert!(p["timestamp_ms"].as_u64().unwrap() > 0, "audio_processed (s) becomes ms: {p}");
+    assert!(
+        p["timestamp_ms"].as_u64().unwrap() > 0,
+        "audio_processed (s) becomes ms: {p}"
+    );
     c.end().await;
     let f = c.until("final").await;
     assert_eq!(f["text"], "hello world");
@@ -142,7 +150,10 @@ async fn the_gateway_interoperates_with_the_official_riva_stubs() {
     let words = f["words"].as_array().unwrap();
     assert_eq!(words.len(), 2);
     assert_eq!(words[0]["word"], "hello");
-    assert!((words[0]["start"].as_f64().unwrap() - 0.1).abs() < 1e-6, "int ms become seconds");
+    assert!(
+        (words[0]["start"].as_f64().unwrap() - 0.1).abs() < 1e-6,
+        "int ms become seconds"
+    );
     assert!((words[1]["end"].as_f64().unwrap() - 0.9).abs() < 1e-6);
     assert!((words[1]["confidence"].as_f64().unwrap() - 0.85).abs() < 1e-4);
     let (_, close) = c.drain().await;
@@ -150,7 +161,11 @@ async fn the_gateway_interoperates_with_the_official_riva_stubs() {
 
     let rec = &riva.records(1).await[0];
     assert_eq!(rec["rpc"], "StreamingRecognize");
-    assert_eq!(rec["errors"], json!([]), "request order as Riva demands: {rec}");
+    assert_eq!(
+        rec["errors"],
+        json!([]),
+        "request order as Riva demands: {rec}"
+    );
     assert_eq!(rec["audio_bytes"], audio.len(), "every byte arrived");
     assert_eq!(rec["cancelled"], false);
     let cfg = &rec["config"];
@@ -162,7 +177,10 @@ async fn the_gateway_interoperates_with_the_official_riva_stubs() {
     assert_eq!(rc["max_alternatives"], 1);
     assert_eq!(rc["profanity_filter"], true);
     assert_eq!(rc["enable_word_time_offsets"], true);
-    assert!(rc.get("enable_automatic_punctuation").is_none_or(|v| v == false));
+    assert!(
+        rc.get("enable_automatic_punctuation")
+            .is_none_or(|v| v == false)
+    );
     assert_eq!(rc["custom_configuration"]["vad"], "on");
     assert_eq!(rc["endpointing_config"]["stop_history"], 600);
 }

@@ -21,7 +21,8 @@ async fn partials_then_an_append_only_final_with_words() {
     let riva = RivaDouble::start(Mode::Scripted).await;
     let gw = Gateway::with_backends(&[riva.url()]).await;
     let mut c = gw.connect().await;
-    c.start(json!({"language":"en-US","interim_results":true,"punctuate":true})).await;
+    c.start(json!({"language":"en-US","interim_results":true,"punctuate":true}))
+        .await;
     let mut s = riva.next_stream().await;
     let cfg = s.config.config.clone().unwrap();
     assert_eq!(cfg.language_code, "en-US");
@@ -43,7 +44,12 @@ async fn partials_then_an_append_only_final_with_words() {
 
     c.end().await;
     assert!(s.until_half_close().await.is_empty());
-    s.send(final_result("Hello world.", &[("Hello", 100, 400), ("world.", 500, 900)], 1.0)).await;
+    s.send(final_result(
+        "Hello world.",
+        &[("Hello", 100, 400), ("world.", 500, 900)],
+        1.0,
+    ))
+    .await;
     drop(s);
     let (msgs, close) = c.drain().await;
     assert_eq!(close, Some(1000));
@@ -54,7 +60,10 @@ async fn partials_then_an_append_only_final_with_words() {
     assert!(approx(&f["confidence"], 0.875));
     assert_eq!(f["is_end_of_utterance"], true);
     assert_eq!(f["timestamp_ms"], 1000);
-    assert_eq!(f["duration_ms"], 900, "from session start to the end of the last word");
+    assert_eq!(
+        f["duration_ms"], 900,
+        "from session start to the end of the last word"
+    );
     assert_eq!(f["words"][0]["word"], "Hello");
     assert!(approx(&f["words"][0]["start"], 0.1));
     assert!(approx(&f["words"][1]["end"], 0.9));
@@ -71,17 +80,25 @@ async fn audio_before_start_uses_the_defaults_and_settings_pass_through() {
     c.audio(&tone(100, 16_000)).await;
     let s = riva.next_stream().await;
     let cfg = s.config.config.clone().unwrap();
-    assert_eq!(cfg.language_code, "en-US", "auto becomes riva.auto_language");
-    assert!(cfg.enable_automatic_punctuation, "punctuate defaults to true");
+    assert_eq!(
+        cfg.language_code, "en-US",
+        "auto becomes riva.auto_language"
+    );
+    assert!(
+        cfg.enable_automatic_punctuation,
+        "punctuate defaults to true"
+    );
     assert!(!cfg.profanity_filter);
     assert!(s.config.interim_results);
     assert!(cfg.endpointing_config.is_none());
     c.close().await;
 
     let mut c = gw.connect().await;
-    c.start(json!({"language":"de-DE","punctuate":false,"profanity_filter":true,"endpointing_ms":800,
-                   "interim_results":false,"custom_configuration":{"beam":"4"}}))
-        .await;
+    c.start(
+        json!({"language":"de-DE","punctuate":false,"profanity_filter":true,"endpointing_ms":800,
+                   "interim_results":false,"custom_configuration":{"beam":"4"}}),
+    )
+    .await;
     let s = riva.next_stream().await;
     let cfg = s.config.config.clone().unwrap();
     assert_eq!(cfg.language_code, "de-DE");
@@ -89,8 +106,14 @@ async fn audio_before_start_uses_the_defaults_and_settings_pass_through() {
     assert!(cfg.profanity_filter);
     assert!(!s.config.interim_results);
     assert_eq!(cfg.endpointing_config.unwrap().stop_history, Some(800));
-    assert_eq!(cfg.custom_configuration.get("beam").map(String::as_str), Some("4"));
-    assert!(cfg.enable_word_time_offsets, "always on: the gateway needs word ends");
+    assert_eq!(
+        cfg.custom_configuration.get("beam").map(String::as_str),
+        Some("4")
+    );
+    assert!(
+        cfg.enable_word_time_offsets,
+        "always on: the gateway needs word ends"
+    );
 }
 
 #[tokio::test]
@@ -99,7 +122,8 @@ async fn words_are_offered_only_when_asked_and_ping_is_answered() {
     let gw = Gateway::with_backends(&[riva.url()]).await;
     let mut c = gw.connect().await;
     c.start(json!({"word_timestamps": false})).await;
-    c.send_json(json!({"type":"ping","timestamp":1702483200000u64})).await;
+    c.send_json(json!({"type":"ping","timestamp":1702483200000u64}))
+        .await;
     let pong = c.json().await;
     assert_eq!(pong["type"], "pong");
     assert_eq!(pong["timestamp"], 1702483200000u64);
@@ -179,7 +203,11 @@ async fn bad_input_is_answered_and_the_session_lives() {
     for chunk in good.chunks(320) {
         c.audio(chunk).await;
     }
-    assert_eq!(s.audio_at_least(good.len()).await, good, "refused frames never reach Riva");
+    assert_eq!(
+        s.audio_at_least(good.len()).await,
+        good,
+        "refused frames never reach Riva"
+    );
     c.end().await;
     c.audio(&tone(100, 16_000)).await;
     let m = expect_error(c.json().await, "INVALID_REQUEST");
@@ -190,7 +218,9 @@ async fn bad_input_is_answered_and_the_session_lives() {
     let (msgs, close) = c.drain().await;
     assert_eq!(msgs.last().unwrap()["type"], "final");
     assert_eq!(close, Some(1000));
-    let errors = gw.metric("sgw_errors_total{code=\"INVALID_REQUEST\"}").await;
+    let errors = gw
+        .metric("sgw_errors_total{code=\"INVALID_REQUEST\"}")
+        .await;
     assert_eq!(errors, Some(4.0));
 }
 
@@ -228,7 +258,12 @@ async fn a_vanishing_client_cancels_its_stream_and_others_carry_on() {
     assert_eq!(live.json().await["text"], "still here");
     live.close().await;
     gw.wait_metric("sgw_sessions_active", 0.0).await;
-    assert!(gw.metric("sgw_sessions_total{dialect=\"v1\",outcome=\"client_gone\"}").await.unwrap() >= 3.0);
+    assert!(
+        gw.metric("sgw_sessions_total{dialect=\"v1\",outcome=\"client_gone\"}")
+            .await
+            .unwrap()
+            >= 3.0
+    );
 }
 
 #[tokio::test]
@@ -250,7 +285,9 @@ async fn a_client_that_outruns_the_back_end_is_told_which_audio_was_refused() {
         c.audio(&frame).await;
         if i % 10 == 0 {
             // give the gateway a moment so errors, if any, are waiting
-            if let Ok(Received::Json(v)) = tokio::time::timeout(Duration::from_millis(200), c.recv()).await {
+            if let Ok(Received::Json(v)) =
+                tokio::time::timeout(Duration::from_millis(200), c.recv()).await
+            {
                 refused = Some(v);
                 break;
             }
@@ -260,7 +297,10 @@ async fn a_client_that_outruns_the_back_end_is_told_which_audio_was_refused() {
     assert_eq!(v["code"], "BUFFER_OVERFLOW");
     assert_eq!(v["recoverable"], true);
     let m = v["message"].as_str().unwrap();
-    assert!(m.contains("audio frame") && m.contains("not transcribed"), "{m}");
+    assert!(
+        m.contains("audio frame") && m.contains("not transcribed"),
+        "{m}"
+    );
     // the back end catches up: the session goes on
     s.reading.send(true).unwrap();
     drop(s);
@@ -279,24 +319,39 @@ async fn a_failed_stream_is_reopened_with_the_audio_since_the_last_final() {
     c.audio(&first).await;
     s1.audio_at_least(first.len()).await;
     // a final covering the first 600 ms, then the stream dies
-    s1.send(final_result("one", &[("one", 100, 600)], 1.0)).await;
+    s1.send(final_result("one", &[("one", 100, 600)], 1.0))
+        .await;
     assert_eq!(c.json().await["text"], "one");
     s1.fail(Status::unavailable("node restarting")).await;
     let mut s2 = riva.next_stream().await;
     let replayed = s2.audio_at_least(bytes_for(400, 16_000)).await;
-    assert_eq!(replayed, first[bytes_for(600, 16_000)..], "exactly the audio after the final");
-    s2.send(final_result("two", &[("two", 100, 300)], 0.4)).await;
+    assert_eq!(
+        replayed,
+        first[bytes_for(600, 16_000)..],
+        "exactly the audio after the final"
+    );
+    s2.send(final_result("two", &[("two", 100, 300)], 0.4))
+        .await;
     let f = c.json().await;
     assert_eq!(f["text"], "two");
-    assert!(approx(&f["words"][0]["start"], 0.7), "times are session times: {f}");
+    assert!(
+        approx(&f["words"][0]["start"], 0.7),
+        "times are session times: {f}"
+    );
     assert_eq!(f["timestamp_ms"], 1000);
-    assert_eq!(f["duration_ms"], 300, "from the end of `one` (0.6 s) to the end of `two` (0.9 s)");
+    assert_eq!(
+        f["duration_ms"], 300,
+        "from the end of `one` (0.6 s) to the end of `two` (0.9 s)"
+    );
     c.end().await;
     s2.until_half_close().await;
     drop(s2);
     let (_, close) = c.drain().await;
     assert_eq!(close, Some(1000));
-    let series = format!("sgw_stream_reopens_total{{backend=\"{}\",reason=\"error\"}}", riva.url());
+    let series = format!(
+        "sgw_stream_reopens_total{{backend=\"{}\",reason=\"error\"}}",
+        riva.url()
+    );
     assert_eq!(gw.metric(&series).await, Some(1.0));
 }
 
@@ -314,13 +369,22 @@ async fn failover_moves_a_live_session_to_the_next_back_end() {
     sa.audio_at_least(audio.len()).await;
     sa.fail(Status::internal("gpu fell over")).await;
     let mut sb = b.next_stream().await;
-    assert_eq!(sb.audio_at_least(audio.len()).await, audio, "nothing was final: all audio replays");
+    assert_eq!(
+        sb.audio_at_least(audio.len()).await,
+        audio,
+        "nothing was final: all audio replays"
+    );
     let status = c.json().await;
     assert_eq!(status["type"], "status");
     assert_eq!(status["state"], "failover");
-    sb.send(final_result("moved", &[("moved", 0, 400)], 0.5)).await;
+    sb.send(final_result("moved", &[("moved", 0, 400)], 0.5))
+        .await;
     assert_eq!(c.json().await["text"], "moved");
-    let series = format!("sgw_failovers_total{{from=\"{}\",to=\"{}\"}}", a.url(), b.url());
+    let series = format!(
+        "sgw_failovers_total{{from=\"{}\",to=\"{}\"}}",
+        a.url(),
+        b.url()
+    );
     assert_eq!(gw.metric(&series).await, Some(1.0));
 }
 
@@ -331,7 +395,8 @@ async fn an_invalid_config_from_riva_or_no_back_end_ends_the_session_cleanly() {
     let mut c = gw.connect().await;
     c.start(json!({"language":"xx-XX"})).await;
     let s = riva.next_stream().await;
-    s.fail(Status::invalid_argument("language xx-XX is not served")).await;
+    s.fail(Status::invalid_argument("language xx-XX is not served"))
+        .await;
     let (msgs, close) = c.drain().await;
     assert_eq!(msgs[0]["code"], "MODEL_UNAVAILABLE");
     assert_eq!(msgs[0]["recoverable"], false);
@@ -350,7 +415,11 @@ async fn an_invalid_config_from_riva_or_no_back_end_ends_the_session_cleanly() {
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("riva://{}", dead.local_addr().unwrap());
     drop(dead);
-    let gw2 = Gateway::start(&[("SGW_ROUTES__DEFAULT", url), ("SGW_RIVA__CONNECT_TIMEOUT", "500ms".into())]).await;
+    let gw2 = Gateway::start(&[
+        ("SGW_ROUTES__DEFAULT", url),
+        ("SGW_RIVA__CONNECT_TIMEOUT", "500ms".into()),
+    ])
+    .await;
     let mut c = gw2.connect().await;
     c.start(json!({})).await;
     let (msgs, close) = c.drain().await;
@@ -361,7 +430,10 @@ async fn an_invalid_config_from_riva_or_no_back_end_ends_the_session_cleanly() {
 
 #[tokio::test]
 async fn long_sessions_rotate_the_stream_at_a_final_without_losing_audio() {
-    let riva = RivaDouble::start(Mode::Auto { final_every_ms: 500 }).await;
+    let riva = RivaDouble::start(Mode::Auto {
+        final_every_ms: 500,
+    })
+    .await;
     let gw = Gateway::start(&[
         ("SGW_ROUTES__DEFAULT", riva.url()),
         ("SGW_RIVA__MAX_STREAM_AGE", "1s".into()),
@@ -379,7 +451,10 @@ async fn long_sessions_rotate_the_stream_at_a_final_without_losing_audio() {
     let (msgs, close) = c.drain().await;
     assert_eq!(close, Some(1000));
     let finals: Vec<_> = msgs.iter().filter(|m| m["type"] == "final").collect();
-    assert!(riva.stats.streams_opened.load(Ordering::Relaxed) >= 2, "the stream rotated");
+    assert!(
+        riva.stats.streams_opened.load(Ordering::Relaxed) >= 2,
+        "the stream rotated"
+    );
     // Append-only and lossless: the words of all finals tile the 4 s sent, each starting
     // where the previous ended, and the finals' durations add up to exactly 4 s.
     let mut covered = 0u64;
@@ -388,11 +463,17 @@ async fn long_sessions_rotate_the_stream_at_a_final_without_losing_audio() {
         covered += f["duration_ms"].as_u64().unwrap();
         for w in f["words"].as_array().unwrap() {
             let (start, end) = (w["start"].as_f64().unwrap(), w["end"].as_f64().unwrap());
-            assert!((start - cursor).abs() < 0.002, "word at {start} s, expected {cursor} s: {f}");
+            assert!(
+                (start - cursor).abs() < 0.002,
+                "word at {start} s, expected {cursor} s: {f}"
+            );
             cursor = end;
         }
     }
-    assert!((cursor - 4.0).abs() < 0.002, "the words reach the end of the audio: {cursor}");
+    assert!(
+        (cursor - 4.0).abs() < 0.002,
+        "the words reach the end of the audio: {cursor}"
+    );
     assert_eq!(covered, 4_000, "finals cover exactly the 4 s sent");
 }
 
@@ -431,7 +512,10 @@ async fn operational_endpoints() {
 
 #[tokio::test]
 async fn shutdown_flushes_live_sessions_and_closes_with_going_away() {
-    let riva = RivaDouble::start(Mode::Auto { final_every_ms: 60_000 }).await;
+    let riva = RivaDouble::start(Mode::Auto {
+        final_every_ms: 60_000,
+    })
+    .await;
     let mut gw = Gateway::with_backends(&[riva.url()]).await;
     let mut c = gw.connect().await;
     c.start(json!({"interim_results": false})).await;
@@ -443,7 +527,14 @@ async fn shutdown_flushes_live_sessions_and_closes_with_going_away() {
     });
     let (msgs, close) = c.drain().await;
     assert_eq!(close, Some(1001));
-    assert_eq!(msgs.last().unwrap()["type"], "final", "pending audio was finalised: {msgs:?}");
+    assert_eq!(
+        msgs.last().unwrap()["type"],
+        "final",
+        "pending audio was finalised: {msgs:?}"
+    );
     shutting.await.unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }

@@ -21,8 +21,8 @@ use super::proto::nvidia::riva::AudioEncoding;
 use super::proto::nvidia::riva::asr::{
     EndpointingConfig, RecognitionConfig, RivaSpeechRecognitionConfigRequest,
     StreamingRecognitionConfig, StreamingRecognitionResult, StreamingRecognizeRequest,
-    StreamingRecognizeResponse,
-    riva_speech_recognition_client::RivaSpeechRecognitionClient, streaming_recognize_request,
+    StreamingRecognizeResponse, riva_speech_recognition_client::RivaSpeechRecognitionClient,
+    streaming_recognize_request,
 };
 use super::{
     AudioStream, BackendError, BackendErrorKind, EventStream, Health, RecognitionParams,
@@ -115,9 +115,11 @@ impl SpeechBackend for RivaBackend {
         audio: AudioStream,
     ) -> Result<EventStream, BackendError> {
         let first = StreamingRecognizeRequest {
-            streaming_request: Some(streaming_recognize_request::StreamingRequest::StreamingConfig(
-                self.streaming_config(&params),
-            )),
+            streaming_request: Some(
+                streaming_recognize_request::StreamingRequest::StreamingConfig(
+                    self.streaming_config(&params),
+                ),
+            ),
             ..Default::default()
         };
         let requests = RequestStream {
@@ -127,23 +129,27 @@ impl SpeechBackend for RivaBackend {
         // Wait for a usable connection (bounded), but not for response headers: Riva, like
         // most gRPC servers, sends those only with its first result, which needs audio.
         let mut channel = self.channel.clone();
-        tokio::time::timeout(self.settings.open_timeout, tower::ServiceExt::ready(&mut channel))
-            .await
-            .map_err(|_| {
-                BackendError::new(
-                    BackendErrorKind::Timeout,
-                    ErrorClass::UpstreamRetryable,
-                    format!("no connection within {:?}", self.settings.open_timeout),
-                )
-            })?
-            .map_err(|e| {
-                BackendError::new(
-                    BackendErrorKind::Unavailable,
-                    ErrorClass::UpstreamRetryable,
-                    format!("connect failed: {e}"),
-                )
-            })?;
-        let client = RivaSpeechRecognitionClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+        tokio::time::timeout(
+            self.settings.open_timeout,
+            tower::ServiceExt::ready(&mut channel),
+        )
+        .await
+        .map_err(|_| {
+            BackendError::new(
+                BackendErrorKind::Timeout,
+                ErrorClass::UpstreamRetryable,
+                format!("no connection within {:?}", self.settings.open_timeout),
+            )
+        })?
+        .map_err(|e| {
+            BackendError::new(
+                BackendErrorKind::Unavailable,
+                ErrorClass::UpstreamRetryable,
+                format!("connect failed: {e}"),
+            )
+        })?;
+        let client =
+            RivaSpeechRecognitionClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
         Ok(ResultStream::Calling(Box::pin(call(client, requests))).boxed())
     }
 
@@ -216,14 +222,18 @@ impl futures::Stream for RequestStream {
         }
         self.audio.poll_next_unpin(cx).map(|chunk| {
             chunk.map(|c| StreamingRecognizeRequest {
-                streaming_request: Some(streaming_recognize_request::StreamingRequest::AudioContent(c)),
+                streaming_request: Some(
+                    streaming_recognize_request::StreamingRequest::AudioContent(c),
+                ),
                 ..Default::default()
             })
         })
     }
 }
 
-fn map_response(item: Result<StreamingRecognizeResponse, Status>) -> Vec<Result<TranscriptEvent, BackendError>> {
+fn map_response(
+    item: Result<StreamingRecognizeResponse, Status>,
+) -> Vec<Result<TranscriptEvent, BackendError>> {
     let mapped: Vec<Result<TranscriptEvent, BackendError>> = match item {
         Ok(resp) => {
             let now = Instant::now();
@@ -239,7 +249,14 @@ fn map_response(item: Result<StreamingRecognizeResponse, Status>) -> Vec<Result<
 }
 
 type Call = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<tonic::Response<tonic::Streaming<StreamingRecognizeResponse>>, Status>> + Send>,
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    tonic::Response<tonic::Streaming<StreamingRecognizeResponse>>,
+                    Status,
+                >,
+            > + Send,
+    >,
 >;
 
 async fn call(
@@ -255,7 +272,7 @@ async fn call(
 enum ResultStream {
     Calling(Call),
     Streaming {
-        inner: tonic::Streaming<StreamingRecognizeResponse>,
+        inner: Box<tonic::Streaming<StreamingRecognizeResponse>>,
         pending: std::collections::VecDeque<Result<TranscriptEvent, BackendError>>,
     },
     Done,
@@ -275,7 +292,7 @@ impl futures::Stream for ResultStream {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(resp)) => {
                         *self = ResultStream::Streaming {
-                            inner: resp.into_inner(),
+                            inner: Box::new(resp.into_inner()),
                             pending: Default::default(),
                         };
                     }
@@ -309,7 +326,9 @@ pub(crate) fn map_result(r: &StreamingRecognitionResult, received_at: Instant) -
     let alt = r.alternatives.first();
     TranscriptEvent {
         is_final: r.is_final,
-        text: alt.map(|a| a.transcript.trim().to_string()).unwrap_or_default(),
+        text: alt
+            .map(|a| a.transcript.trim().to_string())
+            .unwrap_or_default(),
         confidence: alt.map(|a| a.confidence).unwrap_or(0.0),
         stability: r.stability,
         audio_processed_ms: (r.audio_processed > 0.0)
@@ -337,11 +356,15 @@ pub(crate) fn map_status(status: Status) -> BackendError {
     use BackendErrorKind as K;
     use ErrorClass as C;
     let (kind, class) = match status.code() {
-        Code::Unavailable | Code::Cancelled | Code::Unknown => (K::Unavailable, C::UpstreamRetryable),
-        Code::DeadlineExceeded => (K::Timeout, C::UpstreamRetryable),
-        Code::ResourceExhausted | Code::Aborted | Code::Internal | Code::DataLoss | Code::OutOfRange => {
-            (K::ServerError, C::UpstreamRetryable)
+        Code::Unavailable | Code::Cancelled | Code::Unknown => {
+            (K::Unavailable, C::UpstreamRetryable)
         }
+        Code::DeadlineExceeded => (K::Timeout, C::UpstreamRetryable),
+        Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Internal
+        | Code::DataLoss
+        | Code::OutOfRange => (K::ServerError, C::UpstreamRetryable),
         Code::InvalidArgument => (K::Rejected, C::Client),
         Code::NotFound
         | Code::FailedPrecondition
@@ -402,7 +425,10 @@ mod tests {
         assert!(rc.enable_automatic_punctuation && rc.profanity_filter);
         assert!(rc.enable_word_time_offsets);
         assert_eq!(rc.model, "parakeet-ctc");
-        assert_eq!(rc.custom_configuration.get("k").map(String::as_str), Some("v"));
+        assert_eq!(
+            rc.custom_configuration.get("k").map(String::as_str),
+            Some("v")
+        );
         assert_eq!(rc.endpointing_config.unwrap().stop_history, Some(700));
         let mut p = params();
         p.language = "de-DE".into();
@@ -419,8 +445,20 @@ mod tests {
                 transcript: " hello world ".into(),
                 confidence: 0.9,
                 words: vec![
-                    WordInfo { start_time: 100, end_time: 400, word: "hello".into(), confidence: 0.8, ..Default::default() },
-                    WordInfo { start_time: 500, end_time: 450, word: "world".into(), confidence: 0.7, ..Default::default() },
+                    WordInfo {
+                        start_time: 100,
+                        end_time: 400,
+                        word: "hello".into(),
+                        confidence: 0.8,
+                        ..Default::default()
+                    },
+                    WordInfo {
+                        start_time: 500,
+                        end_time: 450,
+                        word: "world".into(),
+                        confidence: 0.7,
+                        ..Default::default()
+                    },
                 ],
                 ..Default::default()
             }],
@@ -435,7 +473,10 @@ mod tests {
         assert_eq!(e.audio_processed_ms, Some(1250));
         assert_eq!(e.words[0].start_ms, 100);
         assert_eq!(e.words[0].end_ms, 400);
-        assert_eq!(e.words[1].end_ms, 500, "an end before the start is clamped to the start");
+        assert_eq!(
+            e.words[1].end_ms, 500,
+            "an end before the start is clamped to the start"
+        );
         let empty = map_result(&StreamingRecognitionResult::default(), Instant::now());
         assert_eq!(empty.text, "");
         assert_eq!(empty.audio_processed_ms, None);

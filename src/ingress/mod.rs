@@ -73,7 +73,10 @@ async fn run_v1(socket: WebSocket, ctx: Arc<SessionContext>) {
     // Closing handshake: read (and discard) until the client's close, briefly. Dropping a
     // socket with unread input makes the kernel reset the connection, and the client
     // would lose the last messages (the final, or the error that explains the close).
-    let _ = tokio::time::timeout(CLOSE_LINGER, async { while commands.next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while commands.next().await.is_some() {}
+    })
+    .await;
 }
 
 /// How long a closed session waits for the client's close frame.
@@ -123,7 +126,10 @@ async fn status(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.ctx.metrics.encode(),
     )
         .into_response()

@@ -86,7 +86,9 @@ fn decode_text(text: &str) -> Command {
                 "unknown message type `{shown}` (expected start, end or ping); it was ignored"
             ))
         }
-        None => invalid("text frames need a string `type` (start, end or ping); this one was ignored"),
+        None => {
+            invalid("text frames need a string `type` (start, end or ping); this one was ignored")
+        }
     }
 }
 
@@ -116,31 +118,65 @@ fn start_config(cfg: &Map<String, Value>) -> Result<StartConfig, SessionError> {
     flag("word_timestamps", &mut out.word_timestamps)?;
     match cfg.get("language") {
         None | Some(Value::Null) => {}
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 32 => out.language = s.trim().to_string(),
-        Some(_) => return Err(bad(ErrorKind::InvalidRequest, "language", "a language code such as en-US, or auto")),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 32 => {
+            out.language = s.trim().to_string()
+        }
+        Some(_) => {
+            return Err(bad(
+                ErrorKind::InvalidRequest,
+                "language",
+                "a language code such as en-US, or auto",
+            ));
+        }
     }
     match cfg.get("sample_rate") {
         None | Some(Value::Null) => {}
         Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
             Some(n) => out.sample_rate = n,
-            None => return Err(bad(ErrorKind::AudioFormat, "sample_rate", "an integer number of Hz between 8000 and 48000")),
+            None => {
+                return Err(bad(
+                    ErrorKind::AudioFormat,
+                    "sample_rate",
+                    "an integer number of Hz between 8000 and 48000",
+                ));
+            }
         },
     }
     match cfg.get("encoding") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) if s.eq_ignore_ascii_case("pcm_s16le") => {}
-        Some(_) => return Err(bad(ErrorKind::AudioFormat, "encoding", "\"pcm_s16le\" (16-bit little-endian mono PCM)")),
+        Some(_) => {
+            return Err(bad(
+                ErrorKind::AudioFormat,
+                "encoding",
+                "\"pcm_s16le\" (16-bit little-endian mono PCM)",
+            ));
+        }
     }
     match cfg.get("model") {
         None | Some(Value::Null) => {}
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => out.model = Some(s.to_ascii_lowercase()),
-        Some(_) => return Err(bad(ErrorKind::InvalidRequest, "model", "a route name such as default")),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => {
+            out.model = Some(s.to_ascii_lowercase())
+        }
+        Some(_) => {
+            return Err(bad(
+                ErrorKind::InvalidRequest,
+                "model",
+                "a route name such as default",
+            ));
+        }
     }
     match cfg.get("endpointing_ms") {
         None | Some(Value::Null) => {}
         Some(v) => match v.as_u64().filter(|n| (10..=10_000).contains(n)) {
             Some(n) => out.endpointing_ms = Some(n as u32),
-            None => return Err(bad(ErrorKind::InvalidRequest, "endpointing_ms", "an integer between 10 and 10000")),
+            None => {
+                return Err(bad(
+                    ErrorKind::InvalidRequest,
+                    "endpointing_ms",
+                    "an integer between 10 and 10000",
+                ));
+            }
         },
     }
     match cfg.get("custom_configuration") {
@@ -151,12 +187,24 @@ fn start_config(cfg: &Map<String, Value>) -> Result<StartConfig, SessionError> {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),
-                    _ => return Err(bad(ErrorKind::InvalidRequest, "custom_configuration", "an object of string values")),
+                    _ => {
+                        return Err(bad(
+                            ErrorKind::InvalidRequest,
+                            "custom_configuration",
+                            "an object of string values",
+                        ));
+                    }
                 };
                 out.custom.push((k.clone(), v));
             }
         }
-        Some(_) => return Err(bad(ErrorKind::InvalidRequest, "custom_configuration", "an object of at most 32 string values")),
+        Some(_) => {
+            return Err(bad(
+                ErrorKind::InvalidRequest,
+                "custom_configuration",
+                "an object of at most 32 string values",
+            ));
+        }
     }
     Ok(out)
 }
@@ -292,22 +340,32 @@ mod tests {
 
     #[test]
     fn start_with_the_contract_example() {
-        let cmd = text(r#"{"type":"start","config":{"language":"auto","interim_results":true,"punctuate":true,"profanity_filter":false}}"#);
+        let cmd = text(
+            r#"{"type":"start","config":{"language":"auto","interim_results":true,"punctuate":true,"profanity_filter":false}}"#,
+        );
         assert_eq!(cmd, Command::Start(StartConfig::default()));
     }
 
     #[test]
     fn start_reads_every_optional_key_and_ignores_unknown_ones() {
-        let cmd = text(r#"{"type":"start","config":{"sample_rate":8000,"encoding":"pcm_s16le","word_timestamps":false,
-            "model":"Offline","endpointing_ms":700,"language":"de-DE","custom_configuration":{"a":"b","n":3},"shiny":1}}"#);
+        let cmd = text(
+            r#"{"type":"start","config":{"sample_rate":8000,"encoding":"pcm_s16le","word_timestamps":false,
+            "model":"Offline","endpointing_ms":700,"language":"de-DE","custom_configuration":{"a":"b","n":3},"shiny":1}}"#,
+        );
         let Command::Start(c) = cmd else { panic!() };
         assert_eq!(c.sample_rate, 8000);
         assert!(!c.word_timestamps);
         assert_eq!(c.model.as_deref(), Some("offline"));
         assert_eq!(c.endpointing_ms, Some(700));
         assert_eq!(c.language, "de-DE");
-        assert_eq!(c.custom, vec![("a".into(), "b".into()), ("n".into(), "3".into())]);
-        assert_eq!(text(r#"{"type":"start"}"#), Command::Start(StartConfig::default()));
+        assert_eq!(
+            c.custom,
+            vec![("a".into(), "b".into()), ("n".into(), "3".into())]
+        );
+        assert_eq!(
+            text(r#"{"type":"start"}"#),
+            Command::Start(StartConfig::default())
+        );
     }
 
     #[test]
@@ -322,13 +380,26 @@ mod tests {
         assert!(e.message.contains("punctuate"));
         let e = rejected(text(r#"{"type":"start","config":{"endpointing_ms":5}}"#));
         assert!(e.message.contains("endpointing_ms"));
-        assert_eq!(rejected(text(r#"{"type":"start","config":[1]}"#)).kind, ErrorKind::InvalidRequest);
+        assert_eq!(
+            rejected(text(r#"{"type":"start","config":[1]}"#)).kind,
+            ErrorKind::InvalidRequest
+        );
     }
 
     #[test]
     fn junk_is_an_invalid_request() {
-        for junk in ["hello", "[1,2]", r#"{"type":"dance"}"#, r#"{"kind":"start"}"#, r#"{"type":5}"#] {
-            assert_eq!(rejected(text(junk)).kind, ErrorKind::InvalidRequest, "{junk}");
+        for junk in [
+            "hello",
+            "[1,2]",
+            r#"{"type":"dance"}"#,
+            r#"{"kind":"start"}"#,
+            r#"{"type":5}"#,
+        ] {
+            assert_eq!(
+                rejected(text(junk)).kind,
+                ErrorKind::InvalidRequest,
+                "{junk}"
+            );
         }
         let e = rejected(text(&format!(r#"{{"type":"{}"}}"#, "x".repeat(500))));
         assert!(e.message.len() < 200, "echoed type is truncated");
@@ -362,7 +433,12 @@ mod tests {
             confidence: 0.5,
             timestamp_ms: 1500,
             duration_ms: 2100,
-            words: Some(vec![Word { word: "Hello".into(), start: 0.0, end: 0.30000001, confidence: 0.5 }]),
+            words: Some(vec![Word {
+                word: "Hello".into(),
+                start: 0.0,
+                end: 0.30000001,
+                confidence: 0.5,
+            }]),
         };
         let p = json(encode(&Event::Partial(t.clone())));
         assert_eq!(p["type"], "partial");
@@ -375,10 +451,22 @@ mod tests {
         assert_eq!(f["duration_ms"], 2100);
         let no_words = json(encode(&Event::Final(Transcript { words: None, ..t })));
         assert!(no_words.get("words").is_none());
-        let e = json(encode(&Event::Error(SessionError::new(ErrorKind::BufferOverflow, "x"))));
-        assert_eq!(e, serde_json::json!({"type":"error","code":"BUFFER_OVERFLOW","message":"x","recoverable":true}));
-        let pong = json(encode(&Event::Pong { timestamp: serde_json::json!(17), server_time_ms: 20 }));
-        assert_eq!(pong, serde_json::json!({"type":"pong","timestamp":17,"server_time":20}));
+        let e = json(encode(&Event::Error(SessionError::new(
+            ErrorKind::BufferOverflow,
+            "x",
+        ))));
+        assert_eq!(
+            e,
+            serde_json::json!({"type":"error","code":"BUFFER_OVERFLOW","message":"x","recoverable":true})
+        );
+        let pong = json(encode(&Event::Pong {
+            timestamp: serde_json::json!(17),
+            server_time_ms: 20,
+        }));
+        assert_eq!(
+            pong,
+            serde_json::json!({"type":"pong","timestamp":17,"server_time":20})
+        );
     }
 
     #[test]
@@ -395,13 +483,21 @@ mod tests {
         for k in kinds {
             assert_eq!(error_code(k), k.label(), "metric label and wire code agree");
         }
-        assert_eq!(close_code(CloseCause::Error(ErrorKind::ModelUnavailable)), 1013);
-        assert_eq!(close_code(CloseCause::Error(ErrorKind::AuthenticationFailed)), 1008);
+        assert_eq!(
+            close_code(CloseCause::Error(ErrorKind::ModelUnavailable)),
+            1013
+        );
+        assert_eq!(
+            close_code(CloseCause::Error(ErrorKind::AuthenticationFailed)),
+            1008
+        );
         assert_eq!(close_code(CloseCause::Error(ErrorKind::Internal)), 1011);
         assert_eq!(close_code(CloseCause::Normal), 1000);
         assert_eq!(close_code(CloseCause::GoingAway), 1001);
         match encode(&Event::Close(CloseCause::Error(ErrorKind::Internal))) {
-            Message::Close(Some(f)) => assert_eq!((f.code, f.reason.as_str()), (1011, "INTERNAL_ERROR")),
+            Message::Close(Some(f)) => {
+                assert_eq!((f.code, f.reason.as_str()), (1011, "INTERNAL_ERROR"))
+            }
             other => panic!("{other:?}"),
         }
     }

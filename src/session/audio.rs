@@ -182,11 +182,21 @@ mod tests {
         let max = Duration::from_secs(1);
         let e = validate_frame(3201, 16_000, max, 7).unwrap_err();
         assert_eq!(e.kind, ErrorKind::AudioFormat);
-        assert!(e.message.contains("frame 7") && e.message.contains("odd"), "{}", e.message);
-        assert!(validate_frame(32_000, 16_000, max, 1).is_ok(), "exactly 1 s is allowed");
+        assert!(
+            e.message.contains("frame 7") && e.message.contains("odd"),
+            "{}",
+            e.message
+        );
+        assert!(
+            validate_frame(32_000, 16_000, max, 1).is_ok(),
+            "exactly 1 s is allowed"
+        );
         let e = validate_frame(32_002, 16_000, max, 2).unwrap_err();
         assert!(e.message.contains("1000 ms"), "{}", e.message);
-        assert!(validate_frame(320, 16_000, max, 3).is_ok(), "10 ms WebRTC frames are fine");
+        assert!(
+            validate_frame(320, 16_000, max, 3).is_ok(),
+            "10 ms WebRTC frames are fine"
+        );
         assert!(validate_frame(96_000, 48_000, max, 4).is_ok());
         assert!(validate_frame(16_002, 8_000, max, 5).is_err());
     }
@@ -217,9 +227,18 @@ mod tests {
         for i in 1..=30u64 {
             log.push(i * 100, t0 + Duration::from_millis(i * 100));
         }
-        assert_eq!(log.arrival_of(2_550), Some(t0 + Duration::from_millis(2_600)));
-        assert_eq!(log.arrival_of(2_600), Some(t0 + Duration::from_millis(2_600)));
-        assert_eq!(log.arrival_of(9_999), Some(t0 + Duration::from_millis(3_000)));
+        assert_eq!(
+            log.arrival_of(2_550),
+            Some(t0 + Duration::from_millis(2_600))
+        );
+        assert_eq!(
+            log.arrival_of(2_600),
+            Some(t0 + Duration::from_millis(2_600))
+        );
+        assert_eq!(
+            log.arrival_of(9_999),
+            Some(t0 + Duration::from_millis(3_000))
+        );
         // older than the horizon: answered by the oldest frame kept
         assert_eq!(log.arrival_of(0), Some(t0 + Duration::from_millis(2_000)));
     }

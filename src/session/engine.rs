@@ -32,7 +32,12 @@ use crate::router::{ActiveGuard, BackendHandle};
 const REPLAY_CHUNK_MS: u64 = 100;
 
 /// Runs one session to its end and returns how it ended. `dialect` labels metrics.
-pub async fn run<C, E>(ctx: Arc<SessionContext>, dialect: &'static str, commands: C, events: E) -> Outcome
+pub async fn run<C, E>(
+    ctx: Arc<SessionContext>,
+    dialect: &'static str,
+    commands: C,
+    events: E,
+) -> Outcome
 where
     C: Stream<Item = Command> + Unpin + Send,
     E: Sink<Event> + Unpin + Send,
@@ -341,7 +346,10 @@ where
             return Ok(());
         }
         // Backpressure: refuse the frame (and say so) rather than queue without bound.
-        let queued = self.upstream.as_ref().map_or(0, |u| u.queued.load(Ordering::Relaxed));
+        let queued = self
+            .upstream
+            .as_ref()
+            .map_or(0, |u| u.queued.load(Ordering::Relaxed));
         let incoming = frame.len() as u64 * u64::from(self.backend_rate) / u64::from(rate);
         let limit = u128::from(self.backend_rate) * 2 * self.ctx.limits.queue.as_millis() / 1000;
         if u128::from(queued as u64 + incoming) > limit {
@@ -362,7 +370,8 @@ where
                 .await;
         }
         let input = pcm_samples(&frame);
-        let mut out = Vec::with_capacity(input.len() * self.backend_rate as usize / rate as usize + 8);
+        let mut out =
+            Vec::with_capacity(input.len() * self.backend_rate as usize / rate as usize + 8);
         self.resampler
             .as_mut()
             .expect("streaming sessions have a resampler")
@@ -437,7 +446,9 @@ where
             let name = handle.name().to_string();
             match handle.backend.open(self.params(), audio).await {
                 Ok(events) => {
-                    self.ctx.metrics.backend_request(&name, "ok", started.elapsed());
+                    self.ctx
+                        .metrics
+                        .backend_request(&name, "ok", started.elapsed());
                     self.span.record("backend", name.as_str());
                     tracing::info!(backend = %name, "back-end stream open");
                     if let Some(from) = failed.filter(|f| *f != name) {
@@ -478,7 +489,9 @@ where
                     return Ok(());
                 }
                 Err(e) => {
-                    self.ctx.metrics.backend_request(&name, e.class.as_str(), started.elapsed());
+                    self.ctx
+                        .metrics
+                        .backend_request(&name, e.class.as_str(), started.elapsed());
                     tracing::warn!(backend = %name, error = %e, class = %e.class, "back-end stream open failed");
                     let client_fault = e.class == ErrorClass::Client;
                     last_err = Some(e);
@@ -494,10 +507,14 @@ where
                 "the recognition back end refused this session's settings (language, model): {}",
                 e.message
             ),
-            Some(e) => format!("no recognition back end of route `{}` is available ({})", self.route, e.kind),
+            Some(e) => format!(
+                "no recognition back end of route `{}` is available ({})",
+                self.route, e.kind
+            ),
             None => format!("route `{}` has no back end", self.route),
         };
-        self.error(SessionError::new(ErrorKind::ModelUnavailable, message)).await
+        self.error(SessionError::new(ErrorKind::ModelUnavailable, message))
+            .await
     }
 
     /// Drops the current stream (cancelling it) and opens another, replaying the audio
@@ -524,7 +541,11 @@ where
     }
 
     async fn on_stream_error(&mut self, e: BackendError) -> Result<(), Outcome> {
-        let name = self.upstream.as_ref().map(|u| u.handle.name().to_string()).unwrap_or_default();
+        let name = self
+            .upstream
+            .as_ref()
+            .map(|u| u.handle.name().to_string())
+            .unwrap_or_default();
         tracing::warn!(backend = %name, error = %e, class = %e.class, "back-end stream failed");
         if e.is_retryable() && self.reopens_in_row < self.ctx.limits.max_reopens {
             self.reopens_in_row += 1;
@@ -536,9 +557,13 @@ where
                 "the recognition back end refused this session's settings: {}",
                 e.message
             ),
-            _ => format!("the recognition back end failed ({}) and no other could take over", e.kind),
+            _ => format!(
+                "the recognition back end failed ({}) and no other could take over",
+                e.kind
+            ),
         };
-        self.error(SessionError::new(ErrorKind::ModelUnavailable, message)).await
+        self.error(SessionError::new(ErrorKind::ModelUnavailable, message))
+            .await
     }
 
     async fn on_stream_end(&mut self) -> Result<(), Outcome> {
@@ -592,7 +617,8 @@ where
         let stream_ms = ev
             .audio_processed_ms
             .unwrap_or_else(|| self.samples_to_ms(up.sent));
-        let timestamp_ms = (offset_ms + stream_ms).min(self.samples_to_ms(self.total).max(offset_ms));
+        let timestamp_ms =
+            (offset_ms + stream_ms).min(self.samples_to_ms(self.total).max(offset_ms));
         let words: Vec<Word> = ev
             .words
             .iter()
@@ -619,17 +645,23 @@ where
             }
             let now = Instant::now();
             if let Some(at) = self.frames.arrival_of(timestamp_ms) {
-                metrics.partial_latency.observe(now.saturating_duration_since(at).as_secs_f64());
+                metrics
+                    .partial_latency
+                    .observe(now.saturating_duration_since(at).as_secs_f64());
             }
             if !self.first_partial_sent {
                 self.first_partial_sent = true;
                 if let Some(at) = self.frames.arrival_of(speech_start_ms.unwrap_or(0)) {
-                    metrics.first_partial.observe(now.saturating_duration_since(at).as_secs_f64());
+                    metrics
+                        .first_partial
+                        .observe(now.saturating_duration_since(at).as_secs_f64());
                 }
             }
             self.last_partial = Some(transcript.clone());
             self.emit(Event::Partial(transcript)).await?;
-            metrics.relay_overhead.observe(ev.received_at.elapsed().as_secs_f64());
+            metrics
+                .relay_overhead
+                .observe(ev.received_at.elapsed().as_secs_f64());
             return Ok(());
         }
         // A final covers audio up to its last word (or all the back end processed).
@@ -639,16 +671,22 @@ where
             let mut fin = transcript;
             fin.duration_ms = cut_ms - self.last_cut_ms;
             let now = Instant::now();
-            let speech_end = self.frames.arrival_of(speech_end_ms.unwrap_or(timestamp_ms));
+            let speech_end = self
+                .frames
+                .arrival_of(speech_end_ms.unwrap_or(timestamp_ms));
             let from = match (speech_end, self.end_received_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
             if let Some(at) = from {
-                metrics.final_latency.observe(now.saturating_duration_since(at).as_secs_f64());
+                metrics
+                    .final_latency
+                    .observe(now.saturating_duration_since(at).as_secs_f64());
             }
             self.emit(Event::Final(fin)).await?;
-            metrics.relay_overhead.observe(ev.received_at.elapsed().as_secs_f64());
+            metrics
+                .relay_overhead
+                .observe(ev.received_at.elapsed().as_secs_f64());
         }
         self.last_cut_ms = cut_ms;
         self.replay.cut(self.ms_to_samples(cut_ms));
@@ -679,4 +717,3 @@ enum Step {
     Upstream(Option<Result<TranscriptEvent, BackendError>>),
     FlushTimeout,
 }
-

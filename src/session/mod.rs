@@ -106,7 +106,10 @@ pub enum Event {
     },
     Error(SessionError),
     /// Informational; clients of the contract may ignore it.
-    Status { state: StatusState, message: String },
+    Status {
+        state: StatusState,
+        message: String,
+    },
     /// The last event of a session.
     Close(CloseCause),
 }

@@ -105,8 +105,16 @@ impl Metrics {
             backend_open_seconds: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
         };
-        registry.register("sgw_sessions_active", "Sessions open now", m.sessions_active.clone());
-        registry.register("sgw_sessions", "Sessions ended, by dialect and outcome", m.sessions_total.clone());
+        registry.register(
+            "sgw_sessions_active",
+            "Sessions open now",
+            m.sessions_active.clone(),
+        );
+        registry.register(
+            "sgw_sessions",
+            "Sessions ended, by dialect and outcome",
+            m.sessions_total.clone(),
+        );
         registry.register(
             "sgw_partial_latency_seconds",
             "Gateway receipt of the audio a partial accounts for, to the partial sent",
@@ -127,14 +135,26 @@ impl Metrics {
             "Back-end result received by the adapter, to its WebSocket frame written",
             m.relay_overhead.clone(),
         );
-        registry.register("sgw_audio_seconds", "Audio accepted from clients, in seconds", m.audio_seconds.clone());
-        registry.register("sgw_errors", "Errors sent to clients, by code", m.errors_total.clone());
+        registry.register(
+            "sgw_audio_seconds",
+            "Audio accepted from clients, in seconds",
+            m.audio_seconds.clone(),
+        );
+        registry.register(
+            "sgw_errors",
+            "Errors sent to clients, by code",
+            m.errors_total.clone(),
+        );
         registry.register(
             "sgw_backend_requests",
             "Back-end stream opens, by back end and outcome",
             m.backend_requests_total.clone(),
         );
-        registry.register("sgw_backend_up", "1 when the back end's last health checks passed", m.backend_up.clone());
+        registry.register(
+            "sgw_backend_up",
+            "1 when the back end's last health checks passed",
+            m.backend_up.clone(),
+        );
         registry.register(
             "sgw_stream_reopens",
             "Back-end streams reopened mid-session, by reason (rotation, error)",

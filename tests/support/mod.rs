@@ -72,7 +72,9 @@ impl Gateway {
     }
 
     pub async fn connect(&self) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url()).await.expect("upgrade");
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url())
+            .await
+            .expect("upgrade");
         Client { ws }
     }
 
@@ -111,7 +113,10 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("{series} never reached {value}; now {:?}", self.metric(series).await);
+        panic!(
+            "{series} never reached {value}; now {:?}",
+            self.metric(series).await
+        );
     }
 
     pub async fn wait_ready(&self) {
@@ -137,14 +142,19 @@ impl Drop for Gateway {
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8_lossy(&buf).to_string();
     let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -161,15 +171,22 @@ pub struct Client {
 
 impl Client {
     pub async fn send_json(&mut self, v: Value) {
-        self.ws.send(Message::Text(v.to_string().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
     }
 
     pub async fn send_text(&mut self, t: &str) {
-        self.ws.send(Message::Text(t.to_string().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(t.to_string().into()))
+            .await
+            .unwrap();
     }
 
     pub async fn start(&mut self, config: Value) {
-        self.send_json(json!({"type":"start","config":config})).await;
+        self.send_json(json!({"type":"start","config":config}))
+            .await;
     }
 
     pub async fn end(&mut self) {
@@ -177,7 +194,10 @@ impl Client {
     }
 
     pub async fn audio(&mut self, pcm: &[u8]) {
-        self.ws.send(Message::Binary(pcm.to_vec().into())).await.unwrap();
+        self.ws
+            .send(Message::Binary(pcm.to_vec().into()))
+            .await
+            .unwrap();
     }
 
     /// The next JSON message or the close, within 10 s.
@@ -187,8 +207,12 @@ impl Client {
                 .await
                 .expect("the gateway answered within 10 s");
             match next {
-                Some(Ok(Message::Text(t))) => return Received::Json(serde_json::from_str(t.as_str()).unwrap()),
-                Some(Ok(Message::Close(f))) => return Received::Closed(f.map(|f| u16::from(f.code))),
+                Some(Ok(Message::Text(t))) => {
+                    return Received::Json(serde_json::from_str(t.as_str()).unwrap());
+                }
+                Some(Ok(Message::Close(f))) => {
+                    return Received::Closed(f.map(|f| u16::from(f.code)));
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return Received::Closed(None),
             }

@@ -115,7 +115,11 @@ pub fn partial(text: &str, audio_processed: f32) -> StreamingRecognitionResult {
 }
 
 /// A final whose words are given as (word, start ms, end ms).
-pub fn final_result(text: &str, words: &[(&str, i32, i32)], audio_processed: f32) -> StreamingRecognitionResult {
+pub fn final_result(
+    text: &str,
+    words: &[(&str, i32, i32)],
+    audio_processed: f32,
+) -> StreamingRecognitionResult {
     StreamingRecognitionResult {
         alternatives: vec![SpeechRecognitionAlternative {
             transcript: text.into(),
@@ -239,7 +243,10 @@ struct HealthSvc(watch::Receiver<ServingStatus>);
 
 #[tonic::async_trait]
 impl Health for HealthSvc {
-    async fn check(&self, _: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
+    async fn check(
+        &self,
+        _: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
         Ok(Response::new(HealthCheckResponse {
             status: *self.0.borrow() as i32,
         }))
@@ -247,7 +254,10 @@ impl Health for HealthSvc {
 
     type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
 
-    async fn watch(&self, _: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        _: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         Err(Status::unimplemented("watch"))
     }
 }
@@ -264,7 +274,10 @@ struct ResultsOut {
 impl Stream for ResultsOut {
     type Item = Result<StreamingRecognizeResponse, Status>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         let p = Pin::new(&mut self.rx).poll_next(cx);
         if let std::task::Poll::Ready(None) = p {
             self.done = true;
@@ -286,7 +299,10 @@ impl Drop for ResultsOut {
 
 #[tonic::async_trait]
 impl RivaSpeechRecognition for Service {
-    async fn recognize(&self, _: Request<RecognizeRequest>) -> Result<Response<RecognizeResponse>, Status> {
+    async fn recognize(
+        &self,
+        _: Request<RecognizeRequest>,
+    ) -> Result<Response<RecognizeResponse>, Status> {
         Err(Status::unimplemented("the double streams only"))
     }
 
@@ -303,7 +319,11 @@ impl RivaSpeechRecognition for Service {
             .ok_or_else(|| Status::invalid_argument("empty stream"))?;
         let config = match first.streaming_request {
             Some(StreamingRequest::StreamingConfig(c)) => c,
-            _ => return Err(Status::invalid_argument("first request must carry the config")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "first request must carry the config",
+                ));
+            }
         };
         self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
         let (in_tx, in_rx) = mpsc::unbounded_channel();
@@ -315,11 +335,14 @@ impl RivaSpeechRecognition for Service {
                 match inbound.message().await {
                     Ok(Some(req)) => match req.streaming_request {
                         Some(StreamingRequest::AudioContent(a)) => {
-                            stats.audio_bytes.fetch_add(a.len() as u64, Ordering::Relaxed);
+                            stats
+                                .audio_bytes
+                                .fetch_add(a.len() as u64, Ordering::Relaxed);
                             let _ = in_tx.send(Inbound::Audio(a));
                         }
                         _ => {
-                            let _ = in_tx.send(Inbound::Broken("a later request carried a config".into()));
+                            let _ = in_tx
+                                .send(Inbound::Broken("a later request carried a config".into()));
                             return;
                         }
                     },
@@ -377,15 +400,30 @@ impl RivaSpeechRecognition for Service {
 /// half-close. A final's words tile the audio since the previous final in 100 ms words
 /// ("w<k>", k counted from the stream start), the last ending exactly at the audio received.
 async fn auto_answer(mut s: DoubleStream, final_every_ms: u64, stats: Arc<Stats>) {
-    let rate = s.config.config.as_ref().map_or(16_000, |c| c.sample_rate_hertz.max(1)) as u64;
+    let rate = s
+        .config
+        .config
+        .as_ref()
+        .map_or(16_000, |c| c.sample_rate_hertz.max(1)) as u64;
     let mut samples = 0u64;
     let mut last_final_ms = 0u64;
     let send_final = |from_ms: u64, to_ms: u64| {
         let words: Vec<(String, i32, i32)> = (from_ms / 100..to_ms.div_ceil(100))
-            .map(|k| (format!("w{k}"), (k * 100) as i32, ((k * 100 + 100).min(to_ms)) as i32))
+            .map(|k| {
+                (
+                    format!("w{k}"),
+                    (k * 100) as i32,
+                    ((k * 100 + 100).min(to_ms)) as i32,
+                )
+            })
             .collect();
-        let text = words.iter().map(|w| w.0.clone()).collect::<Vec<_>>().join(" ");
-        let refs: Vec<(&str, i32, i32)> = words.iter().map(|(w, a, b)| (w.as_str(), *a, *b)).collect();
+        let text = words
+            .iter()
+            .map(|w| w.0.clone())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let refs: Vec<(&str, i32, i32)> =
+            words.iter().map(|(w, a, b)| (w.as_str(), *a, *b)).collect();
         final_result(&text, &refs, to_ms as f32 / 1000.0)
     };
     loop {
@@ -395,15 +433,32 @@ async fn auto_answer(mut s: DoubleStream, final_every_ms: u64, stats: Arc<Stats>
                 let ms = samples * 1000 / rate;
                 if ms - last_final_ms >= final_every_ms {
                     let f = send_final(last_final_ms, ms);
-                    if s.results.send(Ok(StreamingRecognizeResponse { results: vec![f], ..Default::default() })).await.is_err() {
+                    if s.results
+                        .send(Ok(StreamingRecognizeResponse {
+                            results: vec![f],
+                            ..Default::default()
+                        }))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     last_final_ms = ms;
                 } else {
                     let words = (ms - last_final_ms) / 100;
-                    let text = (0..words.max(1)).map(|k| format!("w{}", last_final_ms / 100 + k)).collect::<Vec<_>>().join(" ");
+                    let text = (0..words.max(1))
+                        .map(|k| format!("w{}", last_final_ms / 100 + k))
+                        .collect::<Vec<_>>()
+                        .join(" ");
                     let p = partial(&text, ms as f32 / 1000.0);
-                    if s.results.send(Ok(StreamingRecognizeResponse { results: vec![p], ..Default::default() })).await.is_err() {
+                    if s.results
+                        .send(Ok(StreamingRecognizeResponse {
+                            results: vec![p],
+                            ..Default::default()
+                        }))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -412,7 +467,13 @@ async fn auto_answer(mut s: DoubleStream, final_every_ms: u64, stats: Arc<Stats>
                 let ms = samples * 1000 / rate;
                 if ms > last_final_ms {
                     let f = send_final(last_final_ms, ms);
-                    let _ = s.results.send(Ok(StreamingRecognizeResponse { results: vec![f], ..Default::default() })).await;
+                    let _ = s
+                        .results
+                        .send(Ok(StreamingRecognizeResponse {
+                            results: vec![f],
+                            ..Default::default()
+                        }))
+                        .await;
                 }
                 stats.streams_finished.fetch_add(1, Ordering::Relaxed);
                 return; // dropping the results sender ends the stream OK

@@ -1,0 +1,156 @@
+//! The binary as operators and users run it: `speech-gateway serve` in front of a Riva
+//! double, stopped with SIGTERM, and `speech-gateway transcribe` streaming a WAV through it.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use speech_gateway::client::wav::write_wav;
+use support::riva_double::{Mode, RivaDouble};
+
+const BIN: &str = env!("CARGO_BIN_EXE_speech-gateway");
+
+/// Starts `speech-gateway serve` on port 0 and returns the child and its address.
+/// The caller waits for the child (it is stopped with SIGTERM).
+#[allow(clippy::zombie_processes)]
+fn spawn_serve(args: &[&str]) -> (std::process::Child, String) {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("SGW_LOG_FORMAT", "json")
+        .env_remove("SGW_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "serve exited before listening"
+        );
+        if let Some(rest) = line
+            .trim()
+            .strip_prefix("speech-gateway: listening on http://")
+        {
+            let addr = rest.split_whitespace().next().unwrap().to_string();
+            // keep draining stderr so the child never blocks on a full pipe
+            std::thread::spawn(move || for _ in stderr.lines() {});
+            return (child, addr);
+        }
+    }
+}
+
+#[tokio::test]
+async fn serve_and_transcribe_end_to_end_then_sigterm() {
+    let riva = RivaDouble::start(Mode::Auto {
+        final_every_ms: 1_000,
+    })
+    .await;
+    let backend = riva.url();
+    let (mut child, addr) = spawn_serve(&["--backend", &backend]);
+
+    // 2.5 s of a tone at 44.1 kHz: the gateway resamples to 16 kHz
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("clip.wav");
+    let samples: Vec<i16> = (0..110_250)
+        .map(|i| ((i as f64 / 44_100.0 * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16)
+        .collect();
+    std::fs::write(&wav, write_wav(44_100, &samples)).unwrap();
+
+    let url = format!("ws://{addr}/v1/audio/stream");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .arg("transcribe")
+            .arg(&wav)
+            .args(["--url", &url, "--speed", "0", "--json"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["close_code"], 1000, "{report}");
+    let finals = report["finals"].as_array().unwrap();
+    assert!(finals.len() >= 2, "a final per second of audio: {report}");
+    let covered: f64 = finals
+        .iter()
+        .map(|f| f["duration_ms"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (2_490.0..=2_500.0).contains(&covered),
+        "finals cover the clip: {covered} ms"
+    );
+    assert_eq!(report["errors"].as_array().unwrap().len(), 0);
+
+    // SIGTERM: the process drains and exits 0
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
+}
+
+#[test]
+fn serve_refuses_a_bad_configuration_with_a_message() {
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "grpc://nowhere",
+        ])
+        .env_remove("SGW_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("routes.default") && err.contains("grpc://nowhere"),
+        "{err}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("SGW_CONFIG")
+        .env_remove("SGW_ROUTES__DEFAULT")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--backend"));
+}
+
+#[test]
+fn transcribe_reports_an_unreadable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("stereo.wav");
+    let mut bytes = write_wav(16_000, &[0; 100]);
+    bytes[22] = 2; // channel count
+    std::fs::write(&bad, bytes).unwrap();
+    let out = Command::new(BIN)
+        .arg("transcribe")
+        .arg(&bad)
+        .args(["--url", "ws://127.0.0.1:9/v1/audio/stream"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mono") || err.contains("channels"), "{err}");
+}
