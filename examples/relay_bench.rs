@@ -25,7 +25,10 @@ async fn main() -> anyhow::Result<()> {
     let sessions: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(100);
     let seconds: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(10);
 
-    let riva = RivaDouble::start(Mode::Auto { final_every_ms: 1_000 }).await;
+    let riva = RivaDouble::start(Mode::Auto {
+        final_every_ms: 1_000,
+    })
+    .await;
     let config = Config::load(
         None,
         vec![
@@ -42,7 +45,9 @@ async fn main() -> anyhow::Result<()> {
     }));
 
     let url = format!("ws://{addr}/v1/audio/stream");
-    let frame: Vec<u8> = (0..1600i32).flat_map(|i| ((i % 200 - 100) as i16 * 50).to_le_bytes()).collect();
+    let frame: Vec<u8> = (0..1600i32)
+        .flat_map(|i| ((i % 200 - 100) as i16 * 50).to_le_bytes())
+        .collect();
     let started = Instant::now();
     let mut clients = Vec::new();
     for i in 0..sessions {
@@ -63,7 +68,8 @@ async fn main() -> anyhow::Result<()> {
                 }
                 n
             });
-            tx.send(Message::Text(r#"{"type":"start","config":{}}"#.into())).await?;
+            tx.send(Message::Text(r#"{"type":"start","config":{}}"#.into()))
+                .await?;
             let t0 = tokio::time::Instant::now();
             for k in 0..seconds * 10 {
                 tokio::time::sleep_until(t0 + Duration::from_millis(k * 100)).await;
@@ -103,7 +109,8 @@ async fn main() -> anyhow::Result<()> {
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).await?;
     Ok(buf)
@@ -117,7 +124,11 @@ fn quantiles(text: &str, name: &str) -> (u64, f64, f64, f64) {
         .filter_map(|l| l.strip_prefix(&prefix))
         .filter_map(|rest| {
             let (le, count) = rest.split_once("\"} ")?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             Some((le, count.trim().parse().ok()?))
         })
         .collect();
@@ -132,7 +143,11 @@ fn quantiles(text: &str, name: &str) -> (u64, f64, f64, f64) {
                     return lower;
                 }
                 let inside = (cum - below) as f64;
-                let frac = if inside > 0.0 { (rank - below as f64) / inside } else { 1.0 };
+                let frac = if inside > 0.0 {
+                    (rank - below as f64) / inside
+                } else {
+                    1.0
+                };
                 return lower + (le - lower) * frac;
             }
             lower = le;

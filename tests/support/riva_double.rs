@@ -431,36 +431,24 @@ async fn auto_answer(mut s: DoubleStream, final_every_ms: u64, stats: Arc<Stats>
             Some(Inbound::Audio(a)) => {
                 samples += a.len() as u64 / 2;
                 let ms = samples * 1000 / rate;
-                if ms - last_final_ms >= final_every_ms {
+                let result = if ms - last_final_ms >= final_every_ms {
                     let f = send_final(last_final_ms, ms);
-                    if s.results
-                        .send(Ok(StreamingRecognizeResponse {
-                            results: vec![f],
-                            ..Default::default()
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
                     last_final_ms = ms;
+                    f
                 } else {
                     let words = (ms - last_final_ms) / 100;
                     let text = (0..words.max(1))
                         .map(|k| format!("w{}", last_final_ms / 100 + k))
                         .collect::<Vec<_>>()
                         .join(" ");
-                    let p = partial(&text, ms as f32 / 1000.0);
-                    if s.results
-                        .send(Ok(StreamingRecognizeResponse {
-                            results: vec![p],
-                            ..Default::default()
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+                    partial(&text, ms as f32 / 1000.0)
+                };
+                let response = StreamingRecognizeResponse {
+                    results: vec![result],
+                    ..Default::default()
+                };
+                if s.results.send(Ok(response)).await.is_err() {
+                    return;
                 }
             }
             Some(Inbound::HalfClosed) => {
