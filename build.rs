@@ -6,12 +6,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/riva/riva_asr.proto",
         "proto/grpc/health/v1/health.proto",
+        "proto/triton/grpc_service.proto",
     ];
     let fds = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .bytes(".nvidia.riva.asr")
+        .bytes(".inference.ModelInferRequest")
+        .bytes(".inference.ModelInferResponse")
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

@@ -21,3 +21,8 @@ pub mod grpc {
         }
     }
 }
+
+/// Triton's KServe v2 inference API (package `inference`).
+pub mod inference {
+    tonic::include_proto!("inference");
+}

@@ -8,6 +8,13 @@ define with the descriptors of the same full name shipped in:
 
   * nvidia-riva-client      (riva.client.proto.riva_*_pb2)
   * grpcio-health-checking  (grpc_health.v1.health_pb2)
+  * tritonclient            (tritonclient.grpc.service_pb2, model_config_pb2)
+
+Every message we define must carry all of its official fields, except the
+read-only subsets named in SUBSETS (Triton's model configuration, which the
+gateway only decodes, and the inference service, of which it calls a few
+rpcs): there every field or rpc we keep must match, and the rest is listed
+as a note.
 
 Usage:  python tests/conformance/check_protos.py [--proto-dir DIR]
 Exit status: 0 all match, 1 mismatches (listed on stderr), 2 compile failure.
@@ -35,6 +42,17 @@ REFERENCE = {
     "riva/riva_common.proto": "riva.client.proto.riva_common_pb2",
     "riva/riva_asr.proto": "riva.client.proto.riva_asr_pb2",
     "grpc/health/v1/health.proto": "grpc_health.v1.health_pb2",
+    "triton/model_config.proto": "tritonclient.grpc.model_config_pb2",
+    "triton/grpc_service.proto": "tritonclient.grpc.service_pb2",
+}
+
+# Declared subsets: decoded-only messages and a client-side service.
+SUBSETS = {
+    "inference.ModelConfig",
+    "inference.ModelInput",
+    "inference.ModelOutput",
+    "inference.ModelSequenceBatching",
+    "inference.GRPCInferenceService",
 }
 
 FDP = descriptor_pb2.FieldDescriptorProto
@@ -84,26 +102,37 @@ class Checker:
             for key, val in facts.items():
                 if val != want[key]:
                     self.err(f"{name}.{facts['name']} (#{num}): {key} is {val!r}, official {want[key]!r}")
-        for num, want in sorted(rf.items()):
-            if num not in of:
-                self.err(f"{name}: missing official field {want['name']} = {num} "
-                         f"({want['label']} {want['type_name'] or want['type']})")
-        if sorted(o.name for o in op.oneof_decl) != sorted(o.name for o in rp.oneof_decl):
+        subset = name in SUBSETS
+        left_out = [want["name"] for num, want in sorted(rf.items()) if num not in of]
+        if subset:
+            if left_out:
+                print(f"note: {name} is a declared read-only subset; leaves out {', '.join(left_out)}")
+        else:
+            for num, want in sorted(rf.items()):
+                if num not in of:
+                    self.err(f"{name}: missing official field {want['name']} = {num} "
+                             f"({want['label']} {want['type_name'] or want['type']})")
+        ours_oneofs = sorted(o.name for o in op.oneof_decl)
+        ref_oneofs = sorted(o.name for o in rp.oneof_decl)
+        if subset and set(ours_oneofs) <= set(ref_oneofs):
+            pass
+        elif ours_oneofs != ref_oneofs:
             self.err(f"{name}: oneofs {[o.name for o in op.oneof_decl]} "
                      f"!= official {[o.name for o in rp.oneof_decl]}")
         if ours.GetOptions().map_entry != ref.GetOptions().map_entry:
             self.err(f"{name}: map_entry differs")
-        self.nested(name, ours.nested_types_by_name, ref.nested_types_by_name, self.message)
-        self.nested(name, ours.enum_types_by_name, ref.enum_types_by_name, self.enum)
+        self.nested(name, ours.nested_types_by_name, ref.nested_types_by_name, self.message, subset)
+        self.nested(name, ours.enum_types_by_name, ref.enum_types_by_name, self.enum, subset)
 
-    def nested(self, owner, ours: dict, ref: dict, check) -> None:
+    def nested(self, owner, ours: dict, ref: dict, check, subset: bool = False) -> None:
         for key, desc in ours.items():
             if key in ref:
                 check(desc, ref[key])
             else:
                 self.err(f"{owner}: nested type {key} is not in the official schema")
         for key in sorted(set(ref.keys()) - set(ours.keys())):
-            self.err(f"{owner}: missing official nested type {key}")
+            if not subset:
+                self.err(f"{owner}: missing official nested type {key}")
 
     def enum(self, ours, ref) -> None:
         self.enums += 1
@@ -119,7 +148,8 @@ class Checker:
             if name not in rm:
                 self.err(f"{ours.full_name}: rpc {name} is not in the official schema")
             elif name not in om:
-                self.err(f"{ours.full_name}: missing official rpc {name}")
+                if ours.full_name not in SUBSETS:
+                    self.err(f"{ours.full_name}: missing official rpc {name}")
             else:
                 self.rpcs += 1
                 o, r = om[name], rm[name]
@@ -183,7 +213,7 @@ def main() -> int:
         for e in checker.errors:
             sys.stderr.write(f"  - {e}\n")
         return 1
-    print("OK: proto/ matches nvidia-riva-client and grpcio-health-checking")
+    print("OK: proto/ matches nvidia-riva-client, grpcio-health-checking and tritonclient")
     return 0
 
 
