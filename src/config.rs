@@ -36,6 +36,7 @@ pub struct RawConfig {
     pub log_level: String,
     pub session: RawSession,
     pub riva: RawRiva,
+    pub triton: RawTriton,
     pub health: RawHealth,
     /// Route name → ordered back-end URLs. `start.config.model` selects a route; absent, `default`.
     #[serde(deserialize_with = "de_routes")]
@@ -81,6 +82,46 @@ pub struct RawRiva {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+pub struct RawTriton {
+    /// Sample rate of the `AUDIO` tensor (the tensor contract's rate).
+    pub sample_rate: u32,
+    /// TCP + HTTP/2 connect timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for a usable connection (and the first ModelConfig answer).
+    #[serde(with = "humantime_serde")]
+    pub open_timeout: Duration,
+    /// Offline models: silence that ends an utterance when the client sets no
+    /// `endpointing_ms`.
+    #[serde(with = "humantime_serde")]
+    pub endpointing: Duration,
+    /// Offline models: the growing utterance is re-decoded for a partial at most this often.
+    #[serde(with = "humantime_serde")]
+    pub partial_interval: Duration,
+    /// Offline models: an utterance is cut (and finalised) at this length.
+    #[serde(with = "humantime_serde")]
+    pub max_utterance: Duration,
+    /// Offline models: deadline of one ModelInfer call.
+    #[serde(with = "humantime_serde")]
+    pub infer_timeout: Duration,
+}
+
+impl Default for RawTriton {
+    fn default() -> Self {
+        RawTriton {
+            sample_rate: 16_000,
+            connect_timeout: Duration::from_secs(5),
+            open_timeout: Duration::from_secs(5),
+            endpointing: Duration::from_millis(500),
+            partial_interval: Duration::from_secs(1),
+            max_utterance: Duration::from_secs(25),
+            infer_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawHealth {
     /// Interval between health checks of each back end.
     #[serde(with = "humantime_serde")]
@@ -98,6 +139,7 @@ impl Default for RawConfig {
             log_level: "info".into(),
             session: RawSession::default(),
             riva: RawRiva::default(),
+            triton: RawTriton::default(),
             health: RawHealth::default(),
             routes: BTreeMap::new(),
         }
@@ -173,6 +215,7 @@ pub struct Config {
     pub log: LogConfig,
     pub session: SessionLimits,
     pub riva: RivaSettings,
+    pub triton: TritonSettings,
     pub health: HealthSettings,
     /// Routes in name order; each has at least one back end.
     pub routes: Vec<Route>,
@@ -206,6 +249,19 @@ pub struct RivaSettings {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TritonSettings {
+    pub sample_rate: u32,
+    pub connect_timeout: Duration,
+    pub open_timeout: Duration,
+    pub endpointing: Duration,
+    pub partial_interval: Duration,
+    pub max_utterance: Duration,
+    pub infer_timeout: Duration,
+    /// Copied from `health.timeout`.
+    pub health_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthSettings {
     pub interval: Duration,
     pub timeout: Duration,
@@ -222,9 +278,11 @@ pub struct Route {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     Riva,
+    Triton,
 }
 
-/// A parsed back-end URL: `riva://host:port[/model]` or `rivas://…` (TLS).
+/// A parsed back-end URL: `riva://host:port[/model]`, `triton://host:port/model`, or the
+/// TLS forms `rivas://…`, `tritons://…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendUrl {
     pub kind: BackendKind,
@@ -232,6 +290,7 @@ pub struct BackendUrl {
     pub host: String,
     pub port: u16,
     /// Riva: the `RecognitionConfig.model` to request (empty path = the server's default).
+    /// Triton: the model name (required).
     pub model: Option<String>,
     /// The URL as written: the back end's name in logs, metrics and `/status`.
     pub url: String,
@@ -256,20 +315,17 @@ fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
 impl BackendUrl {
     /// Parses a back-end URL as written on the command line or in a route.
     pub fn parse(url: &str) -> Result<BackendUrl, String> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| format!("`{url}` is not a URL (expected riva://HOST:PORT)"))?;
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            format!("`{url}` is not a URL (expected riva://HOST:PORT or triton://HOST:PORT/MODEL)")
+        })?;
         let (kind, tls) = match scheme {
             "riva" => (BackendKind::Riva, false),
             "rivas" => (BackendKind::Riva, true),
-            "triton" | "tritons" => {
-                return Err(format!(
-                    "`{url}`: triton back ends are not supported by this build yet"
-                ));
-            }
+            "triton" => (BackendKind::Triton, false),
+            "tritons" => (BackendKind::Triton, true),
             other => {
                 return Err(format!(
-                    "`{url}`: unknown scheme `{other}` (expected riva or rivas)"
+                    "`{url}`: unknown scheme `{other}` (expected riva, rivas, triton or tritons)"
                 ));
             }
         };
@@ -289,6 +345,11 @@ impl BackendUrl {
             .ok()
             .filter(|p| *p != 0)
             .ok_or_else(|| format!("`{url}`: `{port}` is not a port number"))?;
+        if kind == BackendKind::Triton && path.is_empty() {
+            return Err(format!(
+                "`{url}`: a triton URL names its model: triton://HOST:PORT/MODEL"
+            ));
+        }
         Ok(BackendUrl {
             kind,
             tls,
@@ -382,6 +443,32 @@ impl Config {
         if s.flush_timeout.is_zero() {
             return Err(invalid("session.flush_timeout", "must be above zero"));
         }
+        let t = &raw.triton;
+        if ![8_000, 16_000, 32_000, 48_000].contains(&t.sample_rate) {
+            return Err(invalid(
+                "triton.sample_rate",
+                "must be 8000, 16000, 32000 or 48000 (the VAD's rates)",
+            ));
+        }
+        if !(10..=10_000).contains(&t.endpointing.as_millis()) {
+            return Err(invalid(
+                "triton.endpointing",
+                "must be between 10ms and 10s",
+            ));
+        }
+        if t.max_utterance < Duration::from_secs(1) {
+            return Err(invalid("triton.max_utterance", "must be at least 1s"));
+        }
+        for (key, d) in [
+            ("triton.connect_timeout", t.connect_timeout),
+            ("triton.open_timeout", t.open_timeout),
+            ("triton.partial_interval", t.partial_interval),
+            ("triton.infer_timeout", t.infer_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be above zero"));
+            }
+        }
         let r = &raw.riva;
         if !(8_000..=48_000).contains(&r.sample_rate) {
             return Err(invalid(
@@ -452,6 +539,16 @@ impl Config {
                 max_stream_age: r.max_stream_age,
                 connect_timeout: r.connect_timeout,
                 open_timeout: r.open_timeout,
+                health_timeout: raw.health.timeout,
+            },
+            triton: TritonSettings {
+                sample_rate: t.sample_rate,
+                connect_timeout: t.connect_timeout,
+                open_timeout: t.open_timeout,
+                endpointing: t.endpointing,
+                partial_interval: t.partial_interval,
+                max_utterance: t.max_utterance,
+                infer_timeout: t.infer_timeout,
                 health_timeout: raw.health.timeout,
             },
             health: HealthSettings {
@@ -696,7 +793,12 @@ mod tests {
                 .endpoint(),
             "https://riva.example:443"
         );
+        let t = BackendUrl::parse("triton://127.0.0.1:8001/asr_stream").unwrap();
+        assert_eq!(t.kind, BackendKind::Triton);
+        assert_eq!(t.model.as_deref(), Some("asr_stream"));
+        assert!(BackendUrl::parse("tritons://h:1/m").unwrap().tls);
         for bad in [
+            "triton://h:8001",
             "riva://host",
             "http://h:1",
             "riva://:1",

@@ -86,7 +86,6 @@ pub async fn serve(
         router: router.clone(),
         metrics,
         limits: config.session.clone(),
-        max_stream_age: config.riva.max_stream_age,
         shutdown: stop.clone(),
     });
     let monitor = tokio::spawn(router.clone().monitor(config.health.interval, stop.clone()));

@@ -6,6 +6,7 @@
 
 pub mod proto;
 pub mod riva;
+pub mod triton;
 
 use std::fmt;
 use std::sync::Arc;
@@ -138,11 +139,17 @@ pub trait SpeechBackend: Send + Sync {
     ) -> Result<EventStream, BackendError>;
     /// One health probe.
     async fn health(&self) -> Health;
+    /// Streams older than this are rotated at the next final (back ends that cap stream
+    /// length); `None` keeps streams open for the whole session.
+    fn max_stream_age(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Builds the adapter a URL names.
 pub fn connect(url: &BackendUrl, config: &Config) -> Result<Arc<dyn SpeechBackend>, BackendError> {
     match url.kind {
         BackendKind::Riva => Ok(Arc::new(riva::RivaBackend::new(url, &config.riva)?)),
+        BackendKind::Triton => Ok(Arc::new(triton::TritonBackend::new(url, &config.triton)?)),
     }
 }

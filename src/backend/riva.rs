@@ -153,6 +153,10 @@ impl SpeechBackend for RivaBackend {
         Ok(ResultStream::Calling(Box::pin(call(client, requests))).boxed())
     }
 
+    fn max_stream_age(&self) -> Option<Duration> {
+        Some(self.settings.max_stream_age)
+    }
+
     async fn health(&self) -> Health {
         let timeout = self.settings.health_timeout;
         let mut health = HealthClient::new(self.channel.clone());

@@ -691,10 +691,12 @@ where
         self.last_cut_ms = cut_ms;
         self.replay.cut(self.ms_to_samples(cut_ms));
         let rotate = self.phase == Phase::Streaming
-            && self
-                .upstream
-                .as_ref()
-                .is_some_and(|u| u.opened_at.elapsed() >= self.ctx.max_stream_age);
+            && self.upstream.as_ref().is_some_and(|u| {
+                u.handle
+                    .backend
+                    .max_stream_age()
+                    .is_some_and(|age| u.opened_at.elapsed() >= age)
+            });
         if rotate {
             return self.reopen("rotation", false).await;
         }

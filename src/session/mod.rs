@@ -12,7 +12,6 @@ pub mod resample;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -226,8 +225,6 @@ pub struct SessionContext {
     pub router: Arc<Router>,
     pub metrics: Arc<Metrics>,
     pub limits: SessionLimits,
-    /// Streams older than this are rotated at the next final.
-    pub max_stream_age: Duration,
     /// Cancelled when the gateway shuts down: sessions flush and close with "going away".
     pub shutdown: CancellationToken,
 }
