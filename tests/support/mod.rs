@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod riva_double;
+pub mod triton_double;
 
 use std::net::SocketAddr;
 use std::time::Duration;
