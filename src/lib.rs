@@ -1,6 +1,6 @@
 //! speech-gateway: a streaming speech-recognition gateway. Client apps stream PCM audio over
 //! a WebSocket and get partial and final transcripts back as JSON; the gateway bridges each
-//! session to NVIDIA Riva (gRPC `StreamingRecognize`) and adds what the servers lack:
+//! session to NVIDIA Riva (gRPC `StreamingRecognize`) or NVIDIA Triton (KServe v2) and adds what the servers lack:
 //! validation, backpressure, stream rotation and reopening without audio loss, health-aware
 //! routing, metrics and structured logs. It does no inference itself.
 //!
@@ -12,7 +12,7 @@
 //! | [`ingress`] | axum HTTP/WebSocket edge; [`ingress::v1`] is the v1 contract's codec |
 //! | [`session`] | the domain: one conversation, no transport types ([`session::engine`] is the loop) |
 //! | [`router`] | routes, back-end health monitor, candidate order |
-//! | [`backend`] | the `SpeechBackend` port and its adapters ([`backend::riva`]); generated protobuf lives only here |
+//! | [`backend`] | the `SpeechBackend` port and its adapters ([`backend::riva`], [`backend::triton`]); generated protobuf lives only here |
 //! | [`telemetry`] | tracing setup and the one module where metric names are spelled |
 //! | [`client`] | the `transcribe` client (WAV reader, pacing, latency figures) |
 //! | [`error`] | error classes shared by every boundary |
