@@ -48,7 +48,6 @@ where
         session_id = %id,
         dialect,
         route = field::Empty,
-        backend = field::Empty,
         sample_rate = field::Empty,
     );
     ctx.metrics.sessions_active.inc();
@@ -449,7 +448,6 @@ where
                     self.ctx
                         .metrics
                         .backend_request(&name, "ok", started.elapsed());
-                    self.span.record("backend", name.as_str());
                     tracing::info!(backend = %name, "back-end stream open");
                     if let Some(from) = failed.filter(|f| *f != name) {
                         self.ctx.metrics.failed_over(from, &name, since.elapsed());

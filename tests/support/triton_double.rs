@@ -48,6 +48,7 @@ pub struct Seen {
     pub end: bool,
     pub empty_final: bool,
     pub audio: Bytes,
+    pub shape: Vec<i64>,
     pub outputs: Vec<String>,
 }
 
@@ -304,6 +305,11 @@ impl GrpcInferenceService for Svc {
                     end: bool_param(&req.parameters, "sequence_end"),
                     empty_final: bool_param(&req.parameters, "triton_enable_empty_final_response"),
                     audio: req.raw_input_contents.first().cloned().unwrap_or_default(),
+                    shape: req
+                        .inputs
+                        .first()
+                        .map(|i| i.shape.clone())
+                        .unwrap_or_default(),
                     outputs: req.outputs.iter().map(|o| o.name.clone()).collect(),
                 };
                 let fail = {

@@ -40,11 +40,20 @@ pub enum ModelShape {
         /// Send an empty request this often while no audio flows, so the sequence does
         /// not pass `max_sequence_idle_microseconds`.
         keepalive: Duration,
-        outputs: Vec<String>,
+        io: ModelIo,
     },
     Offline {
-        outputs: Vec<String>,
+        io: ModelIo,
     },
+}
+
+/// How requests to a model are shaped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelIo {
+    /// The contract's outputs this model declares, requested by name.
+    pub outputs: Vec<String>,
+    /// `max_batch_size > 0`: tensors carry a leading batch dimension.
+    pub batched: bool,
 }
 
 pub struct TritonBackend {
@@ -166,16 +175,19 @@ pub fn shape_of(config: &super::proto::inference::ModelConfig) -> Result<ModelSh
             return Err(format!("no output {required}"));
         }
     }
-    let outputs: Vec<String> = [
-        tensors::TRANSCRIPT,
-        tensors::IS_FINAL,
-        tensors::WORDS,
-        tensors::CONFIDENCE,
-    ]
-    .iter()
-    .filter(|name| config.output.iter().any(|o| o.name == **name))
-    .map(|s| s.to_string())
-    .collect();
+    let io = ModelIo {
+        outputs: [
+            tensors::TRANSCRIPT,
+            tensors::IS_FINAL,
+            tensors::WORDS,
+            tensors::CONFIDENCE,
+        ]
+        .iter()
+        .filter(|name| config.output.iter().any(|o| o.name == **name))
+        .map(|s| s.to_string())
+        .collect(),
+        batched: config.max_batch_size > 0,
+    };
     let decoupled = config
         .model_transaction_policy
         .as_ref()
@@ -193,11 +205,11 @@ pub fn shape_of(config: &super::proto::inference::ModelConfig) -> Result<ModelSh
             };
             Ok(ModelShape::Streaming {
                 keepalive: (idle / 2).clamp(Duration::from_millis(200), Duration::from_secs(30)),
-                outputs,
+                io,
             })
         }
         (true, None) => Err("decoupled but without sequence batching".into()),
-        (false, _) => Ok(ModelShape::Offline { outputs }),
+        (false, _) => Ok(ModelShape::Offline { io }),
     }
 }
 
@@ -220,17 +232,17 @@ impl SpeechBackend for TritonBackend {
         let client =
             GrpcInferenceServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
         match self.shape().await? {
-            ModelShape::Streaming { keepalive, outputs } => Ok(streaming::open(
+            ModelShape::Streaming { keepalive, io } => Ok(streaming::open(
                 client,
                 self.model.clone(),
-                outputs,
+                io,
                 keepalive,
                 audio,
             )),
-            ModelShape::Offline { outputs } => Ok(offline::open(
+            ModelShape::Offline { io } => Ok(offline::open(
                 client,
                 self.model.clone(),
-                outputs,
+                io,
                 offline::Endpointing::new(&self.settings, &params),
                 audio,
             )),
@@ -305,9 +317,10 @@ mod tests {
     #[test]
     fn shapes_are_told_apart_by_the_config() {
         match shape_of(&config(true, Some(60_000_000))).unwrap() {
-            ModelShape::Streaming { keepalive, outputs } => {
+            ModelShape::Streaming { keepalive, io } => {
                 assert_eq!(keepalive, Duration::from_secs(30));
-                assert_eq!(outputs, vec!["TRANSCRIPT", "IS_FINAL", "WORDS"]);
+                assert_eq!(io.outputs, vec!["TRANSCRIPT", "IS_FINAL", "WORDS"]);
+                assert!(!io.batched);
             }
             other => panic!("{other:?}"),
         }

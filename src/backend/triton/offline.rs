@@ -18,8 +18,8 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::Client;
 use super::tensors;
+use super::{Client, ModelIo};
 use crate::backend::{
     AudioStream, BackendError, BackendErrorKind, EventStream, RecognitionParams, TranscriptEvent,
 };
@@ -68,12 +68,12 @@ impl Endpointing {
 pub fn open(
     client: Client,
     model: String,
-    outputs: Vec<String>,
+    io: ModelIo,
     ep: Endpointing,
     audio: AudioStream,
 ) -> EventStream {
     let (tx, rx) = mpsc::channel(32);
-    tokio::spawn(run(client, model, outputs, ep, audio, tx));
+    tokio::spawn(run(client, model, io, ep, audio, tx));
     ReceiverStream::new(rx).boxed()
 }
 
@@ -192,13 +192,13 @@ impl Segmenter {
 fn infer(
     client: &Client,
     model: &str,
-    outputs: &[String],
+    io: &ModelIo,
     audio: &[i16],
     timeout: Duration,
 ) -> Inference {
     let mut client = client.clone();
     let pcm = crate::session::audio::pcm_bytes(audio);
-    let request = tensors::audio_request(model, String::new(), pcm, outputs, None);
+    let request = tensors::audio_request(model, String::new(), pcm, &io.outputs, io.batched, None);
     Box::pin(async move {
         let resp = tokio::time::timeout(timeout, client.model_infer(request))
             .await
@@ -242,7 +242,7 @@ fn place(
 async fn run(
     client: Client,
     model: String,
-    outputs: Vec<String>,
+    io: ModelIo,
     ep: Endpointing,
     mut audio: AudioStream,
     tx: Sender,
@@ -291,7 +291,7 @@ async fn run(
                     let end = start + utterance.len() as u64;
                     let result = tokio::select! {
                         _ = tx.closed() => return,
-                        r = infer(&client, &model, &outputs, &utterance, ep.infer_timeout) => r,
+                        r = infer(&client, &model, &io, &utterance, ep.infer_timeout) => r,
                     };
                     let item = match result {
                         Ok(Some(ev)) => Ok(place(ev, &ep, start, end, true)),
@@ -314,7 +314,7 @@ async fn run(
                     {
                         last_partial_at = grown;
                         let end = start + grown as u64;
-                        partial = Some((start, end, infer(&client, &model, &outputs, &seg.utterance, ep.infer_timeout)));
+                        partial = Some((start, end, infer(&client, &model, &io, &seg.utterance, ep.infer_timeout)));
                     }
                 }
             }

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tonic::Status;
 
-use super::Client;
 use super::tensors::{self, SequenceFlags};
+use super::{Client, ModelIo};
 use crate::backend::proto::inference::{ModelInferRequest, ModelStreamInferResponse};
 use crate::backend::{AudioStream, BackendError, BackendErrorKind, EventStream, TranscriptEvent};
 use crate::error::ErrorClass;
@@ -28,14 +28,14 @@ use crate::error::ErrorClass;
 pub fn open(
     client: Client,
     model: String,
-    outputs: Vec<String>,
+    io: ModelIo,
     keepalive: Duration,
     audio: AudioStream,
 ) -> EventStream {
     let end_id = Arc::new(AtomicU64::new(u64::MAX));
     let requests = Requests {
         model,
-        outputs,
+        io,
         audio,
         sequence_id: new_sequence_id(),
         next_id: 0,
@@ -69,7 +69,7 @@ async fn call(
 /// `Send` bound unprovable for the compiler).
 struct Requests {
     model: String,
-    outputs: Vec<String>,
+    io: ModelIo,
     audio: AudioStream,
     sequence_id: i64,
     next_id: u64,
@@ -96,7 +96,14 @@ impl Requests {
         }
         let deadline = tokio::time::Instant::now() + self.keepalive_every;
         self.keepalive.as_mut().reset(deadline);
-        tensors::audio_request(&self.model, id.to_string(), pcm, &self.outputs, Some(flags))
+        tensors::audio_request(
+            &self.model,
+            id.to_string(),
+            pcm,
+            &self.io.outputs,
+            self.io.batched,
+            Some(flags),
+        )
     }
 }
 

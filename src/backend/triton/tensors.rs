@@ -39,12 +39,15 @@ fn param_bool(b: bool) -> InferParameter {
     }
 }
 
-/// One inference request carrying `pcm` (PCM16LE bytes) as the `AUDIO` tensor.
+/// One inference request carrying `pcm` (PCM16LE bytes) as the `AUDIO` tensor. A model
+/// with `max_batch_size > 0` (`batched`) takes a batch dimension: the request is a batch
+/// of one, shape [1, samples].
 pub fn audio_request(
     model: &str,
     id: String,
     pcm: Bytes,
     outputs: &[String],
+    batched: bool,
     sequence: Option<SequenceFlags>,
 ) -> ModelInferRequest {
     let mut parameters = HashMap::new();
@@ -76,7 +79,11 @@ pub fn audio_request(
         inputs: vec![InferInputTensor {
             name: AUDIO.into(),
             datatype: "INT16".into(),
-            shape: vec![samples],
+            shape: if batched {
+                vec![1, samples]
+            } else {
+                vec![samples]
+            },
             ..Default::default()
         }],
         outputs: outputs
@@ -328,6 +335,7 @@ mod tests {
             "7".into(),
             Bytes::from_static(&[1, 0, 2, 0]),
             &[TRANSCRIPT.to_string(), IS_FINAL.to_string()],
+            false,
             Some(SequenceFlags {
                 sequence_id: 42,
                 start: true,
@@ -350,8 +358,17 @@ mod tests {
             Some(ParameterChoice::BoolParam(true))
         );
         assert_eq!(req.outputs.len(), 2);
-        let unary = audio_request("asr_offline", "1".into(), Bytes::new(), &[], None);
+        let unary = audio_request("asr_offline", "1".into(), Bytes::new(), &[], false, None);
         assert!(unary.parameters.is_empty());
         assert_eq!(unary.inputs[0].shape, vec![0]);
+        let batched = audio_request(
+            "m",
+            "2".into(),
+            Bytes::from_static(&[0; 6]),
+            &[],
+            true,
+            None,
+        );
+        assert_eq!(batched.inputs[0].shape, vec![1, 3], "a batch of one");
     }
 }
