@@ -14,3 +14,4 @@ pub mod latency;
 pub mod render;
 pub mod transcribe;
 pub mod wav;
+pub mod wer;
