@@ -1,16 +1,39 @@
 #!/usr/bin/env bash
 # README command 2: everything CI checks, on any machine of this kind.
-#   bash scripts/test.sh
-# Formatting, lints, then every test (unit, integration against real in-process gRPC
-# doubles, and conformance against the official NVIDIA Riva Python stubs). The Python
-# venv for the conformance tests is built (pinned, hash-checked) by scripts/py-env.sh.
+#   bash scripts/test.sh [nextest arguments]
+# Formatting, lints, then every test: unit; integration against real in-process gRPC
+# doubles; conformance against the official NVIDIA Riva and Triton Python stubs; end to
+# end against the real local Triton (Whisper tiny.en on CPU) with espeak-ng speech.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
+step "test speech tools (espeak-ng, sox)"
+if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v sox >/dev/null 2>&1; then
+  if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); else sudo=(); fi
+  "${sudo[@]}" apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq espeak-ng sox >&2
+fi
+
 step "python test venv (tests/conformance/requirements.txt)"
 bash scripts/py-env.sh >/dev/null
+
+step "local Triton (scripts/local-triton.sh)"
+started_triton=0
+if ! bash scripts/local-triton.sh status >/dev/null 2>&1; then
+  started_triton=1
+fi
+bash scripts/local-triton.sh start
+stop_triton() {
+  if ((started_triton)); then
+    bash scripts/local-triton.sh stop || true
+  fi
+}
+trap stop_triton EXIT
+
+step "model repository unit tests (tests/triton, Python)"
+.venv/triton/bin/python -m unittest discover -s tests/triton -p 'test_*.py'
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -56,7 +56,6 @@ class StreamSession:
         self.speech_windows = 0  # voiced windows in the current utterance
         self.last_voice_end = 0  # absolute sample index just past the last voiced window
         self.partial_due = 0  # absolute sample index at which the next partial is due
-        self.last_partial = ""
 
     # ----- public -----
 
@@ -80,8 +79,7 @@ class StreamSession:
         elif self.total >= self.partial_due and self._speech_s() >= self.opt.min_speech_s:
             hyp = self._decode(self.buf, final=False)
             self.partial_due = self.total + self._s(self.opt.partial_interval_s)
-            if hyp is not None and hyp.text != self.last_partial:
-                self.last_partial = hyp.text
+            if hyp is not None:
                 out.append(hyp)
         return out
 
@@ -159,7 +157,6 @@ class StreamSession:
         self.buf_start = rest_start
         self._forget_windows_before(self.buf_start)
         self.speech_windows = sum(1 for k, v in enumerate(self.voiced) if v and (self.voiced_base + k) * WINDOW >= self.buf_start)
-        self.last_partial = ""
         if self.speech_windows:
             self.partial_due = self.total + self._s(self.opt.partial_interval_s)
         return [hyp] if hyp is not None else []

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# README command 1: the gateway in front of a real local back end, on this machine.
+#
+#   bash scripts/run-local.sh
+#
+# Installs what is missing (apt packages, the Triton venv, a release build), starts the
+# local Triton (Whisper tiny.en on CPU; scripts/local-triton.sh) and then
+# `speech-gateway serve` on 127.0.0.1:8080 with two routes:
+#   default -> triton://127.0.0.1:8001/asr_stream   (streaming model)
+#   offline -> triton://127.0.0.1:8001/asr_offline  (offline model, gateway-side VAD)
+# It stays in the foreground until Ctrl-C / SIGTERM, then stops both. A second run reuses
+# everything and is up in seconds.
+#
+# Environment: SGW_LISTEN (127.0.0.1:8080), TRITON_GRPC_PORT (8001) and the other
+# variables of scripts/local-triton.sh; any SGW_* setting of the gateway.
+set -euo pipefail
+
+repo_root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$repo_root"
+listen="${SGW_LISTEN:-127.0.0.1:8080}"
+grpc_port="${TRITON_GRPC_PORT:-8001}"
+bin="$repo_root/target/release/speech-gateway"
+
+log() { printf 'run-local: %s\n' "$*" >&2; }
+
+gateway_pid=""
+cleanup() {
+  trap - EXIT INT TERM
+  if [[ -n "$gateway_pid" ]] && kill -0 "$gateway_pid" 2>/dev/null; then
+    log "stopping the gateway"
+    kill -TERM "$gateway_pid" 2>/dev/null || true
+    wait "$gateway_pid" 2>/dev/null || true
+  fi
+  log "stopping the local Triton"
+  bash scripts/local-triton.sh stop || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+command -v cargo >/dev/null 2>&1 || { log "error: cargo (Rust) is needed"; exit 1; }
+
+# Triton first (it takes longest on a fresh machine), then the gateway build.
+bash scripts/local-triton.sh start
+
+log "building speech-gateway (release)"
+cargo build --release --locked --bin speech-gateway >&2
+
+export SGW_ROUTES__DEFAULT="triton://127.0.0.1:${grpc_port}/asr_stream"
+export SGW_ROUTES__OFFLINE="triton://127.0.0.1:${grpc_port}/asr_offline"
+export SGW_LOG_FORMAT="${SGW_LOG_FORMAT:-text}"
+"$bin" serve --listen "$listen" &
+gateway_pid=$!
+
+for _ in $(seq 1 100); do
+  if curl -fsS "http://$listen/ready" >/dev/null 2>&1; then
+    break
+  fi
+  kill -0 "$gateway_pid" 2>/dev/null || { log "error: the gateway exited"; exit 1; }
+  sleep 0.1
+done
+
+cat >&2 <<MSG
+
+speech-gateway is up: ws://$listen/v1/audio/stream  (status: http://$listen/status)
+  routes: default -> asr_stream (streaming), offline -> asr_offline (gateway VAD)
+Try it from another shell:
+  $bin transcribe samples/hello.wav --url ws://$listen/v1/audio/stream
+  $bin transcribe samples/hello.wav --url ws://$listen/v1/audio/stream --model offline
+Ctrl-C stops the gateway and the local Triton.
+
+MSG
+wait "$gateway_pid"
