@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use speech_gateway::client::transcribe::{ClientEvent, TranscribeOptions, TranscribeReport, transcribe};
+use speech_gateway::client::transcribe::{
+    ClientEvent, TranscribeOptions, TranscribeReport, transcribe,
+};
 use speech_gateway::client::wav::{Wav, read_wav_file};
 use speech_gateway::client::wer::wer;
 use support::Gateway;
@@ -36,31 +38,55 @@ fn triton_port() -> u16 {
             .arg("start")
             .status()
             .expect("bash runs");
-        assert!(status.success(), "scripts/local-triton.sh start failed (see its log in .venv/)");
-        std::env::var("TRITON_GRPC_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8001)
+        assert!(
+            status.success(),
+            "scripts/local-triton.sh start failed (see its log in .venv/)"
+        );
+        std::env::var("TRITON_GRPC_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(8001)
     })
 }
 
 async fn gateway() -> Gateway {
     let port = triton_port();
     Gateway::start(&[
-        ("SGW_ROUTES__DEFAULT", format!("triton://127.0.0.1:{port}/asr_stream")),
-        ("SGW_ROUTES__OFFLINE", format!("triton://127.0.0.1:{port}/asr_offline")),
+        (
+            "SGW_ROUTES__DEFAULT",
+            format!("triton://127.0.0.1:{port}/asr_stream"),
+        ),
+        (
+            "SGW_ROUTES__OFFLINE",
+            format!("triton://127.0.0.1:{port}/asr_offline"),
+        ),
     ])
     .await
 }
 
 fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (espeak-ng and sox are needed)"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (espeak-ng and sox are needed)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// espeak-ng speech of `text` as a 16-bit mono WAV at `rate`.
 fn speech(dir: &Path, name: &str, text: &str, rate: u32) -> PathBuf {
     let raw = dir.join(format!("{name}.raw.wav"));
     let out = dir.join(format!("{name}.wav"));
-    run(Command::new("espeak-ng").args(["-s", "150", "-w"]).arg(&raw).arg(text));
-    run(Command::new("sox").arg(&raw).args(["-r", &rate.to_string(), "-c", "1", "-b", "16"]).arg(&out));
+    run(Command::new("espeak-ng")
+        .args(["-s", "150", "-w"])
+        .arg(&raw)
+        .arg(text));
+    run(Command::new("sox")
+        .arg(&raw)
+        .args(["-r", &rate.to_string(), "-c", "1", "-b", "16"])
+        .arg(&out));
     out
 }
 
@@ -72,7 +98,12 @@ struct Run {
 
 impl Run {
     fn text(&self) -> String {
-        self.report.finals.iter().map(|f| f.text.as_str()).collect::<Vec<_>>().join(" ")
+        self.report
+            .finals
+            .iter()
+            .map(|f| f.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -109,13 +140,29 @@ async fn both_routes_transcribe_speech_and_the_streaming_route_sends_partials_fi
 
     let streaming = stream(&gw, &clip, None).await;
     let w = wer(&text, &streaming.text());
-    println!("streaming: WER {w:.3} `{}` order {}", streaming.text(), streaming.order);
-    assert!(w <= WER_CEILING, "streaming WER {w:.3}: `{}`", streaming.text());
-    assert!(streaming.order.starts_with('p'), "a partial before the first final: {}", streaming.order);
+    println!(
+        "streaming: WER {w:.3} `{}` order {}",
+        streaming.text(),
+        streaming.order
+    );
+    assert!(
+        w <= WER_CEILING,
+        "streaming WER {w:.3}: `{}`",
+        streaming.text()
+    );
+    assert!(
+        streaming.order.starts_with('p'),
+        "a partial before the first final: {}",
+        streaming.order
+    );
 
     let offline = stream(&gw, &clip, Some("offline")).await;
     let w = wer(&text, &offline.text());
-    println!("offline: WER {w:.3} `{}` order {}", offline.text(), offline.order);
+    println!(
+        "offline: WER {w:.3} `{}` order {}",
+        offline.text(),
+        offline.order
+    );
     assert!(w <= WER_CEILING, "offline WER {w:.3}: `{}`", offline.text());
     assert!(offline.order.contains('f'));
 }
@@ -167,12 +214,23 @@ async fn a_clip_longer_than_a_minute_streams_through() {
     let long = dir.path().join("long.wav");
     run(Command::new("sox").args(&parts).arg(&long));
     let clip = read_wav_file(&long).unwrap();
-    assert!(clip.duration_seconds() > 60.0, "{} s", clip.duration_seconds());
+    assert!(
+        clip.duration_seconds() > 60.0,
+        "{} s",
+        clip.duration_seconds()
+    );
     let gw = gateway().await;
     let r = stream(&gw, &clip, None).await;
     let text = reference.join(" ");
     let w = wer(&text, &r.text());
-    println!("long ({:.0} s): {} finals, WER {w:.3}", clip.duration_seconds(), r.report.finals.len());
-    assert!(r.report.finals.len() >= 5, "the model endpoints a long stream into many finals");
+    println!(
+        "long ({:.0} s): {} finals, WER {w:.3}",
+        clip.duration_seconds(),
+        r.report.finals.len()
+    );
+    assert!(
+        r.report.finals.len() >= 5,
+        "the model endpoints a long stream into many finals"
+    );
     assert!(w <= WER_CEILING, "long-clip WER {w:.3}");
 }
