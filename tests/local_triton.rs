@@ -183,16 +183,19 @@ async fn faint_noise_yields_no_text_on_either_route() {
     }
 }
 
+/// Telephony audio: the client sends 8 kHz, the gateway resamples to the model's 16 kHz.
+/// The offline route is used because its result does not depend on chunk timing (one
+/// decode of the whole utterance), so the figure is repeatable.
 #[tokio::test]
 async fn an_8khz_clip_is_resampled_by_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
-    let clip = read_wav_file(&speech(dir.path(), "tel", SENTENCES[2], 8_000)).unwrap();
+    let clip = read_wav_file(&speech(dir.path(), "tel", SENTENCES[1], 8_000)).unwrap();
     assert_eq!(clip.sample_rate, 8_000);
     let gw = gateway().await;
-    let r = stream(&gw, &clip, None).await;
-    let w = wer(SENTENCES[2], &r.text());
+    let r = stream(&gw, &clip, Some("offline")).await;
+    let w = wer(SENTENCES[1], &r.text());
     println!("8 kHz: WER {w:.3} `{}`", r.text());
-    assert!(w <= 0.5, "8 kHz WER {w:.3}: `{}`", r.text());
+    assert!(w <= WER_CEILING, "8 kHz WER {w:.3}: `{}`", r.text());
 }
 
 #[tokio::test]
