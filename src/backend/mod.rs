@@ -4,6 +4,7 @@
 //! generated protobuf types never leave this module tree: adapters map them to the
 //! domain types below, and every failure to a [`BackendError`] that knows its class.
 
+pub mod grpc;
 pub mod proto;
 pub mod riva;
 pub mod triton;

@@ -10,8 +10,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+
+use super::grpc;
 use futures::StreamExt;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::proto::grpc::health::v1::{
@@ -25,11 +27,10 @@ use super::proto::nvidia::riva::asr::{
     streaming_recognize_request,
 };
 use super::{
-    AudioStream, BackendError, BackendErrorKind, EventStream, Health, RecognitionParams,
-    SpeechBackend, StreamWord, TranscriptEvent,
+    AudioStream, BackendError, EventStream, Health, RecognitionParams, SpeechBackend, StreamWord,
+    TranscriptEvent,
 };
 use crate::config::{BackendUrl, RivaSettings};
-use crate::error::ErrorClass;
 
 /// A Riva server, reached over one lazily connected channel.
 pub struct RivaBackend {
@@ -42,29 +43,9 @@ pub struct RivaBackend {
 
 impl RivaBackend {
     pub fn new(url: &BackendUrl, settings: &RivaSettings) -> Result<Self, BackendError> {
-        let invalid = |e: tonic::transport::Error| {
-            BackendError::new(
-                BackendErrorKind::Unavailable,
-                ErrorClass::Internal,
-                format!("invalid endpoint {}: {e}", url.url),
-            )
-        };
-        let mut endpoint = Endpoint::from_shared(url.endpoint())
-            .map_err(invalid)?
-            .connect_timeout(settings.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        if url.tls {
-            let tls = ClientTlsConfig::new()
-                .with_native_roots()
-                .domain_name(url.host.clone());
-            endpoint = endpoint.tls_config(tls).map_err(invalid)?;
-        }
         Ok(RivaBackend {
             name: url.url.clone(),
-            channel: endpoint.connect_lazy(),
+            channel: grpc::lazy_channel(url, settings.connect_timeout)?,
             model: url.model.clone().unwrap_or_default(),
             settings: settings.clone(),
         })
@@ -126,30 +107,9 @@ impl SpeechBackend for RivaBackend {
             first: Some(first),
             audio,
         };
-        // Wait for a usable connection (bounded), but not for response headers: Riva, like
-        // most gRPC servers, sends those only with its first result, which needs audio.
-        let mut channel = self.channel.clone();
-        tokio::time::timeout(
-            self.settings.open_timeout,
-            tower::ServiceExt::ready(&mut channel),
-        )
-        .await
-        .map_err(|_| {
-            BackendError::new(
-                BackendErrorKind::Timeout,
-                ErrorClass::UpstreamRetryable,
-                format!("no connection within {:?}", self.settings.open_timeout),
-            )
-        })?
-        .map_err(|e| {
-            BackendError::new(
-                BackendErrorKind::Unavailable,
-                ErrorClass::UpstreamRetryable,
-                format!("connect failed: {e}"),
-            )
-        })?;
-        let client =
-            RivaSpeechRecognitionClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+        let channel = grpc::ready(&self.channel, self.settings.open_timeout).await?;
+        let client = RivaSpeechRecognitionClient::new(channel)
+            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
         Ok(ResultStream::Calling(Box::pin(call(client, requests))).boxed())
     }
 
@@ -247,7 +207,7 @@ fn map_response(
                 .map(|r| Ok(map_result(r, now)))
                 .collect()
         }
-        Err(status) => vec![Err(map_status(status))],
+        Err(status) => vec![Err(grpc::map_status(status))],
     };
     mapped
 }
@@ -302,7 +262,7 @@ impl futures::Stream for ResultStream {
                     }
                     Poll::Ready(Err(status)) => {
                         *self = ResultStream::Done;
-                        return Poll::Ready(Some(Err(map_status(status))));
+                        return Poll::Ready(Some(Err(grpc::map_status(status))));
                     }
                 },
                 ResultStream::Streaming { inner, pending } => {
@@ -352,40 +312,6 @@ pub(crate) fn map_result(r: &StreamingRecognitionResult, received_at: Instant) -
             .unwrap_or_default(),
         received_at,
     }
-}
-
-/// Classifies a gRPC status. Invalid arguments come from the client's own settings
-/// (language, model), so they are the client's fault and never count against the back end.
-pub(crate) fn map_status(status: Status) -> BackendError {
-    use BackendErrorKind as K;
-    use ErrorClass as C;
-    let (kind, class) = match status.code() {
-        Code::Unavailable | Code::Cancelled | Code::Unknown => {
-            (K::Unavailable, C::UpstreamRetryable)
-        }
-        Code::DeadlineExceeded => (K::Timeout, C::UpstreamRetryable),
-        Code::ResourceExhausted
-        | Code::Aborted
-        | Code::Internal
-        | Code::DataLoss
-        | Code::OutOfRange => (K::ServerError, C::UpstreamRetryable),
-        Code::InvalidArgument => (K::Rejected, C::Client),
-        Code::NotFound
-        | Code::FailedPrecondition
-        | Code::Unimplemented
-        | Code::PermissionDenied
-        | Code::Unauthenticated
-        | Code::AlreadyExists => (K::Rejected, C::UpstreamFatal),
-        Code::Ok => (K::Protocol, C::UpstreamRetryable),
-    };
-    let mut message = format!("grpc {:?}", status.code());
-    if !status.message().is_empty() {
-        // Server messages are short diagnostics; cap them so nothing large reaches logs.
-        let m: String = status.message().chars().take(200).collect();
-        message.push_str(": ");
-        message.push_str(&m);
-    }
-    BackendError::new(kind, class, message)
 }
 
 #[cfg(test)]
@@ -484,23 +410,5 @@ mod tests {
         let empty = map_result(&StreamingRecognitionResult::default(), Instant::now());
         assert_eq!(empty.text, "");
         assert_eq!(empty.audio_processed_ms, None);
-    }
-
-    #[test]
-    fn statuses_are_classified() {
-        let cases = [
-            (Code::Unavailable, ErrorClass::UpstreamRetryable),
-            (Code::DeadlineExceeded, ErrorClass::UpstreamRetryable),
-            (Code::ResourceExhausted, ErrorClass::UpstreamRetryable),
-            (Code::Internal, ErrorClass::UpstreamRetryable),
-            (Code::InvalidArgument, ErrorClass::Client),
-            (Code::NotFound, ErrorClass::UpstreamFatal),
-            (Code::Unauthenticated, ErrorClass::UpstreamFatal),
-        ];
-        for (code, class) in cases {
-            assert_eq!(map_status(Status::new(code, "x")).class, class, "{code:?}");
-        }
-        let long = map_status(Status::new(Code::Internal, "y".repeat(1000)));
-        assert!(long.message.len() < 260);
     }
 }

@@ -16,8 +16,10 @@ pub mod tensors;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::backend::grpc;
 use tokio::sync::OnceCell;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 
 use super::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use super::proto::inference::model_config::SchedulingChoice;
@@ -66,30 +68,10 @@ pub struct TritonBackend {
 
 impl TritonBackend {
     pub fn new(url: &BackendUrl, settings: &TritonSettings) -> Result<Self, BackendError> {
-        let invalid = |e: tonic::transport::Error| {
-            BackendError::new(
-                BackendErrorKind::Unavailable,
-                ErrorClass::Internal,
-                format!("invalid endpoint {}: {e}", url.url),
-            )
-        };
-        let mut endpoint = Endpoint::from_shared(url.endpoint())
-            .map_err(invalid)?
-            .connect_timeout(settings.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        if url.tls {
-            let tls = ClientTlsConfig::new()
-                .with_native_roots()
-                .domain_name(url.host.clone());
-            endpoint = endpoint.tls_config(tls).map_err(invalid)?;
-        }
         Ok(TritonBackend {
             name: url.url.clone(),
             model: url.model.clone().unwrap_or_default(),
-            channel: endpoint.connect_lazy(),
+            channel: grpc::lazy_channel(url, settings.connect_timeout)?,
             settings: settings.clone(),
             shape: OnceCell::new(),
         })
@@ -97,7 +79,7 @@ impl TritonBackend {
 
     fn client(&self) -> Client {
         GrpcInferenceServiceClient::new(self.channel.clone())
-            .max_decoding_message_size(16 * 1024 * 1024)
+            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
     }
 
     /// The model's shape, from its configuration (fetched once, then cached).
@@ -118,7 +100,7 @@ impl TritonBackend {
                             "no ModelConfig answer in time",
                         )
                     })?
-                    .map_err(super::riva::map_status)?;
+                    .map_err(grpc::map_status)?;
                 let config = resp.into_inner().config.unwrap_or_default();
                 shape_of(&config).map_err(|problem| {
                     BackendError::new(
@@ -133,30 +115,6 @@ impl TritonBackend {
             })
             .await
             .cloned()
-    }
-
-    async fn wait_connected(&self) -> Result<Channel, BackendError> {
-        let mut channel = self.channel.clone();
-        tokio::time::timeout(
-            self.settings.open_timeout,
-            tower::ServiceExt::ready(&mut channel),
-        )
-        .await
-        .map_err(|_| {
-            BackendError::new(
-                BackendErrorKind::Timeout,
-                ErrorClass::UpstreamRetryable,
-                format!("no connection within {:?}", self.settings.open_timeout),
-            )
-        })?
-        .map_err(|e| {
-            BackendError::new(
-                BackendErrorKind::Unavailable,
-                ErrorClass::UpstreamRetryable,
-                format!("connect failed: {e}"),
-            )
-        })?;
-        Ok(channel)
     }
 }
 
@@ -228,9 +186,9 @@ impl SpeechBackend for TritonBackend {
         params: RecognitionParams,
         audio: AudioStream,
     ) -> Result<EventStream, BackendError> {
-        let channel = self.wait_connected().await?;
-        let client =
-            GrpcInferenceServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+        let channel = grpc::ready(&self.channel, self.settings.open_timeout).await?;
+        let client = GrpcInferenceServiceClient::new(channel)
+            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
         match self.shape().await? {
             ModelShape::Streaming { keepalive, io } => Ok(streaming::open(
                 client,

@@ -209,7 +209,7 @@ fn infer(
                     format!("ModelInfer took longer than {timeout:?}"),
                 )
             })?
-            .map_err(crate::backend::riva::map_status)?;
+            .map_err(crate::backend::grpc::map_status)?;
         tensors::read_result(&resp.into_inner(), Instant::now()).map_err(|e| {
             BackendError::new(
                 BackendErrorKind::Protocol,

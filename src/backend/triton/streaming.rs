@@ -170,7 +170,7 @@ impl Stream for Results {
                     }
                     Poll::Ready(Err(status)) => {
                         *self = Results::Done;
-                        return Poll::Ready(Some(Err(crate::backend::riva::map_status(status))));
+                        return Poll::Ready(Some(Err(crate::backend::grpc::map_status(status))));
                     }
                 },
                 Results::Streaming { inner, end_id } => {
@@ -182,7 +182,7 @@ impl Stream for Results {
                         }
                         Poll::Ready(Some(Err(status))) => {
                             *self = Results::Done;
-                            return Poll::Ready(Some(Err(crate::backend::riva::map_status(
+                            return Poll::Ready(Some(Err(crate::backend::grpc::map_status(
                                 status,
                             ))));
                         }
