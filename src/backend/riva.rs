@@ -198,7 +198,7 @@ impl futures::Stream for RequestStream {
 fn map_response(
     item: Result<StreamingRecognizeResponse, Status>,
 ) -> Vec<Result<TranscriptEvent, BackendError>> {
-    let mapped: Vec<Result<TranscriptEvent, BackendError>> = match item {
+    match item {
         Ok(resp) => {
             let now = Instant::now();
             resp.results
@@ -208,8 +208,7 @@ fn map_response(
                 .collect()
         }
         Err(status) => vec![Err(grpc::map_status(status))],
-    };
-    mapped
+    }
 }
 
 type Call = std::pin::Pin<

@@ -428,7 +428,8 @@ where
     // ---- the back end ----
 
     /// Opens a stream on the first candidate that accepts, feeding it the replay buffer.
-    /// `failed` is the back end that just failed (tried last), if any.
+    /// `failed` is the back end that just failed (tried last), if any; landing elsewhere is
+    /// a failover, counted and told to the client.
     async fn open_upstream(&mut self, failed: Option<&str>, since: Instant) -> Result<(), Outcome> {
         let candidates = self.ctx.router.candidates(&self.route, failed);
         let mut last_err: Option<BackendError> = None;
@@ -449,7 +450,8 @@ where
                         .metrics
                         .backend_request(&name, "ok", started.elapsed());
                     tracing::info!(backend = %name, "back-end stream open");
-                    if let Some(from) = failed.filter(|f| *f != name) {
+                    let moved = failed.is_some_and(|from| from != name);
+                    if let Some(from) = failed.filter(|_| moved) {
                         self.ctx.metrics.failed_over(from, &name, since.elapsed());
                     }
                     let mut up = Upstream {
@@ -481,6 +483,13 @@ where
                                  {:.3} s could not be replayed (replay buffer exceeded)",
                                 self.samples_to_ms(self.replay.start()) as f64 / 1000.0
                             ),
+                        })
+                        .await?;
+                    }
+                    if moved {
+                        self.emit(Event::Status {
+                            state: StatusState::Failover,
+                            message: "the session moved to another recognition back end".into(),
                         })
                         .await?;
                     }
@@ -525,17 +534,7 @@ where
             tracing::info!(backend = %from, reason, "reopening back-end stream");
         }
         let failed_name = if failed { from.as_deref() } else { None };
-        let was = from.clone();
-        self.open_upstream(failed_name, since).await?;
-        let now = self.upstream.as_ref().map(|u| u.handle.name().to_string());
-        if failed && was.is_some() && now != was {
-            self.emit(Event::Status {
-                state: StatusState::Failover,
-                message: "the session moved to another recognition back end".into(),
-            })
-            .await?;
-        }
-        Ok(())
+        self.open_upstream(failed_name, since).await
     }
 
     async fn on_stream_error(&mut self, e: BackendError) -> Result<(), Outcome> {
