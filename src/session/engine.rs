@@ -474,7 +474,7 @@ where
                     }
                     let lost = self.replay.lost();
                     self.upstream = Some(up);
-                    if lost > 0 && failed.is_some() {
+                    if lost > 0 {
                         let ms = self.samples_to_ms(lost);
                         self.emit(Event::Status {
                             state: StatusState::AudioGap,
