@@ -38,6 +38,9 @@ pub struct RawConfig {
     pub riva: RawRiva,
     pub triton: RawTriton,
     pub health: RawHealth,
+    pub breaker: RawBreaker,
+    pub retry: RawRetry,
+    pub admission: RawAdmission,
     /// Route name → ordered back-end URLs. `start.config.model` selects a route; absent, `default`.
     #[serde(deserialize_with = "de_routes")]
     pub routes: BTreeMap<String, Vec<String>>,
@@ -58,8 +61,13 @@ pub struct RawSession {
     /// How long `end` (or shutdown) waits for the back end's last finals.
     #[serde(with = "humantime_serde")]
     pub flush_timeout: Duration,
-    /// Stream reopen attempts allowed in a row without a result in between.
-    pub max_reopens: u32,
+    /// A stream that has been sent audio and has answered nothing for this long is
+    /// stalled: the session fails over. `0s` turns stall detection off.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// On shutdown, how long live sessions may go on before they are finalised and closed.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -129,6 +137,85 @@ pub struct RawHealth {
     /// Deadline of one health check.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Failed checks in a row that mark a healthy back end unhealthy.
+    pub unhealthy_after: u32,
+    /// Passed checks in a row that mark an unhealthy back end healthy.
+    pub healthy_after: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBreaker {
+    /// Consecutive upstream failures that open a back end's breaker.
+    pub failures: u32,
+    /// How long an open breaker refuses sessions before one probe session is let through.
+    #[serde(with = "humantime_serde")]
+    pub open_for: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetry {
+    /// Retries of a back end that failed, per failure episode (0 = fail over only).
+    pub attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    pub multiplier: f64,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Retries allowed as a percentage of session starts over `budget_window`.
+    pub budget_percent: f32,
+    /// Retries always allowed per second.
+    pub budget_min_per_second: u32,
+    #[serde(with = "humantime_serde")]
+    pub budget_window: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmission {
+    /// Sessions the gateway takes at once (0 = no limit); beyond it, HTTP 503.
+    pub max_sessions: usize,
+    /// The `Retry-After` sent with a 503.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// Route name → sessions that route takes at once; beyond it, `RATE_LIMIT_EXCEEDED`.
+    pub routes: BTreeMap<String, usize>,
+}
+
+impl Default for RawBreaker {
+    fn default() -> Self {
+        let d = crate::resilience::breaker::BreakerSettings::default();
+        RawBreaker {
+            failures: d.failures,
+            open_for: d.open_for,
+        }
+    }
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        let d = crate::resilience::retry::RetrySettings::default();
+        RawRetry {
+            attempts: d.attempts,
+            initial_backoff: d.initial_backoff,
+            multiplier: d.multiplier,
+            max_backoff: d.max_backoff,
+            budget_percent: d.budget_percent,
+            budget_min_per_second: d.budget_min_per_second,
+            budget_window: d.budget_window,
+        }
+    }
+}
+
+impl Default for RawAdmission {
+    fn default() -> Self {
+        RawAdmission {
+            max_sessions: 0,
+            retry_after: Duration::from_secs(5),
+            routes: BTreeMap::new(),
+        }
+    }
 }
 
 impl Default for RawConfig {
@@ -141,6 +228,9 @@ impl Default for RawConfig {
             riva: RawRiva::default(),
             triton: RawTriton::default(),
             health: RawHealth::default(),
+            breaker: RawBreaker::default(),
+            retry: RawRetry::default(),
+            admission: RawAdmission::default(),
             routes: BTreeMap::new(),
         }
     }
@@ -153,7 +243,8 @@ impl Default for RawSession {
             queue: Duration::from_secs(10),
             replay: Duration::from_secs(30),
             flush_timeout: Duration::from_secs(10),
-            max_reopens: 3,
+            stall_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -175,6 +266,8 @@ impl Default for RawHealth {
         RawHealth {
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
+            unhealthy_after: 3,
+            healthy_after: 2,
         }
     }
 }
@@ -217,6 +310,9 @@ pub struct Config {
     pub riva: RivaSettings,
     pub triton: TritonSettings,
     pub health: HealthSettings,
+    pub breaker: crate::resilience::breaker::BreakerSettings,
+    pub retry: crate::resilience::retry::RetrySettings,
+    pub admission: crate::resilience::admission::AdmissionSettings,
     /// Routes in name order; each has at least one back end.
     pub routes: Vec<Route>,
 }
@@ -234,7 +330,9 @@ pub struct SessionLimits {
     pub queue: Duration,
     pub replay: Duration,
     pub flush_timeout: Duration,
-    pub max_reopens: u32,
+    /// `None`: stall detection off.
+    pub stall_timeout: Option<Duration>,
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,6 +363,8 @@ pub struct TritonSettings {
 pub struct HealthSettings {
     pub interval: Duration,
     pub timeout: Duration,
+    pub unhealthy_after: u32,
+    pub healthy_after: u32,
 }
 
 /// A named, ordered list of back ends.
@@ -492,6 +592,49 @@ impl Config {
                 return Err(invalid(key, "must be above zero"));
             }
         }
+        let h = &raw.health;
+        if h.unhealthy_after == 0 || h.healthy_after == 0 {
+            return Err(invalid(
+                "health.unhealthy_after",
+                "health.unhealthy_after and health.healthy_after must be at least 1",
+            ));
+        }
+        if raw.breaker.failures == 0 {
+            return Err(invalid("breaker.failures", "must be at least 1"));
+        }
+        if raw.breaker.open_for.is_zero() {
+            return Err(invalid("breaker.open_for", "must be above zero"));
+        }
+        let rt = &raw.retry;
+        if rt.attempts > 10 {
+            return Err(invalid("retry.attempts", "must be at most 10"));
+        }
+        if rt.initial_backoff.is_zero() || rt.max_backoff < rt.initial_backoff {
+            return Err(invalid(
+                "retry.initial_backoff",
+                "must be above zero and at most retry.max_backoff",
+            ));
+        }
+        if !(1.0..=10.0).contains(&rt.multiplier) {
+            return Err(invalid("retry.multiplier", "must be between 1 and 10"));
+        }
+        if !(0.0..=1000.0).contains(&rt.budget_percent) {
+            return Err(invalid(
+                "retry.budget_percent",
+                "must be between 0 and 1000",
+            ));
+        }
+        if rt.budget_window < Duration::from_secs(1) || rt.budget_window > Duration::from_secs(60) {
+            return Err(invalid("retry.budget_window", "must be between 1s and 60s"));
+        }
+        for route in raw.admission.routes.keys() {
+            if !raw.routes.contains_key(&route.to_ascii_lowercase()) {
+                return Err(invalid(
+                    &format!("admission.routes.{route}"),
+                    "names no configured route",
+                ));
+            }
+        }
         if raw.routes.is_empty() {
             return Err(invalid(
                 "routes",
@@ -531,7 +674,8 @@ impl Config {
                 queue: s.queue,
                 replay: s.replay,
                 flush_timeout: s.flush_timeout,
-                max_reopens: s.max_reopens,
+                stall_timeout: (!s.stall_timeout.is_zero()).then_some(s.stall_timeout),
+                drain_timeout: s.drain_timeout,
             },
             riva: RivaSettings {
                 sample_rate: r.sample_rate,
@@ -554,6 +698,31 @@ impl Config {
             health: HealthSettings {
                 interval: raw.health.interval,
                 timeout: raw.health.timeout,
+                unhealthy_after: raw.health.unhealthy_after,
+                healthy_after: raw.health.healthy_after,
+            },
+            breaker: crate::resilience::breaker::BreakerSettings {
+                failures: raw.breaker.failures,
+                open_for: raw.breaker.open_for,
+            },
+            retry: crate::resilience::retry::RetrySettings {
+                attempts: raw.retry.attempts,
+                initial_backoff: raw.retry.initial_backoff,
+                multiplier: raw.retry.multiplier,
+                max_backoff: raw.retry.max_backoff,
+                budget_percent: raw.retry.budget_percent,
+                budget_min_per_second: raw.retry.budget_min_per_second,
+                budget_window: raw.retry.budget_window,
+            },
+            admission: crate::resilience::admission::AdmissionSettings {
+                max_sessions: raw.admission.max_sessions,
+                route_max_sessions: raw
+                    .admission
+                    .routes
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), *v))
+                    .collect(),
+                retry_after: raw.admission.retry_after,
             },
             routes,
         })

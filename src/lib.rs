@@ -11,7 +11,8 @@
 //! | [`config`] | figment layering (defaults → TOML → `SGW_*` env → flags), validated once into typed values |
 //! | [`ingress`] | axum HTTP/WebSocket edge; [`ingress::v1`] is the v1 contract's codec |
 //! | [`session`] | the domain: one conversation, no transport types ([`session::engine`] is the loop) |
-//! | [`router`] | routes, back-end health monitor, candidate order |
+//! | [`router`] | routes, back-end health monitor (hysteresis), breakers per back end, least-loaded candidate order |
+//! | [`resilience`] | policy: circuit breaker, retry backoff and budget, admission limits |
 //! | [`backend`] | the `SpeechBackend` port and its adapters ([`backend::riva`], [`backend::triton`]); generated protobuf lives only here |
 //! | [`telemetry`] | tracing setup and the one module where metric names are spelled |
 //! | [`client`] | the `transcribe` client (WAV reader, pacing, latency figures) |
@@ -25,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod ingress;
+pub mod resilience;
 pub mod router;
 pub mod session;
 pub mod telemetry;
@@ -40,6 +42,8 @@ use tokio_util::task::TaskTracker;
 use crate::backend::BackendError;
 use crate::config::Config;
 use crate::ingress::AppState;
+use crate::resilience::admission::Admission;
+use crate::resilience::retry::RetryBudget;
 use crate::router::Router;
 use crate::session::SessionContext;
 use crate::telemetry::metrics::Metrics;
@@ -53,9 +57,10 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Runs the gateway on `listener` until `shutdown` resolves. Then it stops accepting,
-/// lets every live session flush its finals (bounded by `session.flush_timeout`) and
-/// closes them with 1001 ("going away").
+/// Runs the gateway on `listener` until `shutdown` resolves. Then it drains: it stops
+/// accepting (and `/ready` answers 503), lets live sessions go on for up to
+/// `session.drain_timeout`, then finalises those left — their pending finals are flushed
+/// (bounded by `session.flush_timeout`) — and closes them with 1001 ("going away").
 pub async fn serve(
     listener: TcpListener,
     config: Config,
@@ -80,41 +85,67 @@ pub async fn serve(
         }
         routes.push((route.name.clone(), list));
     }
-    let router = Arc::new(Router::new(routes, metrics.clone()));
-    let stop = CancellationToken::new();
+    let router = Arc::new(Router::new(
+        routes,
+        config.health.clone(),
+        config.breaker,
+        metrics.clone(),
+    ));
+    let draining = CancellationToken::new();
+    let finalise = CancellationToken::new();
     let ctx = Arc::new(SessionContext {
         router: router.clone(),
         metrics,
         limits: config.session.clone(),
-        shutdown: stop.clone(),
+        retry: config.retry.clone(),
+        budget: RetryBudget::new(&config.retry),
+        shutdown: finalise.clone(),
     });
-    let monitor = tokio::spawn(router.clone().monitor(config.health.interval, stop.clone()));
+    let stop_monitor = CancellationToken::new();
+    let monitor = tokio::spawn(router.clone().monitor(stop_monitor.clone()));
     let sessions = TaskTracker::new();
     let state = AppState {
         ctx,
         config: Arc::new(config.clone()),
+        admission: Arc::new(Admission::new(config.admission.clone())),
         sessions: sessions.clone(),
         started: Instant::now(),
+        draining: draining.clone(),
     };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, routes = config.routes.len(), "speech-gateway listening");
-    let signal = stop.clone();
+    let signal = draining.clone();
     tokio::spawn(async move {
         shutdown.await;
         signal.cancel();
     });
     axum::serve(listener, ingress::app(state))
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .with_graceful_shutdown(draining.clone().cancelled_owned())
         .await?;
-    // Upgraded WebSockets outlive the HTTP server: wait for their sessions to flush.
+    // Upgraded WebSockets outlive the HTTP server: let their sessions finish, then
+    // finalise the rest.
     sessions.close();
-    let grace = config.session.flush_timeout + std::time::Duration::from_secs(1);
-    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
-        tracing::warn!(
-            left = sessions.len(),
-            "sessions still open after the drain grace period"
+    let drain = config.session.drain_timeout;
+    tracing::info!(
+        sessions = sessions.len(),
+        drain_ms = drain.as_millis() as u64,
+        "draining: no new sessions"
+    );
+    if tokio::time::timeout(drain, sessions.wait()).await.is_err() {
+        tracing::info!(
+            sessions = sessions.len(),
+            "drain timeout: finalising the sessions left"
         );
+        finalise.cancel();
+        let grace = config.session.flush_timeout + std::time::Duration::from_secs(1);
+        if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+            tracing::warn!(
+                left = sessions.len(),
+                "sessions still open after the flush grace period"
+            );
+        }
     }
+    stop_monitor.cancel();
     monitor.abort();
     tracing::info!("speech-gateway stopped");
     Ok(())

@@ -1,19 +1,24 @@
-//! Routes and back-end health: which back ends may take a session, in which order.
+//! Routes, back-end health and breakers: which back ends may take a session, in which order.
 //!
-//! A route is an ordered list of back ends (the failover order). Each back end is probed
-//! on an interval by the health monitor; candidates are offered healthy first (in route
-//! order), then not yet known, then unhealthy (a last resort rather than a refusal, since a
-//! probe can lag a recovery). One back end named in several routes is one [`BackendHandle`].
+//! A route is a set of back ends. Each back end is probed on an interval by the health
+//! monitor (with hysteresis: `unhealthy_after` failed probes in a row mark it down,
+//! `healthy_after` passed ones mark it up again; the very first probe decides at once) and
+//! guarded by a circuit breaker fed by the sessions' own outcomes. Sessions are spread
+//! over the usable back ends of a route by least outstanding sessions (route order breaks
+//! ties); a back end whose breaker is open is skipped, an unhealthy one is a last resort
+//! (a probe can lag a recovery). One back end named in several routes is one
+//! [`BackendHandle`], so its load and breaker are shared.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Health, SpeechBackend};
+use crate::config::HealthSettings;
+use crate::resilience::breaker::{Breaker, BreakerSettings, BreakerState, Pass, Transition};
 use crate::telemetry::metrics::Metrics;
 
 const UNKNOWN: u8 = 0;
@@ -24,18 +29,29 @@ const DOWN: u8 = 2;
 pub struct BackendHandle {
     pub backend: Arc<dyn SpeechBackend>,
     state: AtomicU8,
+    /// Consecutive probe results that disagree with `state` (hysteresis).
+    streak: AtomicUsize,
     last_problem: Mutex<Option<String>>,
-    /// Sessions currently streaming to this back end.
+    /// Sessions currently streaming to this back end (the load-balancing signal).
     active: AtomicUsize,
+    breaker: Breaker,
+    metrics: Arc<Metrics>,
 }
 
 impl BackendHandle {
-    fn new(backend: Arc<dyn SpeechBackend>) -> Self {
+    fn new(
+        backend: Arc<dyn SpeechBackend>,
+        breaker: BreakerSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         BackendHandle {
             backend,
             state: AtomicU8::new(UNKNOWN),
+            streak: AtomicUsize::new(0),
             last_problem: Mutex::new(None),
             active: AtomicUsize::new(0),
+            breaker: Breaker::new(breaker),
+            metrics,
         }
     }
 
@@ -47,6 +63,21 @@ impl BackendHandle {
         self.state.load(Ordering::Relaxed) == UP
     }
 
+    /// Up by its probes and not refused by its breaker.
+    pub fn is_usable(&self) -> bool {
+        self.is_up() && self.breaker.state() != BreakerState::Open
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        let s = self.breaker.state();
+        self.metrics.set_breaker_state(self.name(), s.gauge());
+        s
+    }
+
+    pub fn active_sessions(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
     fn state_name(&self) -> &'static str {
         match self.state.load(Ordering::Relaxed) {
             UP => "up",
@@ -55,19 +86,90 @@ impl BackendHandle {
         }
     }
 
-    /// Counts a session on this back end until the guard drops.
-    pub fn track(self: &Arc<Self>) -> ActiveGuard {
+    /// Asks the breaker for a session on this back end; the lease counts the session
+    /// until it drops and carries the verdict back to the breaker.
+    pub fn lease(self: &Arc<Self>) -> Option<Lease> {
+        let pass = self.breaker.try_pass()?;
+        if pass == Pass::Probe {
+            tracing::info!(
+                backend = self.name(),
+                "breaker half-open: probing with one session"
+            );
+            self.metrics
+                .set_breaker_state(self.name(), BreakerState::HalfOpen.gauge());
+        }
         self.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(self.clone())
+        Some(Lease {
+            handle: self.clone(),
+            pass,
+            settled: false,
+        })
+    }
+
+    fn record(&self, t: Option<Transition>) {
+        match t {
+            Some(Transition::Opened) => {
+                tracing::warn!(
+                    backend = self.name(),
+                    "breaker opened: consecutive upstream failures"
+                );
+                self.metrics.breaker_transition(self.name(), "opened");
+            }
+            Some(Transition::Closed) => {
+                tracing::info!(
+                    backend = self.name(),
+                    "breaker closed: the back end answered"
+                );
+                self.metrics.breaker_transition(self.name(), "closed");
+            }
+            None => {}
+        }
+        self.metrics
+            .set_breaker_state(self.name(), self.breaker.state().gauge());
     }
 }
 
-/// Decrements the back end's active-session count on drop.
-pub struct ActiveGuard(Arc<BackendHandle>);
+/// One session's use of one back end. Report the verdict once with [`Lease::succeeded`]
+/// or [`Lease::failed`]; a probe dropped without one frees the probe slot.
+pub struct Lease {
+    handle: Arc<BackendHandle>,
+    pass: Pass,
+    settled: bool,
+}
 
-impl Drop for ActiveGuard {
+impl Lease {
+    pub fn handle(&self) -> &Arc<BackendHandle> {
+        &self.handle
+    }
+
+    pub fn name(&self) -> &str {
+        self.handle.name()
+    }
+
+    /// The back end answered: the breaker's failure count resets (a probe closes it).
+    pub fn succeeded(&mut self) {
+        if !self.settled {
+            self.settled = true;
+            self.handle.record(self.handle.breaker.on_success());
+        }
+    }
+
+    /// An upstream failure (never a client fault) on this back end.
+    pub fn failed(&mut self) {
+        if !self.settled {
+            self.settled = true;
+            self.handle
+                .record(self.handle.breaker.on_failure(self.pass));
+        }
+    }
+}
+
+impl Drop for Lease {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.handle.active.fetch_sub(1, Ordering::Relaxed);
+        if !self.settled && self.pass == Pass::Probe {
+            self.handle.breaker.release_probe();
+        }
     }
 }
 
@@ -81,12 +183,15 @@ pub struct Router {
     routes: Vec<RouteEntry>,
     unique: Vec<Arc<BackendHandle>>,
     metrics: Arc<Metrics>,
+    health: HealthSettings,
 }
 
 #[derive(Serialize)]
 pub struct BackendStatus {
     pub name: String,
     pub state: &'static str,
+    pub breaker: BreakerState,
+    pub consecutive_failures: u32,
     pub active_sessions: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -100,8 +205,13 @@ pub struct RouteStatus {
 }
 
 impl Router {
-    /// `routes`: name → back ends in failover order. Back ends with the same name are shared.
-    pub fn new(routes: Vec<(String, Vec<Arc<dyn SpeechBackend>>)>, metrics: Arc<Metrics>) -> Self {
+    /// `routes`: name → back ends. Back ends with the same name are shared.
+    pub fn new(
+        routes: Vec<(String, Vec<Arc<dyn SpeechBackend>>)>,
+        health: HealthSettings,
+        breaker: BreakerSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let mut by_name: HashMap<String, Arc<BackendHandle>> = HashMap::new();
         let mut unique = Vec::new();
         let routes = routes
@@ -114,7 +224,7 @@ impl Router {
                         by_name
                             .entry(b.name().to_string())
                             .or_insert_with(|| {
-                                let h = Arc::new(BackendHandle::new(b));
+                                let h = Arc::new(BackendHandle::new(b, breaker, metrics.clone()));
                                 unique.push(h.clone());
                                 h
                             })
@@ -125,11 +235,13 @@ impl Router {
             .collect();
         for b in &unique {
             metrics.set_backend_up(b.name(), false);
+            metrics.set_breaker_state(b.name(), BreakerState::Closed.gauge());
         }
         Router {
             routes,
             unique,
             metrics,
+            health,
         }
     }
 
@@ -141,29 +253,42 @@ impl Router {
         self.routes.iter().map(|r| r.name.as_str()).collect()
     }
 
-    /// The route's back ends in the order to try them: up, then unknown, then down; route
-    /// order within each group. `last` (a back end that just failed) goes to the end.
-    pub fn candidates(&self, route: &str, last: Option<&str>) -> Vec<Arc<BackendHandle>> {
+    /// The route's back ends in the order to try them: those not in `tried` first, then
+    /// by breaker (passing first), health (up, unknown, down) and load (fewest active
+    /// sessions); route order breaks ties.
+    pub fn candidates(&self, route: &str, tried: &[String]) -> Vec<Arc<BackendHandle>> {
         let Some(r) = self.route(route) else {
             return Vec::new();
         };
-        let mut out = r.backends.clone();
-        out.sort_by_key(|b| {
-            let rank = match b.state.load(Ordering::Relaxed) {
-                UP => 0,
-                UNKNOWN => 1,
-                _ => 2,
-            };
-            (Some(b.name()) == last, rank)
-        });
-        out
+        let mut ranked: Vec<_> = r
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let health = match b.state.load(Ordering::Relaxed) {
+                    UP => 0,
+                    UNKNOWN => 1,
+                    _ => 2,
+                };
+                let key = (
+                    tried.iter().any(|t| t == b.name()),
+                    !b.breaker.would_pass(),
+                    health,
+                    b.active_sessions(),
+                    i,
+                );
+                (key, b.clone())
+            })
+            .collect();
+        ranked.sort_by_key(|(k, _)| *k);
+        ranked.into_iter().map(|(_, b)| b).collect()
     }
 
-    /// Ready when every route has at least one back end whose last probe passed.
+    /// Ready when every route has a back end that is up and whose breaker is not open.
     pub fn ready(&self) -> bool {
         self.routes
             .iter()
-            .all(|r| r.backends.iter().any(|b| b.is_up()))
+            .all(|r| r.backends.iter().any(|b| b.is_usable()))
     }
 
     pub fn status(&self) -> Vec<RouteStatus> {
@@ -171,14 +296,16 @@ impl Router {
             .iter()
             .map(|r| RouteStatus {
                 name: r.name.clone(),
-                ready: r.backends.iter().any(|b| b.is_up()),
+                ready: r.backends.iter().any(|b| b.is_usable()),
                 backends: r
                     .backends
                     .iter()
                     .map(|b| BackendStatus {
                         name: b.name().to_string(),
                         state: b.state_name(),
-                        active_sessions: b.active.load(Ordering::Relaxed),
+                        breaker: b.breaker_state(),
+                        consecutive_failures: b.breaker.consecutive_failures(),
+                        active_sessions: b.active_sessions(),
                         problem: b.last_problem.lock().expect("not poisoned").clone(),
                     })
                     .collect(),
@@ -193,27 +320,45 @@ impl Router {
             .iter()
             .map(|b| async move { (b, b.backend.health().await) });
         for (b, health) in futures::future::join_all(probes).await {
-            let (state, problem) = match health {
-                Health::Up => (UP, None),
-                Health::Down(why) => (DOWN, Some(why)),
+            let passed = health == Health::Up;
+            let before = b.state.load(Ordering::Relaxed);
+            let agrees = matches!((before, passed), (UP, true) | (DOWN, false));
+            let next = if before == UNKNOWN {
+                Some(if passed { UP } else { DOWN })
+            } else if agrees {
+                b.streak.store(0, Ordering::Relaxed);
+                None
+            } else {
+                let streak = b.streak.fetch_add(1, Ordering::Relaxed) + 1;
+                let needed = if passed {
+                    self.health.healthy_after
+                } else {
+                    self.health.unhealthy_after
+                };
+                (streak >= needed as usize).then_some(if passed { UP } else { DOWN })
             };
-            let before = b.state.swap(state, Ordering::Relaxed);
-            if before != state {
-                match &problem {
-                    None => tracing::info!(backend = b.name(), "back end healthy"),
-                    Some(why) => {
+            if let Some(state) = next {
+                b.state.store(state, Ordering::Relaxed);
+                b.streak.store(0, Ordering::Relaxed);
+                match &health {
+                    Health::Up => tracing::info!(backend = b.name(), "back end healthy"),
+                    Health::Down(why) => {
                         tracing::warn!(backend = b.name(), problem = %why, "back end unhealthy")
                     }
                 }
+                self.metrics.set_backend_up(b.name(), state == UP);
             }
-            *b.last_problem.lock().expect("not poisoned") = problem;
-            self.metrics.set_backend_up(b.name(), state == UP);
+            *b.last_problem.lock().expect("not poisoned") = match health {
+                Health::Up => None,
+                Health::Down(why) => Some(why),
+            };
+            b.breaker_state(); // refreshes the gauge as open breakers turn half-open
         }
     }
 
     /// Probes on `interval` until `stop` is cancelled. The first probe runs at once.
-    pub async fn monitor(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(interval);
+    pub async fn monitor(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.health.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -6,7 +6,13 @@
 //!   and accepted audio stays in the replay buffer until a final covers it;
 //! - finals are append-only: each covers session audio after the previous one, and a
 //!   reopened stream is fed only the audio after the last final;
-//! - a client that vanishes cancels its back-end stream (dropping the stream cancels it).
+//! - a client that vanishes cancels its back-end stream (dropping the stream cancels it);
+//! - a back end that fails (error, reset, deadline, or a stall: audio sent and nothing
+//!   heard for `session.stall_timeout`) is reported to its breaker, and the session moves
+//!   at once to another back end of its route that has not failed in this episode; a back
+//!   end that did fail is retried after a jittered backoff, within the retry budget. An
+//!   episode ends when a stream delivers any result. Only when nothing is left does the
+//!   client get `MODEL_UNAVAILABLE`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +32,8 @@ use super::{
 };
 use crate::backend::{BackendError, EventStream, RecognitionParams, TranscriptEvent};
 use crate::error::ErrorClass;
-use crate::router::{ActiveGuard, BackendHandle};
+use crate::resilience::admission::Ticket;
+use crate::router::Lease;
 
 /// Replayed audio is sent in chunks of this many milliseconds.
 const REPLAY_CHUNK_MS: u64 = 100;
@@ -35,6 +42,7 @@ const REPLAY_CHUNK_MS: u64 = 100;
 pub async fn run<C, E>(
     ctx: Arc<SessionContext>,
     dialect: &'static str,
+    ticket: Ticket,
     commands: C,
     events: E,
 ) -> Outcome
@@ -52,7 +60,7 @@ where
     );
     ctx.metrics.sessions_active.inc();
     let metrics = ctx.metrics.clone();
-    let engine = Engine::new(ctx, events, span.clone());
+    let engine = Engine::new(ctx, ticket, events, span.clone());
     let outcome = engine.run(commands).instrument(span).await;
     metrics.sessions_active.dec();
     metrics.session_ended(dialect, outcome.as_str());
@@ -70,8 +78,8 @@ enum Phase {
 
 /// One open back-end stream.
 struct Upstream {
-    handle: Arc<BackendHandle>,
-    _active: ActiveGuard,
+    /// The session's place on the back end; carries the verdict to its breaker.
+    lease: Lease,
     /// `None` once the audio side is half-closed.
     audio: Option<mpsc::UnboundedSender<Bytes>>,
     /// Bytes handed to the channel that the gRPC stream has not yet taken.
@@ -82,12 +90,18 @@ struct Upstream {
     /// Samples sent on this stream.
     sent: u64,
     opened_at: Instant,
+    /// The back end has answered something on this stream.
+    heard: bool,
+    /// Since when audio has been sent without anything heard back (stall detection).
+    waiting_since: Option<tokio::time::Instant>,
 }
 
 impl Upstream {
     fn send(&mut self, chunk: Bytes, samples: u64) {
         self.sent += samples;
         if let Some(tx) = &self.audio {
+            self.waiting_since
+                .get_or_insert_with(tokio::time::Instant::now);
             self.queued.fetch_add(chunk.len(), Ordering::Relaxed);
             // A closed receiver means the stream already ended; its event stream says why.
             let _ = tx.send(chunk);
@@ -95,8 +109,31 @@ impl Upstream {
     }
 }
 
+/// A run of back-end failures, from the first until a stream delivers a result.
+struct Episode {
+    since: Instant,
+    /// The back end the session was on when the episode began (the failover's "from").
+    from: Option<String>,
+    /// Back ends that failed in this round: retried only after a backoff.
+    tried: Vec<String>,
+    retries: u32,
+}
+
+impl Episode {
+    fn new(from: Option<String>) -> Self {
+        Episode {
+            since: Instant::now(),
+            from,
+            tried: Vec::new(),
+            retries: 0,
+        }
+    }
+}
+
 struct Engine<E> {
     ctx: Arc<SessionContext>,
+    /// Admission places (global, and the route's once started).
+    ticket: Ticket,
     events: E,
     span: Span,
     phase: Phase,
@@ -114,7 +151,9 @@ struct Engine<E> {
     last_cut_ms: u64,
     last_partial: Option<Transcript>,
     first_partial_sent: bool,
-    reopens_in_row: u32,
+    episode: Option<Episode>,
+    /// When the next retry of a failed back end is due.
+    retry_at: Option<tokio::time::Instant>,
     flush_deadline: Option<tokio::time::Instant>,
     close_cause: CloseCause,
     end_received_at: Option<Instant>,
@@ -124,9 +163,10 @@ impl<E> Engine<E>
 where
     E: Sink<Event> + Unpin + Send,
 {
-    fn new(ctx: Arc<SessionContext>, events: E, span: Span) -> Self {
+    fn new(ctx: Arc<SessionContext>, ticket: Ticket, events: E, span: Span) -> Self {
         Engine {
             ctx,
+            ticket,
             events,
             span,
             phase: Phase::Idle,
@@ -142,7 +182,8 @@ where
             last_cut_ms: 0,
             last_partial: None,
             first_partial_sent: false,
-            reopens_in_row: 0,
+            episode: None,
+            retry_at: None,
             flush_deadline: None,
             close_cause: CloseCause::Normal,
             end_received_at: None,
@@ -158,6 +199,20 @@ where
             let deadline = self.flush_deadline;
             let flush_timer = async move {
                 match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let retry_at = self.retry_at;
+            let retry_timer = async move {
+                match retry_at {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let stall_at = self.stall_deadline();
+            let stall_timer = async move {
+                match stall_at {
                     Some(d) => tokio::time::sleep_until(d).await,
                     None => std::future::pending().await,
                 }
@@ -178,6 +233,8 @@ where
                     None => Step::ClientGone,
                 },
                 ev = upstream_event => Step::Upstream(ev),
+                _ = retry_timer => Step::Retry,
+                _ = stall_timer => Step::Stall,
                 _ = flush_timer => Step::FlushTimeout,
             };
             let r = match step {
@@ -187,6 +244,8 @@ where
                 Step::Upstream(Some(Ok(ev))) => self.on_result(ev).await,
                 Step::Upstream(Some(Err(e))) => self.on_stream_error(e).await,
                 Step::Upstream(None) => self.on_stream_end().await,
+                Step::Retry => self.try_open().await,
+                Step::Stall => self.on_stall().await,
                 Step::FlushTimeout => self.on_flush_timeout().await,
             };
             if let Err(outcome) = r {
@@ -286,6 +345,18 @@ where
                 ))
                 .await;
         };
+        if !self.ticket.enter_route(&route) {
+            self.ctx.metrics.rejected("route_limit");
+            return self
+                .error(SessionError::new(
+                    ErrorKind::RateLimitExceeded,
+                    format!(
+                        "model `{route}` is at its session limit: the session was not started; \
+                         send start again later"
+                    ),
+                ))
+                .await;
+        }
         self.backend_rate = entry.backends[0].backend.sample_rate_hz();
         self.span.record("route", route.as_str());
         self.span.record("sample_rate", cfg.sample_rate);
@@ -299,7 +370,8 @@ where
         self.config = cfg;
         self.phase = Phase::Streaming;
         tracing::info!("session started");
-        self.open_upstream(None, Instant::now()).await
+        self.ctx.budget.deposit();
+        self.try_open().await
     }
 
     fn params(&self) -> RecognitionParams {
@@ -427,140 +499,259 @@ where
 
     // ---- the back end ----
 
-    /// Opens a stream on the first candidate that accepts, feeding it the replay buffer.
-    /// `failed` is the back end that just failed (tried last), if any; landing elsewhere is
-    /// a failover, counted and told to the client.
-    async fn open_upstream(&mut self, failed: Option<&str>, since: Instant) -> Result<(), Outcome> {
-        let candidates = self.ctx.router.candidates(&self.route, failed);
+    /// When the current stream counts as stalled, if stall detection is on.
+    fn stall_deadline(&self) -> Option<tokio::time::Instant> {
+        let timeout = self.ctx.limits.stall_timeout?;
+        let up = self.upstream.as_ref()?;
+        up.waiting_since.map(|t| t + timeout)
+    }
+
+    /// Opens a stream on the best back end that has not failed in this round, feeding it
+    /// the replay buffer. When every one fails, schedules a retry after a backoff (within
+    /// the attempts and the budget) or gives up with `MODEL_UNAVAILABLE`.
+    async fn try_open(&mut self) -> Result<(), Outcome> {
+        self.retry_at = None;
+        let tried = self
+            .episode
+            .as_ref()
+            .map(|e| e.tried.clone())
+            .unwrap_or_default();
         let mut last_err: Option<BackendError> = None;
-        for handle in candidates {
-            let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-            let queued = Arc::new(AtomicUsize::new(0));
-            let q = queued.clone();
-            let audio = UnboundedReceiverStream::new(rx)
-                .inspect(move |chunk| {
-                    q.fetch_sub(chunk.len(), Ordering::Relaxed);
-                })
-                .boxed();
-            let started = Instant::now();
-            let name = handle.name().to_string();
-            match handle.backend.open(self.params(), audio).await {
-                Ok(events) => {
-                    self.ctx
-                        .metrics
-                        .backend_request(&name, "ok", started.elapsed());
-                    tracing::info!(backend = %name, "back-end stream open");
-                    let moved = failed.is_some_and(|from| from != name);
-                    if let Some(from) = failed.filter(|_| moved) {
-                        self.ctx.metrics.failed_over(from, &name, since.elapsed());
+        let mut breaker_refused = 0usize;
+        for handle in self.ctx.router.candidates(&self.route, &tried) {
+            if tried.iter().any(|t| t == handle.name()) {
+                continue;
+            }
+            let Some(lease) = handle.lease() else {
+                breaker_refused += 1;
+                continue;
+            };
+            match self.open_on(lease).await {
+                Ok(()) => return self.announce_open().await,
+                Err((mut lease, e)) => {
+                    if e.class == ErrorClass::Client {
+                        drop(lease); // the back end is fine: no verdict
+                        return self
+                            .error(SessionError::new(
+                                ErrorKind::ModelUnavailable,
+                                format!(
+                                    "the recognition back end refused this session's settings \
+                                     (language, model): {}",
+                                    e.message
+                                ),
+                            ))
+                            .await;
                     }
-                    let mut up = Upstream {
-                        _active: handle.track(),
-                        handle,
-                        audio: Some(tx),
-                        queued,
-                        events,
-                        offset: self.replay.start(),
-                        sent: 0,
-                        opened_at: Instant::now(),
-                    };
-                    let chunk = (u64::from(self.backend_rate) * REPLAY_CHUNK_MS / 1000) as usize;
-                    for c in self.replay.chunks(chunk) {
-                        let samples = c.len() as u64 / 2;
-                        up.send(c, samples);
-                    }
-                    if self.phase == Phase::Ending {
-                        up.audio = None;
-                    }
-                    let lost = self.replay.lost();
-                    self.upstream = Some(up);
-                    if lost > 0 {
-                        let ms = self.samples_to_ms(lost);
-                        self.emit(Event::Status {
-                            state: StatusState::AudioGap,
-                            message: format!(
-                                "the back-end stream was reopened but {ms} ms of audio before \
-                                 {:.3} s could not be replayed (replay buffer exceeded)",
-                                self.samples_to_ms(self.replay.start()) as f64 / 1000.0
-                            ),
-                        })
-                        .await?;
-                    }
-                    if moved {
-                        self.emit(Event::Status {
-                            state: StatusState::Failover,
-                            message: "the session moved to another recognition back end".into(),
-                        })
-                        .await?;
-                    }
-                    return Ok(());
-                }
-                Err(e) => {
-                    self.ctx
-                        .metrics
-                        .backend_request(&name, e.class.as_str(), started.elapsed());
-                    tracing::warn!(backend = %name, error = %e, class = %e.class, "back-end stream open failed");
-                    let client_fault = e.class == ErrorClass::Client;
+                    lease.failed();
+                    let name = lease.name().to_string();
+                    self.episode
+                        .get_or_insert_with(|| Episode::new(None))
+                        .tried
+                        .push(name);
                     last_err = Some(e);
-                    if client_fault {
-                        break;
-                    }
                 }
             }
         }
-        self.upstream = None;
-        let message = match last_err {
-            Some(e) if e.class == ErrorClass::Client => format!(
-                "the recognition back end refused this session's settings (language, model): {}",
-                e.message
-            ),
-            Some(e) => format!(
-                "no recognition back end of route `{}` is available ({})",
-                self.route, e.kind
-            ),
-            None => format!("route `{}` has no back end", self.route),
+        let retry = &self.ctx.retry;
+        let episode = self.episode.get_or_insert_with(|| Episode::new(None));
+        let why = if episode.tried.is_empty() {
+            format!(
+                "every back end of route `{}` has its circuit open",
+                self.route
+            )
+        } else if episode.retries >= retry.attempts {
+            self.ctx.metrics.retry("attempts_exhausted");
+            format!(
+                "no back end of route `{}` is available ({} after {} retries)",
+                self.route,
+                last_err.map_or_else(|| "failed".to_string(), |e| e.kind.to_string()),
+                episode.retries
+            )
+        } else if !self.ctx.budget.withdraw() {
+            self.ctx.metrics.retry("budget_exhausted");
+            format!(
+                "no back end of route `{}` is available and the gateway's retry budget is \
+                 spent",
+                self.route
+            )
+        } else {
+            let delay = retry.jittered(episode.retries);
+            episode.retries += 1;
+            episode.tried.clear();
+            self.ctx.metrics.retry("scheduled");
+            tracing::info!(
+                attempt = episode.retries,
+                delay_ms = delay.as_millis() as u64,
+                breaker_refused,
+                "retrying the back end after a backoff"
+            );
+            self.retry_at = Some(tokio::time::Instant::now() + delay);
+            return Ok(());
         };
-        self.error(SessionError::new(ErrorKind::ModelUnavailable, message))
+        self.episode = None;
+        self.error(SessionError::new(ErrorKind::ModelUnavailable, why))
             .await
     }
 
-    /// Drops the current stream (cancelling it) and opens another, replaying the audio
-    /// since the last final. `reason` labels the metric.
-    async fn reopen(&mut self, reason: &'static str, failed: bool) -> Result<(), Outcome> {
-        let since = Instant::now();
-        let from = self.upstream.take().map(|u| u.handle.name().to_string());
-        if let Some(from) = &from {
-            self.ctx.metrics.stream_reopened(from, reason);
-            tracing::info!(backend = %from, reason, "reopening back-end stream");
+    /// Opens one stream on the leased back end and feeds it the replay buffer.
+    async fn open_on(&mut self, lease: Lease) -> Result<(), (Lease, BackendError)> {
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = queued.clone();
+        let audio = UnboundedReceiverStream::new(rx)
+            .inspect(move |chunk| {
+                q.fetch_sub(chunk.len(), Ordering::Relaxed);
+            })
+            .boxed();
+        let started = Instant::now();
+        let backend = lease.handle().backend.clone();
+        match backend.open(self.params(), audio).await {
+            Ok(events) => {
+                self.ctx
+                    .metrics
+                    .backend_request(backend.name(), "ok", started.elapsed());
+                tracing::info!(backend = backend.name(), "back-end stream open");
+                let mut up = Upstream {
+                    lease,
+                    audio: Some(tx),
+                    queued,
+                    events,
+                    offset: self.replay.start(),
+                    sent: 0,
+                    opened_at: Instant::now(),
+                    heard: false,
+                    waiting_since: None,
+                };
+                let chunk = (u64::from(self.backend_rate) * REPLAY_CHUNK_MS / 1000) as usize;
+                for c in self.replay.chunks(chunk) {
+                    let samples = c.len() as u64 / 2;
+                    up.send(c, samples);
+                }
+                if self.phase == Phase::Ending {
+                    up.audio = None;
+                }
+                self.upstream = Some(up);
+                Ok(())
+            }
+            Err(e) => {
+                self.ctx.metrics.backend_request(
+                    backend.name(),
+                    e.class.as_str(),
+                    started.elapsed(),
+                );
+                tracing::warn!(backend = backend.name(), error = %e, class = %e.class, "back-end stream open failed");
+                Err((lease, e))
+            }
         }
-        let failed_name = if failed { from.as_deref() } else { None };
-        self.open_upstream(failed_name, since).await
+    }
+
+    /// Tells the client what the new stream means: audio that could not be replayed, and
+    /// a move to another back end (counted once, here, where it happened).
+    async fn announce_open(&mut self) -> Result<(), Outcome> {
+        let name = match &self.upstream {
+            Some(u) => u.lease.name().to_string(),
+            None => return Ok(()),
+        };
+        let moved = self
+            .episode
+            .as_ref()
+            .and_then(|e| e.from.as_deref().map(|from| (from.to_string(), e.since)))
+            .filter(|(from, _)| *from != name);
+        if let Some((from, since)) = &moved {
+            self.ctx.metrics.failed_over(from, &name, since.elapsed());
+            tracing::info!(from = %from, to = %name, took_ms = since.elapsed().as_millis() as u64, "session failed over");
+            if let Some(e) = self.episode.as_mut() {
+                e.from = Some(name.clone()); // a later move is counted from here
+            }
+        }
+        let lost = self.replay.lost();
+        if lost > 0 {
+            let ms = self.samples_to_ms(lost);
+            self.emit(Event::Status {
+                state: StatusState::AudioGap,
+                message: format!(
+                    "the back-end stream was reopened but {ms} ms of audio before {:.3} s \
+                     could not be replayed (replay buffer exceeded)",
+                    self.samples_to_ms(self.replay.start()) as f64 / 1000.0
+                ),
+            })
+            .await?;
+        }
+        if moved.is_some() {
+            self.emit(Event::Status {
+                state: StatusState::Failover,
+                message: "the session moved to another recognition back end".into(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The current stream failed upstream: tell its breaker, drop it (cancelling it) and
+    /// move on. `reason` labels the reopen metric.
+    async fn upstream_failed(&mut self, reason: &'static str) -> Result<(), Outcome> {
+        let Some(mut up) = self.upstream.take() else {
+            return Ok(());
+        };
+        up.lease.failed();
+        let name = up.lease.name().to_string();
+        drop(up);
+        self.ctx.metrics.stream_reopened(&name, reason);
+        let episode = self
+            .episode
+            .get_or_insert_with(|| Episode::new(Some(name.clone())));
+        episode.from.get_or_insert_with(|| name.clone());
+        episode.tried.push(name);
+        self.try_open().await
+    }
+
+    /// Replaces a healthy stream (rotation, or the back end ended it cleanly).
+    async fn reopen_healthy(&mut self, reason: &'static str) -> Result<(), Outcome> {
+        if let Some(up) = self.upstream.take() {
+            let name = up.lease.name().to_string();
+            drop(up);
+            self.ctx.metrics.stream_reopened(&name, reason);
+            tracing::info!(backend = %name, reason, "reopening back-end stream");
+        }
+        self.try_open().await
     }
 
     async fn on_stream_error(&mut self, e: BackendError) -> Result<(), Outcome> {
         let name = self
             .upstream
             .as_ref()
-            .map(|u| u.handle.name().to_string())
+            .map(|u| u.lease.name().to_string())
             .unwrap_or_default();
         tracing::warn!(backend = %name, error = %e, class = %e.class, "back-end stream failed");
-        if e.is_retryable() && self.reopens_in_row < self.ctx.limits.max_reopens {
-            self.reopens_in_row += 1;
-            return self.reopen("error", true).await;
+        if e.class == ErrorClass::Client {
+            self.upstream = None; // a client fault: the back end's breaker is not told
+            return self
+                .error(SessionError::new(
+                    ErrorKind::ModelUnavailable,
+                    format!(
+                        "the recognition back end refused this session's settings: {}",
+                        e.message
+                    ),
+                ))
+                .await;
         }
-        self.upstream = None;
-        let message = match e.class {
-            ErrorClass::Client => format!(
-                "the recognition back end refused this session's settings: {}",
-                e.message
-            ),
-            _ => format!(
-                "the recognition back end failed ({}) and no other could take over",
-                e.kind
-            ),
-        };
-        self.error(SessionError::new(ErrorKind::ModelUnavailable, message))
-            .await
+        self.upstream_failed("error").await
+    }
+
+    async fn on_stall(&mut self) -> Result<(), Outcome> {
+        if let Some(up) = &self.upstream {
+            tracing::warn!(
+                backend = up.lease.name(),
+                timeout_ms = self
+                    .ctx
+                    .limits
+                    .stall_timeout
+                    .unwrap_or_default()
+                    .as_millis() as u64,
+                "back-end stream stalled: audio sent and nothing heard back"
+            );
+        }
+        self.upstream_failed("stall").await
     }
 
     async fn on_stream_end(&mut self) -> Result<(), Outcome> {
@@ -568,17 +759,12 @@ where
             return self.finish().await;
         }
         // The back end closed the stream while audio was still flowing (e.g. its own
-        // stream-length cap): carry on on a new stream.
-        if self.reopens_in_row < self.ctx.limits.max_reopens {
-            self.reopens_in_row += 1;
-            return self.reopen("ended", false).await;
+        // stream-length cap). After results, that is a clean end: carry on on a new
+        // stream. Before any, it is a failure.
+        if self.upstream.as_ref().is_some_and(|u| u.heard) {
+            return self.reopen_healthy("ended").await;
         }
-        self.upstream = None;
-        self.error(SessionError::new(
-            ErrorKind::ModelUnavailable,
-            "the recognition back end keeps closing the stream",
-        ))
-        .await
+        self.upstream_failed("ended").await
     }
 
     async fn on_flush_timeout(&mut self) -> Result<(), Outcome> {
@@ -606,10 +792,20 @@ where
     }
 
     async fn on_result(&mut self, ev: TranscriptEvent) -> Result<(), Outcome> {
-        self.reopens_in_row = 0;
-        let Some(up) = self.upstream.as_ref() else {
+        let Some(up) = self.upstream.as_mut() else {
             return Ok(());
         };
+        // Anything heard proves the stream alive and ends a failure episode.
+        up.waiting_since = None;
+        if !up.heard {
+            up.heard = true;
+            up.lease.succeeded();
+            self.episode = None;
+        }
+        if !ev.is_final && ev.text.is_empty() {
+            return Ok(()); // progress only
+        }
+        let up = self.upstream.as_ref().expect("checked above");
         let offset_ms = self.samples_to_ms(up.offset);
         let stream_ms = ev
             .audio_processed_ms
@@ -689,13 +885,14 @@ where
         self.replay.cut(self.ms_to_samples(cut_ms));
         let rotate = self.phase == Phase::Streaming
             && self.upstream.as_ref().is_some_and(|u| {
-                u.handle
+                u.lease
+                    .handle()
                     .backend
                     .max_stream_age()
                     .is_some_and(|age| u.opened_at.elapsed() >= age)
             });
         if rotate {
-            return self.reopen("rotation", false).await;
+            return self.reopen_healthy("rotation").await;
         }
         Ok(())
     }
@@ -714,5 +911,7 @@ enum Step {
     Command(Command),
     ClientGone,
     Upstream(Option<Result<TranscriptEvent, BackendError>>),
+    Retry,
+    Stall,
     FlushTimeout,
 }

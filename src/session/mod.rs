@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SessionLimits;
+use crate::resilience::retry::{RetryBudget, RetrySettings};
 use crate::router::Router;
 use crate::telemetry::metrics::Metrics;
 
@@ -225,6 +226,9 @@ pub struct SessionContext {
     pub router: Arc<Router>,
     pub metrics: Arc<Metrics>,
     pub limits: SessionLimits,
-    /// Cancelled when the gateway shuts down: sessions flush and close with "going away".
+    pub retry: RetrySettings,
+    /// Gateway-wide: every session start deposits, every retry withdraws.
+    pub budget: RetryBudget,
+    /// Cancelled when the drain is over: sessions flush and close with "going away".
     pub shutdown: CancellationToken,
 }

@@ -42,6 +42,17 @@ pub struct ReopenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub backend: String,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailoverLabels {
     pub from: String,
     pub to: String,
@@ -67,6 +78,10 @@ pub struct Metrics {
     pub failovers_total: Family<FailoverLabels, Counter>,
     pub failover_seconds: Histogram,
     pub backend_open_seconds: HistogramFamily<BackendLabels>,
+    pub breaker_state: Family<BackendLabels, Gauge>,
+    pub breaker_transitions_total: Family<TransitionLabels, Counter>,
+    pub retries_total: Family<ReasonLabels, Counter>,
+    pub rejections_total: Family<ReasonLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -103,6 +118,10 @@ impl Metrics {
             failovers_total: Family::default(),
             failover_seconds: latency_histogram(),
             backend_open_seconds: Family::new_with_constructor(latency_histogram),
+            breaker_state: Family::default(),
+            breaker_transitions_total: Family::default(),
+            retries_total: Family::default(),
+            rejections_total: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -175,6 +194,26 @@ impl Metrics {
             "Time to open a back-end stream",
             m.backend_open_seconds.clone(),
         );
+        registry.register(
+            "sgw_breaker_state",
+            "Circuit breaker per back end: 0 closed, 1 open, 2 half-open",
+            m.breaker_state.clone(),
+        );
+        registry.register(
+            "sgw_breaker_transitions",
+            "Breakers opened or closed, by back end",
+            m.breaker_transitions_total.clone(),
+        );
+        registry.register(
+            "sgw_retries",
+            "Back-end retries: scheduled, or refused because the attempts or the budget ran out",
+            m.retries_total.clone(),
+        );
+        registry.register(
+            "sgw_rejections",
+            "Sessions refused by admission control, by reason",
+            m.rejections_total.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -232,6 +271,40 @@ impl Metrics {
             .inc();
     }
 
+    pub fn set_breaker_state(&self, backend: &str, value: i64) {
+        self.breaker_state
+            .get_or_create(&BackendLabels {
+                backend: backend.into(),
+            })
+            .set(value);
+    }
+
+    pub fn breaker_transition(&self, backend: &str, to: &str) {
+        self.breaker_transitions_total
+            .get_or_create(&TransitionLabels {
+                backend: backend.into(),
+                to: to.into(),
+            })
+            .inc();
+    }
+
+    /// `outcome`: `scheduled`, `attempts_exhausted` or `budget_exhausted`.
+    pub fn retry(&self, outcome: &str) {
+        self.retries_total
+            .get_or_create(&ReasonLabels {
+                reason: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn rejected(&self, reason: &str) {
+        self.rejections_total
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
     pub fn failed_over(&self, from: &str, to: &str, took: Duration) {
         self.failovers_total
             .get_or_create(&FailoverLabels {
@@ -258,6 +331,10 @@ mod tests {
         m.audio_seconds.inc_by(1.5);
         m.partial_latency.observe(0.1);
         m.failed_over("riva://a:1", "riva://b:2", Duration::from_millis(40));
+        m.set_breaker_state("riva://a:1", 1);
+        m.breaker_transition("riva://a:1", "opened");
+        m.retry("scheduled");
+        m.rejected("global_limit");
         let text = m.encode();
         for name in [
             "sgw_sessions_active 1",
@@ -272,6 +349,10 @@ mod tests {
             "sgw_relay_overhead_seconds_count 0",
             "sgw_failovers_total{from=\"riva://a:1\",to=\"riva://b:2\"} 1",
             "sgw_failover_seconds_count 1",
+            "sgw_breaker_state{backend=\"riva://a:1\"} 1",
+            "sgw_breaker_transitions_total{backend=\"riva://a:1\",to=\"opened\"} 1",
+            "sgw_retries_total{reason=\"scheduled\"} 1",
+            "sgw_rejections_total{reason=\"global_limit\"} 1",
         ] {
             assert!(text.contains(name), "missing `{name}` in:\n{text}");
         }

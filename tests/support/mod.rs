@@ -33,6 +33,8 @@ impl Gateway {
         let mut vars: Vec<(String, String)> = vec![
             ("SGW_LISTEN".into(), "127.0.0.1:0".into()),
             ("SGW_HEALTH__INTERVAL".into(), "200ms".into()),
+            // Shutdown tests want sessions finalised at once; drain tests set their own.
+            ("SGW_SESSION__DRAIN_TIMEOUT".into(), "0s".into()),
         ];
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let config = Config::load(None, vars, Default::default()).expect("test config is valid");
