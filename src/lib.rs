@@ -114,37 +114,44 @@ pub async fn serve(
     };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, routes = config.routes.len(), "speech-gateway listening");
-    let signal = draining.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        signal.cancel();
-    });
-    axum::serve(listener, ingress::app(state))
-        .with_graceful_shutdown(draining.clone().cancelled_owned())
-        .await?;
-    // Upgraded WebSockets outlive the HTTP server: let their sessions finish, then
-    // finalise the rest.
-    sessions.close();
-    let drain = config.session.drain_timeout;
-    tracing::info!(
-        sessions = sessions.len(),
-        drain_ms = drain.as_millis() as u64,
-        "draining: no new sessions"
-    );
-    if tokio::time::timeout(drain, sessions.wait()).await.is_err() {
-        tracing::info!(
-            sessions = sessions.len(),
-            "drain timeout: finalising the sessions left"
-        );
-        finalise.cancel();
-        let grace = config.session.flush_timeout + std::time::Duration::from_secs(1);
-        if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
-            tracing::warn!(
-                left = sessions.len(),
-                "sessions still open after the flush grace period"
+    // The shutdown sequence runs beside the server: while sessions drain, `/health`,
+    // `/ready` (503) and `/metrics` still answer, and new sessions get 503 — a load
+    // balancer sees the instance leave before its listener closes.
+    let stop_serving = CancellationToken::new();
+    let drain = {
+        let (sessions, draining, stop_serving) =
+            (sessions.clone(), draining.clone(), stop_serving.clone());
+        let (drain, flush) = (config.session.drain_timeout, config.session.flush_timeout);
+        tokio::spawn(async move {
+            shutdown.await;
+            draining.cancel();
+            sessions.close();
+            tracing::info!(
+                sessions = sessions.len(),
+                drain_ms = drain.as_millis() as u64,
+                "draining: no new sessions"
             );
-        }
-    }
+            if tokio::time::timeout(drain, sessions.wait()).await.is_err() {
+                tracing::info!(
+                    sessions = sessions.len(),
+                    "drain timeout: finalising the sessions left"
+                );
+                finalise.cancel();
+                let grace = flush + std::time::Duration::from_secs(1);
+                if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+                    tracing::warn!(
+                        left = sessions.len(),
+                        "sessions still open after the flush grace period"
+                    );
+                }
+            }
+            stop_serving.cancel();
+        })
+    };
+    axum::serve(listener, ingress::app(state))
+        .with_graceful_shutdown(stop_serving.cancelled_owned())
+        .await?;
+    drain.abort();
     stop_monitor.cancel();
     monitor.abort();
     tracing::info!("speech-gateway stopped");

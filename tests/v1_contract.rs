@@ -104,7 +104,10 @@ async fn audio_before_start_uses_the_defaults_and_settings_pass_through() {
     assert_eq!(cfg.language_code, "de-DE");
     assert!(!cfg.enable_automatic_punctuation);
     assert!(cfg.profanity_filter);
-    assert!(!s.config.interim_results);
+    assert!(
+        s.config.interim_results,
+        "interim results are always requested from Riva (the stall heartbeat)"
+    );
     assert_eq!(cfg.endpointing_config.unwrap().stop_history, Some(800));
     assert_eq!(
         cfg.custom_configuration.get("beam").map(String::as_str),

@@ -66,6 +66,26 @@ pub struct TranscriptEvent {
     pub received_at: Instant,
 }
 
+impl TranscriptEvent {
+    /// An answer with nothing to say: proof that the stream is alive (stall detection).
+    /// It carries no text and is never forwarded to the client.
+    pub fn progress(received_at: Instant) -> Self {
+        TranscriptEvent {
+            is_final: false,
+            text: String::new(),
+            confidence: 0.0,
+            stability: 0.0,
+            audio_processed_ms: None,
+            words: Vec::new(),
+            received_at,
+        }
+    }
+
+    pub fn is_progress(&self) -> bool {
+        !self.is_final && self.text.is_empty()
+    }
+}
+
 /// The back end's own answer to "can you take sessions now?".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
@@ -125,6 +145,11 @@ impl BackendError {
 }
 
 /// One server protocol.
+///
+/// An adapter's event stream must yield something (a result, or
+/// [`TranscriptEvent::progress`]) within a few seconds of being sent audio while the back
+/// end is working: the session treats a silent stream as stalled after
+/// `session.stall_timeout` and fails over.
 #[async_trait]
 pub trait SpeechBackend: Send + Sync {
     /// The URL as configured: the back end's name in logs, metrics and `/status`.

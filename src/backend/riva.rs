@@ -75,7 +75,9 @@ impl RivaBackend {
                 }),
                 ..Default::default()
             }),
-            interim_results: p.interim_results,
+            // Always on, whatever the client asked: interim results are Riva's heartbeat
+            // (stall detection); the session drops partials the client did not ask for.
+            interim_results: true,
         }
     }
 }
@@ -201,11 +203,17 @@ fn map_response(
     match item {
         Ok(resp) => {
             let now = Instant::now();
-            resp.results
+            let events: Vec<_> = resp
+                .results
                 .iter()
                 .filter(|r| r.channel_tag <= 1)
                 .map(|r| Ok(map_result(r, now)))
-                .collect()
+                .collect();
+            if events.is_empty() {
+                vec![Ok(TranscriptEvent::progress(now))]
+            } else {
+                events
+            }
         }
         Err(status) => vec![Err(grpc::map_status(status))],
     }

@@ -802,8 +802,8 @@ where
             up.lease.succeeded();
             self.episode = None;
         }
-        if !ev.is_final && ev.text.is_empty() {
-            return Ok(()); // progress only
+        if ev.is_progress() {
+            return Ok(());
         }
         let up = self.upstream.as_ref().expect("checked above");
         let offset_ms = self.samples_to_ms(up.offset);

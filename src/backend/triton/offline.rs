@@ -306,6 +306,11 @@ async fn run(
                 if !audio_open {
                     return; // the last utterance is final: dropping `tx` ends the stream
                 }
+                if partial.is_none() {
+                    // Not waiting on the server: say so (stall detection). Skipped when
+                    // the session is behind; the next chunk says it again.
+                    let _ = tx.try_send(Ok(TranscriptEvent::progress(Instant::now())));
+                }
                 if let Some(start) = seg.start {
                     let grown = seg.utterance.len();
                     if ep.interim_results

@@ -204,6 +204,8 @@ impl Stream for Results {
                         && resp.id.parse::<u64>().ok() == Some(end_id.load(Ordering::Acquire));
                     let item = match tensors::read_result(&resp, Instant::now()) {
                         Ok(Some(ev)) => Some(Ok(ev)),
+                        // A request's completion: the model is keeping up (stall detection).
+                        Ok(None) if !last => Some(Ok(TranscriptEvent::progress(Instant::now()))),
                         Ok(None) => None,
                         Err(e) => Some(Err(BackendError::new(
                             BackendErrorKind::Protocol,

@@ -1,0 +1,394 @@
+//! Resilience against real gRPC servers (the scripted Riva double): breakers, retries
+//! and their budget, stall detection, load balancing, admission control and drain.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::riva_double::{Mode, RivaDouble, final_result};
+use support::{Gateway, tone};
+use tonic::Status;
+
+const AUTO: Mode = Mode::Auto {
+    final_every_ms: 1_000,
+};
+
+fn env(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+/// The finals' words must tile `[0, total_ms)` exactly: no audio lost, none repeated.
+fn assert_tiles(msgs: &[Value], total_ms: u64) {
+    let mut cursor = 0.0f64;
+    let mut covered = 0;
+    for f in msgs.iter().filter(|m| m["type"] == "final") {
+        covered += f["duration_ms"].as_u64().unwrap();
+        for w in f["words"].as_array().unwrap() {
+            let start = w["start"].as_f64().unwrap();
+            assert!(
+                (start - cursor).abs() < 0.002,
+                "word at {start} s, expected {cursor} s: {f}"
+            );
+            cursor = w["end"].as_f64().unwrap();
+        }
+    }
+    assert_eq!(
+        covered, total_ms,
+        "finals cover exactly the audio sent: {msgs:?}"
+    );
+}
+
+async fn send_paced(c: &mut support::Client, ms: u64) {
+    let frame = tone(100, 16_000);
+    for _ in 0..ms / 100 {
+        c.audio(&frame).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_back_end_is_left_for_the_next_without_losing_audio() {
+    let stuck = RivaDouble::start(Mode::Scripted).await; // accepts, reads, never answers
+    let good = RivaDouble::start(AUTO).await;
+    let gw = Gateway::start(&env(&[
+        (
+            "SGW_ROUTES__DEFAULT",
+            &format!("{},{}", stuck.url(), good.url()),
+        ),
+        ("SGW_SESSION__STALL_TIMEOUT", "300ms"),
+    ]))
+    .await;
+    gw.wait_ready().await;
+    let mut c = gw.connect().await;
+    c.start(json!({"interim_results": false})).await;
+    let _held = stuck.next_stream().await;
+    send_paced(&mut c, 2_000).await;
+    c.end().await;
+    let (msgs, close) = c.drain().await;
+    assert_eq!(close, Some(1000), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m["type"] == "status" && m["state"] == "failover"),
+        "{msgs:?}"
+    );
+    assert!(!msgs.iter().any(|m| m["type"] == "error"), "{msgs:?}");
+    assert_tiles(&msgs, 2_000);
+    let series = format!(
+        "sgw_stream_reopens_total{{backend=\"{}\",reason=\"stall\"}}",
+        stuck.url()
+    );
+    assert_eq!(gw.metric(&series).await, Some(1.0));
+    let series = format!(
+        "sgw_failovers_total{{from=\"{}\",to=\"{}\"}}",
+        stuck.url(),
+        good.url()
+    );
+    assert_eq!(gw.metric(&series).await, Some(1.0));
+    assert_eq!(gw.metric("sgw_failover_seconds_count").await, Some(1.0));
+}
+
+#[tokio::test]
+async fn a_failing_back_end_is_retried_with_backoff_then_given_up_cleanly() {
+    let riva = RivaDouble::start(Mode::Scripted).await;
+    let gw = Gateway::start(&env(&[
+        ("SGW_ROUTES__DEFAULT", &riva.url()),
+        ("SGW_RETRY__ATTEMPTS", "2"),
+        ("SGW_RETRY__INITIAL_BACKOFF", "50ms"),
+    ]))
+    .await;
+    let mut c = gw.connect().await;
+    c.start(json!({})).await;
+    let audio = tone(300, 16_000);
+    c.audio(&audio).await;
+    // The first stream and two retries each get the whole utterance, then fail.
+    for _ in 0..3 {
+        let mut s = riva.next_stream().await;
+        assert_eq!(s.audio_at_least(audio.len()).await, audio);
+        s.fail(Status::unavailable("gpu node rebooting")).await;
+    }
+    let err = c.until("error").await;
+    assert_eq!(err["code"], "MODEL_UNAVAILABLE");
+    assert_eq!(err["recoverable"], false);
+    assert!(
+        err["message"].as_str().unwrap().contains("after 2 retries"),
+        "{err}"
+    );
+    let (_, close) = c.drain().await;
+    assert_eq!(close, Some(1013));
+    assert_eq!(riva.stats.streams_opened.load(Ordering::Relaxed), 3);
+    assert_eq!(
+        gw.metric("sgw_retries_total{reason=\"scheduled\"}").await,
+        Some(2.0)
+    );
+    assert_eq!(
+        gw.metric("sgw_retries_total{reason=\"attempts_exhausted\"}")
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn retries_stop_when_the_budget_is_spent() {
+    let riva = RivaDouble::start(Mode::Scripted).await;
+    let gw = Gateway::start(&env(&[
+        ("SGW_ROUTES__DEFAULT", &riva.url()),
+        ("SGW_RETRY__BUDGET_PERCENT", "0"),
+        ("SGW_RETRY__BUDGET_MIN_PER_SECOND", "0"),
+    ]))
+    .await;
+    let mut c = gw.connect().await;
+    c.start(json!({})).await;
+    c.audio(&tone(100, 16_000)).await;
+    riva.next_stream()
+        .await
+        .fail(Status::unavailable("down"))
+        .await;
+    let err = c.until("error").await;
+    assert_eq!(err["code"], "MODEL_UNAVAILABLE");
+    assert!(
+        err["message"].as_str().unwrap().contains("retry budget"),
+        "{err}"
+    );
+    assert_eq!(riva.stats.streams_opened.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        gw.metric("sgw_retries_total{reason=\"budget_exhausted\"}")
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn the_breaker_opens_after_consecutive_failures_and_a_probe_closes_it() {
+    let riva = RivaDouble::start(Mode::Scripted).await;
+    let gw = Gateway::start(&env(&[
+        ("SGW_ROUTES__DEFAULT", &riva.url()),
+        ("SGW_RETRY__ATTEMPTS", "0"),
+        ("SGW_BREAKER__FAILURES", "2"),
+        ("SGW_BREAKER__OPEN_FOR", "1s"),
+    ]))
+    .await;
+    gw.wait_ready().await;
+    let breaker = format!("sgw_breaker_state{{backend=\"{}\"}}", riva.url());
+    for _ in 0..2 {
+        let mut c = gw.connect().await;
+        c.start(json!({})).await;
+        c.audio(&tone(100, 16_000)).await;
+        riva.next_stream()
+            .await
+            .fail(Status::internal("cuda error"))
+            .await;
+        assert_eq!(c.until("error").await["code"], "MODEL_UNAVAILABLE");
+    }
+    assert_eq!(gw.metric(&breaker).await, Some(1.0), "open");
+    let (code, body) = gw.get("/ready").await;
+    assert_eq!(code, 503, "no usable back end: {body}");
+    let status: Value = serde_json::from_str(&gw.get("/status").await.1).unwrap();
+    assert_eq!(status["routes"][0]["backends"][0]["breaker"], "open");
+
+    // While open, sessions are refused at once, without touching the back end.
+    let mut c = gw.connect().await;
+    c.start(json!({})).await;
+    let err = c.until("error").await;
+    assert!(
+        err["message"].as_str().unwrap().contains("circuit open"),
+        "{err}"
+    );
+    assert_eq!(riva.stats.streams_opened.load(Ordering::Relaxed), 2);
+
+    // After the cool-down one probe session goes through; its success closes the breaker.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let mut c = gw.connect().await;
+    c.start(json!({})).await;
+    c.audio(&tone(200, 16_000)).await;
+    let s = riva.next_stream().await;
+    s.send(final_result("back", &[("back", 0, 200)], 0.2)).await;
+    assert_eq!(c.until("final").await["text"], "back");
+    assert_eq!(gw.metric(&breaker).await, Some(0.0), "closed");
+    let opened = format!(
+        "sgw_breaker_transitions_total{{backend=\"{}\",to=\"opened\"}}",
+        riva.url()
+    );
+    let closed = format!(
+        "sgw_breaker_transitions_total{{backend=\"{}\",to=\"closed\"}}",
+        riva.url()
+    );
+    assert_eq!(gw.metric(&opened).await, Some(1.0));
+    assert_eq!(gw.metric(&closed).await, Some(1.0));
+}
+
+#[tokio::test]
+async fn client_faults_never_trip_a_breaker() {
+    let riva = RivaDouble::start(Mode::Scripted).await;
+    let gw = Gateway::start(&env(&[
+        ("SGW_ROUTES__DEFAULT", &riva.url()),
+        ("SGW_BREAKER__FAILURES", "1"),
+    ]))
+    .await;
+    for _ in 0..3 {
+        let mut c = gw.connect().await;
+        c.start(json!({"language": "xx-XX"})).await;
+        riva.next_stream()
+            .await
+            .fail(Status::invalid_argument("language not supported"))
+            .await;
+        let err = c.until("error").await;
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("refused this session's settings")
+        );
+    }
+    let breaker = format!("sgw_breaker_state{{backend=\"{}\"}}", riva.url());
+    assert_eq!(gw.metric(&breaker).await, Some(0.0));
+}
+
+#[tokio::test]
+async fn sessions_spread_over_a_route_by_least_outstanding_sessions() {
+    let a = RivaDouble::start(AUTO).await;
+    let b = RivaDouble::start(AUTO).await;
+    let gw = Gateway::with_backends(&[a.url(), b.url()]).await;
+    gw.wait_ready().await;
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let mut c = gw.connect().await;
+        c.start(json!({})).await;
+        c.audio(&tone(100, 16_000)).await;
+        c.until("partial").await; // the stream is open before the next session picks
+        clients.push(c);
+    }
+    assert_eq!(a.stats.streams_opened.load(Ordering::Relaxed), 3);
+    assert_eq!(b.stats.streams_opened.load(Ordering::Relaxed), 3);
+    let status: Value = serde_json::from_str(&gw.get("/status").await.1).unwrap();
+    for be in status["routes"][0]["backends"].as_array().unwrap() {
+        assert_eq!(be["active_sessions"], 3, "{be}");
+    }
+}
+
+#[tokio::test]
+async fn the_global_limit_answers_503_with_retry_after_before_the_upgrade() {
+    let riva = RivaDouble::start(AUTO).await;
+    let gw = Gateway::start(&env(&[
+        ("SGW_ROUTES__DEFAULT", &riva.url()),
+        ("SGW_ADMISSION__MAX_SESSIONS", "1"),
+        ("SGW_ADMISSION__RETRY_AFTER", "7s"),
+    ]))
+    .await;
+    let first = gw.connect().await;
+    let refused = tokio_tungstenite::connect_async(gw.ws_url()).await;
+    let Err(tokio_tungstenite::tungstenite::Error::Http(resp)) = refused else {
+        panic!("expected an HTTP refusal, got {refused:?}");
+    };
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "7");
+    let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+    assert_eq!(body["code"], "RATE_LIMIT_EXCEEDED");
+    assert_eq!(
+        gw.metric("sgw_rejections_total{reason=\"global_limit\"}")
+            .await,
+        Some(1.0)
+    );
+    first.close().await;
+    // The place comes back when the session ends.
+    for _ in 0..100 {
+        if tokio_tungstenite::connect_async(gw.ws_url()).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the freed place was never given back");
+}
+
+#[tokio::test]
+async fn a_route_at_its_limit_refuses_start_recoverably() {
+    let riva = RivaDouble::start(AUTO).await;
+    let gw = Gateway::start(&env(&[
+        ("SGW_ROUTES__DEFAULT", &riva.url()),
+        ("SGW_ADMISSION__ROUTES__DEFAULT", "1"),
+    ]))
+    .await;
+    let mut first = gw.connect().await;
+    first.start(json!({})).await;
+    first.audio(&tone(100, 16_000)).await;
+    first.until("partial").await;
+    let mut second = gw.connect().await;
+    second.start(json!({})).await;
+    let err = second.until("error").await;
+    assert_eq!(err["code"], "RATE_LIMIT_EXCEEDED");
+    assert_eq!(err["recoverable"], true);
+    // Audio before a successful start is refused and said so, never dropped silently.
+    second.audio(&tone(100, 16_000)).await;
+    assert_eq!(second.until("error").await["code"], "RATE_LIMIT_EXCEEDED");
+    first.end().await;
+    first.drain().await;
+    second.start(json!({})).await;
+    second.audio(&tone(100, 16_000)).await;
+    second.until("partial").await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_sessions_before_finalising_them() {
+    let riva = RivaDouble::start(AUTO).await;
+    let mut gw = Gateway::start(&env(&[
+        ("SGW_ROUTES__DEFAULT", &riva.url()),
+        ("SGW_SESSION__DRAIN_TIMEOUT", "30s"),
+    ]))
+    .await;
+    gw.wait_ready().await;
+    let mut c = gw.connect().await;
+    c.start(json!({})).await;
+    c.audio(&tone(200, 16_000)).await;
+    c.until("partial").await;
+    let addr = gw.addr;
+    let ws_url = gw.ws_url();
+    let stopping = tokio::spawn(async move { gw.shutdown().await });
+    // Draining: still answering HTTP, not ready, refusing new sessions.
+    let mut ready = 0;
+    for _ in 0..100 {
+        ready = support::http_get(addr, "/ready").await.0;
+        if ready == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ready, 503);
+    let refused = tokio_tungstenite::connect_async(&ws_url).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503),
+        "{refused:?}"
+    );
+    // The live session carries on and ends normally, then the gateway stops.
+    c.audio(&tone(300, 16_000)).await;
+    c.end().await;
+    let (msgs, close) = c.drain().await;
+    assert_eq!(close, Some(1000), "{msgs:?}");
+    assert_tiles(&msgs, 500);
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("serve returned once the last session ended")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sessions_left_at_the_drain_timeout_get_their_finals_and_1001() {
+    let riva = RivaDouble::start(Mode::Auto {
+        final_every_ms: 60_000,
+    })
+    .await;
+    let mut gw = Gateway::start(&env(&[
+        ("SGW_ROUTES__DEFAULT", &riva.url()),
+        ("SGW_SESSION__DRAIN_TIMEOUT", "300ms"),
+    ]))
+    .await;
+    let mut c = gw.connect().await;
+    c.start(json!({"interim_results": false})).await;
+    c.audio(&tone(400, 16_000)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = tokio::spawn(async move { gw.shutdown().await });
+    let (msgs, close) = c.drain().await;
+    assert_eq!(close, Some(1001));
+    assert_tiles(&msgs, 400);
+    stopping.await.unwrap();
+}
