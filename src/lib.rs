@@ -16,6 +16,7 @@
 //! | [`backend`] | the `SpeechBackend` port and its adapters ([`backend::riva`], [`backend::triton`]); generated protobuf lives only here |
 //! | [`telemetry`] | tracing setup and the one module where metric names are spelled |
 //! | [`client`] | the `transcribe` client (WAV reader, pacing, latency figures) |
+//! | [`sim`] | `sim-backend`: a zero-compute Riva/Triton server for tests (not a recogniser) |
 //! | [`error`] | error classes shared by every boundary |
 //!
 //! The server entry is [`serve`]: it takes a bound listener and a shutdown future, so tests
@@ -29,6 +30,7 @@ pub mod ingress;
 pub mod resilience;
 pub mod router;
 pub mod session;
+pub mod sim;
 pub mod telemetry;
 
 use std::future::Future;

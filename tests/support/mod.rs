@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod riva_double;
+pub mod sim;
 pub mod triton_double;
 
 use std::net::SocketAddr;
