@@ -17,12 +17,14 @@
 //! | [`telemetry`] | tracing setup and the one module where metric names are spelled |
 //! | [`client`] | the `transcribe` client (WAV reader, pacing, latency figures) |
 //! | [`sim`] | `sim-backend`: a zero-compute Riva/Triton server for tests (not a recogniser) |
+//! | [`chaos`] | fault injection for the chaos suite: a TCP proxy that resets, blackholes or delays |
 //! | [`error`] | error classes shared by every boundary |
 //!
 //! The server entry is [`serve`]: it takes a bound listener and a shutdown future, so tests
 //! run the real gateway in-process on port 0.
 
 pub mod backend;
+pub mod chaos;
 pub mod client;
 pub mod config;
 pub mod error;
