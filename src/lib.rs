@@ -17,7 +17,7 @@
 //! | [`telemetry`] | tracing setup and the one module where metric names are spelled |
 //! | [`client`] | the `transcribe` client (WAV reader, pacing, latency figures) |
 //! | [`sim`] | `sim-backend`: a zero-compute Riva/Triton server for tests (not a recogniser) |
-//! | [`chaos`] | fault injection for the chaos suite: a TCP proxy that resets, blackholes or delays |
+//! | [`chaos`] | the chaos suite: scenario files, a runner over real processes (gateway, sim back ends, a fault-injecting TCP proxy), the report |
 //! | [`error`] | error classes shared by every boundary |
 //!
 //! The server entry is [`serve`]: it takes a bound listener and a shutdown future, so tests

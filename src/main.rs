@@ -38,6 +38,22 @@ enum Command {
     /// streaming gRPC, whose words come from the audio's content (see `--help`).
     #[command(long_about = SIM_ABOUT)]
     SimBackend(SimArgs),
+    /// Run the chaos scenarios (chaos/scenarios/*.toml) against real processes: this
+    /// binary as gateway and as sim back ends, with faults injected; exits 1 if any fails.
+    Chaos(ChaosArgs),
+}
+
+#[derive(Args)]
+struct ChaosArgs {
+    /// A scenario file, or a directory of them.
+    #[arg(long, default_value = "chaos/scenarios")]
+    scenarios: PathBuf,
+    /// Run only these scenarios (file stems); repeatable.
+    #[arg(long = "only", value_name = "NAME")]
+    only: Vec<String>,
+    /// Where report.md, report.json and the gateways' logs go.
+    #[arg(long, default_value = "target/chaos")]
+    out: PathBuf,
 }
 
 const SIM_ABOUT: &str = "\
@@ -158,7 +174,26 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Transcribe(args) => runtime.block_on(run_transcribe(args)),
         Command::SimBackend(args) => runtime.block_on(sim_backend(args)),
+        Command::Chaos(args) => runtime.block_on(chaos(args)),
     }
+}
+
+async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
+    use speech_gateway::chaos::runner;
+    let scenarios = runner::load_scenarios(&args.scenarios, &args.only)?;
+    let exe = std::env::current_exe().context("cannot find this binary")?;
+    let reports = runner::run_all(&exe, &scenarios, &args.out).await?;
+    print!("{}", speech_gateway::chaos::report::markdown(&reports));
+    let failed: Vec<_> = reports
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| r.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        eprintln!("chaos: failed: {}", failed.join(", "));
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 //! `asr_stream` (streaming model), `offline` → `asr_offline` (gateway-side VAD).
 //!
 //! The tests start the local Triton themselves (idempotent: quick when it already runs)
-//! and run one at a time (`.config/nextest.toml`, group `local-triton`): they share one
+//! and run one at a time (`.config/nextest.toml`, group `heavy`): they share one
 //! CPU-bound server. Audio is streamed faster than real time (`SPEED`) to keep CI short.
 
 mod support;

@@ -1,10 +1,14 @@
-//! Fault injection for the chaos suite (test tooling, kept in the crate so that the
-//! integration tests and the chaos suite share it).
+//! The chaos suite: faults injected into real processes, and what the gateway's clients
+//! saw. A test tool, like [`crate::sim`]: nothing here runs inside `serve`.
 //!
-//! | module | role |
-//! |---|---|
-//! | [`proxy`] | a TCP proxy that resets, blackholes or delays the connections through it |
+//! - [`proxy`]: a fault-injecting TCP proxy (resets, blackhole, added delay);
+//! - [`scenario`]: the scenario files of `chaos/scenarios/`;
+//! - [`runner`]: starts the processes, runs marker-audio clients, strikes the faults and
+//!   judges the outcome; [`report`] renders the table.
 
 pub mod proxy;
+pub mod report;
+pub mod runner;
+pub mod scenario;
 
 pub use proxy::{Fault, FaultProxy, Forwarded};
