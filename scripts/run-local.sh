@@ -49,6 +49,11 @@ cargo build --release --locked --bin speech-gateway >&2
 export SGW_ROUTES__DEFAULT="triton://127.0.0.1:${grpc_port}/asr_stream"
 export SGW_ROUTES__OFFLINE="triton://127.0.0.1:${grpc_port}/asr_offline"
 export SGW_LOG_FORMAT="${SGW_LOG_FORMAT:-text}"
+# The CPU back end holds ~8 real-time streams on 2 cores (riva/triton/README.md): refuse
+# the 9th session with 503 + Retry-After rather than slow every session down. CPU decodes
+# can lag behind a GPU's: allow a longer silence before a stream counts as stalled.
+export SGW_ADMISSION__MAX_SESSIONS="${SGW_ADMISSION__MAX_SESSIONS:-8}"
+export SGW_SESSION__STALL_TIMEOUT="${SGW_SESSION__STALL_TIMEOUT:-10s}"
 "$bin" serve --listen "$listen" &
 gateway_pid=$!
 

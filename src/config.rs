@@ -4,8 +4,9 @@
 //! Every setting has one key. In TOML it is written as nested tables (`[session]
 //! max_frame = "1s"`); in the environment as `SGW_` + the path in upper case joined by
 //! `__` (`SGW_SESSION__MAX_FRAME=1s`). Durations are humantime strings (`500ms`, `10s`).
-//! Routes are a table of name → ordered list of back-end URLs (the order is the failover
-//! order); in the environment a route is `SGW_ROUTES__<NAME>=url1,url2`.
+//! Routes are a table of name → list of back-end URLs (they share the route's sessions,
+//! least-loaded first, and the list order breaks ties); in the environment a route is
+//! `SGW_ROUTES__<NAME>=url1,url2`.
 //!
 //! [`RawConfig`] is the serde shape (what files and variables spell); [`Config`] is what
 //! the rest of the gateway uses. Only [`Config::from_figment`] turns one into the other, so
@@ -41,7 +42,7 @@ pub struct RawConfig {
     pub breaker: RawBreaker,
     pub retry: RawRetry,
     pub admission: RawAdmission,
-    /// Route name → ordered back-end URLs. `start.config.model` selects a route; absent, `default`.
+    /// Route name → back-end URLs. `start.config.model` selects a route; absent, `default`.
     #[serde(deserialize_with = "de_routes")]
     pub routes: BTreeMap<String, Vec<String>>,
 }
@@ -367,7 +368,7 @@ pub struct HealthSettings {
     pub healthy_after: u32,
 }
 
-/// A named, ordered list of back ends.
+/// A named list of back ends (list order breaks load-balancing ties).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub name: String,
