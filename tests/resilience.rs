@@ -392,3 +392,33 @@ async fn sessions_left_at_the_drain_timeout_get_their_finals_and_1001() {
     assert_tiles(&msgs, 400);
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_reopen_that_cannot_replay_everything_says_how_much_was_lost() {
+    let riva = RivaDouble::start(Mode::Scripted).await;
+    let gw = Gateway::start(&env(&[
+        ("SGW_ROUTES__DEFAULT", &riva.url()),
+        ("SGW_SESSION__REPLAY", "1s"),
+    ]))
+    .await;
+    let mut c = gw.connect().await;
+    c.start(json!({})).await;
+    let mut s1 = riva.next_stream().await;
+    let audio = tone(1_500, 16_000); // no final: 500 ms more than the replay buffer holds
+    for frame in audio.chunks(support::bytes_for(100, 16_000)) {
+        c.audio(frame).await;
+    }
+    s1.audio_at_least(audio.len()).await;
+    s1.fail(Status::unavailable("restarting")).await;
+    let mut s2 = riva.next_stream().await;
+    let replayed = s2.audio_at_least(support::bytes_for(1_000, 16_000)).await;
+    assert_eq!(
+        replayed,
+        audio[support::bytes_for(500, 16_000)..],
+        "the last second"
+    );
+    let gap = c.until("status").await;
+    assert_eq!(gap["state"], "audio_gap", "{gap}");
+    let message = gap["message"].as_str().unwrap();
+    assert!(message.contains("500 ms"), "{message}");
+}
