@@ -116,44 +116,14 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<Stri
     Ok(buf)
 }
 
-/// Quantiles of a Prometheus histogram, linearly interpolated within buckets.
+/// Count and p50/p90/p99 of a histogram in the exposition text.
 fn quantiles(text: &str, name: &str) -> (u64, f64, f64, f64) {
-    let prefix = format!("{name}_bucket{{le=\"");
-    let buckets: Vec<(f64, u64)> = text
+    use speech_gateway::telemetry::exposition::histogram_quantile;
+    let count = text
         .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .filter_map(|rest| {
-            let (le, count) = rest.split_once("\"} ")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, count.trim().parse().ok()?))
-        })
-        .collect();
-    let total = buckets.last().map_or(0, |b| b.1);
-    let q = |p: f64| {
-        let rank = p * total as f64;
-        let mut lower = 0.0;
-        let mut below = 0u64;
-        for &(le, cum) in &buckets {
-            if cum as f64 >= rank {
-                if le.is_infinite() {
-                    return lower;
-                }
-                let inside = (cum - below) as f64;
-                let frac = if inside > 0.0 {
-                    (rank - below as f64) / inside
-                } else {
-                    1.0
-                };
-                return lower + (le - lower) * frac;
-            }
-            lower = le;
-            below = cum;
-        }
-        lower
-    };
-    (total, q(0.5), q(0.9), q(0.99))
+        .find_map(|l| l.strip_prefix(&format!("{name}_count ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64;
+    let q = |p| histogram_quantile(text, name, p).unwrap_or(0.0);
+    (count, q(0.5), q(0.9), q(0.99))
 }

@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::proxy::{Fault, FaultProxy};
 use super::scenario::{Action, BackendSpec, Protocol, Scenario};
 use crate::sim::marker::{marker_audio, marker_word};
+use crate::telemetry::exposition;
 
 /// Marker block length: one word per block.
 const BLOCK_MS: u64 = 500;
@@ -532,47 +533,6 @@ fn metric_sum(metrics: &str, name: &str, filter: &str) -> f64 {
         .sum()
 }
 
-/// A percentile of a Prometheus histogram, interpolated inside its bucket.
-fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
-    let prefix = format!("{name}_bucket{{le=\"");
-    let mut buckets: Vec<(f64, f64)> = metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .filter_map(|rest| {
-            let (le, count) = rest.split_once("\"} ")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, count.trim().parse().ok()?))
-        })
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = buckets.last()?.1;
-    if total == 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let mut prev = (0.0, 0.0);
-    for &(le, count) in &buckets {
-        if count >= rank {
-            if le.is_infinite() {
-                return Some(prev.0);
-            }
-            let span = count - prev.1;
-            let frac = if span > 0.0 {
-                (rank - prev.1) / span
-            } else {
-                1.0
-            };
-            return Some(prev.0 + (le - prev.0) * frac);
-        }
-        prev = (le, count);
-    }
-    None
-}
-
 fn judge(s: &Scenario, results: &[SessionResult], metrics: &str, wall: f64) -> ScenarioReport {
     let count = |f: &dyn Fn(&SessionEnd) -> bool| results.iter().filter(|r| f(&r.end)).count();
     let completed = count(&|e| *e == SessionEnd::Completed);
@@ -655,9 +615,9 @@ fn judge(s: &Scenario, results: &[SessionResult], metrics: &str, wall: f64) -> S
         audio_lost_ms: lost_blocks as u64 * BLOCK_MS,
         repeated_words: repeated,
         failovers,
-        failover_p50_ms: histogram_quantile(metrics, "sgw_failover_seconds", 0.5)
+        failover_p50_ms: exposition::histogram_quantile(metrics, "sgw_failover_seconds", 0.5)
             .map(|s| s * 1000.0),
-        failover_p99_ms: histogram_quantile(metrics, "sgw_failover_seconds", 0.99)
+        failover_p99_ms: exposition::histogram_quantile(metrics, "sgw_failover_seconds", 0.99)
             .map(|s| s * 1000.0),
         longest_silence_ms: results
             .iter()
@@ -710,18 +670,5 @@ mod tests {
         assert_eq!(compare(&[1, 3, 2, 4], 4), (0, 1));
         assert_eq!(compare(&[1, 0, 2, 3, 4], 4), (0, 1));
         assert_eq!(compare(&[], 3), (3, 0));
-    }
-
-    #[test]
-    fn histogram_quantiles_interpolate_inside_buckets() {
-        let m = "sgw_failover_seconds_bucket{le=\"0.01\"} 0\n\
-                 sgw_failover_seconds_bucket{le=\"0.02\"} 10\n\
-                 sgw_failover_seconds_bucket{le=\"0.04\"} 20\n\
-                 sgw_failover_seconds_bucket{le=\"+Inf\"} 20\n";
-        let p50 = histogram_quantile(m, "sgw_failover_seconds", 0.5).unwrap();
-        assert!((p50 - 0.02).abs() < 1e-9, "{p50}");
-        let p75 = histogram_quantile(m, "sgw_failover_seconds", 0.75).unwrap();
-        assert!((p75 - 0.03).abs() < 1e-9, "{p75}");
-        assert_eq!(histogram_quantile("", "sgw_failover_seconds", 0.5), None);
     }
 }

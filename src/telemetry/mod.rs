@@ -4,6 +4,7 @@
 //! Logs are structured (JSON by default), one span per session carrying `session_id`;
 //! they never hold audio, transcript text, tokens or keys.
 
+pub mod exposition;
 pub mod metrics;
 
 use crate::config::LogConfig;
