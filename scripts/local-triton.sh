@@ -18,6 +18,10 @@
 # Environment:
 #   TRITON_GRPC_PORT (8001)  TRITON_HTTP_PORT (8000)  TRITON_METRICS_PORT (8002)
 #   TRITON_ADDRESS (127.0.0.1)   TRITON_START_TIMEOUT seconds (180)
+#   TRITON_STATE_DIR (.venv)  where triton.pid and triton.log go. A second instance runs
+#               beside the default one with its own state dir and ports; start, stop and
+#               status act on the instance whose pid file is in that dir. The venv, the
+#               backend dir and the model repository stay shared.
 #
 # Trap this script avoids: the Python-backend stub links Debian's libpython3.11 and finds
 # its interpreter (hence stdlib and site-packages) through PATH. A venv built from another
@@ -32,8 +36,9 @@ req="$repo_root/riva/requirements.txt"
 stamp="$venv/.requirements.sha256"
 backend_dir="$repo_root/.venv/triton-backends"
 models="$repo_root/riva/triton/models"
-log_file="$repo_root/.venv/triton.log"
-pid_file="$repo_root/.venv/triton.pid"
+state_dir="${TRITON_STATE_DIR:-$repo_root/.venv}"
+log_file="$state_dir/triton.log"
+pid_file="$state_dir/triton.pid"
 system_python="/usr/bin/python3.11"
 model_names=(asr_stream asr_offline)
 
@@ -291,6 +296,7 @@ cmd_foreground() {
   server_env
   cd "$repo_root"
   log "grpc $address:$grpc_port (foreground; ready when $address:$http_port/v2/health/ready answers 200)"
+  mkdir -p -- "$state_dir"
   printf '%s\n' "$$" >"$pid_file" # exec keeps the pid, so `status` and `stop` work too
   exec "${cmd[@]}"
 }

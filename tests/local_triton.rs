@@ -6,19 +6,23 @@
 //! The tests start the local Triton themselves (idempotent: quick when it already runs)
 //! and run one at a time (`.config/nextest.toml`, group `heavy`): they share one
 //! CPU-bound server. Audio is streamed faster than real time (`SPEED`) to keep CI short.
+//! The failover test starts a second instance beside the default one (its own ports and
+//! state dir), routes to both, and SIGKILLs the second mid-stream.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use speech_gateway::client::transcribe::{
     ClientEvent, TranscribeOptions, TranscribeReport, transcribe,
 };
 use speech_gateway::client::wav::{Wav, read_wav_file};
 use speech_gateway::client::wer::wer;
-use support::Gateway;
+use support::{Gateway, http_get};
 
 /// Streaming pace for these tests (1 = real time).
 const SPEED: f64 = 2.0;
@@ -94,6 +98,8 @@ struct Run {
     report: TranscribeReport,
     /// Event kinds in arrival order ('p' partial, 'f' final).
     order: String,
+    /// `status` messages as received (the client library keeps them as raw JSON).
+    statuses: Vec<Value>,
 }
 
 impl Run {
@@ -112,16 +118,22 @@ async fn stream(gw: &Gateway, wav: &Wav, route: Option<&str>) -> Run {
     opts.speed = SPEED;
     opts.model = route.map(String::from);
     let mut order = String::new();
+    let mut statuses = Vec::new();
     let report = transcribe(wav, &opts, |ev| match ev {
         ClientEvent::Partial(_) => order.push('p'),
         ClientEvent::Final(_) => order.push('f'),
+        ClientEvent::Other(v) if v["type"] == "status" => statuses.push(v.clone()),
         _ => {}
     })
     .await
     .expect("the session ran");
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(report.close_code, Some(1000));
-    Run { report, order }
+    Run {
+        report,
+        order,
+        statuses,
+    }
 }
 
 const SENTENCES: [&str; 3] = [
@@ -236,4 +248,207 @@ async fn a_clip_longer_than_a_minute_streams_through() {
         "the model endpoints a long stream into many finals"
     );
     assert!(w <= WER_CEILING, "long-clip WER {w:.3}");
+}
+
+/// A second local Triton beside the default one, started by the same script with its own
+/// ports and state dir (pid file, log). Dropping it stops it; it never touches the
+/// default instance, which other tests and people share.
+struct SecondTriton {
+    state: tempfile::TempDir,
+    grpc: u16,
+    http: u16,
+    metrics: u16,
+}
+
+impl SecondTriton {
+    fn start() -> SecondTriton {
+        let [grpc, http, metrics] = free_ports();
+        let triton = SecondTriton {
+            state: tempfile::tempdir().unwrap(),
+            grpc,
+            http,
+            metrics,
+        };
+        // Built before the check, so a start that fails half-way is still stopped.
+        let status = triton.script("start").status().expect("bash runs");
+        assert!(
+            status.success(),
+            "the second instance did not start; log: {}",
+            triton.state.path().join("triton.log").display()
+        );
+        triton
+    }
+
+    fn script(&self, action: &str) -> Command {
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo().join("scripts/local-triton.sh"))
+            .arg(action)
+            .env("TRITON_STATE_DIR", self.state.path())
+            .env("TRITON_ADDRESS", "127.0.0.1")
+            .env("TRITON_GRPC_PORT", self.grpc.to_string())
+            .env("TRITON_HTTP_PORT", self.http.to_string())
+            .env("TRITON_METRICS_PORT", self.metrics.to_string());
+        cmd
+    }
+
+    fn url(&self) -> String {
+        format!("triton://127.0.0.1:{}/asr_stream", self.grpc)
+    }
+
+    /// The tritonserver's pid, from the pid file `start` wrote.
+    fn pid(&self) -> u32 {
+        let pid = std::fs::read_to_string(self.state.path().join("triton.pid")).unwrap();
+        pid.trim().parse().expect("a pid")
+    }
+}
+
+impl Drop for SecondTriton {
+    fn drop(&mut self) {
+        // After the SIGKILL this finds nothing running and only removes the pid file.
+        let _ = self.script("stop").status();
+    }
+}
+
+/// Ports the kernel just handed out on 127.0.0.1, all held at once so they differ.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<_> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+}
+
+/// Waits until health checks have marked every back end of the default route up, so
+/// that placement depends on load and route order only.
+async fn wait_all_up(gw: &Gateway) {
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = serde_json::from_str(&gw.get("/status").await.1).unwrap();
+        let backends = status["routes"][0]["backends"].as_array().unwrap();
+        if backends.iter().all(|b| b["state"] == "up") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not every back end came up: {status}");
+}
+
+/// Sessions `/status` counts on the back end named `name`.
+fn active_on(status: &Value, name: &str) -> u64 {
+    status["routes"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == name)
+        .and_then(|b| b["active_sessions"].as_u64())
+        .unwrap_or_else(|| panic!("no back end {name} in {status}"))
+}
+
+/// When the serving instance is killed, in wall time after the session starts. At `SPEED`
+/// 2 that is 3.5 s into the 7.5 s clip: inside the first sentence, before any final (the
+/// model ends the utterance only at the clip's end), so all of it is replayed.
+const KILL_AFTER: Duration = Duration::from_millis(1_750);
+
+/// The fault run may decode slightly differently (the surviving instance hears the
+/// replayed audio in other chunks), but no words may be lost.
+const FAULT_VS_CLEAN_CEILING: f64 = 0.2;
+
+/// SIGKILL of the real tritonserver that serves a live session: the gateway moves the
+/// session to the route's other instance and replays the audio since the last final, so
+/// the client sees a `failover` status, no error, and the whole clip's words.
+#[tokio::test]
+async fn a_tritonserver_killed_mid_speech_fails_the_session_over_without_losing_words() {
+    let first = format!("triton://127.0.0.1:{}/asr_stream", triton_port());
+    let second = SecondTriton::start();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{} {}", SENTENCES[0], SENTENCES[1]);
+    let clip = read_wav_file(&speech(dir.path(), "two", &text, 16_000)).unwrap();
+    let gw = Gateway::start(&[("SGW_ROUTES__DEFAULT", format!("{},{first}", second.url()))]).await;
+    wait_all_up(&gw).await;
+    let opened =
+        |url: &str| format!("sgw_backend_requests_total{{backend=\"{url}\",outcome=\"ok\"}}");
+
+    // Fault-free: both idle and up, so route order puts the session on the second instance.
+    let clean = stream(&gw, &clip, None).await;
+    assert_eq!(gw.metric(&opened(&second.url())).await, Some(1.0));
+    assert_eq!(gw.metric(&opened(&first)).await, None);
+    assert!(
+        !clean.statuses.iter().any(|s| s["state"] == "failover"),
+        "{:?}",
+        clean.statuses
+    );
+
+    // The fault run: the same clip, and the second instance killed while it serves it.
+    let (pid, addr, second_url) = (second.pid(), gw.addr, second.url());
+    let began = Instant::now();
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(KILL_AFTER).await;
+        let status: Value = serde_json::from_str(&http_get(addr, "/status").await.1).unwrap();
+        let killed = tokio::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(killed.success(), "kill -KILL {pid}");
+        (active_on(&status, &second_url), began.elapsed())
+    });
+    let faulted = stream(&gw, &clip, None).await;
+    let (sessions_on_second, killed_at) = killer.await.unwrap();
+
+    let killed_in_audio = killed_at.as_secs_f64() * SPEED;
+    let clean_wer = wer(&text, &clean.text());
+    let fault_wer = wer(&text, &faulted.text());
+    let drift = wer(&clean.text(), &faulted.text());
+    let failover_ms = gw
+        .metric("sgw_failover_seconds_sum")
+        .await
+        .unwrap_or(f64::NAN)
+        * 1000.0;
+    let final_ends: Vec<String> = clean
+        .report
+        .finals
+        .iter()
+        .filter_map(|f| f.words.last())
+        .map(|w| format!("{:.2}", w.end))
+        .collect();
+    println!(
+        "fault-free: WER {clean_wer:.3} `{}` order {}",
+        clean.text(),
+        clean.order
+    );
+    println!(
+        "fault: WER {fault_wer:.3} `{}` order {}",
+        faulted.text(),
+        faulted.order
+    );
+    println!(
+        "killed at {:.2} s wall = {killed_in_audio:.2} s of the {:.2} s clip (fault-free finals \
+         end at {final_ends:?} s); fault vs fault-free WER {drift:.3}; failover {failover_ms:.1} ms",
+        killed_at.as_secs_f64(),
+        clip.duration_seconds()
+    );
+    println!("statuses: {:?}", faulted.statuses);
+
+    assert_eq!(
+        sessions_on_second, 1,
+        "the session ran on the second instance"
+    );
+    assert!(
+        faulted.statuses.iter().any(|s| s["state"] == "failover"),
+        "{:?}",
+        faulted.statuses
+    );
+    let failovers = format!(
+        "sgw_failovers_total{{from=\"{}\",to=\"{first}\"}}",
+        second.url()
+    );
+    assert_eq!(gw.metric(&failovers).await, Some(1.0));
+    assert_eq!(gw.metric("sgw_failover_seconds_count").await, Some(1.0));
+    assert_eq!(gw.metric(&opened(&second.url())).await, Some(2.0));
+    assert_eq!(gw.metric(&opened(&first)).await, Some(1.0));
+    assert!(clean_wer <= WER_CEILING, "fault-free WER {clean_wer:.3}");
+    assert!(fault_wer <= WER_CEILING, "fault WER {fault_wer:.3}");
+    assert!(
+        drift <= FAULT_VS_CLEAN_CEILING,
+        "fault vs fault-free WER {drift:.3}"
+    );
 }
