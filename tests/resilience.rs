@@ -422,3 +422,39 @@ async fn a_reopen_that_cannot_replay_everything_says_how_much_was_lost() {
     let message = gap["message"].as_str().unwrap();
     assert!(message.contains("500 ms"), "{message}");
 }
+
+#[tokio::test]
+async fn a_back_end_that_never_finishes_is_cut_off_at_the_flush_timeout_and_the_client_told() {
+    let riva = RivaDouble::start(Mode::Scripted).await;
+    let gw = Gateway::start(&env(&[
+        ("SGW_ROUTES__DEFAULT", &riva.url()),
+        ("SGW_SESSION__FLUSH_TIMEOUT", "300ms"),
+        ("SGW_SESSION__STALL_TIMEOUT", "0s"),
+    ]))
+    .await;
+    let mut c = gw.connect().await;
+    c.start(json!({})).await;
+    let _s = riva.next_stream().await; // reads, never answers
+    for frame in tone(500, 16_000).chunks(support::bytes_for(100, 16_000)) {
+        c.audio(frame).await;
+    }
+    c.end().await;
+    let (msgs, close) = c.drain().await;
+    let gap = msgs
+        .iter()
+        .find(|m| m["type"] == "status" && m["state"] == "audio_gap")
+        .unwrap_or_else(|| panic!("the client is told: {msgs:?}"));
+    assert!(
+        gap["message"]
+            .as_str()
+            .unwrap()
+            .contains("0.000 s to 0.500 s"),
+        "{gap}"
+    );
+    assert_eq!(close, Some(1000));
+    gw.wait_metric(
+        "sgw_sessions_total{dialect=\"v1\",outcome=\"flush_timeout\"}",
+        1.0,
+    )
+    .await;
+}

@@ -770,7 +770,26 @@ where
     async fn on_flush_timeout(&mut self) -> Result<(), Outcome> {
         tracing::warn!("back end did not finish within the flush timeout");
         self.upstream = None;
-        self.finish().await?;
+        // Whatever no final or partial covers is not transcribed: say so, never silently.
+        let covered_ms = self
+            .last_partial
+            .as_ref()
+            .map_or(self.last_cut_ms, |p| p.timestamp_ms.max(self.last_cut_ms));
+        let total_ms = self.samples_to_ms(self.total);
+        if total_ms > covered_ms {
+            self.emit(Event::Status {
+                state: StatusState::AudioGap,
+                message: format!(
+                    "the back end did not finish within the flush timeout: audio from {:.3} s \
+                     to {:.3} s was not transcribed",
+                    covered_ms as f64 / 1000.0,
+                    total_ms as f64 / 1000.0
+                ),
+            })
+            .await?;
+        }
+        // `finish` always ends the session; the outcome to record is the timeout.
+        let _ = self.finish().await;
         Err(Outcome::FlushTimeout)
     }
 
