@@ -32,7 +32,7 @@ use super::{
 };
 use crate::backend::{BackendError, EventStream, RecognitionParams, TranscriptEvent};
 use crate::error::ErrorClass;
-use crate::resilience::admission::Ticket;
+use crate::resilience::admission::{Refusal, Ticket};
 use crate::router::Lease;
 
 /// Replayed audio is sent in chunks of this many milliseconds.
@@ -346,7 +346,7 @@ where
                 .await;
         };
         if !self.ticket.enter_route(&route) {
-            self.ctx.metrics.rejected("route_limit");
+            self.ctx.metrics.rejected(Refusal::RouteLimit.as_str());
             return self
                 .error(SessionError::new(
                     ErrorKind::RateLimitExceeded,
@@ -697,9 +697,7 @@ where
         let name = up.lease.name().to_string();
         drop(up);
         self.ctx.metrics.stream_reopened(&name, reason);
-        let episode = self
-            .episode
-            .get_or_insert_with(|| Episode::new(Some(name.clone())));
+        let episode = self.episode.get_or_insert_with(|| Episode::new(None));
         episode.from.get_or_insert_with(|| name.clone());
         episode.tried.push(name);
         self.try_open().await
