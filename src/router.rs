@@ -253,9 +253,9 @@ impl Router {
         self.routes.iter().map(|r| r.name.as_str()).collect()
     }
 
-    /// The route's back ends in the order to try them: those not in `tried` first, then
-    /// by breaker (passing first), health (up, unknown, down) and load (fewest active
-    /// sessions); route order breaks ties.
+    /// The route's back ends not in `tried`, in the order to try them: by breaker
+    /// (passing first), health (up, unknown, down) and load (fewest active sessions);
+    /// route order breaks ties.
     pub fn candidates(&self, route: &str, tried: &[String]) -> Vec<Arc<BackendHandle>> {
         let Some(r) = self.route(route) else {
             return Vec::new();
@@ -264,19 +264,14 @@ impl Router {
             .backends
             .iter()
             .enumerate()
+            .filter(|(_, b)| !tried.iter().any(|t| t == b.name()))
             .map(|(i, b)| {
                 let health = match b.state.load(Ordering::Relaxed) {
                     UP => 0,
                     UNKNOWN => 1,
                     _ => 2,
                 };
-                let key = (
-                    tried.iter().any(|t| t == b.name()),
-                    !b.breaker.would_pass(),
-                    health,
-                    b.active_sessions(),
-                    i,
-                );
+                let key = (!b.breaker.would_pass(), health, b.active_sessions(), i);
                 (key, b.clone())
             })
             .collect();

@@ -519,9 +519,6 @@ where
         let mut last_err: Option<BackendError> = None;
         let mut breaker_refused = 0usize;
         for handle in self.ctx.router.candidates(&self.route, &tried) {
-            if tried.iter().any(|t| t == handle.name()) {
-                continue;
-            }
             let Some(lease) = handle.lease() else {
                 breaker_refused += 1;
                 continue;
