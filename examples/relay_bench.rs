@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         vec![
             ("SGW_LISTEN".to_string(), "127.0.0.1:0".to_string()),
             ("SGW_ROUTES__DEFAULT".to_string(), riva.url()),
+            ("SGW_AUTH__ENABLED".to_string(), "false".to_string()),
         ],
         Default::default(),
     )?;

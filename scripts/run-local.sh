@@ -54,6 +54,9 @@ export SGW_LOG_FORMAT="${SGW_LOG_FORMAT:-text}"
 # can lag behind a GPU's: allow a longer silence before a stream counts as stalled.
 export SGW_ADMISSION__MAX_SESSIONS="${SGW_ADMISSION__MAX_SESSIONS:-8}"
 export SGW_SESSION__STALL_TIMEOUT="${SGW_SESSION__STALL_TIMEOUT:-10s}"
+# A local development setup on loopback: no tokens (the gateway logs a loud warning).
+# Anything reachable by others needs auth: see README, "Security".
+export SGW_AUTH__ENABLED="${SGW_AUTH__ENABLED:-false}"
 "$bin" serve --listen "$listen" &
 gateway_pid=$!
 

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Format, Serialized, Toml};
@@ -42,6 +42,10 @@ pub struct RawConfig {
     pub breaker: RawBreaker,
     pub retry: RawRetry,
     pub admission: RawAdmission,
+    pub tls: RawTls,
+    pub backend_tls: RawBackendTls,
+    pub auth: RawAuth,
+    pub limits: RawLimits,
     /// Route name → back-end URLs. `start.config.model` selects a route; absent, `default`.
     #[serde(deserialize_with = "de_routes")]
     pub routes: BTreeMap<String, Vec<String>>,
@@ -69,6 +73,169 @@ pub struct RawSession {
     /// On shutdown, how long live sessions may go on before they are finalised and closed.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// A session whose client sends nothing (no audio, no message) for this long is
+    /// finalised and closed with `SESSION_TIMEOUT`. `0s` turns it off.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longest a session may last (wall-clock from the upgrade); then it is finalised and
+    /// closed with `SESSION_TIMEOUT`. `0s` turns it off.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+}
+
+/// TLS on the client-facing listener. Both files or neither (plain HTTP/WS).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    /// PEM certificate chain (leaf first).
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    pub key: String,
+    /// How often the files are checked for changes (they are also reloaded on SIGHUP).
+    /// `0s`: only on SIGHUP.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+/// TLS towards `rivas://` and `tritons://` back ends: the defaults for every TLS back end.
+/// A back-end URL overrides them with query parameters of the same names
+/// (`rivas://h:50051?ca=/p/ca.pem&cert=/p/c.pem&key=/p/c.key&server_name=riva`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBackendTls {
+    /// PEM bundle of the CAs trusted for the back ends' certificates (empty: the system's roots).
+    pub ca: String,
+    /// PEM client certificate chain presented to the back end (mTLS); needs `key`.
+    pub cert: String,
+    /// PEM private key of `cert`.
+    pub key: String,
+    /// Name checked against the back end's certificate (empty: the URL's host).
+    pub server_name: String,
+}
+
+/// JWT authentication of WebSocket clients.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// `false` lets any client in (a loud warning is logged at start-up).
+    pub enabled: bool,
+    /// Shared secret for HS256 tokens (prefer `hs256_secret_file`).
+    pub hs256_secret: Secret,
+    /// File holding the HS256 secret (trailing newline ignored).
+    pub hs256_secret_file: String,
+    /// PEM public keys or certificates: RSA keys verify RS256, P-256 keys ES256.
+    #[serde(deserialize_with = "de_list")]
+    pub public_keys: Vec<String>,
+    /// A JWKS file (RS256 / ES256 keys, selected by `kid`).
+    pub jwks: String,
+    /// Accepted `aud` values; empty: `aud` is not checked.
+    #[serde(deserialize_with = "de_list")]
+    pub audience: Vec<String>,
+    /// Accepted `iss` values; empty: `iss` is not checked.
+    #[serde(deserialize_with = "de_list")]
+    pub issuer: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Accept the token as `?token=` (for clients that cannot set headers).
+    pub query_token: bool,
+}
+
+/// Abuse limits at the edge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Sustained WebSocket connection attempts per second from one client IP (HTTP 429
+    /// beyond). `0` turns the limit off.
+    pub connect_rate: f64,
+    /// Attempts one client IP may make in a burst before `connect_rate` applies.
+    pub connect_burst: u32,
+    /// Header holding the client IP when the gateway is behind a proxy (e.g.
+    /// `x-forwarded-for`: its last address is used). Empty: the TCP peer address.
+    pub client_ip_header: String,
+    /// Largest WebSocket message accepted, in bytes (beyond: `MESSAGE_TOO_LARGE`, close
+    /// 1009). `0`: twice the largest valid audio frame at 48 kHz (at least 64 KiB).
+    pub max_message_bytes: usize,
+    /// Browser origins allowed to open sessions (exact `scheme://host[:port]`); a request
+    /// with another `Origin` gets 403. Empty: any. Requests without `Origin` (native
+    /// apps, servers) are not affected.
+    #[serde(deserialize_with = "de_list")]
+    pub allowed_origins: Vec<String>,
+}
+
+/// A secret string: never printed by `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("[redacted]")
+        }
+    }
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            cert: String::new(),
+            key: String::new(),
+            reload_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            enabled: true,
+            hs256_secret: Secret::default(),
+            hs256_secret_file: String::new(),
+            public_keys: Vec::new(),
+            jwks: String::new(),
+            audience: Vec::new(),
+            issuer: Vec::new(),
+            leeway: Duration::from_secs(30),
+            query_token: true,
+        }
+    }
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            connect_rate: 20.0,
+            connect_burst: 100,
+            client_ip_header: String::new(),
+            max_message_bytes: 0,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// A list given as a TOML array or as one comma-separated string (environment).
+fn de_list<'de, D>(d: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<String>),
+        One(String),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => v,
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -232,6 +399,10 @@ impl Default for RawConfig {
             breaker: RawBreaker::default(),
             retry: RawRetry::default(),
             admission: RawAdmission::default(),
+            tls: RawTls::default(),
+            backend_tls: RawBackendTls::default(),
+            auth: RawAuth::default(),
+            limits: RawLimits::default(),
             routes: BTreeMap::new(),
         }
     }
@@ -246,6 +417,8 @@ impl Default for RawSession {
             flush_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_duration: Duration::from_secs(4 * 3600),
         }
     }
 }
@@ -314,8 +487,55 @@ pub struct Config {
     pub breaker: crate::resilience::breaker::BreakerSettings,
     pub retry: crate::resilience::retry::RetrySettings,
     pub admission: crate::resilience::admission::AdmissionSettings,
+    /// TLS on the listener; `None`: plain HTTP/WebSocket.
+    pub tls: Option<ListenerTls>,
+    pub auth: AuthSettings,
+    pub limits: EdgeLimits,
     /// Routes in name order; each has at least one back end.
     pub routes: Vec<Route>,
+}
+
+/// The listener's certificate files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// `None`: reloaded on SIGHUP only.
+    pub reload_interval: Option<Duration>,
+}
+
+/// Where the JWT verification keys come from and what a token must say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthSettings {
+    pub enabled: bool,
+    pub hs256_secret: Option<Secret>,
+    pub hs256_secret_file: Option<PathBuf>,
+    pub public_keys: Vec<PathBuf>,
+    pub jwks: Option<PathBuf>,
+    pub audience: Vec<String>,
+    pub issuer: Vec<String>,
+    pub leeway: Duration,
+    pub query_token: bool,
+}
+
+/// Limits applied before a WebSocket upgrade (and the message size after it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeLimits {
+    /// (attempts per second, burst) per client IP; `None`: no limit.
+    pub connect_rate: Option<(f64, u32)>,
+    /// Lower-case header name holding the client IP, if behind a proxy.
+    pub client_ip_header: Option<String>,
+    pub max_message_bytes: usize,
+    pub allowed_origins: Vec<String>,
+}
+
+/// TLS material for one `rivas://` / `tritons://` back end.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackendTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,6 +554,10 @@ pub struct SessionLimits {
     /// `None`: stall detection off.
     pub stall_timeout: Option<Duration>,
     pub drain_timeout: Duration,
+    /// `None`: no idle timeout.
+    pub idle_timeout: Option<Duration>,
+    /// `None`: sessions may last for ever.
+    pub max_duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -393,8 +617,12 @@ pub struct BackendUrl {
     /// Riva: the `RecognitionConfig.model` to request (empty path = the server's default).
     /// Triton: the model name (required).
     pub model: Option<String>,
-    /// The URL as written: the back end's name in logs, metrics and `/status`.
+    /// The URL as written without its query: the back end's name in logs, metrics and
+    /// `/status`.
     pub url: String,
+    /// TLS files and server name (TLS URLs only): the URL's query parameters over the
+    /// `[backend_tls]` defaults.
+    pub tls_files: BackendTls,
 }
 
 /// Why the configuration was refused. Each message names the key and the problem.
@@ -415,7 +643,11 @@ fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
 
 impl BackendUrl {
     /// Parses a back-end URL as written on the command line or in a route.
-    pub fn parse(url: &str) -> Result<BackendUrl, String> {
+    pub fn parse(full: &str) -> Result<BackendUrl, String> {
+        let (url, query) = match full.split_once('?') {
+            Some((u, q)) => (u, Some(q)),
+            None => (full, None),
+        };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
             format!("`{url}` is not a URL (expected riva://HOST:PORT or triton://HOST:PORT/MODEL)")
         })?;
@@ -451,6 +683,30 @@ impl BackendUrl {
                 "`{url}`: a triton URL names its model: triton://HOST:PORT/MODEL"
             ));
         }
+        let mut tls_files = BackendTls::default();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if v.is_empty() {
+                return Err(format!("`{url}`: query parameter `{k}` has no value"));
+            }
+            match k {
+                "ca" => tls_files.ca = Some(PathBuf::from(v)),
+                "cert" => tls_files.cert = Some(PathBuf::from(v)),
+                "key" => tls_files.key = Some(PathBuf::from(v)),
+                "server_name" => tls_files.server_name = Some(v.to_string()),
+                other => {
+                    return Err(format!(
+                        "`{url}`: unknown query parameter `{other}` (expected ca, cert, key, \
+                         server_name)"
+                    ));
+                }
+            }
+        }
+        if !tls && tls_files != BackendTls::default() {
+            return Err(format!(
+                "`{url}`: TLS parameters on a plaintext URL (use {scheme}s://)"
+            ));
+        }
         Ok(BackendUrl {
             kind,
             tls,
@@ -458,6 +714,7 @@ impl BackendUrl {
             port,
             model: (!path.is_empty()).then(|| path.to_string()),
             url: url.to_string(),
+            tls_files,
         })
     }
 
@@ -636,6 +893,14 @@ impl Config {
                 ));
             }
         }
+        let default_tls = &raw.backend_tls;
+        let path_of = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+        if default_tls.cert.is_empty() != default_tls.key.is_empty() {
+            return Err(invalid(
+                "backend_tls.cert",
+                "backend_tls.cert and backend_tls.key go together",
+            ));
+        }
         if raw.routes.is_empty() {
             return Err(invalid(
                 "routes",
@@ -655,15 +920,38 @@ impl Config {
             if urls.is_empty() {
                 return Err(invalid(&key, "a route needs at least one back end"));
             }
-            let backends = urls
+            let mut backends = urls
                 .iter()
                 .map(|u| BackendUrl::parse(u).map_err(|p| invalid(&key, p)))
                 .collect::<Result<Vec<_>, _>>()?;
+            for b in backends.iter_mut().filter(|b| b.tls) {
+                let f = &mut b.tls_files;
+                f.ca = f.ca.take().or_else(|| path_of(&default_tls.ca));
+                if f.cert.is_none() && f.key.is_none() {
+                    f.cert = path_of(&default_tls.cert);
+                    f.key = path_of(&default_tls.key);
+                }
+                if f.cert.is_some() != f.key.is_some() {
+                    return Err(invalid(
+                        &key,
+                        format!(
+                            "`{}`: a client certificate needs its key (cert and key go together)",
+                            b.url
+                        ),
+                    ));
+                }
+                f.server_name = f.server_name.take().or_else(|| {
+                    (!default_tls.server_name.is_empty()).then(|| default_tls.server_name.clone())
+                });
+            }
             routes.push(Route {
                 name: name.clone(),
                 backends,
             });
         }
+        let tls = validate_listener_tls(&raw.tls)?;
+        let auth = validate_auth(&raw.auth)?;
+        let limits = validate_limits(&raw.limits)?;
         Ok(Config {
             listen,
             log: LogConfig {
@@ -677,6 +965,8 @@ impl Config {
                 flush_timeout: s.flush_timeout,
                 stall_timeout: (!s.stall_timeout.is_zero()).then_some(s.stall_timeout),
                 drain_timeout: s.drain_timeout,
+                idle_timeout: (!s.idle_timeout.is_zero()).then_some(s.idle_timeout),
+                max_duration: (!s.max_duration.is_zero()).then_some(s.max_duration),
             },
             riva: RivaSettings {
                 sample_rate: r.sample_rate,
@@ -725,6 +1015,9 @@ impl Config {
                     .collect(),
                 retry_after: raw.admission.retry_after,
             },
+            tls,
+            auth,
+            limits,
             routes,
         })
     }
@@ -733,6 +1026,113 @@ impl Config {
     pub fn route(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.name == name)
     }
+}
+
+fn validate_listener_tls(t: &RawTls) -> Result<Option<ListenerTls>, ConfigError> {
+    match (t.cert.is_empty(), t.key.is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => Ok(Some(ListenerTls {
+            cert: PathBuf::from(&t.cert),
+            key: PathBuf::from(&t.key),
+            reload_interval: (!t.reload_interval.is_zero()).then_some(t.reload_interval),
+        })),
+        _ => Err(invalid(
+            "tls.cert",
+            "tls.cert and tls.key go together (both for TLS, neither for plain HTTP)",
+        )),
+    }
+}
+
+/// Shortest HS256 secret accepted: RFC 7518 §3.2 asks for a key as long as the hash.
+pub const MIN_HS256_SECRET: usize = 32;
+
+fn validate_auth(a: &RawAuth) -> Result<AuthSettings, ConfigError> {
+    let path_of = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+    let settings = AuthSettings {
+        enabled: a.enabled,
+        hs256_secret: (!a.hs256_secret.0.is_empty()).then(|| a.hs256_secret.clone()),
+        hs256_secret_file: path_of(&a.hs256_secret_file),
+        public_keys: a.public_keys.iter().map(PathBuf::from).collect(),
+        jwks: path_of(&a.jwks),
+        audience: a.audience.clone(),
+        issuer: a.issuer.clone(),
+        leeway: a.leeway,
+        query_token: a.query_token,
+    };
+    if settings.hs256_secret.is_some() && settings.hs256_secret_file.is_some() {
+        return Err(invalid(
+            "auth.hs256_secret",
+            "set auth.hs256_secret or auth.hs256_secret_file, not both",
+        ));
+    }
+    if let Some(s) = &settings.hs256_secret
+        && s.0.len() < MIN_HS256_SECRET
+    {
+        return Err(invalid(
+            "auth.hs256_secret",
+            format!("must be at least {MIN_HS256_SECRET} bytes"),
+        ));
+    }
+    let has_keys = settings.hs256_secret.is_some()
+        || settings.hs256_secret_file.is_some()
+        || !settings.public_keys.is_empty()
+        || settings.jwks.is_some();
+    if settings.enabled && !has_keys {
+        return Err(invalid(
+            "auth",
+            "auth is enabled but no key is configured: set auth.hs256_secret_file, \
+             auth.hs256_secret, auth.public_keys or auth.jwks (or auth.enabled = false for \
+             local development only)",
+        ));
+    }
+    if a.leeway > Duration::from_secs(600) {
+        return Err(invalid("auth.leeway", "must be at most 10m"));
+    }
+    Ok(settings)
+}
+
+fn validate_limits(l: &RawLimits) -> Result<EdgeLimits, ConfigError> {
+    if !l.connect_rate.is_finite() || l.connect_rate < 0.0 {
+        return Err(invalid("limits.connect_rate", "must be a number ≥ 0"));
+    }
+    let connect_rate = if l.connect_rate > 0.0 {
+        if l.connect_burst == 0 {
+            return Err(invalid(
+                "limits.connect_burst",
+                "must be at least 1 when limits.connect_rate is set",
+            ));
+        }
+        Some((l.connect_rate, l.connect_burst))
+    } else {
+        None
+    };
+    let header = l.client_ip_header.trim().to_ascii_lowercase();
+    if !header.is_empty() && axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+        return Err(invalid(
+            "limits.client_ip_header",
+            format!("`{header}` is not a header name"),
+        ));
+    }
+    if l.max_message_bytes != 0 && l.max_message_bytes < 1024 {
+        return Err(invalid(
+            "limits.max_message_bytes",
+            "must be 0 (automatic) or at least 1024",
+        ));
+    }
+    for o in &l.allowed_origins {
+        if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+            return Err(invalid(
+                "limits.allowed_origins",
+                format!("`{o}` is not an origin (scheme://host[:port], no path)"),
+            ));
+        }
+    }
+    Ok(EdgeLimits {
+        connect_rate,
+        client_ip_header: (!header.is_empty()).then_some(header),
+        max_message_bytes: l.max_message_bytes,
+        allowed_origins: l.allowed_origins.clone(),
+    })
 }
 
 /// A figment provider over an explicit list of variables, so loading can be tested
@@ -840,7 +1240,10 @@ mod tests {
     }
 
     fn with_default_route() -> Vec<(String, String)> {
-        vars(&[("SGW_ROUTES__DEFAULT", "riva://127.0.0.1:50051")])
+        vars(&[
+            ("SGW_ROUTES__DEFAULT", "riva://127.0.0.1:50051"),
+            ("SGW_AUTH__ENABLED", "false"),
+        ])
     }
 
     #[test]
@@ -875,6 +1278,7 @@ mod tests {
         let env = vars(&[
             ("SGW_SESSION__QUEUE", "5s"),
             ("SGW_LOG_FORMAT", "text"),
+            ("SGW_AUTH__ENABLED", "false"),
             ("OTHER", "x"),
         ]);
         let c = Config::load(Some(&file), env, Dict::new()).unwrap();
@@ -902,6 +1306,7 @@ mod tests {
         let env = vars(&[
             ("SGW_LISTEN", "127.0.0.1:1"),
             ("SGW_ROUTES__DEFAULT", "riva://y:8"),
+            ("SGW_AUTH__ENABLED", "false"),
         ]);
         let c = Config::load(None, env, cli).unwrap();
         assert_eq!(c.listen.port(), 0);
@@ -910,7 +1315,10 @@ mod tests {
 
     #[test]
     fn env_route_accepts_comma_list() {
-        let env = vars(&[("SGW_ROUTES__DEFAULT", "riva://a:1, riva://b:2")]);
+        let env = vars(&[
+            ("SGW_ROUTES__DEFAULT", "riva://a:1, riva://b:2"),
+            ("SGW_AUTH__ENABLED", "false"),
+        ]);
         let c = Config::load(None, env, Dict::new()).unwrap();
         assert_eq!(c.routes[0].backends.len(), 2);
         assert_eq!(c.routes[0].backends[1].host, "b");

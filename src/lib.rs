@@ -13,6 +13,7 @@
 //! | [`session`] | the domain: one conversation, no transport types ([`session::engine`] is the loop) |
 //! | [`router`] | routes, back-end health monitor (hysteresis), breakers per back end, least-loaded candidate order |
 //! | [`resilience`] | policy: circuit breaker, retry backoff and budget, admission limits |
+//! | [`security`] | listener TLS with certificate reload, back-end TLS files, JWT auth, per-IP connection limit |
 //! | [`backend`] | the `SpeechBackend` port and its adapters ([`backend::riva`], [`backend::triton`]); generated protobuf lives only here |
 //! | [`telemetry`] | tracing setup and the one module where metric names are spelled |
 //! | [`client`] | the `transcribe` client (WAV reader, pacing, latency figures) |
@@ -31,6 +32,7 @@ pub mod error;
 pub mod ingress;
 pub mod resilience;
 pub mod router;
+pub mod security;
 pub mod session;
 pub mod sim;
 pub mod telemetry;
@@ -49,6 +51,9 @@ use crate::ingress::AppState;
 use crate::resilience::admission::Admission;
 use crate::resilience::retry::RetryBudget;
 use crate::router::Router;
+use crate::security::auth::Authenticator;
+use crate::security::ratelimit::ConnectLimiter;
+use crate::security::tls::{GatewayListener, PeerAddr};
 use crate::session::SessionContext;
 use crate::telemetry::metrics::Metrics;
 
@@ -59,6 +64,11 @@ pub enum ServeError {
     Backend(#[from] BackendError),
     #[error("listener failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{what}: {error}")]
+    File {
+        what: &'static str,
+        error: security::files::FileError,
+    },
 }
 
 /// Runs the gateway on `listener` until `shutdown` resolves. Then it drains: it stops
@@ -108,6 +118,15 @@ pub async fn serve(
     let stop_monitor = CancellationToken::new();
     let monitor = tokio::spawn(router.clone().monitor(stop_monitor.clone()));
     let sessions = TaskTracker::new();
+    let auth = if config.auth.enabled {
+        let a = Authenticator::load(&config.auth).map_err(|error| ServeError::File {
+            what: "auth key",
+            error,
+        })?;
+        Some(Arc::new(a))
+    } else {
+        None
+    };
     let state = AppState {
         ctx,
         config: Arc::new(config.clone()),
@@ -115,9 +134,55 @@ pub async fn serve(
         sessions: sessions.clone(),
         started: Instant::now(),
         draining: draining.clone(),
+        auth,
+        limiter: config
+            .limits
+            .connect_rate
+            .map(|(rate, burst)| Arc::new(ConnectLimiter::new(rate, burst))),
     };
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, routes = config.routes.len(), "speech-gateway listening");
+    let metrics = state.ctx.metrics.clone();
+    let mut reloadable: Vec<Arc<dyn security::reload::Reloadable>> = Vec::new();
+    let listener = match &config.tls {
+        Some(tls) => {
+            let store = security::tls::CertStore::load(&tls.cert, &tls.key).map_err(|error| {
+                ServeError::File {
+                    what: "tls certificate",
+                    error,
+                }
+            })?;
+            reloadable.push(store.clone());
+            let server = security::tls::server_config(store);
+            GatewayListener::Tls(security::tls::TlsListener::new(
+                listener,
+                server,
+                metrics.clone(),
+            ))
+        }
+        None => GatewayListener::Plain(listener),
+    };
+    if let Some(a) = &state.auth {
+        reloadable.push(a.clone());
+        tracing::info!(keys = a.key_count(), "JWT authentication on");
+    } else {
+        tracing::warn!(
+            "AUTHENTICATION IS DISABLED (auth.enabled = false): anyone who can reach this \
+             port can open sessions. Use this for local development only."
+        );
+    }
+    let reload_interval = config
+        .tls
+        .as_ref()
+        .and_then(|t| t.reload_interval)
+        .or(Some(std::time::Duration::from_secs(10)));
+    let stop_reload = CancellationToken::new();
+    tokio::spawn(security::reload::watch(
+        reloadable,
+        reload_interval,
+        metrics,
+        stop_reload.clone(),
+    ));
+    tracing::info!(%addr, tls = config.tls.is_some(), routes = config.routes.len(), "speech-gateway listening");
     // The shutdown sequence runs beside the server: while sessions drain, `/health`,
     // `/ready` (503) and `/metrics` still answer, and new sessions get 503 — a load
     // balancer sees the instance leave before its listener closes.
@@ -152,9 +217,11 @@ pub async fn serve(
             stop_serving.cancel();
         })
     };
-    axum::serve(listener, ingress::app(state))
+    let app = ingress::app(state).into_make_service_with_connect_info::<PeerAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(stop_serving.cancelled_owned())
         .await?;
+    stop_reload.cancel();
     drain.abort();
     stop_monitor.cancel();
     monitor.abort();

@@ -212,7 +212,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    eprintln!("speech-gateway: listening on http://{addr} (WebSocket ws://{addr}/v1/audio/stream)");
+    let (http, ws) = if config.tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    eprintln!(
+        "speech-gateway: listening on {http}://{addr} (WebSocket {ws}://{addr}/v1/audio/stream)"
+    );
     speech_gateway::serve(listener, config, shutdown_signal()).await?;
     Ok(())
 }

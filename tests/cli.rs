@@ -20,6 +20,7 @@ fn spawn_serve(args: &[&str]) -> (std::process::Child, String) {
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .env("SGW_LOG_FORMAT", "json")
+        .env("SGW_AUTH__ENABLED", "false")
         .env_remove("SGW_CONFIG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

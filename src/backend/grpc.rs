@@ -3,18 +3,19 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use super::{BackendError, BackendErrorKind};
 use crate::config::BackendUrl;
 use crate::error::ErrorClass;
+use crate::security::files::{self, FileError};
 
 /// Largest response message accepted from a back end.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// A channel that connects on first use (and reconnects after failures), with HTTP/2
-/// keep-alives so a dead peer is noticed between sessions. TLS uses the system's roots.
+/// keep-alives so a dead peer is noticed between sessions. TLS: [`client_tls`].
 pub fn lazy_channel(url: &BackendUrl, connect_timeout: Duration) -> Result<Channel, BackendError> {
     let invalid = |e: tonic::transport::Error| {
         BackendError::new(
@@ -31,12 +32,38 @@ pub fn lazy_channel(url: &BackendUrl, connect_timeout: Duration) -> Result<Chann
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
     if url.tls {
-        let tls = ClientTlsConfig::new()
-            .with_native_roots()
-            .domain_name(url.host.clone());
+        let tls = client_tls(url).map_err(|e| {
+            BackendError::new(
+                BackendErrorKind::Unavailable,
+                ErrorClass::Internal,
+                format!("TLS settings of {}: {e}", url.url),
+            )
+        })?;
         endpoint = endpoint.tls_config(tls).map_err(invalid)?;
     }
     Ok(endpoint.connect_lazy())
+}
+
+/// The TLS client configuration of a `rivas://` / `tritons://` back end: its CA bundle
+/// (else the system's roots), its client certificate and key (mTLS), its server name
+/// (else the URL's host). Every file is read and checked here — readable, PEM, a key that
+/// matches its certificate — so a bad file stops start-up with its name.
+pub fn client_tls(url: &BackendUrl) -> Result<ClientTlsConfig, FileError> {
+    let f = &url.tls_files;
+    let mut tls = ClientTlsConfig::new()
+        .domain_name(f.server_name.clone().unwrap_or_else(|| url.host.clone()));
+    match &f.ca {
+        Some(ca) => {
+            files::root_store(ca)?;
+            tls = tls.ca_certificate(Certificate::from_pem(files::read(ca)?));
+        }
+        None => tls = tls.with_native_roots(),
+    }
+    if let (Some(cert), Some(key)) = (&f.cert, &f.key) {
+        files::certified_key(cert, key)?;
+        tls = tls.identity(Identity::from_pem(files::read(cert)?, files::read(key)?));
+    }
+    Ok(tls)
 }
 
 /// Waits (bounded) until `channel` has a usable connection. Opening a stream must not wait

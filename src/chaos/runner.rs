@@ -37,6 +37,8 @@ const HANG_AFTER: Duration = Duration::from_secs(20);
 /// quick health probes and breaker cool-down, a short stall timeout.
 const CHAOS_DEFAULTS: &[(&str, &str)] = &[
     ("SGW_LOG_LEVEL", "info"),
+    // The chaos suite measures resilience; auth is tested on its own (tests/security.rs).
+    ("SGW_AUTH__ENABLED", "false"),
     ("SGW_HEALTH__INTERVAL", "500ms"),
     ("SGW_HEALTH__TIMEOUT", "500ms"),
     ("SGW_SESSION__STALL_TIMEOUT", "1s"),

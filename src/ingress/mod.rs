@@ -9,10 +9,12 @@ pub mod v1;
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::net::IpAddr;
+
 use axum::Router as HttpRouter;
-use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::{SinkExt, StreamExt, future};
@@ -21,7 +23,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::resilience::admission::{Admission, Refusal, Ticket};
-use crate::session::{self, SessionContext};
+use crate::security::auth::{self, AuthError, Authenticator};
+use crate::security::ratelimit::ConnectLimiter;
+use crate::security::tls::PeerAddr;
+use crate::session::{self, ErrorKind, SessionContext, SessionError};
 use tokio_util::sync::CancellationToken;
 
 /// What the HTTP handlers share.
@@ -35,6 +40,10 @@ pub struct AppState {
     pub started: Instant,
     /// Cancelled when shutdown begins: no new sessions, `/ready` says 503.
     pub draining: CancellationToken,
+    /// `None`: authentication disabled.
+    pub auth: Option<Arc<Authenticator>>,
+    /// `None`: no per-IP connection limit.
+    pub limiter: Option<Arc<ConnectLimiter>>,
 }
 
 /// The gateway's HTTP surface.
@@ -48,15 +57,83 @@ pub fn app(state: AppState) -> HttpRouter {
         .with_state(state)
 }
 
-/// Largest WebSocket message accepted at the transport: twice the largest valid frame at
-/// 48 kHz, so that oversized frames up to this size get the contract's
-/// `AUDIO_FORMAT_ERROR` rather than a dropped connection.
-fn transport_limit(config: &Config) -> usize {
+/// Largest WebSocket message accepted at the transport (`limits.max_message_bytes`; by
+/// default twice the largest valid frame at 48 kHz, so that oversized frames up to this
+/// size get the contract's recoverable `AUDIO_FORMAT_ERROR`; beyond it the message cannot
+/// be read and the session ends with `MESSAGE_TOO_LARGE`).
+pub fn transport_limit(config: &Config) -> usize {
+    if config.limits.max_message_bytes > 0 {
+        return config.limits.max_message_bytes;
+    }
     let max_frame = session::audio::max_frame_bytes(48_000, config.session.max_frame);
     (2 * max_frame).max(64 * 1024)
 }
 
-async fn v1_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// The WebSocket endpoint. Before the upgrade, in this order: the per-IP connection rate
+/// (429), the Origin allow-list (403), the token (401), drain and admission (503).
+async fn v1_stream(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<PeerAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Some(limiter) = &state.limiter {
+        let ip = client_ip(&state.config, &headers, peer);
+        if let Err(wait) = limiter.check(ip, std::time::Instant::now()) {
+            state.ctx.metrics.rejected("ip_rate_limit");
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let body = error_body(
+                ErrorKind::RateLimitExceeded,
+                &format!("too many connection attempts from this address; retry after {secs} s"),
+            );
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, secs.to_string())],
+                body,
+            )
+                .into_response();
+        }
+    }
+    let allowed = &state.config.limits.allowed_origins;
+    if !allowed.is_empty()
+        && let Some(origin) = headers.get(header::ORIGIN)
+        && !allowed.iter().any(|a| a.as_bytes() == origin.as_bytes())
+    {
+        state.ctx.metrics.rejected("origin");
+        tracing::info!("refused a session from an origin not in limits.allowed_origins");
+        let body = error_body(
+            ErrorKind::AuthenticationFailed,
+            "this origin is not allowed to open sessions",
+        );
+        return (StatusCode::FORBIDDEN, body).into_response();
+    }
+    if let Some(authenticator) = &state.auth
+        && let Err(why) = authenticate(authenticator, &state.config, &headers, query.as_deref())
+    {
+        state.ctx.metrics.rejected("unauthenticated");
+        state.ctx.metrics.auth_failed(why.reason());
+        tracing::info!(
+            reason = why.reason(),
+            "refused a session: authentication failed"
+        );
+        let challenge = match why {
+            AuthError::Missing => r#"Bearer realm="speech-gateway""#.to_string(),
+            other => format!(
+                r#"Bearer realm="speech-gateway", error="invalid_token", error_description="{}""#,
+                other.message()
+            ),
+        };
+        let mut response = (
+            StatusCode::UNAUTHORIZED,
+            error_body(ErrorKind::AuthenticationFailed, why.message()),
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        return response;
+    }
     let refusal = if state.draining.is_cancelled() {
         Err(Refusal::Draining)
     } else {
@@ -71,8 +148,59 @@ async fn v1_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Respo
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             let tracker = state.sessions.clone();
-            tracker.track_future(run_v1(socket, state.ctx, ticket))
+            tracker.track_future(run_v1(socket, state.ctx, ticket, limit))
         })
+}
+
+fn authenticate(
+    authenticator: &Authenticator,
+    config: &Config,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(), AuthError> {
+    let authorization = match headers.get(header::AUTHORIZATION) {
+        Some(v) => Some(v.to_str().map_err(|_| AuthError::Malformed)?),
+        None => None,
+    };
+    let query_token: Option<String> = query.and_then(|q| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+            .ok()?
+            .into_iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v)
+    });
+    let token = auth::token_from(
+        authorization,
+        query_token.as_deref(),
+        config.auth.query_token,
+    )
+    .ok_or(AuthError::Missing)?;
+    authenticator.verify(token)
+}
+
+/// The address the connection limit counts: the TCP peer, or — behind a proxy, when
+/// `limits.client_ip_header` is set — the last address in that header (the one the
+/// proxy itself appended; earlier ones are the client's word).
+fn client_ip(config: &Config, headers: &HeaderMap, peer: PeerAddr) -> IpAddr {
+    config
+        .limits
+        .client_ip_header
+        .as_deref()
+        .and_then(|name| headers.get_all(name).iter().next_back())
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        .unwrap_or(peer.0.ip())
+}
+
+/// The contract's error message as an HTTP body (refusals before the upgrade).
+fn error_body(kind: ErrorKind, message: &str) -> axum::Json<serde_json::Value> {
+    axum::Json(json!({
+        "type": "error",
+        "code": kind.label(),
+        "message": message,
+        "recoverable": kind.recoverable(),
+    }))
 }
 
 /// 503 before the upgrade, with `Retry-After` and the contract's error body.
@@ -88,26 +216,44 @@ fn refuse(state: &AppState, why: Refusal) -> Response {
             state.admission.settings().max_sessions
         ),
     };
-    let body = json!({
-        "type": "error",
-        "code": session::ErrorKind::RateLimitExceeded.label(),
-        "message": message,
-        "recoverable": true,
-    });
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(header::RETRY_AFTER, retry_after.to_string())],
-        axum::Json(body),
+        error_body(ErrorKind::RateLimitExceeded, &message),
     )
         .into_response()
 }
 
-async fn run_v1(socket: WebSocket, ctx: Arc<SessionContext>, ticket: Ticket) {
+async fn run_v1(socket: WebSocket, ctx: Arc<SessionContext>, ticket: Ticket, limit: usize) {
     let (sink, stream) = socket.split();
+    // The command stream ends at the client's close or a read error. A message above the
+    // size limit is a read error the client must hear about: it becomes a
+    // `MESSAGE_TOO_LARGE` error (the session then closes with 1009).
     let mut commands = Box::pin(
         stream
-            .take_while(|m| future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_)))))
-            .filter_map(|m| future::ready(m.ok().and_then(v1::decode))),
+            .scan(false, move |done, m| {
+                if *done {
+                    return future::ready(None);
+                }
+                let next = match m {
+                    Ok(Message::Close(_)) => None,
+                    Ok(m) => Some(v1::decode(m)),
+                    Err(e) => {
+                        *done = true;
+                        too_large(e).map(|size| {
+                            Some(session::Command::Reject(SessionError::new(
+                                ErrorKind::MessageTooLarge,
+                                format!(
+                                    "a message of {size} bytes is above the limit of {limit} \
+                                     bytes (limits.max_message_bytes)"
+                                ),
+                            )))
+                        })
+                    }
+                };
+                future::ready(next)
+            })
+            .filter_map(future::ready),
     );
     let events = sink.with(|ev| future::ready(Ok::<_, axum::Error>(v1::encode(&ev))));
     session::run(ctx, "v1", ticket, &mut commands, Box::pin(events)).await;
@@ -118,6 +264,15 @@ async fn run_v1(socket: WebSocket, ctx: Arc<SessionContext>, ticket: Ticket) {
         while commands.next().await.is_some() {}
     })
     .await;
+}
+
+/// The size of a message refused for exceeding the limit, if that is what `e` is.
+fn too_large(e: axum::Error) -> Option<usize> {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+    match e.into_inner().downcast_ref::<WsError>() {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { size, .. })) => Some(*size),
+        _ => None,
+    }
 }
 
 /// How long a closed session waits for the client's close frame.
@@ -178,6 +333,17 @@ async fn status(State(state): State<AppState>) -> Response {
             "admission": {
                 "max_sessions": c.admission.max_sessions,
                 "routes": &c.admission.route_max_sessions,
+            },
+            "security": {
+                "tls": c.tls.is_some(),
+                "auth": state.auth.is_some(),
+                "auth_keys": state.auth.as_ref().map(|a| a.key_count()),
+                "connect_rate": c.limits.connect_rate.map(|(r, _)| r),
+                "connect_burst": c.limits.connect_rate.map(|(_, b)| b),
+                "max_message_bytes": transport_limit(c),
+                "allowed_origins": &c.limits.allowed_origins,
+                "idle_timeout_ms": c.session.idle_timeout.map(|d| d.as_millis() as u64),
+                "max_duration_s": c.session.max_duration.map(|d| d.as_secs()),
             },
             "riva": {
                 "sample_rate": c.riva.sample_rate,

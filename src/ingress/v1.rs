@@ -30,7 +30,9 @@ pub fn close_code(cause: CloseCause) -> u16 {
             ErrorKind::AuthenticationFailed
             | ErrorKind::AudioFormat
             | ErrorKind::BufferOverflow
-            | ErrorKind::InvalidRequest => 1008,
+            | ErrorKind::InvalidRequest
+            | ErrorKind::SessionTimeout => 1008,
+            ErrorKind::MessageTooLarge => 1009,
         },
     }
 }

@@ -156,6 +156,12 @@ struct Engine<E> {
     retry_at: Option<tokio::time::Instant>,
     flush_deadline: Option<tokio::time::Instant>,
     close_cause: CloseCause,
+    /// Sent just before the close (a session limit says why it closes).
+    close_error: Option<SessionError>,
+    /// The client's last message, for `session.idle_timeout`.
+    last_client_at: tokio::time::Instant,
+    /// For `session.max_duration`.
+    started_at: tokio::time::Instant,
     end_received_at: Option<Instant>,
 }
 
@@ -186,7 +192,10 @@ where
             retry_at: None,
             flush_deadline: None,
             close_cause: CloseCause::Normal,
+            close_error: None,
             end_received_at: None,
+            last_client_at: tokio::time::Instant::now(),
+            started_at: tokio::time::Instant::now(),
         }
     }
 
@@ -217,6 +226,13 @@ where
                     None => std::future::pending().await,
                 }
             };
+            let limit_at = self.limit_deadline();
+            let limit_timer = async move {
+                match limit_at {
+                    Some((d, _)) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             let upstream_event = async {
                 match self.upstream.as_mut() {
                     Some(u) => u.events.next().await,
@@ -236,10 +252,15 @@ where
                 _ = retry_timer => Step::Retry,
                 _ = stall_timer => Step::Stall,
                 _ = flush_timer => Step::FlushTimeout,
+                _ = limit_timer => Step::Limit(limit_at.map(|(_, which)| which).unwrap_or(Limit::Idle)),
             };
             let r = match step {
                 Step::Shutdown => self.begin_end(CloseCause::GoingAway).await,
-                Step::Command(cmd) => self.on_command(cmd).await,
+                Step::Command(cmd) => {
+                    self.last_client_at = tokio::time::Instant::now();
+                    self.on_command(cmd).await
+                }
+                Step::Limit(which) => self.on_limit(which).await,
                 Step::ClientGone => Err(Outcome::ClientGone),
                 Step::Upstream(Some(Ok(ev))) => self.on_result(ev).await,
                 Step::Upstream(Some(Err(e))) => self.on_stream_error(e).await,
@@ -472,14 +493,7 @@ where
     async fn begin_end(&mut self, cause: CloseCause) -> Result<(), Outcome> {
         self.close_cause = cause;
         match self.phase {
-            Phase::Idle => {
-                let _ = self.emit(Event::Close(cause)).await;
-                return Err(if cause == CloseCause::GoingAway {
-                    Outcome::ShutDown
-                } else {
-                    Outcome::Completed
-                });
-            }
+            Phase::Idle => return Err(self.close().await),
             Phase::Ending => return Ok(()),
             Phase::Streaming => {}
         }
@@ -796,13 +810,61 @@ where
             self.last_cut_ms = self.last_cut_ms.max(last.timestamp_ms);
             self.emit(Event::Final(last)).await?;
         }
+        Err(self.close().await)
+    }
+
+    /// The last messages: the error that explains a limit, if any, then the close.
+    async fn close(&mut self) -> Outcome {
+        if let Some(err) = self.close_error.take() {
+            let _ = self.emit(Event::Error(err)).await;
+        }
         let cause = self.close_cause;
         let _ = self.emit(Event::Close(cause)).await;
-        Err(if cause == CloseCause::GoingAway {
-            Outcome::ShutDown
-        } else {
-            Outcome::Completed
-        })
+        match cause {
+            CloseCause::GoingAway => Outcome::ShutDown,
+            CloseCause::Error(ErrorKind::SessionTimeout) => Outcome::TimedOut,
+            _ => Outcome::Completed,
+        }
+    }
+
+    /// The next session limit to run out, if any: idle (not once `end` was received —
+    /// the flush timeout bounds that phase) or the maximum duration.
+    fn limit_deadline(&self) -> Option<(tokio::time::Instant, Limit)> {
+        if self.phase == Phase::Ending {
+            return None;
+        }
+        let limits = &self.ctx.limits;
+        let idle = limits
+            .idle_timeout
+            .map(|d| (self.last_client_at + d, Limit::Idle));
+        let max = limits
+            .max_duration
+            .map(|d| (self.started_at + d, Limit::MaxDuration));
+        match (idle, max) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A limit ran out: the pending finals are flushed as for `end`, then the client gets
+    /// `SESSION_TIMEOUT` and the close (1008).
+    async fn on_limit(&mut self, which: Limit) -> Result<(), Outcome> {
+        let limits = &self.ctx.limits;
+        let message = match which {
+            Limit::Idle => format!(
+                "no message from the client for {} s (session.idle_timeout): the session is closed",
+                limits.idle_timeout.unwrap_or_default().as_secs()
+            ),
+            Limit::MaxDuration => format!(
+                "the session reached its maximum length of {} s (session.max_duration): \
+                 pending finals were sent; open a new session to go on",
+                limits.max_duration.unwrap_or_default().as_secs()
+            ),
+        };
+        tracing::info!(limit = ?which, "session limit reached");
+        self.close_error = Some(SessionError::new(ErrorKind::SessionTimeout, message));
+        self.begin_end(CloseCause::Error(ErrorKind::SessionTimeout))
+            .await
     }
 
     async fn on_result(&mut self, ev: TranscriptEvent) -> Result<(), Outcome> {
@@ -928,4 +990,12 @@ enum Step {
     Retry,
     Stall,
     FlushTimeout,
+    Limit(Limit),
+}
+
+/// Which session limit ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    Idle,
+    MaxDuration,
 }

@@ -146,6 +146,11 @@ pub enum ErrorKind {
     /// A message the contract does not allow here (not JSON, unknown type, start twice,
     /// audio after end). Recoverable: the message is ignored, the session lives.
     InvalidRequest,
+    /// The session reached `session.idle_timeout` or `session.max_duration`: its pending
+    /// finals were sent, then it closes.
+    SessionTimeout,
+    /// A WebSocket message above `limits.max_message_bytes`: the connection cannot go on.
+    MessageTooLarge,
 }
 
 impl ErrorKind {
@@ -159,6 +164,8 @@ impl ErrorKind {
             ErrorKind::AuthenticationFailed => "AUTHENTICATION_FAILED",
             ErrorKind::Internal => "INTERNAL_ERROR",
             ErrorKind::InvalidRequest => "INVALID_REQUEST",
+            ErrorKind::SessionTimeout => "SESSION_TIMEOUT",
+            ErrorKind::MessageTooLarge => "MESSAGE_TOO_LARGE",
         }
     }
 
@@ -169,9 +176,11 @@ impl ErrorKind {
             | ErrorKind::BufferOverflow
             | ErrorKind::RateLimitExceeded
             | ErrorKind::InvalidRequest => true,
-            ErrorKind::ModelUnavailable | ErrorKind::AuthenticationFailed | ErrorKind::Internal => {
-                false
-            }
+            ErrorKind::ModelUnavailable
+            | ErrorKind::AuthenticationFailed
+            | ErrorKind::Internal
+            | ErrorKind::SessionTimeout
+            | ErrorKind::MessageTooLarge => false,
         }
     }
 }
@@ -201,6 +210,8 @@ pub enum Outcome {
     Failed,
     ShutDown,
     FlushTimeout,
+    /// Closed at `session.idle_timeout` or `session.max_duration`.
+    TimedOut,
 }
 
 impl Outcome {
@@ -211,6 +222,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::ShutDown => "shutdown",
             Outcome::FlushTimeout => "flush_timeout",
+            Outcome::TimedOut => "timed_out",
         }
     }
 }

@@ -82,6 +82,15 @@ pub struct Metrics {
     pub breaker_transitions_total: Family<TransitionLabels, Counter>,
     pub retries_total: Family<ReasonLabels, Counter>,
     pub rejections_total: Family<ReasonLabels, Counter>,
+    pub auth_failures_total: Family<ReasonLabels, Counter>,
+    pub tls_handshake_failures_total: Family<ReasonLabels, Counter>,
+    pub reloads_total: Family<ReloadLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub what: String,
+    pub result: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -127,6 +136,9 @@ impl Metrics {
             breaker_transitions_total: Family::default(),
             retries_total: Family::default(),
             rejections_total: Family::default(),
+            auth_failures_total: Family::default(),
+            tls_handshake_failures_total: Family::default(),
+            reloads_total: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -216,8 +228,23 @@ impl Metrics {
         );
         registry.register(
             "sgw_rejections",
-            "Sessions refused by admission control, by reason",
+            "Sessions refused before the upgrade, by reason (global_limit, route_limit, draining, ip_rate_limit, origin, unauthenticated)",
             m.rejections_total.clone(),
+        );
+        registry.register(
+            "sgw_auth_failures",
+            "Tokens refused, by reason (missing, malformed, algorithm, unknown_key, signature, expired, not_yet_valid, audience, issuer, missing_claim)",
+            m.auth_failures_total.clone(),
+        );
+        registry.register(
+            "sgw_tls_handshake_failures",
+            "TLS handshakes on the listener that failed (error) or timed out (timeout)",
+            m.tls_handshake_failures_total.clone(),
+        );
+        registry.register(
+            "sgw_reloads",
+            "Reloads of certificates and keys from their files, by what and result (ok, error)",
+            m.reloads_total.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -306,6 +333,31 @@ impl Metrics {
         self.rejections_total
             .get_or_create(&ReasonLabels {
                 reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn auth_failed(&self, reason: &str) {
+        self.auth_failures_total
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn tls_handshake_failed(&self, reason: &str) {
+        self.tls_handshake_failures_total
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn reloaded(&self, what: &str, result: &str) {
+        self.reloads_total
+            .get_or_create(&ReloadLabels {
+                what: what.into(),
+                result: result.into(),
             })
             .inc();
     }

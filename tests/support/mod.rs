@@ -36,6 +36,8 @@ impl Gateway {
             ("SGW_HEALTH__INTERVAL".into(), "200ms".into()),
             // Shutdown tests want sessions finalised at once; drain tests set their own.
             ("SGW_SESSION__DRAIN_TIMEOUT".into(), "0s".into()),
+            // Auth is tested in tests/security.rs; elsewhere it would only add noise.
+            ("SGW_AUTH__ENABLED".into(), "false".into()),
         ];
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let config = Config::load(None, vars, Default::default()).expect("test config is valid");

@@ -1,0 +1,462 @@
+//! JWT authentication of WebSocket clients, before the upgrade.
+//!
+//! A token comes in `Authorization: Bearer <jwt>` or, for clients that cannot set headers
+//! (browsers' WebSocket API), as `?token=<jwt>` (`auth.query_token`). It is accepted when:
+//!
+//! - its header's `alg` is HS256, RS256 or ES256 **and** a configured key of that kind
+//!   exists (an HS256 secret; RSA or P-256 public keys from PEM files or a JWKS file) —
+//!   `none`, and an algorithm no key is configured for, are refused;
+//! - the signature verifies with one of those keys (with a `kid` in the header, only the
+//!   keys carrying that `kid` — PEM keys have none — are tried);
+//! - `exp` is present and not past, `nbf` (if present) is not in the future, both with
+//!   `auth.leeway` of clock skew;
+//! - `aud` names one of `auth.audience` and `iss` is one of `auth.issuer`, when those
+//!   lists are set.
+//!
+//! Keys are re-read on SIGHUP and when their files change ([`super::reload`]), so a JWKS
+//! rotation needs no restart. The token, the secret and the claims are never logged;
+//! refusals are logged and counted by [`AuthError::reason`] only.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+use super::files::{self, FileError};
+use super::reload::{FileStamp, Reloadable};
+use crate::config::{AuthSettings, MIN_HS256_SECRET};
+
+/// Why a token was refused. The reason is a bounded label; the message is for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    Missing,
+    Malformed,
+    AlgorithmNotAllowed,
+    UnknownKey,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongAudience,
+    WrongIssuer,
+    MissingClaim,
+}
+
+impl AuthError {
+    /// Metric label and log field.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Malformed => "malformed",
+            AuthError::AlgorithmNotAllowed => "algorithm",
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::BadSignature => "signature",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::WrongAudience => "audience",
+            AuthError::WrongIssuer => "issuer",
+            AuthError::MissingClaim => "missing_claim",
+        }
+    }
+
+    /// What the client is told (never the expected values).
+    pub fn message(self) -> &'static str {
+        match self {
+            AuthError::Missing => {
+                "authentication required: send Authorization: Bearer <token> or ?token=<token>"
+            }
+            AuthError::Malformed => "the token is not a well-formed JWT",
+            AuthError::AlgorithmNotAllowed => "the token's signing algorithm is not accepted",
+            AuthError::UnknownKey => "the token's key is not known to this gateway",
+            AuthError::BadSignature => "the token's signature does not verify",
+            AuthError::Expired => "the token has expired",
+            AuthError::NotYetValid => "the token is not valid yet (nbf)",
+            AuthError::WrongAudience => "the token is not meant for this service (aud)",
+            AuthError::WrongIssuer => "the token's issuer is not accepted (iss)",
+            AuthError::MissingClaim => "the token lacks a required claim (exp)",
+        }
+    }
+}
+
+/// One verification key.
+struct Key {
+    alg: Algorithm,
+    kid: Option<String>,
+    key: DecodingKey,
+}
+
+/// The configured keys, loaded from their sources.
+struct KeySet {
+    keys: Vec<Key>,
+}
+
+/// Verifies tokens against the configured keys and claims.
+pub struct Authenticator {
+    settings: AuthSettings,
+    keys: RwLock<Arc<KeySet>>,
+    stamp: FileStamp,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("keys", &self.keys.read().map(|k| k.keys.len()).unwrap_or(0))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Loads every configured key; any unusable file stops start-up with its name.
+    pub fn load(settings: &AuthSettings) -> Result<Authenticator, FileError> {
+        let keys = load_keys(settings)?;
+        let files: Vec<&Path> = key_files(settings);
+        Ok(Authenticator {
+            settings: settings.clone(),
+            keys: RwLock::new(Arc::new(keys)),
+            stamp: FileStamp::new(&files),
+        })
+    }
+
+    /// How many keys are loaded (for the start-up log).
+    pub fn key_count(&self) -> usize {
+        self.keys.read().expect("keys lock").keys.len()
+    }
+
+    /// Checks one token.
+    pub fn verify(&self, token: &str) -> Result<(), AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        if !matches!(
+            header.alg,
+            Algorithm::HS256 | Algorithm::RS256 | Algorithm::ES256
+        ) {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
+        let keys = self.keys.read().expect("keys lock").clone();
+        let of_alg: Vec<&Key> = keys.keys.iter().filter(|k| k.alg == header.alg).collect();
+        if of_alg.is_empty() {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
+        // A `kid` selects the keys carrying it; keys without a `kid` (PEM files, the
+        // HS256 secret) are tried for a `kid` no key carries.
+        let candidates: Vec<&Key> = match &header.kid {
+            Some(kid) if of_alg.iter().any(|k| k.kid.as_deref() == Some(kid)) => of_alg
+                .into_iter()
+                .filter(|k| k.kid.as_deref() == Some(kid.as_str()))
+                .collect(),
+            Some(_) => of_alg.into_iter().filter(|k| k.kid.is_none()).collect(),
+            None => of_alg,
+        };
+        if candidates.is_empty() {
+            return Err(AuthError::UnknownKey);
+        }
+        let validation = self.validation(header.alg);
+        let mut last = AuthError::BadSignature;
+        for key in candidates {
+            match jsonwebtoken::decode::<serde_json::Value>(token, &key.key, &validation) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    use jsonwebtoken::errors::ErrorKind as K;
+                    last = match e.kind() {
+                        K::InvalidSignature => AuthError::BadSignature,
+                        K::ExpiredSignature => AuthError::Expired,
+                        K::ImmatureSignature => AuthError::NotYetValid,
+                        K::InvalidAudience => AuthError::WrongAudience,
+                        K::InvalidIssuer => AuthError::WrongIssuer,
+                        K::MissingRequiredClaim(_) => AuthError::MissingClaim,
+                        K::InvalidAlgorithm | K::MissingAlgorithm => AuthError::AlgorithmNotAllowed,
+                        _ => AuthError::Malformed,
+                    };
+                    // Claims are checked after the signature: a claim error means this
+                    // key verified the token, so no other key will do better.
+                    if last != AuthError::BadSignature {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        v.leeway = self.settings.leeway.as_secs();
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.required_spec_claims = ["exp".to_string()].into_iter().collect();
+        if self.settings.audience.is_empty() {
+            v.validate_aud = false;
+        } else {
+            v.set_audience(&self.settings.audience);
+        }
+        if !self.settings.issuer.is_empty() {
+            v.set_issuer(&self.settings.issuer);
+        }
+        v
+    }
+}
+
+impl Reloadable for Authenticator {
+    fn what(&self) -> &'static str {
+        "auth_keys"
+    }
+
+    fn changed(&self) -> bool {
+        self.stamp.changed()
+    }
+
+    fn reload(&self) -> Result<(), FileError> {
+        self.stamp.refresh();
+        let keys = load_keys(&self.settings)?;
+        *self.keys.write().expect("keys lock") = Arc::new(keys);
+        Ok(())
+    }
+}
+
+fn key_files(s: &AuthSettings) -> Vec<&Path> {
+    let mut files: Vec<&Path> = s.public_keys.iter().map(PathBuf::as_path).collect();
+    files.extend(s.jwks.as_deref());
+    files.extend(s.hs256_secret_file.as_deref());
+    files
+}
+
+fn load_keys(s: &AuthSettings) -> Result<KeySet, FileError> {
+    let mut keys = Vec::new();
+    let bad = |file: &Path, problem: String| FileError {
+        file: file.to_path_buf(),
+        problem,
+    };
+    if let Some(secret) = &s.hs256_secret {
+        keys.push(Key {
+            alg: Algorithm::HS256,
+            kid: None,
+            key: DecodingKey::from_secret(secret.0.as_bytes()),
+        });
+    }
+    if let Some(file) = &s.hs256_secret_file {
+        let raw = files::read(file)?;
+        let secret = trim_newline(&raw);
+        if secret.len() < MIN_HS256_SECRET {
+            return Err(bad(
+                file,
+                format!("the HS256 secret must be at least {MIN_HS256_SECRET} bytes"),
+            ));
+        }
+        keys.push(Key {
+            alg: Algorithm::HS256,
+            kid: None,
+            key: DecodingKey::from_secret(secret),
+        });
+    }
+    for file in &s.public_keys {
+        let pem = files::read(file)?;
+        let key = if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+            Key {
+                alg: Algorithm::RS256,
+                kid: None,
+                key: k,
+            }
+        } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
+            Key {
+                alg: Algorithm::ES256,
+                kid: None,
+                key: k,
+            }
+        } else {
+            return Err(bad(
+                file,
+                "not an RSA or EC (P-256) public key or certificate in PEM".into(),
+            ));
+        };
+        keys.push(key);
+    }
+    if let Some(file) = &s.jwks {
+        let raw = files::read(file)?;
+        let set: JwkSet = serde_json::from_slice(&raw)
+            .map_err(|e| bad(file, format!("not a JWKS document: {e}")))?;
+        let before = keys.len();
+        for jwk in &set.keys {
+            let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
+                (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
+                (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES256))
+                    if ec.curve == EllipticCurve::P256 =>
+                {
+                    Algorithm::ES256
+                }
+                // Other key types or algorithms are not accepted; skipping them lets a
+                // shared JWKS carry keys for other services.
+                _ => continue,
+            };
+            let key = DecodingKey::from_jwk(jwk)
+                .map_err(|e| bad(file, format!("unusable key in the JWKS: {e}")))?;
+            keys.push(Key {
+                alg,
+                kid: jwk.common.key_id.clone(),
+                key,
+            });
+        }
+        if keys.len() == before {
+            return Err(bad(file, "holds no RS256 or ES256 (P-256) key".into()));
+        }
+    }
+    Ok(KeySet { keys })
+}
+
+fn trim_newline(raw: &[u8]) -> &[u8] {
+    let mut end = raw.len();
+    while end > 0 && matches!(raw[end - 1], b'\n' | b'\r') {
+        end -= 1;
+    }
+    &raw[..end]
+}
+
+/// The token of a request: `Authorization: Bearer …` first, then `?token=` if allowed.
+pub fn token_from<'a>(
+    authorization: Option<&'a str>,
+    query_token: Option<&'a str>,
+    allow_query: bool,
+) -> Option<&'a str> {
+    if let Some(h) = authorization {
+        let (scheme, rest) = h.trim().split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() {
+            return Some(rest.trim());
+        }
+        return None;
+    }
+    if allow_query {
+        return query_token.filter(|t| !t.is_empty());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use jsonwebtoken::{EncodingKey, Header};
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn settings() -> AuthSettings {
+        AuthSettings {
+            enabled: true,
+            hs256_secret: Some(crate::config::Secret(SECRET.into())),
+            hs256_secret_file: None,
+            public_keys: vec![],
+            jwks: None,
+            audience: vec!["speech".into()],
+            issuer: vec!["https://issuer.example".into()],
+            leeway: Duration::from_secs(5),
+            query_token: true,
+        }
+    }
+
+    fn now() -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    fn token(claims: serde_json::Value, secret: &str) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn good_claims() -> serde_json::Value {
+        serde_json::json!({"sub": "u1", "aud": "speech", "iss": "https://issuer.example", "exp": now() + 60})
+    }
+
+    #[test]
+    fn hs256_claims_are_checked() {
+        let auth = Authenticator::load(&settings()).unwrap();
+        assert_eq!(auth.verify(&token(good_claims(), SECRET)), Ok(()));
+        let mut c = good_claims();
+        c["exp"] = (now() - 60).into();
+        assert_eq!(auth.verify(&token(c, SECRET)), Err(AuthError::Expired));
+        // Within the leeway, a just-expired token still passes.
+        let mut c = good_claims();
+        c["exp"] = (now() - 2).into();
+        assert_eq!(auth.verify(&token(c, SECRET)), Ok(()));
+        let mut c = good_claims();
+        c["nbf"] = (now() + 60).into();
+        assert_eq!(auth.verify(&token(c, SECRET)), Err(AuthError::NotYetValid));
+        let mut c = good_claims();
+        c["aud"] = "other".into();
+        assert_eq!(
+            auth.verify(&token(c, SECRET)),
+            Err(AuthError::WrongAudience)
+        );
+        let mut c = good_claims();
+        c["iss"] = "https://evil.example".into();
+        assert_eq!(auth.verify(&token(c, SECRET)), Err(AuthError::WrongIssuer));
+        let mut c = good_claims();
+        c.as_object_mut().unwrap().remove("exp");
+        assert_eq!(auth.verify(&token(c, SECRET)), Err(AuthError::MissingClaim));
+        assert_eq!(
+            auth.verify(&token(good_claims(), "another-secret-another-secret-xx")),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(auth.verify("not.a.jwt"), Err(AuthError::Malformed));
+        assert_eq!(auth.verify(""), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn unsigned_and_unconfigured_algorithms_are_refused() {
+        let auth = Authenticator::load(&settings()).unwrap();
+        // alg=none: header {"alg":"none","typ":"JWT"}, no signature.
+        let b64 = |s: &str| {
+            use base64_lite::encode_url;
+            encode_url(s.as_bytes())
+        };
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(&good_claims().to_string())
+        );
+        assert!(auth.verify(&none).is_err());
+        // HS384 is a valid JWT algorithm the gateway does not accept.
+        let hs384 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS384),
+            &good_claims(),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(auth.verify(&hs384), Err(AuthError::AlgorithmNotAllowed));
+    }
+
+    #[test]
+    fn bearer_header_wins_over_the_query() {
+        assert_eq!(token_from(Some("Bearer abc"), Some("q"), true), Some("abc"));
+        assert_eq!(token_from(Some("bearer  abc "), None, true), Some("abc"));
+        assert_eq!(token_from(Some("Basic abc"), Some("q"), true), None);
+        assert_eq!(token_from(None, Some("q"), true), Some("q"));
+        assert_eq!(token_from(None, Some("q"), false), None);
+        assert_eq!(token_from(None, Some(""), true), None);
+    }
+
+    /// Minimal base64url for the `alg: none` test token (no padding).
+    mod base64_lite {
+        pub fn encode_url(input: &[u8]) -> String {
+            const T: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let mut out = String::new();
+            for chunk in input.chunks(3) {
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
+                let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+                for i in 0..=chunk.len() {
+                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The security edge: TLS on the listener (with certificate reload), TLS material for the
+//! back ends, JWT authentication of clients, and the per-IP connection rate limit.
+//!
+//! Nothing here logs a token, a key or a secret: errors name the file and the problem,
+//! authentication failures only their reason.
+
+pub mod auth;
+pub mod files;
+pub mod ratelimit;
+pub mod reload;
+pub mod tls;
