@@ -170,11 +170,12 @@ pub async fn serve(
              port can open sessions. Use this for local development only."
         );
     }
-    let reload_interval = config
-        .tls
-        .as_ref()
-        .and_then(|t| t.reload_interval)
-        .or(Some(std::time::Duration::from_secs(10)));
+    // Certificates and key files are checked at `tls.reload_interval` (SIGHUP always
+    // reloads); without a TLS listener, auth key files are checked every 10 s.
+    let reload_interval = match &config.tls {
+        Some(t) => t.reload_interval,
+        None => Some(std::time::Duration::from_secs(10)),
+    };
     let stop_reload = CancellationToken::new();
     tokio::spawn(security::reload::watch(
         reloadable,

@@ -38,9 +38,34 @@ enum Command {
     /// streaming gRPC, whose words come from the audio's content (see `--help`).
     #[command(long_about = SIM_ABOUT)]
     SimBackend(SimArgs),
+    /// Sign a JWT for development and tests (HS256 secret file, or RS256/ES256 private key
+    /// PEM, e.g. from scripts/gen-certs.sh); prints the token.
+    Token(TokenArgs),
     /// Run the chaos scenarios (chaos/scenarios/*.toml) against real processes: this
     /// binary as gateway and as sim back ends, with faults injected; exits 1 if any fails.
     Chaos(ChaosArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// HS256 secret file, or an RSA / P-256 private key in PEM.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// `sub` claim.
+    #[arg(long)]
+    sub: Option<String>,
+    /// `aud` claim.
+    #[arg(long)]
+    aud: Option<String>,
+    /// `iss` claim.
+    #[arg(long)]
+    iss: Option<String>,
+    /// `kid` header (selects a key of a JWKS).
+    #[arg(long)]
+    kid: Option<String>,
+    /// Lifetime (`exp` = now + ttl).
+    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    ttl: Duration,
 }
 
 #[derive(Args)]
@@ -152,6 +177,9 @@ struct TranscribeArgs {
     /// Bearer token (also `SGW_TOKEN`).
     #[arg(long, env = "SGW_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// For wss:// URLs: a CA certificate file to trust (e.g. certs/dev/ca.pem).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// Language code, or auto.
     #[arg(long)]
     language: Option<String>,
@@ -175,6 +203,20 @@ fn main() -> anyhow::Result<()> {
         Command::Transcribe(args) => runtime.block_on(run_transcribe(args)),
         Command::SimBackend(args) => runtime.block_on(sim_backend(args)),
         Command::Chaos(args) => runtime.block_on(chaos(args)),
+        Command::Token(args) => {
+            let token = speech_gateway::security::auth::mint(
+                &args.key,
+                &speech_gateway::security::auth::MintOptions {
+                    subject: args.sub,
+                    audience: args.aud,
+                    issuer: args.iss,
+                    kid: args.kid,
+                    ttl: args.ttl,
+                },
+            )?;
+            println!("{token}");
+            Ok(())
+        }
     }
 }
 
@@ -301,6 +343,7 @@ async fn run_transcribe(args: TranscribeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let opts = TranscribeOptions {
         url: args.url,
+        ca: args.ca,
         speed: args.speed,
         frame_ms: 100,
         token: args.token,

@@ -16,9 +16,6 @@ use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 pub use super::events::{ClientEvent, Final, Partial, ServerError, Word};
@@ -33,8 +30,10 @@ pub const END_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct TranscribeOptions {
-    /// `ws://HOST:PORT/v1/audio/stream` (`wss://` needs a TLS-enabled tokio-tungstenite).
+    /// `ws://HOST:PORT/v1/audio/stream` or `wss://…`.
     pub url: String,
+    /// For `wss://`: a CA file trusted besides the system's roots.
+    pub ca: Option<std::path::PathBuf>,
     /// Pacing: 1.0 = real time, 2.0 = twice as fast, 0 = as fast as the socket allows.
     pub speed: f64,
     /// Audio per binary frame; the contract allows 20–500 ms and recommends 100.
@@ -55,6 +54,7 @@ impl TranscribeOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            ca: None,
             speed: 1.0,
             frame_ms: 100,
             token: None,
@@ -166,19 +166,7 @@ async fn run_session(
         );
     }
     let frame_len = frame_samples(wav.sample_rate, opts.frame_ms)?;
-    let mut request = opts
-        .url
-        .as_str()
-        .into_client_request()
-        .with_context(|| format!("invalid gateway URL {}", opts.url))?;
-    if let Some(token) = &opts.token {
-        let value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .context("the token is not a valid header value")?;
-        request.headers_mut().insert(AUTHORIZATION, value);
-    }
-    let (ws, _response) = tokio_tungstenite::connect_async(request)
-        .await
-        .with_context(|| format!("cannot connect to {}", opts.url))?;
+    let ws = super::connect::open(&opts.url, opts.token.as_deref(), opts.ca.as_deref()).await?;
     let (mut sink, mut stream) = ws.split();
     sink.send(Message::text(
         start_message(wav.sample_rate, opts).to_string(),

@@ -460,3 +460,63 @@ mod tests {
         }
     }
 }
+
+/// What [`mint`] puts in a token.
+#[derive(Debug, Clone, Default)]
+pub struct MintOptions {
+    pub subject: Option<String>,
+    pub audience: Option<String>,
+    pub issuer: Option<String>,
+    pub kid: Option<String>,
+    /// Lifetime from now (`exp`); `nbf` is now.
+    pub ttl: std::time::Duration,
+}
+
+/// Signs a token for development and tests (`speech-gateway token`): HS256 with a secret
+/// file, RS256 or ES256 with a PEM private key (the kind is read from the file).
+pub fn mint(key_file: &Path, opts: &MintOptions) -> Result<String, FileError> {
+    use jsonwebtoken::{EncodingKey, Header};
+    let raw = files::read(key_file)?;
+    let bad = |problem: String| FileError {
+        file: key_file.to_path_buf(),
+        problem,
+    };
+    let (alg, key) = if raw.windows(11).any(|w| w == b"PRIVATE KEY") {
+        if let Ok(k) = EncodingKey::from_rsa_pem(&raw) {
+            (Algorithm::RS256, k)
+        } else if let Ok(k) = EncodingKey::from_ec_pem(&raw) {
+            (Algorithm::ES256, k)
+        } else {
+            return Err(bad("not an RSA or P-256 private key in PEM".into()));
+        }
+    } else {
+        let secret = trim_newline(&raw);
+        if secret.len() < MIN_HS256_SECRET {
+            return Err(bad(format!(
+                "an HS256 secret must be at least {MIN_HS256_SECRET} bytes"
+            )));
+        }
+        (Algorithm::HS256, EncodingKey::from_secret(secret))
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut claims = serde_json::json!({
+        "iat": now,
+        "nbf": now,
+        "exp": now + opts.ttl.as_secs(),
+    });
+    for (name, value) in [
+        ("sub", &opts.subject),
+        ("aud", &opts.audience),
+        ("iss", &opts.issuer),
+    ] {
+        if let Some(v) = value {
+            claims[name] = v.clone().into();
+        }
+    }
+    let mut header = Header::new(alg);
+    header.kid = opts.kid.clone();
+    jsonwebtoken::encode(&header, &claims, &key).map_err(|e| bad(format!("cannot sign: {e}")))
+}

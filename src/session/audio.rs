@@ -17,7 +17,7 @@ pub fn validate_frame(
     max_frame: Duration,
     frame_no: u64,
 ) -> Result<(), SessionError> {
-    if len % 2 != 0 {
+    if !len.is_multiple_of(2) {
         return Err(SessionError::new(
             ErrorKind::AudioFormat,
             format!(

@@ -131,12 +131,12 @@ where
                 if let Err(status) = self.dialect.request(req, &mut self.scratch) {
                     return self.fail(status);
                 }
-                if let Some(limit) = self.fail_after_ms {
-                    if self.dialect.audio_ms() >= limit {
-                        return self.fail(Status::unavailable(format!(
-                            "sim-backend: behaviour `fail-after`, {limit} ms of stream audio"
-                        )));
-                    }
+                if let Some(limit) = self.fail_after_ms
+                    && self.dialect.audio_ms() >= limit
+                {
+                    return self.fail(Status::unavailable(format!(
+                        "sim-backend: behaviour `fail-after`, {limit} ms of stream audio"
+                    )));
                 }
                 self.enqueue();
             }

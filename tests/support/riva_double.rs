@@ -174,6 +174,20 @@ impl RivaDouble {
     /// `hold_audio`: streams do not read audio until the test opens their tap.
     /// `window`: the HTTP/2 stream window the server advertises (flow-control tests).
     pub async fn start_with(mode: Mode, hold_audio: bool, window: Option<u32>) -> RivaDouble {
+        Self::start_full(mode, hold_audio, window, None).await
+    }
+
+    /// A double serving TLS with `tls` (e.g. demanding client certificates).
+    pub async fn start_tls(mode: Mode, tls: tonic::transport::ServerTlsConfig) -> RivaDouble {
+        Self::start_full(mode, false, None, Some(tls)).await
+    }
+
+    async fn start_full(
+        mode: Mode,
+        hold_audio: bool,
+        window: Option<u32>,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> RivaDouble {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -188,6 +202,9 @@ impl RivaDouble {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).expect("valid server TLS config");
+        }
         if let Some(w) = window {
             builder = builder
                 .initial_stream_window_size(w)
