@@ -1,6 +1,7 @@
 //! The `speech-gateway` binary: `serve` runs the gateway; `transcribe` streams a WAV file
 //! through a running gateway as a client would and prints the transcript and latencies;
-//! `sim-backend` runs the zero-compute test back end ([`speech_gateway::sim`]).
+//! `sim-backend` runs the zero-compute test back end ([`speech_gateway::sim`]); `healthcheck`
+//! is the container image's liveness probe.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -41,6 +42,19 @@ enum Command {
     /// Run the chaos scenarios (chaos/scenarios/*.toml) against real processes: this
     /// binary as gateway and as sim back ends, with faults injected; exits 1 if any fails.
     Chaos(ChaosArgs),
+    /// Exit 0 when the gateway's `/health` (or any plain-HTTP URL) answers 200, else 1: the
+    /// container image's HEALTHCHECK, which has no curl.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Args)]
+struct HealthcheckArgs {
+    /// The URL to probe (plain HTTP only).
+    #[arg(long, default_value = "http://127.0.0.1:8080/health")]
+    url: String,
+    /// Give up after this long.
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    timeout: Duration,
 }
 
 #[derive(Args)]
@@ -175,6 +189,7 @@ fn main() -> anyhow::Result<()> {
         Command::Transcribe(args) => runtime.block_on(run_transcribe(args)),
         Command::SimBackend(args) => runtime.block_on(sim_backend(args)),
         Command::Chaos(args) => runtime.block_on(chaos(args)),
+        Command::Healthcheck(args) => runtime.block_on(healthcheck(args)),
     }
 }
 
@@ -271,6 +286,40 @@ async fn sim_backend(args: SimArgs) -> anyhow::Result<()> {
     while let Some(done) = servers.join_next().await {
         done??;
     }
+    Ok(())
+}
+
+/// One `GET` over a raw socket: the image carries no HTTP client, and a probe needs no more.
+async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = args
+        .url
+        .strip_prefix("http://")
+        .with_context(|| format!("`{}`: only http:// URLs are probed", args.url))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = Vec::new();
+        stream.read_to_end(&mut head).await?;
+        anyhow::Ok(head)
+    };
+    let head = tokio::time::timeout(args.timeout, probe)
+        .await
+        .with_context(|| format!("{} did not answer within {:?}", args.url, args.timeout))?
+        .with_context(|| format!("cannot reach {}", args.url))?;
+    let status_line = String::from_utf8_lossy(&head);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    anyhow::ensure!(
+        status_line.split_whitespace().nth(1) == Some("200"),
+        "{} answered `{status_line}`",
+        args.url
+    );
     Ok(())
 }
 
