@@ -65,7 +65,9 @@ while (($#)); do
 done
 
 for port in "$grpc_port" "$http_port"; do
-  [[ "$port" =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || die "'$port' is not a port number"
+  if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
+    die "'$port' is not a port number"
+  fi
 done
 [[ "$timeout" =~ ^[0-9]+$ ]] || die "--timeout '$timeout' is not a number of seconds"
 

@@ -8,17 +8,23 @@
 # `mutate`, which only prints it. A prerequisite that is missing is reported and, in a
 # dry run, does not stop the plan.
 
+tool="${tool:-deploy}"
+dry_run="${dry_run:-0}"
+
 log() { printf '%s: %s\n' "$tool" "$*" >&2; }
 die() {
   log "error: $*"
   exit 1
 }
 
-# A missing prerequisite: fatal in a real run, reported in a dry run.
+# A missing prerequisite: fatal in a real run, reported in a dry run. The caller reads
+# `missing` at the end of a dry run.
+# shellcheck disable=SC2034
 missing=0
 need() {
   if ((dry_run)); then
     log "missing prerequisite (a real run stops here): $*"
+    # shellcheck disable=SC2034
     missing=1
   else
     die "$*"
