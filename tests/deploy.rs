@@ -285,13 +285,18 @@ fn riva_fresh_host_logs_in_pulls_runs_waits_and_prints_the_backend_url() {
         "--publish 9000:9000",
         "/opt/nim/.cache",
     ] {
-        assert!(docker_run.contains(part), "`{part}` missing in: {docker_run}");
+        assert!(
+            docker_run.contains(part),
+            "`{part}` missing in: {docker_run}"
+        );
     }
     assert!(
         !docker_run.contains("nvapi-test-key"),
         "the key must not be on the command line"
     );
-    assert!(run.called("curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:9000/v1/health/ready"));
+    assert!(
+        run.called("curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:9000/v1/health/ready")
+    );
     assert!(run.stderr().contains("--backend riva://127.0.0.1:50051"));
 }
 
@@ -308,11 +313,7 @@ fn riva_second_run_reuses_the_running_container() {
     );
     assert!(again.stderr().contains("already running"));
     assert!(again.called("curl"), "still waits for readiness");
-    assert_backend_url(
-        &again.stdout(),
-        BackendKind::Riva,
-        "riva://127.0.0.1:50051",
-    );
+    assert_backend_url(&again.stdout(), BackendKind::Riva, "riva://127.0.0.1:50051");
 }
 
 #[test]
@@ -332,7 +333,11 @@ fn riva_another_model_in_the_way_needs_replace() {
     let other = ["--model", "parakeet-0-6b-ctc-en-us"];
     let refused = host.run("deploy-riva.sh", &other);
     assert!(!refused.ok());
-    assert!(refused.stderr().contains("--replace"), "{}", refused.explain());
+    assert!(
+        refused.stderr().contains("--replace"),
+        "{}",
+        refused.explain()
+    );
     assert!(refused.mutations().is_empty());
 
     let replaced = host.run("deploy-riva.sh", &[&other[..], &["--replace"]].concat());
@@ -366,7 +371,9 @@ fn riva_flags_shape_the_url_and_the_ports() {
         "riva://riva-1.internal:50052",
     );
     assert!(run.call("docker run").contains("--publish 50052:50051"));
-    assert!(run.called("curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:9001/v1/health/ready"));
+    assert!(
+        run.called("curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:9001/v1/health/ready")
+    );
 }
 
 #[test]
@@ -394,7 +401,7 @@ fn riva_each_missing_prerequisite_has_its_own_error() {
             tools: &["docker", "nvidia-smi", "curl"],
             state: Some(("runtimes", "{\"runc\":{}}\n")),
             no_key: false,
-            message: "NVIDIA Container Toolkit is not configured",
+            message: "the NVIDIA Container Toolkit is not configured",
         },
         Case {
             tools: &["docker", "curl"],
@@ -456,7 +463,9 @@ fn riva_dry_run_prints_the_plan_and_changes_nothing() {
     assert!(dry.mutations().is_empty(), "{}", dry.explain());
     assert!(!dry.called("curl"), "a dry run does not wait");
     let err = dry.stderr();
-    assert!(err.contains("would run: docker pull nvcr.io/nim/nvidia/parakeet-1-1b-ctc-en-us:latest"));
+    assert!(
+        err.contains("would run: docker pull nvcr.io/nim/nvidia/parakeet-1-1b-ctc-en-us:latest")
+    );
     assert!(err.contains("would run: docker run --detach --name sgw-riva"));
     assert!(!err.contains("nvapi-test-key"), "the key is never printed");
     assert_backend_url(&dry.stdout(), BackendKind::Riva, "riva://127.0.0.1:50051");
@@ -471,7 +480,11 @@ fn riva_never_ready_times_out_with_a_clear_error() {
     host.set("not_ready", "");
     let run = host.run("deploy-riva.sh", &["--timeout", "1"]);
     assert!(!run.ok());
-    assert!(run.stderr().contains("not ready after 1s"), "{}", run.explain());
+    assert!(
+        run.stderr().contains("not ready after 1s"),
+        "{}",
+        run.explain()
+    );
     assert!(run.stdout().is_empty());
 }
 
@@ -482,7 +495,11 @@ fn riva_unknown_model_is_refused_with_the_known_ones() {
     assert!(!run.ok());
     assert!(run.stderr().contains("unknown model 'nope'"));
     assert!(run.stderr().contains("parakeet-1-1b-ctc-en-us"));
-    assert!(run.calls.is_empty(), "no tool is touched: {}", run.explain());
+    assert!(
+        run.calls.is_empty(),
+        "no tool is touched: {}",
+        run.explain()
+    );
 }
 
 // --- deploy-triton.sh ------------------------------------------------------------------------
@@ -503,8 +520,13 @@ fn triton_builds_once_runs_once_and_prints_the_model_url() {
     let docker_run = run.call("docker run");
     assert!(docker_run.contains("--runtime=nvidia"));
     assert!(docker_run.contains("--publish 8001:8001"));
-    assert!(run.called("curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8000/v2/models/asr_glm_nano/ready"));
-    assert!(!run.called("docker login"), "the Triton base image is public");
+    assert!(run.called(
+        "curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8000/v2/models/asr_glm_nano/ready"
+    ));
+    assert!(
+        !run.called("docker login"),
+        "the Triton base image is public"
+    );
 
     let again = host.run("deploy-triton.sh", &[]);
     assert!(again.ok(), "{}", again.explain());
@@ -554,10 +576,26 @@ fn k8s_applies_the_kustomization_and_waits_for_every_rollout() {
 fn k8s_missing_prerequisites_and_dry_run() {
     let cases: [(&[&str], Option<&str>, &str); 5] = [
         (&[], None, "kubectl is not installed"),
-        (&["kubectl"], Some("k8s_down"), "cannot reach the Kubernetes API"),
-        (&["kubectl"], Some("no_gpu_nodes"), "no node offers nvidia.com/gpu"),
-        (&["kubectl"], Some("no_namespace"), "namespace speech does not exist"),
-        (&["kubectl"], Some("no_secret_ngc-api"), "secret ngc-api is missing"),
+        (
+            &["kubectl"],
+            Some("k8s_down"),
+            "cannot reach the Kubernetes API",
+        ),
+        (
+            &["kubectl"],
+            Some("no_gpu_nodes"),
+            "no node offers nvidia.com/gpu",
+        ),
+        (
+            &["kubectl"],
+            Some("no_namespace"),
+            "namespace speech does not exist",
+        ),
+        (
+            &["kubectl"],
+            Some("no_secret_ngc-api"),
+            "secret ngc-api is missing",
+        ),
     ];
     for (tools, flag, message) in cases {
         let host = Host::new(tools);
@@ -566,7 +604,11 @@ fn k8s_missing_prerequisites_and_dry_run() {
         }
         let run = host.run("deploy-k8s.sh", &[]);
         assert!(!run.ok(), "{message}: {}", run.explain());
-        assert!(run.stderr().contains(&format!("error: {message}")), "{}", run.explain());
+        assert!(
+            run.stderr().contains(&format!("error: {message}")),
+            "{}",
+            run.explain()
+        );
         assert!(run.mutations().is_empty(), "{}", run.explain());
         let dry = host.run("deploy-k8s.sh", &["--dry-run"]);
         assert!(dry.ok(), "{}", dry.explain());
@@ -614,13 +656,18 @@ fn dockerfile_is_multi_stage_non_root_with_a_healthcheck() {
         .iter()
         .find(|l| l.starts_with("HEALTHCHECK "))
         .expect("HEALTHCHECK");
-    let health_cmd = text
-        .split("HEALTHCHECK ")
-        .nth(1)
-        .unwrap()
-        .split("\n\n")
-        .next()
+    // The instruction with its continuation lines.
+    let at = final_stage
+        .iter()
+        .position(|l| l.starts_with("HEALTHCHECK "))
         .unwrap();
+    let mut health_cmd = String::new();
+    for l in &final_stage[at..] {
+        health_cmd.push_str(l);
+        if !l.ends_with('\\') {
+            break;
+        }
+    }
     assert!(health.contains("--interval="), "{health}");
     assert!(
         health_cmd.contains("\"healthcheck\"") && health_cmd.contains("/health\""),
@@ -628,7 +675,7 @@ fn dockerfile_is_multi_stage_non_root_with_a_healthcheck() {
     );
     let ignore = fs::read_to_string(Path::new(REPO).join(".dockerignore")).unwrap();
     assert!(
-        ignore.lines().next().is_some_and(|l| l.trim() == "*") || ignore.contains("target"),
+        ignore.lines().any(|l| l.trim() == "*") || ignore.contains("target"),
         ".dockerignore keeps target/ out of the build context"
     );
 }
@@ -670,7 +717,9 @@ fn promtool() -> Option<PathBuf> {
     match which("promtool") {
         Some(p) => Some(p),
         None if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("promtool is missing in CI: scripts/test.sh installs it (apt package prometheus)")
+            panic!(
+                "promtool is missing in CI: scripts/test.sh installs it (apt package prometheus)"
+            )
         }
         None => {
             eprintln!(
@@ -727,7 +776,10 @@ fn referenced_metrics(text: &str) -> BTreeSet<String> {
     let mut i = 0;
     while let Some(pos) = text[i..].find("sgw_") {
         let start = i + pos;
-        let prev_ok = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_' || bytes[start - 1] == b':');
+        let prev_ok = start == 0
+            || !(bytes[start - 1].is_ascii_alphanumeric()
+                || bytes[start - 1] == b'_'
+                || bytes[start - 1] == b':');
         let end = start
             + text[start..]
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -766,7 +818,12 @@ async fn live_metrics_pass_promtool_check_metrics() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     })
     .await
