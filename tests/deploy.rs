@@ -730,8 +730,15 @@ fn promtool() -> Option<PathBuf> {
     }
 }
 
+/// A real gateway's `/metrics`, with a labelled counter populated (a client error sent).
 async fn live_metrics() -> String {
     let gw = Gateway::start(&[("SGW_ROUTES__DEFAULT", "riva://127.0.0.1:1".to_string())]).await;
+    let mut client = gw.connect().await;
+    client.send_text("not json").await;
+    let error = client.until("error").await;
+    assert_eq!(error["code"], "INVALID_REQUEST");
+    gw.wait_metric("sgw_errors_total{code=\"INVALID_REQUEST\"}", 1.0)
+        .await;
     let (status, body) = gw.get("/metrics").await;
     assert_eq!(status, 200);
     body
