@@ -9,11 +9,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
-step "test speech tools (espeak-ng, sox)"
-if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v sox >/dev/null 2>&1; then
+step "test tools (espeak-ng, sox; shellcheck, promtool from prometheus)"
+if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v sox >/dev/null 2>&1 ||
+  ! command -v shellcheck >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); else sudo=(); fi
   "${sudo[@]}" apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq espeak-ng sox >&2
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq espeak-ng sox shellcheck prometheus >&2
 fi
 
 step "python test venv (tests/conformance/requirements.txt)"
@@ -34,6 +35,9 @@ trap stop_triton EXIT
 
 step "model repository unit tests (tests/triton, Python)"
 .venv/triton/bin/python -m unittest discover -s tests/triton -p 'test_*.py'
+
+step "deployment assets (scripts/check-deploy.sh: shellcheck, manifests, promtool)"
+bash scripts/check-deploy.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,6 +1,7 @@
 //! The `speech-gateway` binary: `serve` runs the gateway; `transcribe` streams a WAV file
 //! through a running gateway as a client would and prints the transcript and latencies;
-//! `sim-backend` runs the zero-compute test back end ([`speech_gateway::sim`]).
+//! `sim-backend` runs the zero-compute test back end ([`speech_gateway::sim`]); `healthcheck`
+//! is the container image's liveness probe.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -44,6 +45,22 @@ enum Command {
     /// Run the chaos scenarios (chaos/scenarios/*.toml) against real processes: this
     /// binary as gateway and as sim back ends, with faults injected; exits 1 if any fails.
     Chaos(ChaosArgs),
+    /// Exit 0 when the gateway's `/health` (or any plain-HTTP URL) answers 200, else 1: the
+    /// container image's HEALTHCHECK, which has no curl.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Args)]
+struct HealthcheckArgs {
+    /// The URL to probe: http:// or https://.
+    #[arg(long, default_value = "http://127.0.0.1:8080/health")]
+    url: String,
+    /// For https://: a CA certificate file to trust besides the system's roots.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Give up after this long.
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    timeout: Duration,
 }
 
 #[derive(Args)]
@@ -217,6 +234,7 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Healthcheck(args) => runtime.block_on(healthcheck(args)),
     }
 }
 
@@ -320,6 +338,62 @@ async fn sim_backend(args: SimArgs) -> anyhow::Result<()> {
     while let Some(done) = servers.join_next().await {
         done??;
     }
+    Ok(())
+}
+
+/// One `GET` over a raw socket: the image carries no HTTP client, and a probe needs no more.
+async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tls, rest) = if let Some(rest) = args.url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = args.url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        anyhow::bail!("`{}`: only http:// and https:// URLs are probed", args.url);
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let ca = args.ca.clone();
+    let probe = async {
+        let tcp = tokio::net::TcpStream::connect(authority).await?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        let mut head = Vec::new();
+        if tls {
+            let host = authority
+                .rsplit_once(':')
+                .map_or(authority, |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let config = speech_gateway::client::connect::tls_config(ca.as_deref())?;
+            let name = rustls::pki_types::ServerName::try_from(host)?;
+            let mut stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(name, tcp)
+                .await?;
+            stream.write_all(request.as_bytes()).await?;
+            // A peer that closes without close_notify still sent its status line.
+            let _ = stream.read_to_end(&mut head).await;
+        } else {
+            let mut stream = tcp;
+            stream.write_all(request.as_bytes()).await?;
+            stream.read_to_end(&mut head).await?;
+        }
+        anyhow::Ok(head)
+    };
+    let head = tokio::time::timeout(args.timeout, probe)
+        .await
+        .with_context(|| format!("{} did not answer within {:?}", args.url, args.timeout))?
+        .with_context(|| format!("cannot reach {}", args.url))?;
+    let status_line = String::from_utf8_lossy(&head);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    anyhow::ensure!(
+        status_line.split_whitespace().nth(1) == Some("200"),
+        "{} answered `{status_line}`",
+        args.url
+    );
     Ok(())
 }
 

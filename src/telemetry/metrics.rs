@@ -249,12 +249,13 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition (format 0.0.4, the content type `/metrics` declares)
+    /// of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
-        out
+        openmetrics_to_prometheus_text(&out)
     }
 
     pub fn session_ended(&self, dialect: &str, outcome: &str) {
@@ -373,6 +374,34 @@ impl Metrics {
     }
 }
 
+/// prometheus_client writes OpenMetrics, where a counter family is named without its
+/// `_total` suffix (`# TYPE sgw_errors counter`, samples `sgw_errors_total`) and the text
+/// ends with `# EOF`. Read as Prometheus text 0.0.4, those HELP/TYPE lines describe no
+/// sample (scrapers lose the type; `promtool check metrics` reports "no help text"), so
+/// counter families are renamed to their sample name and `# EOF` is dropped.
+fn openmetrics_to_prometheus_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .filter(|name| !name.ends_with("_total"))
+        .collect();
+    let mut out = String::with_capacity(om.len() + 16 * counters.len());
+    for line in om.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let (name, rest) = line.strip_prefix(prefix)?.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {rest}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,5 +442,27 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing `{name}` in:\n{text}");
         }
+    }
+
+    #[test]
+    fn counters_are_described_under_their_sample_names() {
+        let m = Metrics::new();
+        m.error_sent("INTERNAL_ERROR");
+        m.audio_seconds.inc_by(0.5);
+        let text = m.encode();
+        for line in [
+            "# TYPE sgw_errors_total counter",
+            "# HELP sgw_errors_total Errors sent to clients, by code.",
+            "# TYPE sgw_audio_seconds_total counter",
+            "# TYPE sgw_sessions_active gauge",
+            "# TYPE sgw_final_latency_seconds histogram",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+        assert!(!text.contains("# TYPE sgw_errors counter"));
+        assert!(!text.contains("# EOF"));
     }
 }
