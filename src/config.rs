@@ -1387,6 +1387,88 @@ mod tests {
         }
     }
 
+    #[test]
+    fn backend_tls_comes_from_the_url_over_the_defaults() {
+        let env = vars(&[
+            (
+                "SGW_ROUTES__DEFAULT",
+                "rivas://a:1?ca=/u/ca.pem&server_name=riva-a, rivas://b:2, riva://c:3",
+            ),
+            ("SGW_AUTH__ENABLED", "false"),
+            ("SGW_BACKEND_TLS__CA", "/d/ca.pem"),
+            ("SGW_BACKEND_TLS__CERT", "/d/c.pem"),
+            ("SGW_BACKEND_TLS__KEY", "/d/c.key"),
+        ]);
+        let c = Config::load(None, env, Dict::new()).unwrap();
+        let b = &c.routes[0].backends;
+        assert_eq!(b[0].url, "rivas://a:1", "the name has no query");
+        assert_eq!(b[0].tls_files.ca.as_deref(), Some(Path::new("/u/ca.pem")));
+        assert_eq!(b[0].tls_files.server_name.as_deref(), Some("riva-a"));
+        assert_eq!(b[0].tls_files.cert.as_deref(), Some(Path::new("/d/c.pem")));
+        assert_eq!(b[1].tls_files.ca.as_deref(), Some(Path::new("/d/ca.pem")));
+        assert_eq!(
+            b[2].tls_files,
+            BackendTls::default(),
+            "plaintext: no TLS files"
+        );
+        for bad in [
+            "riva://a:1?ca=/x.pem",
+            "rivas://a:1?bogus=1",
+            "rivas://a:1?ca=",
+            "rivas://a:1?cert=/c.pem",
+        ] {
+            let env = vars(&[("SGW_ROUTES__DEFAULT", bad), ("SGW_AUTH__ENABLED", "false")]);
+            assert!(Config::load(None, env, Dict::new()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn security_settings_are_validated() {
+        let base = || vars(&[("SGW_ROUTES__DEFAULT", "riva://a:1")]);
+        let err = Config::load(None, base(), Dict::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth") && err.contains("no key"), "{err}");
+        let cases = [
+            (
+                vec![("SGW_AUTH__HS256_SECRET", "short")],
+                "auth.hs256_secret",
+            ),
+            (vec![("SGW_TLS__CERT", "/c.pem")], "tls.cert"),
+            (
+                vec![("SGW_LIMITS__ALLOWED_ORIGINS", "app.example")],
+                "limits.allowed_origins",
+            ),
+            (
+                vec![("SGW_LIMITS__CONNECT_RATE", "-1")],
+                "limits.connect_rate",
+            ),
+            (
+                vec![("SGW_LIMITS__MAX_MESSAGE_BYTES", "100")],
+                "limits.max_message_bytes",
+            ),
+        ];
+        for (extra, key) in cases {
+            let mut env = base();
+            env.push(("SGW_AUTH__ENABLED".into(), "false".into()));
+            env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            let err = Config::load(None, env, Dict::new())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let mut env = base();
+        env.push(("SGW_AUTH__HS256_SECRET".into(), "x".repeat(32)));
+        env.push(("SGW_AUTH__AUDIENCE".into(), "a, b".into()));
+        let c = Config::load(None, env, Dict::new()).unwrap();
+        assert!(c.auth.enabled);
+        assert_eq!(c.auth.audience, vec!["a", "b"]);
+        assert!(
+            !format!("{:?}", c.auth).contains(&"x".repeat(32)),
+            "Debug hides the secret"
+        );
+    }
+
     /// `.env.example` must list exactly the keys the code knows, with their defaults.
     #[test]
     fn env_example_matches_the_code() {
