@@ -990,3 +990,262 @@ async fn logs_hold_no_transcript_token_secret_or_audio() {
         );
     }
 }
+
+// ---- bad input, with a bystander ----
+
+/// What one bad input got: the HTTP refusal, or the messages and close after it.
+fn describe(messages: &[Value], close: Option<u16>) -> String {
+    let errors: Vec<String> = messages
+        .iter()
+        .filter(|m| m["type"] == "error")
+        .map(|m| {
+            format!(
+                "{} (recoverable: {})",
+                m["code"].as_str().unwrap_or("?"),
+                m["recoverable"]
+            )
+        })
+        .collect();
+    let errors = if errors.is_empty() {
+        "no error".to_string()
+    } else {
+        errors.join(", ")
+    };
+    match close {
+        Some(c) => format!("{errors}; close {c}"),
+        None => format!("{errors}; no close frame"),
+    }
+}
+
+/// A catalogue of bad inputs, each on its own connection, while a bystander session
+/// streams: each gets its documented answer and the bystander's transcript is untouched.
+/// Run with `--no-capture` to print the table.
+#[tokio::test]
+async fn bad_input_gets_its_documented_answer_and_never_disturbs_a_bystander() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    gen_certs(dir.path());
+    let riva = riva().await;
+    let gw = Gateway::start(&[
+        ("SGW_ROUTES__DEFAULT", riva.url()),
+        ("SGW_AUTH__ENABLED", "true".into()),
+        (
+            "SGW_AUTH__HS256_SECRET_FILE",
+            s(&dir.path().join("jwt-hs256.secret")),
+        ),
+        ("SGW_LIMITS__MAX_MESSAGE_BYTES", "65536".into()),
+    ])
+    .await;
+    let token = good(&dir.path().join("jwt-hs256.secret"), None);
+    let auth = format!("Bearer {token}");
+    let url = gw.ws_url();
+    let open = || async {
+        Client {
+            ws: attempt(&url, &[("authorization", auth.as_str())])
+                .await
+                .expect("upgrade"),
+        }
+    };
+
+    let mut bystander = open().await;
+    bystander.start(json!({})).await;
+    let bystander_audio = tone(3_000, 16_000);
+    let mut chunks = bystander_audio.chunks(3_200);
+    for chunk in chunks.by_ref().take(5) {
+        bystander.audio(chunk).await;
+    }
+
+    let mut table: Vec<(String, String)> = Vec::new();
+    // (input, what to send after start (None: before start), expected error, expected close)
+    type Case = (&'static str, bool, Message, &'static str, Option<u16>);
+    let cases: Vec<Case> = vec![
+        (
+            "odd-length audio frame (3 bytes)",
+            true,
+            Message::Binary(vec![1u8, 2, 3].into()),
+            "AUDIO_FORMAT_ERROR",
+            None,
+        ),
+        (
+            "frame of 1.5 s (> session.max_frame)",
+            true,
+            Message::Binary(vec![0u8; 48_000].into()),
+            "AUDIO_FORMAT_ERROR",
+            None,
+        ),
+        (
+            "message of 100 KB (> limits.max_message_bytes)",
+            true,
+            Message::Binary(vec![0u8; 100_000].into()),
+            "MESSAGE_TOO_LARGE",
+            Some(1009),
+        ),
+        (
+            "text that is not JSON",
+            true,
+            Message::Text("hello".into()),
+            "INVALID_REQUEST",
+            None,
+        ),
+        (
+            "JSON without a known type",
+            true,
+            Message::Text(r#"{"type":"bogus"}"#.into()),
+            "INVALID_REQUEST",
+            None,
+        ),
+        (
+            "a second start",
+            true,
+            Message::Text(r#"{"type":"start"}"#.into()),
+            "INVALID_REQUEST",
+            None,
+        ),
+        (
+            "start with sample_rate 4000",
+            false,
+            Message::Text(r#"{"type":"start","config":{"sample_rate":4000}}"#.into()),
+            "AUDIO_FORMAT_ERROR",
+            None,
+        ),
+        (
+            "start with sample_rate \"fast\"",
+            false,
+            Message::Text(r#"{"type":"start","config":{"sample_rate":"fast"}}"#.into()),
+            "AUDIO_FORMAT_ERROR",
+            None,
+        ),
+        (
+            "start for an unknown route",
+            false,
+            Message::Text(r#"{"type":"start","config":{"model":"nope"}}"#.into()),
+            "MODEL_UNAVAILABLE",
+            Some(1013),
+        ),
+        (
+            "3 MB of JSON text",
+            false,
+            Message::Text("x".repeat(3_000_000).into()),
+            "MESSAGE_TOO_LARGE",
+            Some(1009),
+        ),
+    ];
+    for (what, after_start, msg, code, close) in cases {
+        let mut c = open().await;
+        if after_start {
+            c.start(json!({})).await;
+        }
+        let _ = c.ws.send(msg).await;
+        // Recoverable errors leave the session open: end it to collect everything.
+        let mut messages = Vec::new();
+        let mut closed = None;
+        let mut ended = false;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(1_500), c.recv()).await {
+                Ok(Received::Json(v)) => messages.push(v),
+                Ok(Received::Closed(code)) => {
+                    closed = code;
+                    break;
+                }
+                Err(_) if !ended => {
+                    ended = true;
+                    let _ = c.ws.send(Message::Text(r#"{"type":"end"}"#.into())).await;
+                }
+                Err(_) => break,
+            }
+        }
+        let got = describe(&messages, closed);
+        assert!(
+            messages
+                .iter()
+                .any(|m| m["type"] == "error" && m["code"] == code),
+            "{what}: expected {code}, got {got}"
+        );
+        if let Some(expected) = close {
+            assert_eq!(closed, Some(expected), "{what}: {got}");
+        } else {
+            assert_eq!(
+                closed,
+                Some(1000),
+                "{what}: the session survives and ends normally: {got}"
+            );
+        }
+        table.push((what.to_string(), got));
+    }
+
+    // Invalid UTF-8 in a text frame is a WebSocket protocol error.
+    {
+        let mut c = open().await;
+        c.start(json!({})).await;
+        let tcp = c.ws.get_mut();
+        let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = tcp else {
+            unreachable!()
+        };
+        // A masked text frame (FIN, opcode 1) of 2 bytes that are not UTF-8.
+        let mask = [1u8, 2, 3, 4];
+        let payload = [0xffu8, 0xfe];
+        let mut frame = vec![0x81, 0x80 | 2];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        tcp.write_all(&frame).await.unwrap();
+        let (messages, close) = c.drain().await;
+        table.push((
+            "text frame with invalid UTF-8".into(),
+            describe(&messages, close),
+        ));
+    }
+    // Bytes that are not HTTP at all.
+    {
+        let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        tcp.write_all(b"\x16\x03\x01garbage\r\n\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+        let line = String::from_utf8_lossy(&buf)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        table.push((
+            "bytes that are not HTTP".into(),
+            format!("`{line}`, connection closed"),
+        ));
+    }
+    // Refusals before the upgrade.
+    for (what, headers) in [
+        ("no token", vec![]),
+        (
+            "a forged token",
+            vec![(
+                "authorization",
+                format!("Bearer {}x", &token[..token.len() - 1]),
+            )],
+        ),
+    ] {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = attempt(&url, &h).await;
+        assert_eq!(status_of(&r), 401, "{what}");
+        table.push((
+            what.into(),
+            "HTTP 401 AUTHENTICATION_FAILED, no upgrade".into(),
+        ));
+    }
+
+    // The bystander finishes as if nothing happened.
+    for chunk in chunks {
+        bystander.audio(chunk).await;
+    }
+    bystander.end().await;
+    let (messages, close) = bystander.drain().await;
+    assert!(
+        messages.iter().all(|m| m["type"] != "error"),
+        "bystander got an error: {messages:?}"
+    );
+    assert!(has_final(&messages));
+    assert_eq!(close, Some(1000));
+
+    println!("| input | the gateway's answer | bystander session |");
+    println!("|---|---|---|");
+    for (input, answer) in &table {
+        println!("| {input} | {answer} | unaffected |");
+    }
+}

@@ -240,15 +240,7 @@ async fn run_v1(socket: WebSocket, ctx: Arc<SessionContext>, ticket: Ticket, lim
                     Ok(m) => Some(v1::decode(m)),
                     Err(e) => {
                         *done = true;
-                        too_large(e).map(|size| {
-                            Some(session::Command::Reject(SessionError::new(
-                                ErrorKind::MessageTooLarge,
-                                format!(
-                                    "a message of {size} bytes is above the limit of {limit} \
-                                     bytes (limits.max_message_bytes)"
-                                ),
-                            )))
-                        })
+                        read_error(e, limit).map(|err| Some(session::Command::Reject(err)))
                     }
                 };
                 future::ready(next)
@@ -266,11 +258,27 @@ async fn run_v1(socket: WebSocket, ctx: Arc<SessionContext>, ticket: Ticket, lim
     .await;
 }
 
-/// The size of a message refused for exceeding the limit, if that is what `e` is.
-fn too_large(e: axum::Error) -> Option<usize> {
+/// What the client must hear about a read error, if anything: a message above the size
+/// limit, or a frame that breaks the protocol (the connection cannot go on after either).
+/// Other errors (a reset, a vanished client) have nobody to tell.
+fn read_error(e: axum::Error, limit: usize) -> Option<SessionError> {
     use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-    match e.into_inner().downcast_ref::<WsError>() {
-        Some(WsError::Capacity(CapacityError::MessageTooLong { size, .. })) => Some(*size),
+    match e.into_inner().downcast_ref::<WsError>()? {
+        WsError::Capacity(CapacityError::MessageTooLong { size, .. }) => Some(SessionError::new(
+            ErrorKind::MessageTooLarge,
+            format!(
+                "a message of {size} bytes is above the limit of {limit} bytes \
+                 (limits.max_message_bytes)"
+            ),
+        )),
+        WsError::Utf8(_) => Some(SessionError::new(
+            ErrorKind::ProtocolError,
+            "a text frame was not valid UTF-8",
+        )),
+        WsError::Protocol(p) => Some(SessionError::new(
+            ErrorKind::ProtocolError,
+            format!("WebSocket protocol violation: {p}"),
+        )),
         _ => None,
     }
 }

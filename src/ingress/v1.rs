@@ -33,6 +33,7 @@ pub fn close_code(cause: CloseCause) -> u16 {
             | ErrorKind::InvalidRequest
             | ErrorKind::SessionTimeout => 1008,
             ErrorKind::MessageTooLarge => 1009,
+            ErrorKind::ProtocolError => 1002,
         },
     }
 }

@@ -151,6 +151,9 @@ pub enum ErrorKind {
     SessionTimeout,
     /// A WebSocket message above `limits.max_message_bytes`: the connection cannot go on.
     MessageTooLarge,
+    /// A message that breaks the WebSocket protocol (e.g. a text frame that is not UTF-8):
+    /// the connection cannot go on.
+    ProtocolError,
 }
 
 impl ErrorKind {
@@ -166,6 +169,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => "INVALID_REQUEST",
             ErrorKind::SessionTimeout => "SESSION_TIMEOUT",
             ErrorKind::MessageTooLarge => "MESSAGE_TOO_LARGE",
+            ErrorKind::ProtocolError => "PROTOCOL_ERROR",
         }
     }
 
@@ -180,7 +184,8 @@ impl ErrorKind {
             | ErrorKind::AuthenticationFailed
             | ErrorKind::Internal
             | ErrorKind::SessionTimeout
-            | ErrorKind::MessageTooLarge => false,
+            | ErrorKind::MessageTooLarge
+            | ErrorKind::ProtocolError => false,
         }
     }
 }
