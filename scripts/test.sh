@@ -3,7 +3,9 @@
 #   bash scripts/test.sh [nextest arguments]
 # Formatting, lints, then every test: unit; integration against real in-process gRPC
 # doubles; conformance against the official NVIDIA Riva and Triton Python stubs; end to
-# end against the real local Triton (Whisper tiny.en on CPU) with espeak-ng speech.
+# end against the real local Triton (Whisper tiny.en on CPU) with espeak-ng speech. Also
+# the supply-chain check (scripts/deny.sh) before the tests and a short fuzz run of every
+# target after them (scripts/fuzz.sh; SGW_FUZZ_SECONDS sets its length).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -46,5 +48,11 @@ cargo fmt --all -- --check
 step "cargo clippy (deny warnings)"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "supply chain (scripts/deny.sh: cargo deny, offline advisories)"
+bash scripts/deny.sh
+
 step "cargo nextest run"
 cargo nextest run --locked --no-fail-fast "$@"
+
+step "fuzz smoke run (scripts/fuzz.sh, ${SGW_FUZZ_SECONDS:-20} s a target)"
+bash scripts/fuzz.sh "${SGW_FUZZ_SECONDS:-20}"

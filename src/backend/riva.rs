@@ -197,7 +197,11 @@ impl futures::Stream for RequestStream {
     }
 }
 
-fn map_response(
+/// Maps one message of the response stream to the events it carries, in Riva's order:
+/// one event per result of channel 0 or 1 (a response with none of those is a progress
+/// event, which proves the stream alive), or the status mapped to a [`BackendError`].
+/// Public so that the fuzz targets (`fuzz/`) drive the same code as the adapter.
+pub fn map_response(
     item: Result<StreamingRecognizeResponse, Status>,
 ) -> Vec<Result<TranscriptEvent, BackendError>> {
     match item {

@@ -46,9 +46,10 @@ pub fn max_frame_bytes(rate: u32, d: Duration) -> usize {
     (u128::from(rate) * d.as_millis() / 1000) as usize * 2
 }
 
-/// Milliseconds of PCM16 mono audio in `len` bytes.
+/// Milliseconds of PCM16 mono audio in `len` bytes (saturating: any length, even one no
+/// WebSocket message can have, gives an answer rather than an overflow). `rate` > 0.
 pub fn bytes_to_ms(len: usize, rate: u32) -> u64 {
-    (len as u64 / 2) * 1000 / u64::from(rate)
+    (len as u64 / 2).saturating_mul(1000) / u64::from(rate)
 }
 
 /// Audio since the last final, kept so that a back-end stream can be reopened (rotation,
@@ -199,6 +200,15 @@ mod tests {
         );
         assert!(validate_frame(96_000, 48_000, max, 4).is_ok());
         assert!(validate_frame(16_002, 8_000, max, 5).is_err());
+    }
+
+    #[test]
+    fn absurd_lengths_are_refused_not_overflowed() {
+        // Found by the audio_frame fuzz target: `len / 2 * 1000` overflowed u64.
+        let e = validate_frame(usize::MAX - 1, 8_000, Duration::from_secs(1), 1).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AudioFormat);
+        assert_eq!(bytes_to_ms(usize::MAX, 1_000), u64::MAX / 1_000);
+        assert_eq!(bytes_to_ms(32_000, 16_000), 1_000);
     }
 
     #[test]

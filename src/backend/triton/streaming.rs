@@ -188,42 +188,138 @@ impl Stream for Results {
                         }
                         Poll::Ready(Some(Ok(msg))) => msg,
                     };
-                    if !msg.error_message.is_empty() {
-                        let m: String = msg.error_message.chars().take(200).collect();
-                        *self = Results::Done;
-                        return Poll::Ready(Some(Err(BackendError::new(
-                            BackendErrorKind::ServerError,
-                            ErrorClass::UpstreamRetryable,
-                            format!("model error: {m}"),
-                        ))));
-                    }
-                    let Some(resp) = msg.infer_response else {
-                        continue;
-                    };
-                    let last = tensors::is_final_response(&resp)
-                        && resp.id.parse::<u64>().ok() == Some(end_id.load(Ordering::Acquire));
-                    let item = match tensors::read_result(&resp, Instant::now()) {
-                        Ok(Some(ev)) => Some(Ok(ev)),
-                        // A request's completion: the model is keeping up (stall detection).
-                        Ok(None) if !last => Some(Ok(TranscriptEvent::progress(Instant::now()))),
-                        Ok(None) => None,
-                        Err(e) => Some(Err(BackendError::new(
-                            BackendErrorKind::Protocol,
-                            ErrorClass::UpstreamFatal,
-                            e.to_string(),
-                        ))),
-                    };
-                    if last {
+                    let step = map_message(&msg, end_id.load(Ordering::Acquire), Instant::now());
+                    if step.done {
                         *self = Results::Done;
                     }
-                    match item {
+                    match step.item {
                         Some(item) => return Poll::Ready(Some(item)),
-                        None if last => return Poll::Ready(None),
+                        None if step.done => return Poll::Ready(None),
                         None => continue,
                     }
                 }
                 Results::Done => return Poll::Ready(None),
             }
         }
+    }
+}
+
+/// What one message of the response stream means for the session's event stream.
+#[derive(Debug)]
+pub struct Step {
+    /// The event to pass on, if the message carries one.
+    pub item: Option<Result<TranscriptEvent, BackendError>>,
+    /// The stream is over after this message: the model reported an error, or this is
+    /// the final response to the `sequence_end` request.
+    pub done: bool,
+}
+
+/// Maps one `ModelStreamInferResponse`. `end_id` is the id of the `sequence_end` request
+/// (`u64::MAX` until it is sent). A model error ends the stream with a retryable
+/// server error; a result that breaks the tensor contract is a fatal protocol error; an
+/// empty final response is a progress event (the model keeps up), or the end of the
+/// stream if it completes `sequence_end`. Pure: public so that the fuzz targets (`fuzz/`)
+/// drive the same code as the adapter.
+pub fn map_message(msg: &ModelStreamInferResponse, end_id: u64, received_at: Instant) -> Step {
+    if !msg.error_message.is_empty() {
+        let m: String = msg.error_message.chars().take(200).collect();
+        return Step {
+            item: Some(Err(BackendError::new(
+                BackendErrorKind::ServerError,
+                ErrorClass::UpstreamRetryable,
+                format!("model error: {m}"),
+            ))),
+            done: true,
+        };
+    }
+    let Some(resp) = msg.infer_response.as_ref() else {
+        return Step {
+            item: None,
+            done: false,
+        };
+    };
+    let last = tensors::is_final_response(resp) && resp.id.parse::<u64>().ok() == Some(end_id);
+    let item = match tensors::read_result(resp, received_at) {
+        Ok(Some(ev)) => Some(Ok(ev)),
+        // A request's completion: the model is keeping up (stall detection).
+        Ok(None) if !last => Some(Ok(TranscriptEvent::progress(received_at))),
+        Ok(None) => None,
+        Err(e) => Some(Err(BackendError::new(
+            BackendErrorKind::Protocol,
+            ErrorClass::UpstreamFatal,
+            e.to_string(),
+        ))),
+    };
+    Step { item, done: last }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::proto::inference::infer_parameter::ParameterChoice;
+    use crate::backend::proto::inference::model_infer_response::InferOutputTensor;
+    use crate::backend::proto::inference::{InferParameter, ModelInferResponse};
+
+    fn completion(id: &str) -> ModelStreamInferResponse {
+        let mut r = ModelInferResponse {
+            id: id.into(),
+            ..Default::default()
+        };
+        r.parameters.insert(
+            "triton_final_response".into(),
+            InferParameter {
+                parameter_choice: Some(ParameterChoice::BoolParam(true)),
+            },
+        );
+        ModelStreamInferResponse {
+            error_message: String::new(),
+            infer_response: Some(r),
+        }
+    }
+
+    #[test]
+    fn completions_are_progress_until_the_end_request_completes() {
+        let now = Instant::now();
+        let step = map_message(&completion("3"), 7, now);
+        assert!(!step.done);
+        assert!(matches!(step.item, Some(Ok(ref e)) if e.is_progress()));
+        let step = map_message(&completion("7"), 7, now);
+        assert!(step.done && step.item.is_none());
+        let empty = ModelStreamInferResponse::default();
+        let step = map_message(&empty, 7, now);
+        assert!(
+            !step.done && step.item.is_none(),
+            "nothing to say, not the end"
+        );
+    }
+
+    #[test]
+    fn model_errors_end_the_stream_and_contract_breaches_are_protocol_errors() {
+        let now = Instant::now();
+        let failed = ModelStreamInferResponse {
+            error_message: "x".repeat(1_000),
+            infer_response: None,
+        };
+        let step = map_message(&failed, u64::MAX, now);
+        assert!(step.done);
+        let e = step.item.unwrap().unwrap_err();
+        assert_eq!(e.kind, BackendErrorKind::ServerError);
+        assert!(e.message.len() < 250, "the model's message is capped");
+        let broken = ModelStreamInferResponse {
+            error_message: String::new(),
+            infer_response: Some(ModelInferResponse {
+                outputs: vec![InferOutputTensor {
+                    name: tensors::TRANSCRIPT.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        };
+        let step = map_message(&broken, u64::MAX, now);
+        assert!(!step.done);
+        assert_eq!(
+            step.item.unwrap().unwrap_err().kind,
+            BackendErrorKind::Protocol
+        );
     }
 }
