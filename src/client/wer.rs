@@ -132,7 +132,10 @@ fn number_words(token: &str) -> Option<Vec<String>> {
     {
         let mut words = cardinal(int)?;
         words.push("point".into());
-        words.extend(frac.bytes().map(|b| ONES[usize::from(b - b'0')].to_string()));
+        words.extend(
+            frac.bytes()
+                .map(|b| ONES[usize::from(b - b'0')].to_string()),
+        );
         return Some(words);
     }
     if let Some((hours, minutes)) = token.split_once(':')
@@ -221,9 +224,9 @@ pub fn normalise(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(words.len());
     for (i, w) in words.iter().enumerate() {
         let joins_a_number = w == "and"
-            && out
-                .last()
-                .is_some_and(|p| ["hundred", "thousand", "million", "billion"].contains(&p.as_str()))
+            && out.last().is_some_and(|p| {
+                ["hundred", "thousand", "million", "billion"].contains(&p.as_str())
+            })
             && words.get(i + 1).is_some_and(|n| is_number_word(n));
         if !joins_a_number {
             out.push(w.clone());
@@ -290,8 +293,14 @@ mod tests {
             Some("eighteen"),
             "the largest value spells too"
         );
-        assert_eq!(normalise("1,000 or 1000").join(" "), "one thousand or one thousand");
-        assert_eq!(normalise("1,2345").join(" "), "one two thousand three hundred forty five");
+        assert_eq!(
+            normalise("1,000 or 1000").join(" "),
+            "one thousand or one thousand"
+        );
+        assert_eq!(
+            normalise("1,2345").join(" "),
+            "one two thousand three hundred forty five"
+        );
     }
 
     #[test]
@@ -299,7 +308,10 @@ mod tests {
         assert_eq!(normalise("3.5").join(" "), "three point five");
         assert_eq!(normalise("at 9:00.").join(" "), "at nine");
         assert_eq!(normalise("9:05 9:30").join(" "), "nine oh five nine thirty");
-        assert_eq!(normalise("the 21st and 2nd, 12th").join(" "), "the twenty first and second twelfth");
+        assert_eq!(
+            normalise("the 21st and 2nd, 12th").join(" "),
+            "the twenty first and second twelfth"
+        );
         assert_eq!(normalise("the 40th").join(" "), "the fortieth");
         assert_eq!(normalise("50% off").join(" "), "fifty percent off");
         assert_eq!(normalise("end. 3 dots").join(" "), "end three dots");
@@ -312,8 +324,14 @@ mod tests {
             normalise("two-hundred fifty")
         );
         assert_eq!(normalise("bread and butter").join(" "), "bread and butter");
-        assert_eq!(normalise("a hundred and then").join(" "), "a hundred and then");
-        assert_eq!(normalise("Mr. Dashwood, OK").join(" "), "mister dashwood okay");
+        assert_eq!(
+            normalise("a hundred and then").join(" "),
+            "a hundred and then"
+        );
+        assert_eq!(
+            normalise("Mr. Dashwood, OK").join(" "),
+            "mister dashwood okay"
+        );
         assert_eq!(wer("mister john dashwood", "Mr. John Dashwood"), 0.0);
         assert_eq!(wer("She bought 3 apples", "she bought three apples."), 0.0);
     }
