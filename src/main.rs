@@ -106,6 +106,9 @@ struct LoadArgs {
     /// Audio per frame, in ms.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(10..=500))]
     frame_ms: u32,
+    /// Silence after each pass through a clip (a talker's pause).
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    gap: Duration,
     /// Route (the contract's `model`).
     #[arg(long)]
     route: Option<String>,
@@ -327,6 +330,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         ramp: args.ramp,
         clips: args.clips,
         frame_ms: args.frame_ms,
+        gap: args.gap,
         route: args.route,
         pid: args.pid,
         direct_riva: args.direct_riva,

@@ -3,7 +3,7 @@
 //! and failed, and the gateway's CPU and memory over the run.
 //!
 //! Sessions start evenly over `--ramp`, each streams clips from `--clips` in a loop at
-//! real time (one frame per `--frame-ms`), and all of them send `end` when `--duration`
+//! real time (one frame per `--frame-ms`, `--gap` of silence after each pass), and all of them send `end` when `--duration`
 //! (counted from the first start) is over. The client is built to be cheap, so that one
 //! process can hold 10,000 sessions on a small machine beside the gateway: one task per
 //! session, no task per direction, frames cut once and shared (`Bytes`), a 4 KiB read
@@ -53,6 +53,9 @@ pub struct LoadOptions {
     /// WAV files (mono PCM16) played in a loop; a directory or one file.
     pub clips: PathBuf,
     pub frame_ms: u32,
+    /// Silence after each pass through a clip (a talker's pause: lets the back end end
+    /// the utterance).
+    pub gap: Duration,
     /// A route (the contract's `model`).
     pub route: Option<String>,
     /// The gateway's process id: CPU and RSS from `/proc/PID` (else from `/metrics`).
@@ -65,8 +68,9 @@ pub struct LoadOptions {
     pub progress: bool,
 }
 
-/// Loads every WAV of `path` (a file or a directory, sorted) and cuts it into frames.
-pub fn load_clips(path: &Path, frame_ms: u32) -> anyhow::Result<Vec<Clip>> {
+/// Loads every WAV of `path` (a file or a directory, sorted) and cuts it into frames,
+/// each clip followed by `gap` of silence.
+pub fn load_clips(path: &Path, frame_ms: u32, gap: Duration) -> anyhow::Result<Vec<Clip>> {
     let files: Vec<PathBuf> = if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("cannot read {}", path.display()))?
@@ -85,16 +89,20 @@ pub fn load_clips(path: &Path, frame_ms: u32) -> anyhow::Result<Vec<Clip>> {
         if wav.samples.len() < per_frame {
             continue;
         }
-        let frames: Vec<Bytes> = wav
+        let mut frames: Vec<Bytes> = wav
             .samples
             .chunks(per_frame)
             .map(|c| Bytes::from(c.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>()))
             .collect();
-        let frame_ms_each = wav
+        let mut frame_ms_each: Vec<f64> = wav
             .samples
             .chunks(per_frame)
             .map(|c| c.len() as f64 * 1000.0 / f64::from(wav.sample_rate))
             .collect();
+        let silence = Bytes::from(vec![0u8; per_frame * 2]);
+        let gap_frames = (gap.as_millis() as usize).div_ceil(frame_ms.max(1) as usize);
+        frames.extend(std::iter::repeat_n(silence, gap_frames));
+        frame_ms_each.extend(std::iter::repeat_n(f64::from(frame_ms), gap_frames));
         clips.push(Clip {
             sample_rate: wav.sample_rate,
             frames,
@@ -189,7 +197,7 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
         bail!("--ramp must be shorter than --duration");
     }
     let fd_limit = raise_fd_limit();
-    let clips: Arc<Vec<Clip>> = Arc::new(load_clips(&opts.clips, opts.frame_ms)?);
+    let clips: Arc<Vec<Clip>> = Arc::new(load_clips(&opts.clips, opts.frame_ms, opts.gap)?);
     let starts: Arc<Vec<String>> = Arc::new(
         clips
             .iter()
@@ -322,12 +330,18 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
-        let clips = load_clips(dir.path(), 100).unwrap();
+        let clips = load_clips(dir.path(), 100, Duration::ZERO).unwrap();
         assert_eq!(clips.len(), 1);
         assert_eq!(clips[0].frames.len(), 3);
         assert_eq!(clips[0].frames[0].len(), 3200);
         assert_eq!(clips[0].frame_ms_each, vec![100.0, 100.0, 50.0]);
-        assert!(load_clips(&dir.path().join("notes.txt"), 100).is_err());
+        let gapped = load_clips(dir.path(), 100, Duration::from_millis(250)).unwrap();
+        assert_eq!(
+            gapped[0].frame_ms_each,
+            vec![100.0, 100.0, 50.0, 100.0, 100.0, 100.0]
+        );
+        assert!(gapped[0].frames[5].iter().all(|b| *b == 0));
+        assert!(load_clips(&dir.path().join("notes.txt"), 100, Duration::ZERO).is_err());
     }
 
     #[test]
