@@ -10,7 +10,8 @@
 # run, DIRECT_SESSIONS (default: min(SESSIONS, 1000)) Riva streams straight to the sim with
 # the same audio and cadence (the baseline of the added latency). Prints the load report and
 # the CPU used by the sim and the load client over the run. Reports go to target/bench/N/.
-# Everything listens on 127.0.0.1 and stops at the end.
+# SIM_ARGS adds sim-backend flags (e.g. "--final-words 1": a final every word, so the
+# replay buffer stays small). Everything listens on 127.0.0.1 and stops at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -32,7 +33,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 ulimit -n "$(ulimit -Hn)"
-"$bin" sim-backend --riva "127.0.0.1:$riva_port" >"$out/sim.log" 2>&1 &
+"$bin" sim-backend --riva "127.0.0.1:$riva_port" ${SIM_ARGS:-} >"$out/sim.log" 2>&1 &
 sim_pid=$!
 pids+=("$sim_pid")
 SGW_LOG_LEVEL=warn SGW_HEALTH__INTERVAL=5s "$bin" serve --listen "127.0.0.1:$gw_port" \

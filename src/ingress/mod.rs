@@ -56,6 +56,9 @@ fn transport_limit(config: &Config) -> usize {
     (2 * max_frame).max(64 * 1024)
 }
 
+/// Bytes read from a WebSocket at a time (see `v1_stream`).
+const WS_READ_BUFFER: usize = 8 * 1024;
+
 async fn v1_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let refusal = if state.draining.is_cancelled() {
         Err(Refusal::Draining)
@@ -69,6 +72,10 @@ async fn v1_stream(State(state): State<AppState>, ws: WebSocketUpgrade) -> Respo
     let limit = transport_limit(&state.config);
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        // tungstenite allocates its read buffer eagerly (128 KiB by default) and touches
+        // all of it as audio streams through: per session that is twice the memory goal.
+        // Frames are read in pieces of this size and assembled up to `limit` anyway.
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| {
             let tracker = state.sessions.clone();
             tracker.track_future(run_v1(socket, state.ctx, ticket))
