@@ -17,6 +17,8 @@
 //! | [`backend`] | the `SpeechBackend` port and its adapters ([`backend::riva`], [`backend::triton`]); generated protobuf lives only here |
 //! | [`telemetry`] | tracing setup and the one module where metric names are spelled |
 //! | [`client`] | the `transcribe` client (WAV reader, pacing, latency figures) |
+//! | [`golden`] | `eval`: the golden-fixture WER and latency harness (manifest, runs, reports, chart) |
+//! | [`load`] | `load`: the load generator (WebSocket sessions, direct Riva baseline, process sampling) |
 //! | [`sim`] | `sim-backend`: a zero-compute Riva/Triton server for tests (not a recogniser) |
 //! | [`chaos`] | the chaos suite: scenario files, a runner over real processes (gateway, sim back ends, a fault-injecting TCP proxy), the report |
 //! | [`error`] | error classes shared by every boundary |
@@ -29,7 +31,9 @@ pub mod chaos;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod golden;
 pub mod ingress;
+pub mod load;
 pub mod resilience;
 pub mod router;
 pub mod security;

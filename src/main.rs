@@ -42,6 +42,12 @@ enum Command {
     /// Sign a JWT for development and tests (HS256 secret file, or RS256/ES256 private key
     /// PEM, e.g. from scripts/gen-certs.sh); prints the token.
     Token(TokenArgs),
+    /// Stream the golden clips (golden/manifest.toml) through a gateway and judge WER,
+    /// latency and words on silence against each clip's ceilings; exits 1 if any is broken.
+    Eval(EvalArgs),
+    /// Load a gateway with N concurrent real-time sessions for a bounded time and report
+    /// latencies, errors and the gateway's CPU and memory.
+    Load(LoadArgs),
     /// Run the chaos scenarios (chaos/scenarios/*.toml) against real processes: this
     /// binary as gateway and as sim back ends, with faults injected; exits 1 if any fails.
     Chaos(ChaosArgs),
@@ -83,6 +89,84 @@ struct TokenArgs {
     /// Lifetime (`exp` = now + ttl).
     #[arg(long, value_parser = parse_duration, default_value = "1h")]
     ttl: Duration,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The golden manifest.
+    #[arg(long, default_value = "golden/manifest.toml")]
+    manifest: PathBuf,
+    /// The gateway's v1 endpoint.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/v1/audio/stream")]
+    url: String,
+    /// Pacing: 1 = real time, 4 = four times as fast.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Clips streamed at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Route (the contract's `model`); repeat to run every clip on several routes.
+    #[arg(long = "route", value_name = "NAME", default_value = "default")]
+    routes: Vec<String>,
+    /// Only clips with one of these tags; repeatable.
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Only these clip ids; repeatable.
+    #[arg(long = "only", value_name = "ID")]
+    only: Vec<String>,
+    /// Reviewed transcripts (DIR/ROUTE/ID.txt), compared with each run (drift).
+    #[arg(long, default_value = "golden/expected")]
+    expected: PathBuf,
+    /// Write this run's transcripts into the expected directory (then review the diff).
+    #[arg(long)]
+    write_expected: bool,
+    /// Where report.json, report.md and latency.svg go.
+    #[arg(long, default_value = "target/eval")]
+    out: PathBuf,
+    /// Bearer token (also `SGW_TOKEN`).
+    #[arg(long, env = "SGW_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// The gateway's v1 endpoint.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/v1/audio/stream")]
+    url: String,
+    /// Concurrent real-time sessions.
+    #[arg(long, default_value_t = 10)]
+    sessions: usize,
+    /// From the first session's start to every session's `end`, e.g. 60s.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    duration: Duration,
+    /// Session starts are spread evenly over this.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    ramp: Duration,
+    /// A directory of mono 16-bit WAV clips (or one file), played in a loop.
+    #[arg(long, default_value = "golden/clips")]
+    clips: PathBuf,
+    /// Audio per frame, in ms.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(10..=500))]
+    frame_ms: u32,
+    /// Silence after each pass through a clip (a talker's pause).
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    gap: Duration,
+    /// Route (the contract's `model`).
+    #[arg(long)]
+    route: Option<String>,
+    /// The gateway's process id: CPU and RSS from /proc/PID (else from its /metrics).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Also stream straight to this Riva back end (HOST:PORT) in the same run: the baseline
+    /// that shows the gateway's added latency.
+    #[arg(long, value_name = "ADDR")]
+    direct_riva: Option<SocketAddr>,
+    /// Sessions of the direct baseline (default: --sessions).
+    #[arg(long)]
+    direct_sessions: Option<usize>,
+    /// Where load.json and load.md go.
+    #[arg(long, default_value = "target/load")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -235,6 +319,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Healthcheck(args) => runtime.block_on(healthcheck(args)),
+        Command::Eval(args) => runtime.block_on(eval(args)),
+        Command::Load(args) => runtime.block_on(load(args)),
     }
 }
 
@@ -253,6 +339,74 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
         eprintln!("chaos: failed: {}", failed.join(", "));
         std::process::exit(1);
     }
+    Ok(())
+}
+
+async fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    use speech_gateway::golden::{self, EvalOptions, EvalReport, Manifest};
+    let manifest = Manifest::load(&args.manifest)?;
+    let expected = args.expected.is_dir() || args.write_expected;
+    let opts = EvalOptions {
+        url: args.url,
+        speed: args.speed,
+        concurrency: args.concurrency,
+        routes: args.routes,
+        tags: args.tags,
+        only: args.only,
+        token: args.token,
+        expected_dir: expected.then_some(args.expected),
+        write_expected: args.write_expected,
+    };
+    let results = golden::eval::run(&manifest, &opts).await?;
+    let report = EvalReport::new(
+        &opts.url,
+        opts.speed,
+        opts.concurrency,
+        &opts.routes,
+        results,
+    );
+    golden::write_reports(&report, &args.out)?;
+    print!("{}", report.markdown());
+    eprintln!("eval: reports in {}", args.out.display());
+    if !report.failures.is_empty() {
+        eprintln!(
+            "eval: {} clip(s) broke a ceiling or failed:",
+            report.failures.len()
+        );
+        for f in &report.failures {
+            eprintln!("  {f}");
+        }
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    use speech_gateway::load::{self, LoadOptions};
+    let opts = LoadOptions {
+        url: args.url,
+        sessions: args.sessions,
+        duration: args.duration,
+        ramp: args.ramp,
+        clips: args.clips,
+        frame_ms: args.frame_ms,
+        gap: args.gap,
+        route: args.route,
+        pid: args.pid,
+        direct_riva: args.direct_riva,
+        direct_sessions: args.direct_sessions,
+        progress: true,
+    };
+    let report = load::run(&opts).await?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    std::fs::write(
+        args.out.join("load.json"),
+        serde_json::to_string_pretty(&report.json())?,
+    )?;
+    std::fs::write(args.out.join("load.md"), report.markdown())?;
+    print!("{}", report.markdown());
+    eprintln!("load: reports in {}", args.out.display());
     Ok(())
 }
 

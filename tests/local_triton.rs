@@ -13,7 +13,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -33,24 +32,9 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Starts the local Triton once per test process; returns its gRPC port.
+/// The local Triton's gRPC port (started once per test process).
 fn triton_port() -> u16 {
-    static PORT: OnceLock<u16> = OnceLock::new();
-    *PORT.get_or_init(|| {
-        let status = Command::new("bash")
-            .arg(repo().join("scripts/local-triton.sh"))
-            .arg("start")
-            .status()
-            .expect("bash runs");
-        assert!(
-            status.success(),
-            "scripts/local-triton.sh start failed (see its log in .venv/)"
-        );
-        std::env::var("TRITON_GRPC_PORT")
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(8001)
-    })
+    support::local_triton_port()
 }
 
 async fn gateway() -> Gateway {

@@ -184,7 +184,7 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").as_bytes())

@@ -69,6 +69,9 @@ pub fn transport_limit(config: &Config) -> usize {
     (2 * max_frame).max(64 * 1024)
 }
 
+/// Bytes read from a WebSocket at a time (see `v1_stream`).
+const WS_READ_BUFFER: usize = 8 * 1024;
+
 /// The WebSocket endpoint. Before the upgrade, in this order: the per-IP connection rate
 /// (429), the Origin allow-list (403), the token (401), drain and admission (503).
 async fn v1_stream(
@@ -146,6 +149,10 @@ async fn v1_stream(
     let limit = transport_limit(&state.config);
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        // tungstenite allocates its read buffer eagerly (128 KiB by default) and touches
+        // all of it as audio streams through: per session that is twice the memory goal.
+        // Frames are read in pieces of this size and assembled up to `limit` anyway.
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| {
             let tracker = state.sessions.clone();
             tracker.track_future(run_v1(socket, state.ctx, ticket, limit))

@@ -58,6 +58,40 @@ pub struct FailoverLabels {
     pub to: String,
 }
 
+/// The process's own CPU time and memory, read from `/proc/self` at each scrape, under
+/// the conventional `process_*` names (absent where `/proc` is not).
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let Ok(sample) = super::process::sample(None) else {
+            return Ok(());
+        };
+        let cpu = ConstCounter::new(sample.cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time of the gateway process",
+            None,
+            cpu.metric_type(),
+        )?)?;
+        let rss = ConstGauge::new(sample.rss_bytes as i64);
+        rss.encode(encoder.encode_descriptor(
+            "process_resident_memory_bytes",
+            "Resident memory of the gateway process",
+            None,
+            rss.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// All gateway metrics, registered once at start-up and shared by reference.
@@ -246,6 +280,7 @@ impl Metrics {
             "Reloads of certificates and keys from their files, by what and result (ok, error)",
             m.reloads_total.clone(),
         );
+        registry.register_collector(Box::new(ProcessCollector));
         Metrics { registry, ..m }
     }
 

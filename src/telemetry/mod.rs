@@ -6,6 +6,7 @@
 
 pub mod exposition;
 pub mod metrics;
+pub mod process;
 
 use crate::config::LogConfig;
 

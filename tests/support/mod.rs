@@ -144,6 +144,29 @@ impl Drop for Gateway {
     }
 }
 
+/// Starts the local Triton (`scripts/local-triton.sh start`, quick when it already runs)
+/// once per test process; returns its gRPC port (`TRITON_GRPC_PORT`, default 8001).
+pub fn local_triton_port() -> u16 {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *PORT.get_or_init(|| {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local-triton.sh");
+        let status = std::process::Command::new("bash")
+            .arg(script)
+            .arg("start")
+            .status()
+            .expect("bash runs");
+        assert!(
+            status.success(),
+            "scripts/local-triton.sh start failed (see its log in .venv/)"
+        );
+        std::env::var("TRITON_GRPC_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(8001)
+    })
+}
+
 /// A minimal HTTP/1.1 GET over a raw socket (keeps test dependencies small).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The gateway's own cost at N real-time sessions, against the zero-compute back end.
+#
+# Usage: bash scripts/bench-load.sh SESSIONS [DURATION [RAMP [DIRECT_SESSIONS]]]
+#   e.g. bash scripts/bench-load.sh 1000 40s 10s
+#
+# Starts `speech-gateway sim-backend` (Riva) and `speech-gateway serve` in front of it as
+# separate processes of the release binary (SPEECH_GATEWAY=path overrides it), runs
+# `speech-gateway load` with the gateway's pid (CPU and RSS from /proc) and, in the same
+# run, DIRECT_SESSIONS (default: min(SESSIONS, 1000)) Riva streams straight to the sim with
+# the same audio and cadence (the baseline of the added latency). Prints the load report and
+# the CPU used by the sim and the load client over the run. Reports go to target/bench/N/.
+# SIM_ARGS adds sim-backend flags (e.g. "--final-words 1": a final every word, so the
+# replay buffer stays small). Everything listens on 127.0.0.1 and stops at the end.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+sessions=${1:?usage: $0 SESSIONS [DURATION [RAMP [DIRECT_SESSIONS]]]}
+duration=${2:-60s}
+ramp=${3:-10s}
+direct=${4:-$((sessions < 1000 ? sessions : 1000))}
+bin=${SPEECH_GATEWAY:-target/release/speech-gateway}
+[[ -x $bin ]] || { echo "bench-load: build first: cargo build --release" >&2; exit 1; }
+out="target/bench/$sessions"
+mkdir -p "$out"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+riva_port=$(free_port)
+gw_port=$(free_port)
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+ulimit -n "$(ulimit -Hn)"
+"$bin" sim-backend --riva "127.0.0.1:$riva_port" ${SIM_ARGS:-} >"$out/sim.log" 2>&1 &
+sim_pid=$!
+pids+=("$sim_pid")
+SGW_AUTH__ENABLED=false SGW_LOG_LEVEL=warn SGW_HEALTH__INTERVAL=5s "$bin" serve --listen "127.0.0.1:$gw_port" \
+  --backend "riva://127.0.0.1:$riva_port" >"$out/gateway.log" 2>&1 &
+gw_pid=$!
+pids+=("$gw_pid")
+for _ in $(seq 100); do
+  curl -fs "http://127.0.0.1:$gw_port/ready" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+sim_before=$(ticks "$sim_pid")
+start=$(date +%s.%N)
+"$bin" load --url "ws://127.0.0.1:$gw_port/v1/audio/stream" --sessions "$sessions" \
+  --duration "$duration" --ramp "$ramp" --pid "$gw_pid" --clips samples/hello.wav \
+  --direct-riva "127.0.0.1:$riva_port" --direct-sessions "$direct" --out "$out" &
+load_pid=$!
+sleep 1
+load_before=$(ticks "$load_pid")
+wait_for_load() { wait "$load_pid"; }
+# The load client's own CPU: read just before it exits (sampled every second).
+load_last=$load_before
+while kill -0 "$load_pid" 2>/dev/null; do
+  t=$(ticks "$load_pid" 2>/dev/null) && load_last=$t
+  sleep 1
+done
+wait_for_load
+end=$(date +%s.%N)
+sim_after=$(ticks "$sim_pid")
+awk -v s0="$sim_before" -v s1="$sim_after" -v l0="$load_before" -v l1="$load_last" \
+  -v t0="$start" -v t1="$end" -v hz="$hz" 'BEGIN {
+    wall = t1 - t0
+    printf "\nOver the whole run (%.0f s, ramp and wind-down included): sim-backend %.2f cores, load client %.2f cores\n",
+      wall, (s1 - s0) / hz / wall, (l1 - l0) / hz / wall
+  }' | tee -a "$out/load.md"
