@@ -70,6 +70,21 @@ impl PathStats {
         *errors.entry(code.into()).or_default() += 1;
     }
 
+    /// Counts a live session as active while `session` runs, then as completed or (with
+    /// the reason it gives) failed.
+    async fn live(&self, session: impl std::future::Future<Output = Result<(), String>>) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        let outcome = session.await;
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        match outcome {
+            Ok(()) => self.completed.fetch_add(1, Ordering::Relaxed),
+            Err(why) => {
+                self.error(why);
+                self.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+
     pub fn errors(&self) -> BTreeMap<String, u64> {
         self.errors
             .lock()
@@ -202,16 +217,9 @@ pub async fn ws_session(url: &str, start: &str, clip: &Clip, plan: Plan, stats: 
             return;
         }
     };
-    stats.active.fetch_add(1, Ordering::Relaxed);
-    let outcome = drive_ws(&mut ws, start, clip, plan, stats).await;
-    stats.active.fetch_sub(1, Ordering::Relaxed);
-    match outcome {
-        Ok(()) => stats.completed.fetch_add(1, Ordering::Relaxed),
-        Err(why) => {
-            stats.error(why);
-            stats.failed.fetch_add(1, Ordering::Relaxed)
-        }
-    };
+    stats
+        .live(drive_ws(&mut ws, start, clip, plan, stats))
+        .await;
 }
 
 fn short(s: &str) -> String {
@@ -311,16 +319,7 @@ pub async fn direct_session(
 ) {
     tokio::time::sleep_until(plan.start_at).await;
     stats.started.fetch_add(1, Ordering::Relaxed);
-    stats.active.fetch_add(1, Ordering::Relaxed);
-    let outcome = drive_direct(channel, clip, plan, stats).await;
-    stats.active.fetch_sub(1, Ordering::Relaxed);
-    match outcome {
-        Ok(()) => stats.completed.fetch_add(1, Ordering::Relaxed),
-        Err(why) => {
-            stats.error(why);
-            stats.failed.fetch_add(1, Ordering::Relaxed)
-        }
-    };
+    stats.live(drive_direct(channel, clip, plan, stats)).await;
 }
 
 async fn drive_direct(
