@@ -35,7 +35,7 @@ pub struct EvalOptions {
 }
 
 /// The outcome of one clip on one route.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ClipResult {
     pub route: String,
     pub id: String,
@@ -139,27 +139,11 @@ async fn run_clip(manifest: &Manifest, clip: &Clip, route: &str, opts: &EvalOpti
         id: clip.id.clone(),
         tags: clip.tags.clone(),
         reference: clip.text.clone(),
-        hypothesis: String::new(),
         wer: 1.0,
-        word_errors: 0,
         reference_words: wer::normalise(&clip.text).len(),
-        words_on_silence: None,
         wer_ceiling: clip.ceiling(route),
         max_words: clip.max_words,
-        first_partial_ms: None,
-        partial: LatencyStats::default(),
-        final_: LatencyStats::default(),
-        samples: LatencySamples::default(),
-        partials: 0,
-        finals: 0,
-        errors: Vec::new(),
-        close_code: None,
-        audio_seconds: 0.0,
-        wall_seconds: 0.0,
-        expected: None,
-        drift: None,
-        passed: false,
-        problems: Vec::new(),
+        ..ClipResult::default()
     };
     let wav = match read_wav_file(&manifest.audio_path(clip)) {
         Ok(w) => w,
@@ -261,29 +245,13 @@ mod tests {
         ClipResult {
             route: "default".into(),
             id: "x".into(),
-            tags: vec![],
-            reference: String::new(),
             hypothesis: hyp.into(),
             wer,
-            word_errors: 0,
             reference_words,
             words_on_silence: (reference_words == 0).then(|| wer::normalise(hyp).len()),
             wer_ceiling: 0.2,
-            max_words: None,
-            first_partial_ms: None,
-            partial: LatencyStats::default(),
-            final_: LatencyStats::default(),
-            samples: LatencySamples::default(),
-            partials: 0,
-            finals: 0,
-            errors: vec![],
             close_code: Some(1000),
-            audio_seconds: 1.0,
-            wall_seconds: 1.0,
-            expected: None,
-            drift: None,
-            passed: false,
-            problems: vec![],
+            ..ClipResult::default()
         }
     }
 

@@ -232,8 +232,6 @@ mod tests {
             route: route.into(),
             id: id.into(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
-            reference: "r".into(),
-            hypothesis: "h".into(),
             wer: if words > 0 {
                 errors as f64 / words as f64
             } else {
@@ -242,26 +240,17 @@ mod tests {
             word_errors: errors,
             reference_words: words,
             words_on_silence: (words == 0).then_some(2),
-            wer_ceiling: 0.2,
-            max_words: None,
-            first_partial_ms: Some(300.0),
             partial: LatencyStats::from_samples(&samples.partial_ms),
             final_: LatencyStats::from_samples(&samples.final_ms),
             samples,
-            partials: 2,
-            finals: 1,
-            errors: vec![],
             close_code: Some(1000),
-            audio_seconds: 1.0,
-            wall_seconds: 1.0,
-            expected: None,
-            drift: None,
             passed,
             problems: if passed {
                 vec![]
             } else {
                 vec!["WER too high".into()]
             },
+            ..ClipResult::default()
         }
     }
 

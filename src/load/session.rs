@@ -70,6 +70,21 @@ impl PathStats {
         *errors.entry(code.into()).or_default() += 1;
     }
 
+    /// Counts a live session as active while `session` runs, then as completed or (with
+    /// the reason it gives) failed.
+    async fn live(&self, session: impl std::future::Future<Output = Result<(), String>>) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        let outcome = session.await;
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        match outcome {
+            Ok(()) => self.completed.fetch_add(1, Ordering::Relaxed),
+            Err(why) => {
+                self.error(why);
+                self.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+
     pub fn errors(&self) -> BTreeMap<String, u64> {
         self.errors
             .lock()
@@ -138,17 +153,44 @@ struct WordEnd {
     end: f64,
 }
 
-/// Where a session's frames come from: clip `clip`, looping.
-struct Player<'a> {
+/// A session's sending side, the same on both paths: frames of `clip` in a loop, one per
+/// tick, with their send times, and when `end` (or the half-close) went out.
+struct Pace<'a> {
     clip: &'a Clip,
     next: usize,
+    ticks: tokio::time::Interval,
+    sent: Sent,
+    end_sent: Option<Instant>,
 }
 
-impl Player<'_> {
-    fn next(&mut self) -> (Bytes, f64) {
+impl<'a> Pace<'a> {
+    fn new(clip: &'a Clip, frame: Duration) -> Self {
+        let mut ticks = tokio::time::interval(frame);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        Pace {
+            clip,
+            next: 0,
+            ticks,
+            sent: Sent::new(),
+            end_sent: None,
+        }
+    }
+
+    /// The next frame and its length in ms.
+    fn frame(&mut self) -> (Bytes, f64) {
         let i = self.next % self.clip.frames.len();
         self.next += 1;
         (self.clip.frames[i].clone(), self.clip.frame_ms_each[i])
+    }
+
+    /// What a final's latency counts from: the frame holding its last word's end, or
+    /// `end` when that came first or there are no word times.
+    fn final_reference(&self, word_end_ms: Option<f64>) -> Option<Instant> {
+        let frame = word_end_ms.and_then(|t| self.sent.reaching(t));
+        match (frame, self.end_sent) {
+            (Some(f), Some(e)) => Some(f.min(e)),
+            (f, e) => f.or(e),
+        }
     }
 }
 
@@ -175,16 +217,9 @@ pub async fn ws_session(url: &str, start: &str, clip: &Clip, plan: Plan, stats: 
             return;
         }
     };
-    stats.active.fetch_add(1, Ordering::Relaxed);
-    let outcome = drive_ws(&mut ws, start, clip, plan, stats).await;
-    stats.active.fetch_sub(1, Ordering::Relaxed);
-    match outcome {
-        Ok(()) => stats.completed.fetch_add(1, Ordering::Relaxed),
-        Err(why) => {
-            stats.error(why);
-            stats.failed.fetch_add(1, Ordering::Relaxed)
-        }
-    };
+    stats
+        .live(drive_ws(&mut ws, start, clip, plan, stats))
+        .await;
 }
 
 fn short(s: &str) -> String {
@@ -206,14 +241,10 @@ async fn drive_ws(
     ws.send(Message::text(start))
         .await
         .map_err(|e| format!("send: {}", short(&e.to_string())))?;
-    let mut ticks = tokio::time::interval(plan.frame);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let mut player = Player { clip, next: 0 };
-    let mut sent = Sent::new();
-    let mut end_sent: Option<Instant> = None;
+    let mut pace = Pace::new(clip, plan.frame);
     let mut fatal: Option<String> = None;
     loop {
-        let close_by = end_sent.map(|e| e + CLOSE_TIMEOUT);
+        let close_by = pace.end_sent.map(|e| e + CLOSE_TIMEOUT);
         tokio::select! {
             message = ws.next() => {
                 let at = Instant::now();
@@ -223,19 +254,14 @@ async fn drive_ws(
                         match msg.kind.as_ref() {
                             "partial" => {
                                 stats.partials.fetch_add(1, Ordering::Relaxed);
-                                if let Some(l) = msg.timestamp_ms.and_then(|t| latency(sent.reaching(t), at)) {
+                                if let Some(l) = msg.timestamp_ms.and_then(|t| latency(pace.sent.reaching(t), at)) {
                                     stats.partial.record(l);
                                 }
                             }
                             "final" => {
                                 stats.finals.fetch_add(1, Ordering::Relaxed);
                                 let word_end = msg.words.iter().map(|w| w.end * 1000.0).reduce(f64::max);
-                                let frame = word_end.and_then(|t| sent.reaching(t));
-                                let reference = match (frame, end_sent) {
-                                    (Some(f), Some(e)) => Some(f.min(e)),
-                                    (f, e) => f.or(e),
-                                };
-                                if let Some(l) = latency(reference, at) {
+                                if let Some(l) = latency(pace.final_reference(word_end), at) {
                                     stats.final_.record(l);
                                 }
                             }
@@ -252,7 +278,7 @@ async fn drive_ws(
                     }
                     Some(Ok(Message::Close(frame))) => {
                         let code = frame.map_or(1005, |f| u16::from(f.code));
-                        return match (fatal, code, end_sent) {
+                        return match (fatal, code, pace.end_sent) {
                             (Some(f), _, _) => Err(f),
                             (None, 1000, Some(_)) => Ok(()),
                             (None, code, _) => Err(format!("close {code}")),
@@ -263,17 +289,17 @@ async fn drive_ws(
                     None => return Err(fatal.unwrap_or_else(|| "dropped".into())),
                 }
             }
-            _ = ticks.tick(), if end_sent.is_none() => {
+            _ = pace.ticks.tick(), if pace.end_sent.is_none() => {
                 let now = Instant::now();
                 if now >= plan.stop_at {
                     ws.send(Message::text(r#"{"type":"end"}"#)).await
                         .map_err(|e| format!("send: {}", short(&e.to_string())))?;
-                    end_sent = Some(Instant::now());
+                    pace.end_sent = Some(Instant::now());
                 } else {
-                    let (frame, ms) = player.next();
+                    let (frame, ms) = pace.frame();
                     ws.send(Message::Binary(frame)).await
                         .map_err(|e| fatal.clone().unwrap_or_else(|| format!("send: {}", short(&e.to_string()))))?;
-                    sent.push(ms, Instant::now());
+                    pace.sent.push(ms, Instant::now());
                     stats.frames.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -293,16 +319,7 @@ pub async fn direct_session(
 ) {
     tokio::time::sleep_until(plan.start_at).await;
     stats.started.fetch_add(1, Ordering::Relaxed);
-    stats.active.fetch_add(1, Ordering::Relaxed);
-    let outcome = drive_direct(channel, clip, plan, stats).await;
-    stats.active.fetch_sub(1, Ordering::Relaxed);
-    match outcome {
-        Ok(()) => stats.completed.fetch_add(1, Ordering::Relaxed),
-        Err(why) => {
-            stats.error(why);
-            stats.failed.fetch_add(1, Ordering::Relaxed)
-        }
-    };
+    stats.live(drive_direct(channel, clip, plan, stats)).await;
 }
 
 async fn drive_direct(
@@ -337,13 +354,9 @@ async fn drive_direct(
         .map_err(|s| format!("grpc {:?}", s.code()))?
         .into_inner();
     let mut tx = Some(tx);
-    let mut ticks = tokio::time::interval(plan.frame);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let mut player = Player { clip, next: 0 };
-    let mut sent = Sent::new();
-    let mut end_sent: Option<Instant> = None;
+    let mut pace = Pace::new(clip, plan.frame);
     loop {
-        let close_by = end_sent.map(|e| e + CLOSE_TIMEOUT);
+        let close_by = pace.end_sent.map(|e| e + CLOSE_TIMEOUT);
         tokio::select! {
             response = responses.next() => {
                 let at = Instant::now();
@@ -354,40 +367,35 @@ async fn drive_direct(
                             if result.is_final {
                                 stats.finals.fetch_add(1, Ordering::Relaxed);
                                 let word_end = alt.words.iter().map(|w| w.end_time as f64).reduce(f64::max);
-                                let frame = word_end.and_then(|t| sent.reaching(t));
-                                let reference = match (frame, end_sent) {
-                                    (Some(f), Some(e)) => Some(f.min(e)),
-                                    (f, e) => f.or(e),
-                                };
-                                if let Some(l) = latency(reference, at) {
+                                if let Some(l) = latency(pace.final_reference(word_end), at) {
                                     stats.final_.record(l);
                                 }
                             } else if !alt.transcript.is_empty() {
                                 // The gateway forwards exactly these (non-empty partials).
                                 stats.partials.fetch_add(1, Ordering::Relaxed);
                                 let ms = f64::from(result.audio_processed) * 1000.0;
-                                if let Some(l) = latency(sent.reaching(ms), at) {
+                                if let Some(l) = latency(pace.sent.reaching(ms), at) {
                                     stats.partial.record(l);
                                 }
                             }
                         }
                     }
                     Some(Err(status)) => return Err(format!("grpc {:?}", status.code())),
-                    None => return if end_sent.is_some() { Ok(()) } else { Err("stream ended early".into()) },
+                    None => return if pace.end_sent.is_some() { Ok(()) } else { Err("stream ended early".into()) },
                 }
             }
-            _ = ticks.tick(), if end_sent.is_none() => {
+            _ = pace.ticks.tick(), if pace.end_sent.is_none() => {
                 if Instant::now() >= plan.stop_at {
                     tx = None; // the half-close
-                    end_sent = Some(Instant::now());
+                    pace.end_sent = Some(Instant::now());
                 } else if let Some(tx) = &tx {
-                    let (frame, ms) = player.next();
+                    let (frame, ms) = pace.frame();
                     let request = StreamingRecognizeRequest {
                         streaming_request: Some(StreamingRequest::AudioContent(frame)),
                         ..Default::default()
                     };
                     tx.send(request).await.map_err(|_| "stream closed".to_string())?;
-                    sent.push(ms, Instant::now());
+                    pace.sent.push(ms, Instant::now());
                     stats.frames.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -424,6 +432,36 @@ mod tests {
             Some(t0 + Duration::from_millis(1000)),
             "old frames are gone"
         );
+    }
+
+    #[tokio::test]
+    async fn finals_count_from_their_last_word_or_from_end_whichever_came_first() {
+        let clip = Clip {
+            sample_rate: 16_000,
+            frames: vec![Bytes::from_static(&[0; 3200])],
+            frame_ms_each: vec![100.0],
+        };
+        let mut pace = Pace::new(&clip, Duration::from_millis(100));
+        let t0 = Instant::now();
+        for k in 0..5u64 {
+            let (_, ms) = pace.frame();
+            pace.sent.push(ms, t0 + Duration::from_millis(k * 100));
+        }
+        assert_eq!(
+            pace.final_reference(Some(250.0)),
+            Some(t0 + Duration::from_millis(200))
+        );
+        assert_eq!(pace.final_reference(None), None);
+        pace.end_sent = Some(t0 + Duration::from_millis(150));
+        assert_eq!(
+            pace.final_reference(Some(450.0)),
+            Some(t0 + Duration::from_millis(150))
+        );
+        assert_eq!(
+            pace.final_reference(None),
+            Some(t0 + Duration::from_millis(150))
+        );
+        assert_eq!(pace.final_reference(Some(50.0)), Some(t0));
     }
 
     #[test]
