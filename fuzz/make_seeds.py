@@ -28,6 +28,8 @@ for name, text in {
     "ping": '{"type":"ping","timestamp":1702483200000}',
     "unknown": '{"type":"dance","config":null}',
     "junk": "hello [1,2] {",
+    # found by fuzzing: a float timestamp the default serde_json parser read 1 ulp off
+    "regress_float_ping": '{"type":"ping","timestamp":1.5555555255555555e+32}',
 }.items():
     write("client_message", name, text)
 
@@ -48,6 +50,8 @@ write("audio_frame", "16k_10ms", frame_input(16000, 1, 1000, 37, 0, sine(160)))
 write("audio_frame", "44k1_to_8k", frame_input(44100, 0, 500, 100, 1, sine(441, rate=44100)))
 write("audio_frame", "8k_to_48k", frame_input(8000, 5, 20, 3, 2, sine(160, rate=8000)))
 write("audio_frame", "odd", frame_input(16000, 1, 1000, 0, 3, sine(10) + b"\x01"))
+# found by fuzzing: the 8 settings bytes read as a frame length of ~2^61 overflowed bytes_to_ms
+write("audio_frame", "regress_huge_len", bytes([0x40, 0x1F, 0x01, 0xDE, 0x03, 0x00, 0x00, 0x03]))
 write("audio_frame", "too_long", frame_input(48000, 1, 10, 0, 4, sine(481, rate=48000)))
 
 

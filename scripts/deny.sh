@@ -15,6 +15,10 @@ if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION
   cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION"
 fi
 
+# cargo-deny runs offline (its database's git host is out of reach), so the crates it
+# reads must already be here: fetch them from crates.io first (a no-op when they are).
+cargo fetch --locked --quiet
+
 export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
 dbs="$CARGO_HOME/advisory-dbs"
 # The folder cargo-deny derives from the default database URL (see the snapshot's README).

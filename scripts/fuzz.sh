@@ -59,5 +59,5 @@ for t in "${targets[@]}"; do
     echo "fuzz target $t FAILED: the input is in fuzz/artifacts/$t/" >&2
     exit 1
   fi
-  grep -E '^#[0-9]+ +DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log" >&2 || true
+  grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log" >&2 || true
 done

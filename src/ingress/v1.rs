@@ -415,6 +415,29 @@ mod tests {
         assert_eq!(decode(Message::Close(None)), None);
     }
 
+    #[test]
+    fn pongs_echo_number_timestamps_exactly() {
+        // Found by the client_message fuzz target: without serde_json's float_roundtrip,
+        // a client's 1.5555555255555555e+32 was read one unit in the last place off and
+        // the pong echoed 1.5555555255555557e+32.
+        for sent in [
+            "1.5555555255555555e+32",
+            "155555552555555555555555702480321",
+        ] {
+            let Command::Ping(ts) = text(&format!(r#"{{"type":"ping","timestamp":{sent}}}"#))
+            else {
+                panic!()
+            };
+            let exact: f64 = sent.parse().unwrap();
+            assert_eq!(ts.as_f64(), Some(exact), "{sent}");
+            let pong = json(encode(&Event::Pong {
+                timestamp: ts,
+                server_time_ms: 0,
+            }));
+            assert_eq!(pong["timestamp"].as_f64(), Some(exact), "{sent}");
+        }
+    }
+
     fn json(m: Message) -> Value {
         match m {
             Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
