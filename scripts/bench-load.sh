@@ -33,7 +33,8 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 ulimit -n "$(ulimit -Hn)"
-"$bin" sim-backend --riva "127.0.0.1:$riva_port" ${SIM_ARGS:-} >"$out/sim.log" 2>&1 &
+read -r -a sim_args <<<"${SIM_ARGS:-}"
+"$bin" sim-backend --riva "127.0.0.1:$riva_port" "${sim_args[@]}" >"$out/sim.log" 2>&1 &
 sim_pid=$!
 pids+=("$sim_pid")
 SGW_AUTH__ENABLED=false SGW_LOG_LEVEL=warn SGW_HEALTH__INTERVAL=5s "$bin" serve --listen "127.0.0.1:$gw_port" \

@@ -27,7 +27,7 @@ tarball="${SGW_ADVISORY_DB_TARBALL:-}"
 if [[ -n $tarball && ! -f $tarball ]]; then
   echo "SGW_ADVISORY_DB_TARBALL=$tarball: no such file" >&2
 elif [[ -z $tarball ]]; then
-  tarball=$(ls -1 ../shared/supply-chain/rustsec-advisory-db-*.tar.gz 2>/dev/null | sort | tail -n 1 || true)
+  tarball=$(find ../shared/supply-chain -maxdepth 1 -name 'rustsec-advisory-db-*.tar.gz' 2>/dev/null | sort | tail -n 1 || true)
 fi
 
 if [[ -n $tarball && -f $tarball ]]; then
