@@ -221,21 +221,29 @@ fn de_list<'de, D>(d: D) -> Result<Vec<String>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        Many(Vec<String>),
-        One(String),
+    Ok(OneOrMany::deserialize(d)?.into_list())
+}
+
+/// A list as TOML writes it, or as one comma-separated string (the environment).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    Many(Vec<String>),
+    One(String),
+}
+
+impl OneOrMany {
+    fn into_list(self) -> Vec<String> {
+        match self {
+            OneOrMany::Many(v) => v,
+            OneOrMany::One(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        }
     }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::Many(v) => v,
-        OneOrMany::One(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
-    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -451,27 +459,10 @@ fn de_routes<'de, D>(d: D) -> Result<BTreeMap<String, Vec<String>>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        Many(Vec<String>),
-        One(String),
-    }
     let raw = BTreeMap::<String, OneOrMany>::deserialize(d)?;
     Ok(raw
         .into_iter()
-        .map(|(name, v)| {
-            let urls = match v {
-                OneOrMany::Many(v) => v,
-                OneOrMany::One(s) => s
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
-            };
-            (name.to_ascii_lowercase(), urls)
-        })
+        .map(|(name, v)| (name.to_ascii_lowercase(), v.into_list()))
         .collect())
 }
 

@@ -147,27 +147,59 @@ async fn wait_until_wss(addr: std::net::SocketAddr, ca: &Path) {
     );
 }
 
+/// Two certificate sets (`a`, `b`) and a gateway serving `a`'s server pair from `live/`,
+/// checking the files every `reload_interval`.
+struct TlsSetup {
+    dir: tempfile::TempDir,
+    gw: Gateway,
+    _riva: RivaDouble,
+}
+
+impl TlsSetup {
+    async fn start(reload_interval: &str) -> TlsSetup {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, live) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("live"),
+        );
+        gen_certs(&a);
+        gen_certs(&b);
+        std::fs::create_dir_all(&live).unwrap();
+        std::fs::copy(a.join("server.pem"), live.join("server.pem")).unwrap();
+        std::fs::copy(a.join("server.key"), live.join("server.key")).unwrap();
+        let riva = riva().await;
+        let gw = Gateway::start(&[
+            ("SGW_ROUTES__DEFAULT", riva.url()),
+            ("SGW_TLS__CERT", s(&live.join("server.pem"))),
+            ("SGW_TLS__KEY", s(&live.join("server.key"))),
+            ("SGW_TLS__RELOAD_INTERVAL", reload_interval.into()),
+        ])
+        .await;
+        TlsSetup {
+            dir,
+            gw,
+            _riva: riva,
+        }
+    }
+
+    fn a(&self) -> PathBuf {
+        self.dir.path().join("a")
+    }
+
+    fn b(&self) -> PathBuf {
+        self.dir.path().join("b")
+    }
+
+    fn live(&self) -> PathBuf {
+        self.dir.path().join("live")
+    }
+}
+
 #[tokio::test]
 async fn tls_listener_serves_wss_refuses_plaintext_and_reloads_on_file_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b, live) = (
-        dir.path().join("a"),
-        dir.path().join("b"),
-        dir.path().join("live"),
-    );
-    gen_certs(&a);
-    gen_certs(&b);
-    std::fs::create_dir_all(&live).unwrap();
-    std::fs::copy(a.join("server.pem"), live.join("server.pem")).unwrap();
-    std::fs::copy(a.join("server.key"), live.join("server.key")).unwrap();
-    let riva = riva().await;
-    let gw = Gateway::start(&[
-        ("SGW_ROUTES__DEFAULT", riva.url()),
-        ("SGW_TLS__CERT", s(&live.join("server.pem"))),
-        ("SGW_TLS__KEY", s(&live.join("server.key"))),
-        ("SGW_TLS__RELOAD_INTERVAL", "100ms".into()),
-    ])
-    .await;
+    let t = TlsSetup::start("100ms").await;
+    let (a, b, live, gw) = (t.a(), t.b(), t.live(), &t.gw);
 
     assert!(wss_works(gw.addr, &a.join("ca.pem")).await, "wss with CA A");
     // A client that does not trust the CA is refused by its own TLS check.
@@ -216,25 +248,8 @@ async fn tls12_handshake(addr: std::net::SocketAddr, ca: &Path) -> Option<rustls
 
 #[tokio::test]
 async fn sighup_reloads_the_certificate_when_file_watching_is_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b, live) = (
-        dir.path().join("a"),
-        dir.path().join("b"),
-        dir.path().join("live"),
-    );
-    gen_certs(&a);
-    gen_certs(&b);
-    std::fs::create_dir_all(&live).unwrap();
-    std::fs::copy(a.join("server.pem"), live.join("server.pem")).unwrap();
-    std::fs::copy(a.join("server.key"), live.join("server.key")).unwrap();
-    let riva = riva().await;
-    let gw = Gateway::start(&[
-        ("SGW_ROUTES__DEFAULT", riva.url()),
-        ("SGW_TLS__CERT", s(&live.join("server.pem"))),
-        ("SGW_TLS__KEY", s(&live.join("server.key"))),
-        ("SGW_TLS__RELOAD_INTERVAL", "0s".into()),
-    ])
-    .await;
+    let t = TlsSetup::start("0s").await;
+    let (a, b, live, gw) = (t.a(), t.b(), t.live(), &t.gw);
     assert!(wss_works(gw.addr, &a.join("ca.pem")).await);
     rotate(&b, &live);
     tokio::time::sleep(Duration::from_millis(500)).await;
