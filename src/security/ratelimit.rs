@@ -62,8 +62,9 @@ impl ConnectLimiter {
         }
     }
 
-    /// Addresses tracked now (for tests and `/status`).
-    pub fn tracked(&self) -> usize {
+    /// Addresses tracked now.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.buckets.lock().expect("limiter lock").len()
     }
 

@@ -58,11 +58,6 @@ impl CertStore {
             stamp: FileStamp::new(&[cert, key]),
         }))
     }
-
-    /// The certificate chain now served (leaf first).
-    pub fn chain(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-        self.current.read().expect("cert lock").cert.clone()
-    }
 }
 
 impl Reloadable for CertStore {
