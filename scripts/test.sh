@@ -54,5 +54,13 @@ bash scripts/deny.sh
 step "cargo nextest run"
 cargo nextest run --locked --no-fail-fast "$@"
 
+if [[ ${SGW_CI_FREE_DISK:-0} == 1 ]]; then
+  # CI only (.ci/run): the fuzz build is a separate workspace, so the test build is not
+  # needed any more; free its disk before it.
+  step "freeing the test build (SGW_CI_FREE_DISK=1)"
+  rm -rf target/debug
+  df -h . >&2 || true
+fi
+
 step "fuzz smoke run (scripts/fuzz.sh, ${SGW_FUZZ_SECONDS:-20} s a target)"
 bash scripts/fuzz.sh "${SGW_FUZZ_SECONDS:-20}"
