@@ -7,6 +7,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
+
 use super::{ErrorKind, SessionError};
 
 /// Checks one binary frame against the contract: whole 16-bit samples, and no longer than
@@ -54,12 +56,18 @@ pub fn bytes_to_ms(len: usize, rate: u32) -> u64 {
 
 /// Audio since the last final, kept so that a back-end stream can be reopened (rotation,
 /// failover) and fed again without losing anything the client sent.
+///
+/// It holds the very chunks that were sent upstream (PCM16LE at the back end's rate, each
+/// in an allocation of its own size), so keeping audio for replay costs no copy and no
+/// memory beyond the audio itself.
 #[derive(Debug)]
 pub struct ReplayBuffer {
-    /// Session sample index of `samples[0]`.
+    /// Session sample index of the first retained sample.
     start: u64,
-    samples: VecDeque<i16>,
-    capacity: usize,
+    chunks: VecDeque<Bytes>,
+    /// Samples retained (the sum of the chunks' lengths / 2).
+    len: u64,
+    capacity: u64,
     /// Samples dropped from the front because the utterance outgrew the buffer; a reopen
     /// cannot replay those and must say so.
     lost: u64,
@@ -69,19 +77,46 @@ impl ReplayBuffer {
     pub fn new(capacity_samples: usize) -> Self {
         ReplayBuffer {
             start: 0,
-            samples: VecDeque::new(),
-            capacity: capacity_samples,
+            chunks: VecDeque::new(),
+            len: 0,
+            capacity: capacity_samples as u64,
             lost: 0,
         }
     }
 
-    pub fn push(&mut self, audio: &[i16]) {
-        self.samples.extend(audio.iter().copied());
-        let over = self.samples.len().saturating_sub(self.capacity);
+    /// Appends one chunk of PCM16LE (an even number of bytes).
+    pub fn push(&mut self, chunk: Bytes) {
+        debug_assert!(chunk.len().is_multiple_of(2));
+        if chunk.is_empty() {
+            return;
+        }
+        self.len += chunk.len() as u64 / 2;
+        self.chunks.push_back(chunk);
+        let over = self.len.saturating_sub(self.capacity);
         if over > 0 {
-            self.samples.drain(..over);
-            self.start += over as u64;
-            self.lost += over as u64;
+            self.drop_front(over);
+            self.lost += over;
+        }
+    }
+
+    /// Forgets the first `n` (≤ `len`) samples.
+    fn drop_front(&mut self, mut n: u64) {
+        self.start += n;
+        self.len -= n;
+        while n > 0 {
+            let front = self.chunks.front_mut().expect("n <= len");
+            let samples = front.len() as u64 / 2;
+            if samples <= n {
+                self.chunks.pop_front();
+                n -= samples;
+            } else {
+                *front = front.slice((n * 2) as usize..);
+                n = 0;
+            }
+        }
+        if self.chunks.is_empty() && self.chunks.capacity() > IDLE_CHUNK_SLOTS {
+            // A long utterance grew the queue; a quiet session should not keep its slots.
+            self.chunks.shrink_to(IDLE_CHUNK_SLOTS);
         }
     }
 
@@ -90,9 +125,8 @@ impl ReplayBuffer {
         if at <= self.start {
             return;
         }
-        let n = ((at - self.start) as usize).min(self.samples.len());
-        self.samples.drain(..n);
-        self.start += n as u64;
+        let n = (at - self.start).min(self.len);
+        self.drop_front(n);
         self.lost = 0;
     }
 
@@ -103,7 +137,7 @@ impl ReplayBuffer {
 
     /// Session sample index one past the last retained sample.
     pub fn end(&self) -> u64 {
-        self.start + self.samples.len() as u64
+        self.start + self.len
     }
 
     /// Samples that outgrew the buffer since the last cut.
@@ -111,16 +145,39 @@ impl ReplayBuffer {
         self.lost
     }
 
-    /// The retained audio as PCM16LE chunks of at most `chunk` samples.
-    pub fn chunks(&self, chunk: usize) -> Vec<bytes::Bytes> {
-        let (a, b) = self.samples.as_slices();
-        let all: Vec<i16> = a.iter().chain(b.iter()).copied().collect();
-        all.chunks(chunk.max(1)).map(pcm_bytes).collect()
+    /// The retained audio as PCM16LE chunks of at most `chunk` samples; small chunks are
+    /// joined (a replay after a failover sends fewer, larger messages).
+    pub fn chunks(&self, chunk: usize) -> Vec<Bytes> {
+        let max = chunk.max(1) * 2;
+        let mut out = Vec::new();
+        let mut pending = BytesMut::new();
+        for c in &self.chunks {
+            let mut c = c.clone();
+            while !c.is_empty() {
+                if pending.is_empty() && c.len() >= max {
+                    out.push(c.split_to(max));
+                    continue;
+                }
+                let take = (max - pending.len()).min(c.len());
+                pending.extend_from_slice(&c.split_to(take));
+                if pending.len() == max {
+                    out.push(pending.split().freeze());
+                }
+            }
+        }
+        if !pending.is_empty() {
+            out.push(pending.freeze());
+        }
+        out
     }
 }
 
+/// Slots the replay queue keeps when it is empty (enough for a few seconds of 100 ms
+/// frames without growing).
+const IDLE_CHUNK_SLOTS: usize = 64;
+
 /// PCM16LE bytes of samples.
-pub fn pcm_bytes(samples: &[i16]) -> bytes::Bytes {
+pub fn pcm_bytes(samples: &[i16]) -> Bytes {
     let mut out = Vec::with_capacity(samples.len() * 2);
     for s in samples {
         out.extend_from_slice(&s.to_le_bytes());
@@ -214,20 +271,44 @@ mod tests {
     #[test]
     fn replay_keeps_audio_since_the_cut_and_counts_losses() {
         let mut r = ReplayBuffer::new(10);
-        r.push(&[1, 2, 3, 4, 5, 6]);
+        r.push(pcm_bytes(&[1, 2, 3]));
+        r.push(pcm_bytes(&[4, 5, 6]));
         r.cut(4);
         assert_eq!((r.start(), r.end()), (4, 6));
         assert_eq!(r.chunks(10)[0].as_ref(), pcm_bytes(&[5, 6]).as_ref());
-        r.push(&[7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
+        r.push(pcm_bytes(&[7, 8, 9, 10, 11, 12, 13]));
+        r.push(pcm_bytes(&[14, 15, 16]));
         assert_eq!(r.lost(), 2, "two samples fell off the front");
         assert_eq!(r.start(), 6);
         let chunks = r.chunks(4);
         assert_eq!(chunks.len(), 3);
         assert_eq!(pcm_samples(&chunks[0]), vec![7, 8, 9, 10]);
+        assert_eq!(pcm_samples(&chunks[1]), vec![11, 12, 13, 14]);
+        assert_eq!(pcm_samples(&chunks[2]), vec![15, 16]);
         r.cut(100);
         assert_eq!((r.start(), r.end(), r.lost()), (16, 16, 0));
         r.cut(3);
         assert_eq!(r.start(), 16, "a cut in the past changes nothing");
+    }
+
+    #[test]
+    fn replay_chunks_join_small_frames_and_split_large_ones() {
+        let mut r = ReplayBuffer::new(1_000);
+        let all: Vec<i16> = (0..50).collect();
+        // 10 ms-like small frames, then one large frame
+        for piece in all[..20].chunks(3) {
+            r.push(pcm_bytes(piece));
+        }
+        r.push(pcm_bytes(&all[20..]));
+        r.cut(1);
+        let chunks = r.chunks(8);
+        assert!(chunks.iter().all(|c| c.len() <= 16));
+        assert!(chunks[..chunks.len() - 1].iter().all(|c| c.len() == 16));
+        let replayed: Vec<i16> = chunks.iter().flat_map(|c| pcm_samples(c)).collect();
+        assert_eq!(replayed, all[1..].to_vec(), "every sample since the cut, in order");
+        assert_eq!((r.start(), r.end()), (1, 50));
+        r.push(Bytes::new());
+        assert_eq!(r.end(), 50, "an empty chunk changes nothing");
     }
 
     #[test]

@@ -461,33 +461,42 @@ where
                 ))
                 .await;
         }
-        let input = pcm_samples(&frame);
-        let mut out =
-            Vec::with_capacity(input.len() * self.backend_rate as usize / rate as usize + 8);
-        self.resampler
-            .as_mut()
-            .expect("streaming sessions have a resampler")
-            .process(&input, &mut out);
-        self.accept(&out, Instant::now());
+        let chunk = match self.resampler.as_mut() {
+            Some(r) if !r.is_passthrough() => {
+                let input = pcm_samples(&frame);
+                let mut out = Vec::with_capacity(
+                    input.len() * self.backend_rate as usize / rate as usize + 8,
+                );
+                r.process(&input, &mut out);
+                pcm_bytes(&out)
+            }
+            // Same rate: the frame goes upstream as it came. It is copied once into an
+            // allocation of its own size, because the WebSocket hands out slices of its
+            // read buffer and a slice kept for replay would pin the whole buffer.
+            _ => Bytes::copy_from_slice(&frame),
+        };
+        self.accept(chunk, Instant::now());
         Ok(())
     }
 
-    /// Puts resampled audio on the session timeline, in the replay buffer and upstream.
-    fn accept(&mut self, samples: &[i16], at: Instant) {
-        if samples.is_empty() {
+    /// Puts resampled audio (PCM16LE at the back end's rate) on the session timeline, in
+    /// the replay buffer and upstream.
+    fn accept(&mut self, chunk: Bytes, at: Instant) {
+        if chunk.is_empty() {
             return;
         }
-        self.replay.push(samples);
-        self.total += samples.len() as u64;
+        let samples = chunk.len() as u64 / 2;
+        self.total += samples;
         let end_ms = self.samples_to_ms(self.total);
         self.frames.push(end_ms, at);
         self.ctx
             .metrics
             .audio_seconds
-            .inc_by(samples.len() as f64 / f64::from(self.backend_rate));
+            .inc_by(samples as f64 / f64::from(self.backend_rate));
         if let Some(u) = self.upstream.as_mut() {
-            u.send(pcm_bytes(samples), samples.len() as u64);
+            u.send(chunk.clone(), samples);
         }
+        self.replay.push(chunk);
     }
 
     async fn begin_end(&mut self, cause: CloseCause) -> Result<(), Outcome> {
@@ -503,7 +512,7 @@ where
         if let Some(r) = self.resampler.as_mut() {
             r.flush(&mut tail);
         }
-        self.accept(&tail, Instant::now());
+        self.accept(pcm_bytes(&tail), Instant::now());
         if let Some(u) = self.upstream.as_mut() {
             u.audio = None; // half-close: the back end finalises what it holds
         }
