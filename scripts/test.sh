@@ -54,10 +54,10 @@ bash scripts/deny.sh
 step "cargo nextest run"
 cargo nextest run --locked --no-fail-fast "$@"
 
-if [[ ${SGW_CI_FREE_DISK:-0} == 1 ]]; then
+if [[ ${CI_DROP_TEST_BUILD:-0} == 1 ]]; then
   # CI only (.ci/run): the fuzz build is a separate workspace, so the test build is not
   # needed any more; free its disk before it.
-  step "freeing the test build (SGW_CI_FREE_DISK=1)"
+  step "freeing the test build (CI_DROP_TEST_BUILD=1)"
   rm -rf target/debug
   df -h . >&2 || true
 fi
