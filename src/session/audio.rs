@@ -305,7 +305,11 @@ mod tests {
         assert!(chunks.iter().all(|c| c.len() <= 16));
         assert!(chunks[..chunks.len() - 1].iter().all(|c| c.len() == 16));
         let replayed: Vec<i16> = chunks.iter().flat_map(|c| pcm_samples(c)).collect();
-        assert_eq!(replayed, all[1..].to_vec(), "every sample since the cut, in order");
+        assert_eq!(
+            replayed,
+            all[1..].to_vec(),
+            "every sample since the cut, in order"
+        );
         assert_eq!((r.start(), r.end()), (1, 50));
         r.push(Bytes::new());
         assert_eq!(r.end(), 50, "an empty chunk changes nothing");
