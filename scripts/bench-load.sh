@@ -37,7 +37,8 @@ read -r -a sim_args <<<"${SIM_ARGS:-}"
 "$bin" sim-backend --riva "127.0.0.1:$riva_port" "${sim_args[@]}" >"$out/sim.log" 2>&1 &
 sim_pid=$!
 pids+=("$sim_pid")
-SGW_AUTH__ENABLED=false SGW_LOG_LEVEL=warn SGW_HEALTH__INTERVAL=5s "$bin" serve --listen "127.0.0.1:$gw_port" \
+# Every session comes from 127.0.0.1: the per-IP connect limit is off.
+SGW_LIMITS__CONNECT_RATE=0 SGW_AUTH__ENABLED=false SGW_LOG_LEVEL=warn SGW_HEALTH__INTERVAL=5s "$bin" serve --listen "127.0.0.1:$gw_port" \
   --backend "riva://127.0.0.1:$riva_port" >"$out/gateway.log" 2>&1 &
 gw_pid=$!
 pids+=("$gw_pid")
