@@ -10,7 +10,7 @@
 # run, DIRECT_SESSIONS (default: min(SESSIONS, 1000)) Riva streams straight to the sim with
 # the same audio and cadence (the baseline of the added latency). Prints the load report and
 # the CPU used by the sim and the load client over the run. Reports go to target/bench/N/.
-# SIM_ARGS adds sim-backend flags (e.g. "--final-words 1": a final every word, so the
+# GATEWAY_BIN runs another build as the gateway (A/B). SIM_ARGS adds sim-backend flags (e.g. "--final-words 1": a final every word, so the
 # replay buffer stays small). Everything listens on 127.0.0.1 and stops at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,7 +20,10 @@ duration=${2:-60s}
 ramp=${3:-10s}
 direct=${4:-$((sessions < 1000 ? sessions : 1000))}
 bin=${SPEECH_GATEWAY:-target/release/speech-gateway}
-[[ -x $bin ]] || { echo "bench-load: build first: cargo build --release" >&2; exit 1; }
+# GATEWAY_BIN: another build for the gateway process only (A/B of a change: the sim and
+# the load client stay the same).
+gw_bin=${GATEWAY_BIN:-$bin}
+[[ -x $bin && -x $gw_bin ]] || { echo "bench-load: build first: cargo build --release" >&2; exit 1; }
 out="target/bench/$sessions"
 mkdir -p "$out"
 
@@ -38,7 +41,7 @@ read -r -a sim_args <<<"${SIM_ARGS:-}"
 sim_pid=$!
 pids+=("$sim_pid")
 # Every session comes from 127.0.0.1: the per-IP connect limit is off.
-SGW_LIMITS__CONNECT_RATE=0 SGW_AUTH__ENABLED=false SGW_LOG_LEVEL=warn SGW_HEALTH__INTERVAL=5s "$bin" serve --listen "127.0.0.1:$gw_port" \
+SGW_LIMITS__CONNECT_RATE=0 SGW_AUTH__ENABLED=false SGW_LOG_LEVEL=warn SGW_HEALTH__INTERVAL=5s "$gw_bin" serve --listen "127.0.0.1:$gw_port" \
   --backend "riva://127.0.0.1:$riva_port" >"$out/gateway.log" 2>&1 &
 gw_pid=$!
 pids+=("$gw_pid")
