@@ -35,6 +35,9 @@ async fn partials_then_an_append_only_final_with_words() {
     }
     let got = s.audio_at_least(audio.len()).await;
     assert_eq!(got, audio, "audio reaches Riva byte for byte");
+    // No final yet: every byte is held for replay.
+    gw.wait_metric("sgw_replay_buffer_bytes", audio.len() as f64)
+        .await;
 
     s.send(partial("hello", 0.5)).await;
     let p = c.json().await;
@@ -69,6 +72,8 @@ async fn partials_then_an_append_only_final_with_words() {
     assert!(approx(&f["words"][1]["end"], 0.9));
     assert!(approx(&f["words"][1]["confidence"], 0.75));
     gw.wait_metric("sgw_sessions_active", 0.0).await;
+    // The final covered 0.9 s; the last 0.1 s left with the session.
+    gw.wait_metric("sgw_replay_buffer_bytes", 0.0).await;
 }
 
 #[tokio::test]

@@ -135,34 +135,48 @@ pub fn raise_fd_limit() -> u64 {
     limit.rlim_cur
 }
 
-/// Where the gateway's CPU and RSS come from.
-enum Probe {
-    Proc(u32),
-    Metrics(SocketAddr),
-    None,
+/// Where the gateway's CPU and RSS come from: `/proc/PID` when the pid is known, else the
+/// gateway's own `process_*` metrics. `/metrics` also gives the audio held for replay.
+struct Probe {
+    pid: Option<u32>,
+    metrics: Option<SocketAddr>,
 }
 
 impl Probe {
-    async fn sample(&self) -> Option<process::ProcessSample> {
-        match self {
-            Probe::Proc(pid) => process::sample(Some(*pid)).ok(),
-            Probe::Metrics(addr) => {
-                let (code, body) = crate::chaos::runner::http_get(*addr, "/metrics")
-                    .await
-                    .ok()?;
-                (code == 200).then_some(())?;
-                let value = |name: &str| {
-                    body.lines()
-                        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                };
-                Some(process::ProcessSample {
-                    cpu_seconds: value("process_cpu_seconds_total")?,
-                    rss_bytes: value("process_resident_memory_bytes")? as u64,
-                })
-            }
-            Probe::None => None,
+    fn source(&self) -> &'static str {
+        match (self.pid, self.metrics) {
+            (Some(_), _) => "proc",
+            (None, Some(_)) => "metrics",
+            (None, None) => "none",
         }
+    }
+
+    /// The process sample, and `sgw_replay_buffer_bytes` when `/metrics` answered.
+    async fn sample(&self) -> (Option<process::ProcessSample>, Option<u64>) {
+        let body = match self.metrics {
+            Some(addr) => match crate::chaos::runner::http_get(addr, "/metrics").await {
+                Ok((200, body)) => Some(body),
+                _ => None,
+            },
+            None => None,
+        };
+        let value = |name: &str| {
+            body.as_deref()?
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        let replay = value("sgw_replay_buffer_bytes").map(|v| v.max(0.0) as u64);
+        let process = match self.pid {
+            Some(pid) => process::sample(Some(pid)).ok(),
+            None => value("process_cpu_seconds_total")
+                .zip(value("process_resident_memory_bytes"))
+                .map(|(cpu_seconds, rss)| process::ProcessSample {
+                    cpu_seconds,
+                    rss_bytes: rss as u64,
+                }),
+        };
+        (process, replay)
     }
 }
 
@@ -204,10 +218,9 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
             .map(|c| start_message(c, opts.route.as_deref()))
             .collect(),
     );
-    let probe = match (opts.pid, ws_addr(&opts.url)) {
-        (Some(pid), _) => Probe::Proc(pid),
-        (None, Some(addr)) => Probe::Metrics(addr),
-        (None, None) => Probe::None,
+    let probe = Probe {
+        pid: opts.pid,
+        metrics: ws_addr(&opts.url),
     };
     let gateway = Arc::new(PathStats::default());
     let direct = Arc::new(PathStats::default());
@@ -258,8 +271,9 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
     }
 
     // Sample the gateway every second until every session has ended.
-    let baseline = probe.sample().await;
+    let (baseline, _) = probe.sample().await;
     let mut samples: Vec<(f64, process::ProcessSample)> = Vec::new();
+    let mut replay: Vec<(f64, u64)> = Vec::new();
     if let Some(b) = baseline {
         samples.push((0.0, b));
     }
@@ -274,9 +288,12 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
             }
             _ = tick.tick() => {
                 let elapsed = t0.elapsed().as_secs_f64();
-                let sample = probe.sample().await;
+                let (sample, held) = probe.sample().await;
                 if let Some(s) = sample {
                     samples.push((elapsed, s));
+                }
+                if let Some(h) = held {
+                    replay.push((elapsed, h));
                 }
                 active_peak = active_peak.max(gateway.active.load(std::sync::atomic::Ordering::Relaxed));
                 if opts.progress {
@@ -291,12 +308,9 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
     let ramp_end = opts.ramp.as_secs_f64();
     let end = opts.duration.as_secs_f64();
     let resources = ResourceReport::from_samples(
-        match probe {
-            Probe::Proc(_) => "proc",
-            Probe::Metrics(_) => "metrics",
-            Probe::None => "none",
-        },
+        probe.source(),
         &samples,
+        &replay,
         ramp_end,
         end,
         opts.sessions,

@@ -54,6 +54,12 @@ pub struct ResourceReport {
     pub steady_rss_bytes: Option<u64>,
     /// (steady − baseline) / sessions.
     pub rss_per_session_bytes: Option<f64>,
+    /// Median of the gateway's `sgw_replay_buffer_bytes` while every session was running:
+    /// the audio all sessions held for replay.
+    pub steady_replay_bytes: Option<u64>,
+    /// (steady RSS − baseline − steady replay audio) / sessions: what a session costs
+    /// beyond the audio it holds.
+    pub rss_beyond_replay_per_session_bytes: Option<f64>,
     /// CPU time over wall time after the ramp, until the end: cores in use.
     pub steady_cpu_cores: Option<f64>,
     pub peak_cpu_cores: Option<f64>,
@@ -62,9 +68,11 @@ pub struct ResourceReport {
 }
 
 impl ResourceReport {
+    /// `replay`: (seconds since start, `sgw_replay_buffer_bytes`) when `/metrics` answered.
     pub fn from_samples(
         source: &'static str,
         samples: &[(f64, ProcessSample)],
+        replay: &[(f64, u64)],
         ramp_end: f64,
         end: f64,
         sessions: usize,
@@ -93,13 +101,26 @@ impl ResourceReport {
         let mut rss: Vec<u64> = steady.iter().map(|(_, s)| s.rss_bytes).collect();
         rss.sort_unstable();
         let steady_rss = rss.get(rss.len() / 2).copied();
+        let mut held: Vec<u64> = replay
+            .iter()
+            .filter(|(t, _)| *t >= ramp_end + 1.0 && *t <= end)
+            .map(|&(_, b)| b)
+            .collect();
+        held.sort_unstable();
+        let steady_replay = held.get(held.len() / 2).copied();
+        let per_session = |bytes: f64| bytes / sessions.max(1) as f64;
         ResourceReport {
             source,
             baseline_rss_bytes: baseline,
             peak_rss_bytes: samples.iter().map(|(_, s)| s.rss_bytes).max(),
             steady_rss_bytes: steady_rss,
             rss_per_session_bytes: match (steady_rss, baseline) {
-                (Some(s), Some(b)) => Some((s as f64 - b as f64) / sessions.max(1) as f64),
+                (Some(s), Some(b)) => Some(per_session(s as f64 - b as f64)),
+                _ => None,
+            },
+            steady_replay_bytes: steady_replay,
+            rss_beyond_replay_per_session_bytes: match (steady_rss, baseline, steady_replay) {
+                (Some(s), Some(b), Some(r)) => Some(per_session(s as f64 - b as f64 - r as f64)),
                 _ => None,
             },
             steady_cpu_cores,
@@ -215,7 +236,7 @@ impl LoadReport {
         }
         let r = &self.resources;
         md += &format!(
-            "\nGateway process ({}): CPU {} cores steady (peak {}), RSS baseline {} MiB, steady {} MiB, peak {} MiB, {} per session.\n",
+            "\nGateway process ({}): CPU {} cores steady (peak {}), RSS baseline {} MiB, steady {} MiB, peak {} MiB, {} per session; audio held for replay {} MiB, {} per session beyond it.\n",
             r.source,
             r.steady_cpu_cores.map_or("-".into(), |c| format!("{c:.2}")),
             r.peak_cpu_cores.map_or("-".into(), |c| format!("{c:.2}")),
@@ -223,6 +244,9 @@ impl LoadReport {
             mib(r.steady_rss_bytes),
             mib(r.peak_rss_bytes),
             r.rss_per_session_bytes
+                .map_or("-".into(), |b| format!("{:.1} KiB", b / 1024.0)),
+            mib(r.steady_replay_bytes),
+            r.rss_beyond_replay_per_session_bytes
                 .map_or("-".into(), |b| format!("{:.1} KiB", b / 1024.0))
         );
         let mut errors = String::new();
@@ -299,14 +323,29 @@ mod tests {
             (5.0, s(1.8, 30)),
             (6.0, s(1.9, 12)),
         ];
-        let r = ResourceReport::from_samples("proc", &samples, 2.0, 5.0, 100);
+        // replay audio: only the steady window (3..=5 s) counts; its median is 4 MiB
+        let mib = 1_048_576u64;
+        let replay = vec![
+            (1.0, 50 * mib),
+            (3.0, 3 * mib),
+            (4.0, 4 * mib),
+            (5.0, 5 * mib),
+        ];
+        let r = ResourceReport::from_samples("proc", &samples, &replay, 2.0, 5.0, 100);
         assert_eq!(r.baseline_rss_bytes, Some(10 * 1_048_576));
         assert_eq!(r.steady_rss_bytes, Some(30 * 1_048_576));
         assert!((r.steady_cpu_cores.unwrap() - 0.5).abs() < 1e-9);
         assert!((r.rss_per_session_bytes.unwrap() - 20.0 * 1_048_576.0 / 100.0).abs() < 1e-6);
         assert_eq!(r.timeline.len(), 6);
         assert_eq!(r.peak_rss_bytes, Some(32 * 1_048_576));
-        let empty = ResourceReport::from_samples("none", &[], 2.0, 5.0, 100);
+        assert_eq!(r.steady_replay_bytes, Some(4 * mib));
+        assert!(
+            (r.rss_beyond_replay_per_session_bytes.unwrap() - 16.0 * 1_048_576.0 / 100.0).abs()
+                < 1e-6
+        );
+        let no_metrics = ResourceReport::from_samples("proc", &samples, &[], 2.0, 5.0, 100);
+        assert_eq!(no_metrics.rss_beyond_replay_per_session_bytes, None);
+        let empty = ResourceReport::from_samples("none", &[], &[], 2.0, 5.0, 100);
         assert_eq!(empty.steady_cpu_cores, None);
     }
 }

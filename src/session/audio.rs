@@ -140,6 +140,11 @@ impl ReplayBuffer {
         self.start + self.len
     }
 
+    /// Bytes of audio held.
+    pub fn bytes(&self) -> u64 {
+        self.len * 2
+    }
+
     /// Samples that outgrew the buffer since the last cut.
     pub fn lost(&self) -> u64 {
         self.lost
@@ -217,6 +222,18 @@ impl FrameLog {
             } else {
                 break;
             }
+        }
+    }
+
+    /// Forgets frames that end before session time `ms` (the end of a final: later
+    /// results never ask about earlier audio), so the log holds one utterance, not the
+    /// whole horizon.
+    pub fn cut(&mut self, ms: u64) {
+        while self.entries.len() > 1 && self.entries.front().is_some_and(|&(end, _)| end < ms) {
+            self.entries.pop_front();
+        }
+        if self.entries.is_empty() && self.entries.capacity() > IDLE_CHUNK_SLOTS {
+            self.entries.shrink_to(IDLE_CHUNK_SLOTS);
         }
     }
 
@@ -336,6 +353,19 @@ mod tests {
         );
         // older than the horizon: answered by the oldest frame kept
         assert_eq!(log.arrival_of(0), Some(t0 + Duration::from_millis(2_000)));
+        log.cut(2_650);
+        assert_eq!(
+            log.arrival_of(2_650),
+            Some(t0 + Duration::from_millis(2_700)),
+            "the frame holding the cut stays"
+        );
+        assert_eq!(log.arrival_of(0), Some(t0 + Duration::from_millis(2_700)));
+        log.cut(99_999);
+        assert_eq!(
+            log.arrival_of(99_999),
+            Some(t0 + Duration::from_millis(3_000)),
+            "the last frame is never forgotten"
+        );
     }
 
     #[test]

@@ -273,6 +273,11 @@ where
                 break outcome;
             }
         };
+        // The session's replay audio leaves the gauge with it.
+        self.ctx
+            .metrics
+            .replay_buffer_bytes
+            .dec_by(self.replay.bytes() as i64);
         // Dropping `self` drops the upstream, which cancels the back-end stream.
         tracing::info!(
             outcome = result.as_str(),
@@ -496,7 +501,18 @@ where
         if let Some(u) = self.upstream.as_mut() {
             u.send(chunk.clone(), samples);
         }
+        let held = self.replay.bytes();
         self.replay.push(chunk);
+        self.count_replay(held);
+    }
+
+    /// Moves `sgw_replay_buffer_bytes` by what the replay buffer gained or lost since it
+    /// held `before` bytes.
+    fn count_replay(&self, before: u64) {
+        let delta = self.replay.bytes() as i64 - before as i64;
+        if delta != 0 {
+            self.ctx.metrics.replay_buffer_bytes.inc_by(delta);
+        }
     }
 
     async fn begin_end(&mut self, cause: CloseCause) -> Result<(), Outcome> {
@@ -967,7 +983,10 @@ where
                 .observe(ev.received_at.elapsed().as_secs_f64());
         }
         self.last_cut_ms = cut_ms;
+        let held = self.replay.bytes();
         self.replay.cut(self.ms_to_samples(cut_ms));
+        self.count_replay(held);
+        self.frames.cut(cut_ms);
         let rotate = self.phase == Phase::Streaming
             && self.upstream.as_ref().is_some_and(|u| {
                 u.lease

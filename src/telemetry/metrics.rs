@@ -105,6 +105,8 @@ pub struct Metrics {
     /// Adapter receipt of a back-end result → WebSocket frame written: the gateway's own cost.
     pub relay_overhead: Histogram,
     pub audio_seconds: Counter<f64, AtomicU64>,
+    /// Audio held for replay by every live session (since each one's last final).
+    pub replay_buffer_bytes: Gauge,
     pub errors_total: Family<CodeLabels, Counter>,
     pub backend_requests_total: Family<BackendOutcomeLabels, Counter>,
     pub backend_up: Family<BackendLabels, Gauge>,
@@ -159,6 +161,7 @@ impl Metrics {
             first_partial: latency_histogram(),
             relay_overhead: fine_histogram(),
             audio_seconds: Counter::default(),
+            replay_buffer_bytes: Gauge::default(),
             errors_total: Family::default(),
             backend_requests_total: Family::default(),
             backend_up: Family::default(),
@@ -209,6 +212,11 @@ impl Metrics {
             "sgw_audio_seconds",
             "Audio accepted from clients, in seconds",
             m.audio_seconds.clone(),
+        );
+        registry.register(
+            "sgw_replay_buffer_bytes",
+            "Audio held by live sessions for replay after a failover (since each one's last final)",
+            m.replay_buffer_bytes.clone(),
         );
         registry.register(
             "sgw_errors",
