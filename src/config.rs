@@ -81,6 +81,11 @@ pub struct RawSession {
     /// closed with `SESSION_TIMEOUT`. `0s` turns it off.
     #[serde(with = "humantime_serde")]
     pub max_duration: Duration,
+    /// When the back end's results trail the audio by more than this (it is overloaded),
+    /// the client gets a `backend_lagging` status, and `backend_caught_up` once they are
+    /// back under half of it. `0s` turns the signal off.
+    #[serde(with = "humantime_serde")]
+    pub lag_warning: Duration,
 }
 
 /// TLS on the client-facing listener. Both files or neither (plain HTTP/WS).
@@ -427,6 +432,7 @@ impl Default for RawSession {
             drain_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_duration: Duration::from_secs(4 * 3600),
+            lag_warning: Duration::from_secs(3),
         }
     }
 }
@@ -549,6 +555,8 @@ pub struct SessionLimits {
     pub idle_timeout: Option<Duration>,
     /// `None`: sessions may last for ever.
     pub max_duration: Option<Duration>,
+    /// `None`: no lag signal.
+    pub lag_warning: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -792,6 +800,12 @@ impl Config {
         if s.flush_timeout.is_zero() {
             return Err(invalid("session.flush_timeout", "must be above zero"));
         }
+        if s.lag_warning > Duration::from_secs(600) {
+            return Err(invalid(
+                "session.lag_warning",
+                "must be at most 10m (0s: off)",
+            ));
+        }
         let t = &raw.triton;
         if ![8_000, 16_000, 32_000, 48_000].contains(&t.sample_rate) {
             return Err(invalid(
@@ -958,6 +972,7 @@ impl Config {
                 drain_timeout: s.drain_timeout,
                 idle_timeout: (!s.idle_timeout.is_zero()).then_some(s.idle_timeout),
                 max_duration: (!s.max_duration.is_zero()).then_some(s.max_duration),
+                lag_warning: (!s.lag_warning.is_zero()).then_some(s.lag_warning),
             },
             riva: RivaSettings {
                 sample_rate: r.sample_rate,

@@ -546,3 +546,62 @@ async fn shutdown_flushes_live_sessions_and_closes_with_going_away() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn a_lagging_back_end_is_reported_and_so_is_its_recovery() {
+    let riva = RivaDouble::start(Mode::Scripted).await;
+    let gw = Gateway::start(&[
+        ("SGW_ROUTES__DEFAULT", riva.url()),
+        ("SGW_SESSION__LAG_WARNING", "300ms".into()),
+    ])
+    .await;
+    let mut c = gw.connect().await;
+    c.start(json!({})).await;
+    let mut s = riva.next_stream().await;
+    let audio = tone(1_000, 16_000);
+    for chunk in audio.chunks(3_200) {
+        c.audio(chunk).await;
+    }
+    s.audio_at_least(audio.len()).await;
+    // Up to date: processed everything there is, however long ago it arrived.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.send(partial("one", 1.0)).await;
+    assert_eq!(c.json().await["type"], "partial", "no lag signal");
+
+    let more = tone(1_000, 16_000);
+    for chunk in more.chunks(3_200) {
+        c.audio(chunk).await;
+    }
+    s.audio_at_least(more.len()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Behind: the audio after 1.2 s arrived over 300 ms ago and is not processed yet.
+    s.send(partial("one two", 1.2)).await;
+    let st = c.json().await;
+    assert_eq!(st["type"], "status", "{st}");
+    assert_eq!(st["state"], "backend_lagging");
+    assert!(st["message"].as_str().unwrap().contains("behind"), "{st}");
+    assert_eq!(c.json().await["text"], "one two", "the result still comes");
+    gw.wait_metric("sgw_sessions_lagging", 1.0).await;
+    // Still behind: said once, not again.
+    s.send(partial("one two three", 1.4)).await;
+    assert_eq!(c.json().await["type"], "partial");
+    // Caught up.
+    s.send(partial("one two three four", 2.0)).await;
+    let st = c.json().await;
+    assert_eq!(st["state"], "backend_caught_up", "{st}");
+    assert_eq!(c.json().await["type"], "partial");
+    gw.wait_metric("sgw_sessions_lagging", 0.0).await;
+
+    // A session that ends while lagging leaves the gauge.
+    for chunk in tone(1_000, 16_000).chunks(3_200) {
+        c.audio(chunk).await;
+    }
+    s.audio_at_least(32_000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.send(partial("five", 2.1)).await;
+    assert_eq!(c.json().await["state"], "backend_lagging");
+    gw.wait_metric("sgw_sessions_lagging", 1.0).await;
+    drop(c);
+    gw.wait_metric("sgw_sessions_active", 0.0).await;
+    gw.wait_metric("sgw_sessions_lagging", 0.0).await;
+}

@@ -297,6 +297,8 @@ pub fn encode(ev: &Event) -> Message {
             state: match state {
                 StatusState::Failover => "failover",
                 StatusState::AudioGap => "audio_gap",
+                StatusState::BackendLagging => "backend_lagging",
+                StatusState::BackendCaughtUp => "backend_caught_up",
             },
             message,
         },

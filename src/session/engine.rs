@@ -151,6 +151,8 @@ struct Engine<E> {
     last_cut_ms: u64,
     last_partial: Option<Transcript>,
     first_partial_sent: bool,
+    /// A `backend_lagging` status was sent and no `backend_caught_up` since.
+    lagging: bool,
     episode: Option<Episode>,
     /// When the next retry of a failed back end is due.
     retry_at: Option<tokio::time::Instant>,
@@ -188,6 +190,7 @@ where
             last_cut_ms: 0,
             last_partial: None,
             first_partial_sent: false,
+            lagging: false,
             episode: None,
             retry_at: None,
             flush_deadline: None,
@@ -273,6 +276,9 @@ where
                 break outcome;
             }
         };
+        if self.lagging {
+            self.ctx.metrics.sessions_lagging.dec();
+        }
         // The session's replay audio leaves the gauge with it.
         self.ctx
             .metrics
@@ -903,6 +909,11 @@ where
             up.lease.succeeded();
             self.episode = None;
         }
+        if let Some(processed) = ev.audio_processed_ms {
+            let offset = up.offset;
+            self.check_lag(self.samples_to_ms(offset) + processed)
+                .await?;
+        }
         if ev.is_progress() {
             return Ok(());
         }
@@ -997,6 +1008,60 @@ where
             });
         if rotate {
             return self.reopen_healthy("rotation").await;
+        }
+        Ok(())
+    }
+
+    /// The back end has processed session audio up to `processed_ms`. Its lag is the age
+    /// of the oldest audio it has not processed (zero when it has processed everything,
+    /// so a client that pauses is not taken for a lagging back end). Past
+    /// `session.lag_warning` the client is told once (`backend_lagging`), and again when
+    /// the lag is back under half of it (`backend_caught_up`).
+    async fn check_lag(&mut self, processed_ms: u64) -> Result<(), Outcome> {
+        let Some(warning) = self.ctx.limits.lag_warning else {
+            return Ok(());
+        };
+        let lag = if processed_ms >= self.samples_to_ms(self.total) {
+            std::time::Duration::ZERO
+        } else {
+            match self.frames.arrival_of(processed_ms) {
+                Some(at) => at.elapsed(),
+                None => return Ok(()),
+            }
+        };
+        if !self.lagging && lag > warning {
+            self.lagging = true;
+            self.ctx.metrics.sessions_lagging.inc();
+            tracing::warn!(
+                lag_ms = lag.as_millis() as u64,
+                "back-end results trail the audio"
+            );
+            self.emit(Event::Status {
+                state: StatusState::BackendLagging,
+                message: format!(
+                    "the recognition back end is {:.1} s behind the audio (more than \
+                     session.lag_warning, {:.1} s): it is overloaded, results will come late; \
+                     no audio is lost",
+                    lag.as_secs_f64(),
+                    warning.as_secs_f64()
+                ),
+            })
+            .await?;
+        } else if self.lagging && lag < warning / 2 {
+            self.lagging = false;
+            self.ctx.metrics.sessions_lagging.dec();
+            tracing::info!(
+                lag_ms = lag.as_millis() as u64,
+                "back-end results caught up with the audio"
+            );
+            self.emit(Event::Status {
+                state: StatusState::BackendCaughtUp,
+                message: format!(
+                    "results are back within {:.1} s of the audio",
+                    lag.as_secs_f64()
+                ),
+            })
+            .await?;
         }
         Ok(())
     }

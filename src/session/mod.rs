@@ -120,6 +120,11 @@ pub enum StatusState {
     Failover,
     /// The back end lost audio that could not be replayed (replay buffer exceeded).
     AudioGap,
+    /// The back end's results trail the audio by more than `session.lag_warning`: it is
+    /// overloaded. Results keep coming, late; nothing is lost.
+    BackendLagging,
+    /// After `BackendLagging`: results are back within half of `session.lag_warning`.
+    BackendCaughtUp,
 }
 
 /// Why a session ended.

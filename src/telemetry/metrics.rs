@@ -107,6 +107,8 @@ pub struct Metrics {
     pub audio_seconds: Counter<f64, AtomicU64>,
     /// Audio held for replay by every live session (since each one's last final).
     pub replay_buffer_bytes: Gauge,
+    /// Live sessions whose back end's results trail their audio (`backend_lagging`).
+    pub sessions_lagging: Gauge,
     pub errors_total: Family<CodeLabels, Counter>,
     pub backend_requests_total: Family<BackendOutcomeLabels, Counter>,
     pub backend_up: Family<BackendLabels, Gauge>,
@@ -162,6 +164,7 @@ impl Metrics {
             relay_overhead: fine_histogram(),
             audio_seconds: Counter::default(),
             replay_buffer_bytes: Gauge::default(),
+            sessions_lagging: Gauge::default(),
             errors_total: Family::default(),
             backend_requests_total: Family::default(),
             backend_up: Family::default(),
@@ -217,6 +220,11 @@ impl Metrics {
             "sgw_replay_buffer_bytes",
             "Audio held by live sessions for replay after a failover (since each one's last final)",
             m.replay_buffer_bytes.clone(),
+        );
+        registry.register(
+            "sgw_sessions_lagging",
+            "Live sessions whose back-end results trail their audio by more than session.lag_warning",
+            m.sessions_lagging.clone(),
         );
         registry.register(
             "sgw_errors",

@@ -195,6 +195,7 @@ impl SpeechBackend for TritonBackend {
                 self.model.clone(),
                 io,
                 keepalive,
+                params.sample_rate_hz,
                 audio,
             )),
             ModelShape::Offline { io } => Ok(offline::open(

@@ -4,12 +4,15 @@
 //! on the first, `sequence_end` on a last, empty request when the audio ends), each with
 //! `triton_enable_empty_final_response` so that its completion is visible. While no
 //! audio flows, empty requests keep the sequence inside the model's idle limit. The
-//! event stream ends when the `sequence_end` request is complete.
+//! event stream ends when the `sequence_end` request is complete. A response to request
+//! `n` accounts for the audio up to the end of request `n`: events carry that as
+//! `audio_processed_ms` (how far behind the model is, for the session's lag signal).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -30,10 +33,15 @@ pub fn open(
     model: String,
     io: ModelIo,
     keepalive: Duration,
+    sample_rate_hz: u32,
     audio: AudioStream,
 ) -> EventStream {
     let end_id = Arc::new(AtomicU64::new(u64::MAX));
+    let ledger = Arc::new(Ledger::default());
     let requests = Requests {
+        ledger: ledger.clone(),
+        sample_rate_hz: sample_rate_hz.max(1),
+        samples: 0,
         model,
         io,
         audio,
@@ -48,8 +56,39 @@ pub fn open(
     Results::Calling {
         call: Box::pin(call(client, requests)),
         end_id,
+        ledger,
     }
     .boxed()
+}
+
+/// Which audio each request in flight ends at: written by the request side, read (and
+/// trimmed) by the response side.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// (request id, stream ms at the end of its audio), ids ascending.
+    entries: Mutex<VecDeque<(u64, u64)>>,
+}
+
+impl Ledger {
+    fn record(&self, id: u64, end_ms: u64) {
+        self.entries
+            .lock()
+            .expect("ledger lock")
+            .push_back((id, end_ms));
+    }
+
+    /// Stream ms at the end of request `id`'s audio; forgets the requests before it (a
+    /// decoupled model answers in request order).
+    fn processed(&self, id: u64) -> Option<u64> {
+        let mut entries = self.entries.lock().expect("ledger lock");
+        while entries.front().is_some_and(|&(i, _)| i < id) {
+            entries.pop_front();
+        }
+        entries
+            .front()
+            .filter(|&&(i, _)| i == id)
+            .map(|&(_, ms)| ms)
+    }
 }
 
 /// A positive, practically unique id per sequence (Triton keys sequence state by it).
@@ -79,6 +118,10 @@ struct Requests {
     keepalive: Pin<Box<tokio::time::Sleep>>,
     /// Shared with the response side: the id of the `sequence_end` request.
     end_id: Arc<AtomicU64>,
+    ledger: Arc<Ledger>,
+    sample_rate_hz: u32,
+    /// Samples sent so far.
+    samples: u64,
 }
 
 impl Requests {
@@ -94,6 +137,9 @@ impl Requests {
         if end {
             self.end_id.store(id, Ordering::Release);
         }
+        self.samples += pcm.len() as u64 / 2;
+        self.ledger
+            .record(id, self.samples * 1000 / u64::from(self.sample_rate_hz));
         let deadline = tokio::time::Instant::now() + self.keepalive_every;
         self.keepalive.as_mut().reset(deadline);
         tensors::audio_request(
@@ -145,10 +191,12 @@ enum Results {
     Calling {
         call: Call,
         end_id: Arc<AtomicU64>,
+        ledger: Arc<Ledger>,
     },
     Streaming {
         inner: Box<tonic::Streaming<ModelStreamInferResponse>>,
         end_id: Arc<AtomicU64>,
+        ledger: Arc<Ledger>,
     },
     Done,
 }
@@ -159,13 +207,18 @@ impl Stream for Results {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
             match &mut *self {
-                Results::Calling { call, end_id } => match call.as_mut().poll(cx) {
+                Results::Calling {
+                    call,
+                    end_id,
+                    ledger,
+                } => match call.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(resp)) => {
-                        let end_id = end_id.clone();
+                        let (end_id, ledger) = (end_id.clone(), ledger.clone());
                         *self = Results::Streaming {
                             inner: Box::new(resp.into_inner()),
                             end_id,
+                            ledger,
                         };
                     }
                     Poll::Ready(Err(status)) => {
@@ -173,7 +226,11 @@ impl Stream for Results {
                         return Poll::Ready(Some(Err(crate::backend::grpc::map_status(status))));
                     }
                 },
-                Results::Streaming { inner, end_id } => {
+                Results::Streaming {
+                    inner,
+                    end_id,
+                    ledger,
+                } => {
                     let msg = match inner.poll_next_unpin(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(None) => {
@@ -188,7 +245,15 @@ impl Stream for Results {
                         }
                         Poll::Ready(Some(Ok(msg))) => msg,
                     };
-                    let step = map_message(&msg, end_id.load(Ordering::Acquire), Instant::now());
+                    let mut step =
+                        map_message(&msg, end_id.load(Ordering::Acquire), Instant::now());
+                    if let Some(Ok(ev)) = step.item.as_mut() {
+                        ev.audio_processed_ms = msg
+                            .infer_response
+                            .as_ref()
+                            .and_then(|r| r.id.parse::<u64>().ok())
+                            .and_then(|id| ledger.processed(id));
+                    }
                     if step.done {
                         *self = Results::Done;
                     }
@@ -256,6 +321,28 @@ pub fn map_message(msg: &ModelStreamInferResponse, end_id: u64, received_at: Ins
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ledger_answers_in_request_order_and_forgets_what_is_answered() {
+        let l = Ledger::default();
+        l.record(0, 100);
+        l.record(1, 200);
+        l.record(2, 200); // a keep-alive: no audio
+        l.record(3, 300);
+        assert_eq!(l.processed(1), Some(200));
+        assert_eq!(
+            l.processed(1),
+            Some(200),
+            "a request may have several responses"
+        );
+        assert_eq!(
+            l.processed(0),
+            None,
+            "forgotten once a later one was answered"
+        );
+        assert_eq!(l.processed(3), Some(300));
+        assert_eq!(l.processed(9), None);
+    }
     use crate::backend::proto::inference::infer_parameter::ParameterChoice;
     use crate::backend::proto::inference::model_infer_response::InferOutputTensor;
     use crate::backend::proto::inference::{InferParameter, ModelInferResponse};
