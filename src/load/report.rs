@@ -261,7 +261,7 @@ impl LoadReport {
         if errors.is_empty() {
             md += "\nNo errors.\n";
         } else {
-            md += "\n| path | error | count |\n|---|---|---:|\n";
+            md += "\n| path | error or status | count |\n|---|---|---:|\n";
             md += &errors;
         }
         md

@@ -146,6 +146,9 @@ struct Msg<'a> {
     code: Option<Cow<'a, str>>,
     #[serde(default)]
     recoverable: Option<bool>,
+    /// `status` messages: `failover`, `backend_lagging`, …
+    #[serde(default, borrow)]
+    state: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -264,6 +267,10 @@ async fn drive_ws(
                                 if let Some(l) = latency(pace.final_reference(word_end), at) {
                                     stats.final_.record(l);
                                 }
+                            }
+                            // Counted with the errors, as `status:STATE` (what clients were told).
+                            "status" => {
+                                stats.error(format!("status:{}", msg.state.as_deref().unwrap_or("?")));
                             }
                             "error" => {
                                 let code = msg.code.as_deref().unwrap_or("UNKNOWN").to_string();
@@ -476,5 +483,9 @@ mod tests {
             (e.code.as_deref(), e.recoverable),
             (Some("RATE_LIMIT_EXCEEDED"), Some(true))
         );
+        let st: Msg =
+            serde_json::from_str(r#"{"type":"status","state":"backend_lagging","message":"m"}"#)
+                .unwrap();
+        assert_eq!(st.state.as_deref(), Some("backend_lagging"));
     }
 }
