@@ -1029,41 +1029,35 @@ where
                 None => return Ok(()),
             }
         };
-        if !self.lagging && lag > warning {
-            self.lagging = true;
+        let lag_ms = lag.as_millis() as u64;
+        let (state, message) = if !self.lagging && lag > warning {
             self.ctx.metrics.sessions_lagging.inc();
-            tracing::warn!(
-                lag_ms = lag.as_millis() as u64,
-                "back-end results trail the audio"
-            );
-            self.emit(Event::Status {
-                state: StatusState::BackendLagging,
-                message: format!(
+            tracing::warn!(lag_ms, "back-end results trail the audio");
+            (
+                StatusState::BackendLagging,
+                format!(
                     "the recognition back end is {:.1} s behind the audio (more than \
                      session.lag_warning, {:.1} s): it is overloaded, results will come late; \
                      no audio is lost",
                     lag.as_secs_f64(),
                     warning.as_secs_f64()
                 ),
-            })
-            .await?;
+            )
         } else if self.lagging && lag < warning / 2 {
-            self.lagging = false;
             self.ctx.metrics.sessions_lagging.dec();
-            tracing::info!(
-                lag_ms = lag.as_millis() as u64,
-                "back-end results caught up with the audio"
-            );
-            self.emit(Event::Status {
-                state: StatusState::BackendCaughtUp,
-                message: format!(
+            tracing::info!(lag_ms, "back-end results caught up with the audio");
+            (
+                StatusState::BackendCaughtUp,
+                format!(
                     "results are back within {:.1} s of the audio",
                     lag.as_secs_f64()
                 ),
-            })
-            .await?;
-        }
-        Ok(())
+            )
+        } else {
+            return Ok(());
+        };
+        self.lagging = !self.lagging;
+        self.emit(Event::Status { state, message }).await
     }
 
     fn samples_to_ms(&self, samples: u64) -> u64 {
