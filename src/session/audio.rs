@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::{ErrorKind, SessionError};
 
@@ -59,7 +60,8 @@ pub fn bytes_to_ms(len: usize, rate: u32) -> u64 {
 ///
 /// It holds the very chunks that were sent upstream (PCM16LE at the back end's rate, each
 /// in an allocation of its own size), so keeping audio for replay costs no copy and no
-/// memory beyond the audio itself.
+/// memory beyond the audio itself. The bytes it holds are kept in step on a shared gauge
+/// (`sgw_replay_buffer_bytes`), to the last byte when it is dropped.
 #[derive(Debug)]
 pub struct ReplayBuffer {
     /// Session sample index of the first retained sample.
@@ -71,16 +73,19 @@ pub struct ReplayBuffer {
     /// Samples dropped from the front because the utterance outgrew the buffer; a reopen
     /// cannot replay those and must say so.
     lost: u64,
+    /// Bytes held, summed over every live buffer.
+    held: Gauge,
 }
 
 impl ReplayBuffer {
-    pub fn new(capacity_samples: usize) -> Self {
+    pub fn new(capacity_samples: usize, held: Gauge) -> Self {
         ReplayBuffer {
             start: 0,
             chunks: VecDeque::new(),
             len: 0,
             capacity: capacity_samples as u64,
             lost: 0,
+            held,
         }
     }
 
@@ -91,6 +96,7 @@ impl ReplayBuffer {
             return;
         }
         self.len += chunk.len() as u64 / 2;
+        self.held.inc_by(chunk.len() as i64);
         self.chunks.push_back(chunk);
         let over = self.len.saturating_sub(self.capacity);
         if over > 0 {
@@ -103,6 +109,7 @@ impl ReplayBuffer {
     fn drop_front(&mut self, mut n: u64) {
         self.start += n;
         self.len -= n;
+        self.held.dec_by((n * 2) as i64);
         while n > 0 {
             let front = self.chunks.front_mut().expect("n <= len");
             let samples = front.len() as u64 / 2;
@@ -114,9 +121,9 @@ impl ReplayBuffer {
                 n = 0;
             }
         }
-        if self.chunks.is_empty() && self.chunks.capacity() > IDLE_CHUNK_SLOTS {
+        if self.chunks.is_empty() && self.chunks.capacity() > IDLE_QUEUE_SLOTS {
             // A long utterance grew the queue; a quiet session should not keep its slots.
-            self.chunks.shrink_to(IDLE_CHUNK_SLOTS);
+            self.chunks.shrink_to(IDLE_QUEUE_SLOTS);
         }
     }
 
@@ -138,11 +145,6 @@ impl ReplayBuffer {
     /// Session sample index one past the last retained sample.
     pub fn end(&self) -> u64 {
         self.start + self.len
-    }
-
-    /// Bytes of audio held.
-    pub fn bytes(&self) -> u64 {
-        self.len * 2
     }
 
     /// Samples that outgrew the buffer since the last cut.
@@ -177,9 +179,15 @@ impl ReplayBuffer {
     }
 }
 
-/// Slots the replay queue keeps when it is empty (enough for a few seconds of 100 ms
-/// frames without growing).
-const IDLE_CHUNK_SLOTS: usize = 64;
+impl Drop for ReplayBuffer {
+    fn drop(&mut self) {
+        self.held.dec_by((self.len * 2) as i64);
+    }
+}
+
+/// Slots the replay and frame-log queues keep when a final empties them (enough for a
+/// few seconds of 100 ms frames without growing).
+const IDLE_QUEUE_SLOTS: usize = 64;
 
 /// PCM16LE bytes of samples.
 pub fn pcm_bytes(samples: &[i16]) -> Bytes {
@@ -232,8 +240,8 @@ impl FrameLog {
         while self.entries.len() > 1 && self.entries.front().is_some_and(|&(end, _)| end < ms) {
             self.entries.pop_front();
         }
-        if self.entries.is_empty() && self.entries.capacity() > IDLE_CHUNK_SLOTS {
-            self.entries.shrink_to(IDLE_CHUNK_SLOTS);
+        if self.entries.is_empty() && self.entries.capacity() > IDLE_QUEUE_SLOTS {
+            self.entries.shrink_to(IDLE_QUEUE_SLOTS);
         }
     }
 
@@ -287,16 +295,19 @@ mod tests {
 
     #[test]
     fn replay_keeps_audio_since_the_cut_and_counts_losses() {
-        let mut r = ReplayBuffer::new(10);
+        let held = Gauge::default();
+        let mut r = ReplayBuffer::new(10, held.clone());
         r.push(pcm_bytes(&[1, 2, 3]));
         r.push(pcm_bytes(&[4, 5, 6]));
         r.cut(4);
         assert_eq!((r.start(), r.end()), (4, 6));
+        assert_eq!(held.get(), 4, "the gauge holds the bytes kept");
         assert_eq!(r.chunks(10)[0].as_ref(), pcm_bytes(&[5, 6]).as_ref());
         r.push(pcm_bytes(&[7, 8, 9, 10, 11, 12, 13]));
         r.push(pcm_bytes(&[14, 15, 16]));
         assert_eq!(r.lost(), 2, "two samples fell off the front");
         assert_eq!(r.start(), 6);
+        assert_eq!(held.get(), 20);
         let chunks = r.chunks(4);
         assert_eq!(chunks.len(), 3);
         assert_eq!(pcm_samples(&chunks[0]), vec![7, 8, 9, 10]);
@@ -306,11 +317,15 @@ mod tests {
         assert_eq!((r.start(), r.end(), r.lost()), (16, 16, 0));
         r.cut(3);
         assert_eq!(r.start(), 16, "a cut in the past changes nothing");
+        assert_eq!(held.get(), 0);
+        r.push(pcm_bytes(&[17, 18]));
+        drop(r);
+        assert_eq!(held.get(), 0, "a dropped buffer leaves the gauge");
     }
 
     #[test]
     fn replay_chunks_join_small_frames_and_split_large_ones() {
-        let mut r = ReplayBuffer::new(1_000);
+        let mut r = ReplayBuffer::new(1_000, Gauge::default());
         let all: Vec<i16> = (0..50).collect();
         // 10 ms-like small frames, then one large frame
         for piece in all[..20].chunks(3) {

@@ -172,6 +172,7 @@ where
     E: Sink<Event> + Unpin + Send,
 {
     fn new(ctx: Arc<SessionContext>, ticket: Ticket, events: E, span: Span) -> Self {
+        let replay_held = ctx.metrics.replay_buffer_bytes.clone();
         Engine {
             ctx,
             ticket,
@@ -183,7 +184,7 @@ where
             backend_rate: 16_000,
             resampler: None,
             upstream: None,
-            replay: ReplayBuffer::new(0),
+            replay: ReplayBuffer::new(0, replay_held),
             frames: FrameLog::new(0),
             total: 0,
             frames_received: 0,
@@ -279,11 +280,6 @@ where
         if self.lagging {
             self.ctx.metrics.sessions_lagging.dec();
         }
-        // The session's replay audio leaves the gauge with it.
-        self.ctx
-            .metrics
-            .replay_buffer_bytes
-            .dec_by(self.replay.bytes() as i64);
         // Dropping `self` drops the upstream, which cancels the back-end stream.
         tracing::info!(
             outcome = result.as_str(),
@@ -397,6 +393,7 @@ where
         let limits = &self.ctx.limits;
         self.replay = ReplayBuffer::new(
             (u128::from(self.backend_rate) * limits.replay.as_millis() / 1000) as usize,
+            self.ctx.metrics.replay_buffer_bytes.clone(),
         );
         self.frames = FrameLog::new(limits.replay.as_millis() as u64);
         self.config = cfg;
@@ -507,18 +504,7 @@ where
         if let Some(u) = self.upstream.as_mut() {
             u.send(chunk.clone(), samples);
         }
-        let held = self.replay.bytes();
         self.replay.push(chunk);
-        self.count_replay(held);
-    }
-
-    /// Moves `sgw_replay_buffer_bytes` by what the replay buffer gained or lost since it
-    /// held `before` bytes.
-    fn count_replay(&self, before: u64) {
-        let delta = self.replay.bytes() as i64 - before as i64;
-        if delta != 0 {
-            self.ctx.metrics.replay_buffer_bytes.inc_by(delta);
-        }
     }
 
     async fn begin_end(&mut self, cause: CloseCause) -> Result<(), Outcome> {
@@ -994,9 +980,7 @@ where
                 .observe(ev.received_at.elapsed().as_secs_f64());
         }
         self.last_cut_ms = cut_ms;
-        let held = self.replay.bytes();
         self.replay.cut(self.ms_to_samples(cut_ms));
-        self.count_replay(held);
         self.frames.cut(cut_ms);
         let rotate = self.phase == Phase::Streaming
             && self.upstream.as_ref().is_some_and(|u| {

@@ -322,6 +322,10 @@ pub fn map_message(msg: &ModelStreamInferResponse, end_id: u64, received_at: Ins
 mod tests {
     use super::*;
 
+    use crate::backend::proto::inference::infer_parameter::ParameterChoice;
+    use crate::backend::proto::inference::model_infer_response::InferOutputTensor;
+    use crate::backend::proto::inference::{InferParameter, ModelInferResponse};
+
     #[test]
     fn the_ledger_answers_in_request_order_and_forgets_what_is_answered() {
         let l = Ledger::default();
@@ -343,9 +347,6 @@ mod tests {
         assert_eq!(l.processed(3), Some(300));
         assert_eq!(l.processed(9), None);
     }
-    use crate::backend::proto::inference::infer_parameter::ParameterChoice;
-    use crate::backend::proto::inference::model_infer_response::InferOutputTensor;
-    use crate::backend::proto::inference::{InferParameter, ModelInferResponse};
 
     fn completion(id: &str) -> ModelStreamInferResponse {
         let mut r = ModelInferResponse {
