@@ -362,6 +362,9 @@ pub struct RawAdmission {
     pub retry_after: Duration,
     /// Route name → sessions that route takes at once; beyond it, `RATE_LIMIT_EXCEEDED`.
     pub routes: BTreeMap<String, usize>,
+    /// A route refuses new sessions (`RATE_LIMIT_EXCEEDED`) while at least this share (%)
+    /// of its live sessions are lagging (`session.lag_warning`); 0 = never.
+    pub shed_lagging_percent: u32,
 }
 
 impl Default for RawBreaker {
@@ -395,6 +398,7 @@ impl Default for RawAdmission {
             max_sessions: 0,
             retry_after: Duration::from_secs(5),
             routes: BTreeMap::new(),
+            shed_lagging_percent: 25,
         }
     }
 }
@@ -890,6 +894,12 @@ impl Config {
         if rt.budget_window < Duration::from_secs(1) || rt.budget_window > Duration::from_secs(60) {
             return Err(invalid("retry.budget_window", "must be between 1s and 60s"));
         }
+        if raw.admission.shed_lagging_percent > 100 {
+            return Err(invalid(
+                "admission.shed_lagging_percent",
+                "must be between 0 (off) and 100",
+            ));
+        }
         for route in raw.admission.routes.keys() {
             if !raw.routes.contains_key(&route.to_ascii_lowercase()) {
                 return Err(invalid(
@@ -1019,6 +1029,8 @@ impl Config {
                     .iter()
                     .map(|(k, v)| (k.to_ascii_lowercase(), *v))
                     .collect(),
+                route_names: routes.iter().map(|r| r.name.clone()).collect(),
+                shed_lagging_percent: raw.admission.shed_lagging_percent,
                 retry_after: raw.admission.retry_after,
             },
             tls,

@@ -605,3 +605,58 @@ async fn a_lagging_back_end_is_reported_and_so_is_its_recovery() {
     gw.wait_metric("sgw_sessions_active", 0.0).await;
     gw.wait_metric("sgw_sessions_lagging", 0.0).await;
 }
+
+#[tokio::test]
+async fn a_route_whose_sessions_lag_refuses_new_ones_until_they_catch_up() {
+    let riva = RivaDouble::start(Mode::Scripted).await;
+    let gw = Gateway::start(&[
+        ("SGW_ROUTES__DEFAULT", riva.url()),
+        ("SGW_SESSION__LAG_WARNING", "300ms".into()),
+        ("SGW_ADMISSION__SHED_LAGGING_PERCENT", "50".into()),
+    ])
+    .await;
+    // Two sessions on the route; one falls behind (1 of 2 = 50 %).
+    let mut behind = gw.connect().await;
+    behind.start(json!({})).await;
+    let mut sb = riva.next_stream().await;
+    let mut fine = gw.connect().await;
+    fine.start(json!({})).await;
+    let _sf = riva.next_stream().await;
+    let audio = tone(1_000, 16_000);
+    for chunk in audio.chunks(3_200) {
+        behind.audio(chunk).await;
+    }
+    sb.audio_at_least(audio.len()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sb.send(partial("one", 0.2)).await;
+    assert_eq!(behind.json().await["state"], "backend_lagging");
+    assert_eq!(behind.json().await["text"], "one");
+    gw.wait_metric("sgw_sessions_lagging", 1.0).await;
+
+    // A newcomer is refused, recoverably, and told why; its connection stays open.
+    let mut late = gw.connect().await;
+    late.start(json!({})).await;
+    let err = late.json().await;
+    assert_eq!(err["type"], "error", "{err}");
+    assert_eq!(err["code"], "RATE_LIMIT_EXCEEDED", "{err}");
+    assert_eq!(err["recoverable"], true);
+    assert!(
+        err["message"].as_str().unwrap().contains("overloaded"),
+        "{err}"
+    );
+    gw.wait_metric("sgw_rejections_total{reason=\"route_lagging\"}", 1.0)
+        .await;
+    // The sessions already there go on (the lagging one still gets its results).
+    sb.send(partial("one two", 0.4)).await;
+    assert_eq!(behind.json().await["text"], "one two");
+
+    // Caught up: the route admits again, and the newcomer's second start is served.
+    sb.send(partial("one two three", 1.0)).await;
+    assert_eq!(behind.json().await["state"], "backend_caught_up");
+    assert_eq!(behind.json().await["type"], "partial");
+    gw.wait_metric("sgw_sessions_lagging", 0.0).await;
+    late.start(json!({})).await;
+    let _sl = riva.next_stream().await;
+    late.audio(&tone(100, 16_000)).await;
+    drop(fine);
+}

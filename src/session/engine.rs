@@ -373,13 +373,19 @@ where
                 ))
                 .await;
         };
-        if !self.ticket.enter_route(&route) {
-            self.ctx.metrics.rejected(Refusal::RouteLimit.as_str());
+        if let Err(refusal) = self.ticket.enter_route(&route) {
+            self.ctx.metrics.rejected(refusal.as_str());
+            let why = if refusal == Refusal::RouteLagging {
+                "is overloaded: too many of its sessions' results trail their audio \
+                 (admission.shed_lagging_percent)"
+            } else {
+                "is at its session limit"
+            };
             return self
                 .error(SessionError::new(
                     ErrorKind::RateLimitExceeded,
                     format!(
-                        "model `{route}` is at its session limit: the session was not started; \
+                        "model `{route}` {why}: the session was not started; \
                          send start again later"
                     ),
                 ))
@@ -1041,6 +1047,7 @@ where
             return Ok(());
         };
         self.lagging = !self.lagging;
+        self.ticket.set_lagging(self.lagging);
         self.emit(Event::Status { state, message }).await
     }
 

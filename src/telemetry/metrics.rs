@@ -278,7 +278,7 @@ impl Metrics {
         );
         registry.register(
             "sgw_rejections",
-            "Sessions refused before the upgrade, by reason (global_limit, route_limit, draining, ip_rate_limit, origin, unauthenticated)",
+            "Sessions refused, by reason: before the upgrade (global_limit, draining, ip_rate_limit, origin, unauthenticated) or at start (route_limit, route_lagging)",
             m.rejections_total.clone(),
         );
         registry.register(
