@@ -646,6 +646,13 @@ async fn a_route_whose_sessions_lag_refuses_new_ones_until_they_catch_up() {
     );
     gw.wait_metric("sgw_rejections_total{reason=\"route_lagging\"}", 1.0)
         .await;
+    let status: serde_json::Value = serde_json::from_str(&gw.get("/status").await.1).unwrap();
+    let route = &status["route_sessions"]["default"];
+    assert_eq!(
+        (&route["live"], &route["lagging"], &route["shedding"]),
+        (&json!(2), &json!(1), &json!(true)),
+        "{status}"
+    );
     // The sessions already there go on (the lagging one still gets its results).
     sb.send(partial("one two", 0.4)).await;
     assert_eq!(behind.json().await["text"], "one two");

@@ -326,6 +326,7 @@ async fn status(State(state): State<AppState>) -> Response {
         "sessions_active": state.ctx.metrics.sessions_active.get(),
         "sessions_admitted": state.admission.active(),
         "routes": state.ctx.router.status(),
+        "route_sessions": state.admission.route_counts(),
         "config": {
             "listen": c.listen.to_string(),
             "session": {
@@ -351,6 +352,7 @@ async fn status(State(state): State<AppState>) -> Response {
             "admission": {
                 "max_sessions": c.admission.max_sessions,
                 "routes": &c.admission.route_max_sessions,
+                "shed_lagging_percent": c.admission.shed_lagging_percent,
             },
             "security": {
                 "tls": c.tls.is_some(),

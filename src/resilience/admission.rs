@@ -76,11 +76,13 @@ fn take(counter: &AtomicUsize, limit: usize) -> bool {
         .is_ok()
 }
 
-/// A route's sessions right now: `(live, lagging)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A route's sessions right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct RouteCount {
     pub live: usize,
     pub lagging: usize,
+    /// New sessions are refused because enough of these lag.
+    pub shedding: bool,
 }
 
 impl Admission {
@@ -115,10 +117,23 @@ impl Admission {
 
     /// A route's live and lagging sessions (`None` for a route not configured).
     pub fn route_count(&self, route: &str) -> Option<RouteCount> {
-        self.routes.get(route).map(|r| RouteCount {
+        self.routes.get(route).map(|r| self.count(r))
+    }
+
+    /// Every configured route's sessions, by name.
+    pub fn route_counts(&self) -> std::collections::BTreeMap<&str, RouteCount> {
+        self.routes
+            .iter()
+            .map(|(name, r)| (name.as_str(), self.count(r)))
+            .collect()
+    }
+
+    fn count(&self, r: &RouteLoad) -> RouteCount {
+        RouteCount {
             live: r.live.load(Ordering::Acquire),
             lagging: r.lagging.load(Ordering::Acquire),
-        })
+            shedding: self.shedding(r),
+        }
     }
 
     /// A place under the global limit, or `None` when the gateway is full.
@@ -238,20 +253,16 @@ mod tests {
         assert_eq!(a.active(), 2);
         drop((t2, t3));
         assert_eq!(a.active(), 0);
-        assert_eq!(
-            a.route_count("offline"),
-            Some(RouteCount {
-                live: 0,
-                lagging: 0
-            })
-        );
-        assert_eq!(
-            a.route_count("default"),
-            Some(RouteCount {
-                live: 0,
-                lagging: 0
-            })
-        );
+        assert_eq!(a.route_count("offline"), counted(0, 0, false));
+        assert_eq!(a.route_count("default"), counted(0, 0, false));
+    }
+
+    fn counted(live: usize, lagging: usize, shedding: bool) -> Option<RouteCount> {
+        Some(RouteCount {
+            live,
+            lagging,
+            shedding,
+        })
     }
 
     fn shedding_at(percent: u32) -> Arc<Admission> {
@@ -278,34 +289,16 @@ mod tests {
         live[1].set_lagging(true); // marking twice counts once
         live[2].set_lagging(true);
         // 3 of 9 lagging (33 %): refused, on this route only.
-        assert_eq!(
-            a.route_count("default"),
-            Some(RouteCount {
-                live: 9,
-                lagging: 3
-            })
-        );
+        assert_eq!(a.route_count("default"), counted(9, 3, true));
         assert_eq!(enter(&a, "default").err(), Some(Refusal::RouteLagging));
         assert!(enter(&a, "other").is_ok(), "another route is not affected");
         // One catches up, one lagging session ends: 1 of 8 lagging, admitting again.
         live[1].set_lagging(false);
         drop(live.remove(2));
-        assert_eq!(
-            a.route_count("default"),
-            Some(RouteCount {
-                live: 8,
-                lagging: 1
-            })
-        );
+        assert_eq!(a.route_count("default"), counted(8, 1, false));
         assert!(enter(&a, "default").is_ok());
         drop(live);
-        assert_eq!(
-            a.route_count("default"),
-            Some(RouteCount {
-                live: 0,
-                lagging: 0
-            })
-        );
+        assert_eq!(a.route_count("default"), counted(0, 0, false));
         assert_eq!(a.active(), 0);
     }
 
@@ -321,13 +314,7 @@ mod tests {
         // A session marked lagging before it entered a route is not counted anywhere.
         let mut early = on.admit().unwrap();
         early.set_lagging(true);
-        assert_eq!(
-            on.route_count("default"),
-            Some(RouteCount {
-                live: 3,
-                lagging: 0
-            })
-        );
+        assert_eq!(on.route_count("default"), counted(3, 0, false));
     }
 
     #[test]
