@@ -163,3 +163,25 @@ async fn load_counts_sessions_the_gateway_refused_by_their_code() {
     assert_eq!(g.errors.get("HTTP 503"), Some(&3), "{:?}", g.errors);
     assert!(report.markdown().contains("| gateway | HTTP 503 | 3 |"));
 }
+
+#[tokio::test]
+async fn load_counts_starts_a_route_refused_as_refused_sessions() {
+    let server = sim::start(Face::Riva, sim_options()).await;
+    let gw = Gateway::start(&[
+        ("SGW_ROUTES__DEFAULT", format!("riva://{}", server.addr)),
+        ("SGW_ADMISSION__ROUTES__DEFAULT", "2".into()),
+    ])
+    .await;
+    gw.wait_ready().await;
+    let report = load::run(&load_options(gw.ws_url(), 5)).await.unwrap();
+    let g = &report.gateway;
+    // A refused start ends that session at once: no audio is streamed into refusals.
+    assert_eq!((g.completed, g.failed), (2, 3), "{:?}", g.errors);
+    assert_eq!(
+        g.errors.get("refused: RATE_LIMIT_EXCEEDED"),
+        Some(&3),
+        "{:?}",
+        g.errors
+    );
+    assert_eq!(g.errors.len(), 1, "{:?}", g.errors);
+}

@@ -246,6 +246,8 @@ async fn drive_ws(
         .map_err(|e| format!("send: {}", short(&e.to_string())))?;
     let mut pace = Pace::new(clip, plan.frame);
     let mut fatal: Option<String> = None;
+    // A result came: the start was accepted.
+    let mut served = false;
     loop {
         let close_by = pace.end_sent.map(|e| e + CLOSE_TIMEOUT);
         tokio::select! {
@@ -256,12 +258,14 @@ async fn drive_ws(
                         let Ok(msg) = serde_json::from_str::<Msg>(text.as_str()) else { continue };
                         match msg.kind.as_ref() {
                             "partial" => {
+                                served = true;
                                 stats.partials.fetch_add(1, Ordering::Relaxed);
                                 if let Some(l) = msg.timestamp_ms.and_then(|t| latency(pace.sent.reaching(t), at)) {
                                     stats.partial.record(l);
                                 }
                             }
                             "final" => {
+                                served = true;
                                 stats.finals.fetch_add(1, Ordering::Relaxed);
                                 let word_end = msg.words.iter().map(|w| w.end * 1000.0).reduce(f64::max);
                                 if let Some(l) = latency(pace.final_reference(word_end), at) {
@@ -274,7 +278,12 @@ async fn drive_ws(
                             }
                             "error" => {
                                 let code = msg.code.as_deref().unwrap_or("UNKNOWN").to_string();
-                                if msg.recoverable == Some(false) {
+                                if code == "RATE_LIMIT_EXCEEDED" && !served {
+                                    // The start was refused (route limit, or a route shedding
+                                    // load): the session ends here, refused, not streamed.
+                                    let _ = ws.close(None).await;
+                                    return Err(format!("refused: {code}"));
+                                } else if msg.recoverable == Some(false) {
                                     fatal = Some(code);
                                 } else {
                                     stats.error(code);
