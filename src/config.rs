@@ -365,6 +365,10 @@ pub struct RawAdmission {
     /// A route refuses new sessions (`RATE_LIMIT_EXCEEDED`) while at least this share (%)
     /// of its live sessions are lagging (`session.lag_warning`); 0 = never.
     pub shed_lagging_percent: u32,
+    /// The gateway refuses new sessions (HTTP 503) while its tasks run later than this on
+    /// average (see `resilience::overload`); 0s = never.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
 }
 
 impl Default for RawBreaker {
@@ -399,6 +403,7 @@ impl Default for RawAdmission {
             retry_after: Duration::from_secs(5),
             routes: BTreeMap::new(),
             shed_lagging_percent: 25,
+            max_delay: Duration::from_millis(250),
         }
     }
 }
@@ -894,6 +899,15 @@ impl Config {
         if rt.budget_window < Duration::from_secs(1) || rt.budget_window > Duration::from_secs(60) {
             return Err(invalid("retry.budget_window", "must be between 1s and 60s"));
         }
+        let max_delay = raw.admission.max_delay;
+        if !max_delay.is_zero()
+            && (max_delay < Duration::from_millis(10) || max_delay > Duration::from_secs(10))
+        {
+            return Err(invalid(
+                "admission.max_delay",
+                "must be 0s (off) or between 10ms and 10s",
+            ));
+        }
         if raw.admission.shed_lagging_percent > 100 {
             return Err(invalid(
                 "admission.shed_lagging_percent",
@@ -1031,6 +1045,7 @@ impl Config {
                     .collect(),
                 route_names: routes.iter().map(|r| r.name.clone()).collect(),
                 shed_lagging_percent: raw.admission.shed_lagging_percent,
+                max_delay: (!max_delay.is_zero()).then_some(max_delay),
                 retry_after: raw.admission.retry_after,
             },
             tls,
@@ -1351,6 +1366,13 @@ mod tests {
             ("SGW_RIVA__SAMPLE_RATE", "4000", "riva.sample_rate"),
             ("SGW_LOG_FORMAT", "xml", "log_format"),
             ("SGW_HEALTH__INTERVAL", "0s", "health.interval"),
+            ("SGW_ADMISSION__MAX_DELAY", "5ms", "admission.max_delay"),
+            ("SGW_ADMISSION__MAX_DELAY", "11s", "admission.max_delay"),
+            (
+                "SGW_ADMISSION__SHED_LAGGING_PERCENT",
+                "101",
+                "admission.shed_lagging_percent",
+            ),
         ];
         for (k, v, key) in cases {
             let mut env = with_default_route();

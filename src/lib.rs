@@ -53,6 +53,7 @@ use crate::backend::BackendError;
 use crate::config::Config;
 use crate::ingress::AppState;
 use crate::resilience::admission::Admission;
+use crate::resilience::overload::Overload;
 use crate::resilience::retry::RetryBudget;
 use crate::router::Router;
 use crate::security::auth::Authenticator;
@@ -121,6 +122,12 @@ pub async fn serve(
     });
     let stop_monitor = CancellationToken::new();
     let monitor = tokio::spawn(router.clone().monitor(stop_monitor.clone()));
+    let overload = Arc::new(Overload::new(config.admission.max_delay));
+    tokio::spawn(
+        overload
+            .clone()
+            .probe(ctx.metrics.runtime_delay.clone(), stop_monitor.clone()),
+    );
     let sessions = TaskTracker::new();
     let auth = if config.auth.enabled {
         let a = Authenticator::load(&config.auth).map_err(|error| ServeError::File {
@@ -135,6 +142,7 @@ pub async fn serve(
         ctx,
         config: Arc::new(config.clone()),
         admission: Arc::new(Admission::new(config.admission.clone())),
+        overload,
         sessions: sessions.clone(),
         started: Instant::now(),
         draining: draining.clone(),

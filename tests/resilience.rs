@@ -458,3 +458,59 @@ async fn a_back_end_that_never_finishes_is_cut_off_at_the_flush_timeout_and_the_
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_overloaded_gateway_refuses_new_sessions_and_keeps_the_ones_it_has() {
+    let riva = RivaDouble::start(AUTO).await;
+    let gw = Gateway::start(&env(&[
+        ("SGW_ROUTES__DEFAULT", &riva.url()),
+        ("SGW_ADMISSION__MAX_DELAY", "20ms"),
+        ("SGW_ADMISSION__RETRY_AFTER", "3s"),
+    ]))
+    .await;
+    let mut live = gw.connect().await;
+    live.start(json!({})).await;
+    live.audio(&tone(100, 16_000)).await;
+    live.until("partial").await;
+    assert!(
+        tokio_tungstenite::connect_async(gw.ws_url()).await.is_ok(),
+        "not overloaded while healthy"
+    );
+    // The gateway runs on this test's single-threaded runtime: blocking the thread makes
+    // every gateway task late, as a saturated CPU would. Between blocks the runtime turns
+    // over, so the overload probe wakes (late) and measures.
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(250));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let refused = tokio_tungstenite::connect_async(gw.ws_url()).await;
+    let Err(tokio_tungstenite::tungstenite::Error::Http(resp)) = refused else {
+        panic!("expected an HTTP refusal, got {refused:?}");
+    };
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "3");
+    let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+    assert_eq!(body["code"], "RATE_LIMIT_EXCEEDED");
+    assert!(
+        body["message"].as_str().unwrap().contains("overloaded"),
+        "{body}"
+    );
+    assert_eq!(
+        gw.metric("sgw_rejections_total{reason=\"overloaded\"}")
+            .await,
+        Some(1.0)
+    );
+    assert!(gw.metric("sgw_runtime_delay_seconds").await.unwrap() > 0.01);
+    // The session it has goes on untouched.
+    live.audio(&tone(100, 16_000)).await;
+    live.until("partial").await;
+    // With the runtime healthy again the mean falls under half the limit within about
+    // half a second, and new sessions are taken again.
+    for _ in 0..100 {
+        if tokio_tungstenite::connect_async(gw.ws_url()).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("still refusing after the runtime recovered");
+}

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::resilience::admission::{Admission, Refusal, Ticket};
+use crate::resilience::overload::Overload;
 use crate::security::auth::{self, AuthError, Authenticator};
 use crate::security::ratelimit::ConnectLimiter;
 use crate::security::tls::PeerAddr;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub ctx: Arc<SessionContext>,
     pub config: Arc<Config>,
     pub admission: Arc<Admission>,
+    /// The gateway's own scheduling delay: overloaded, it takes no new sessions.
+    pub overload: Arc<Overload>,
     /// Every live session task, so shutdown can wait for them to flush.
     pub sessions: TaskTracker,
     pub started: Instant,
@@ -142,6 +145,8 @@ async fn v1_stream(
     }
     let refusal = if state.draining.is_cancelled() {
         Err(Refusal::Draining)
+    } else if state.overload.overloaded() {
+        Err(Refusal::Overloaded)
     } else {
         state.admission.admit().ok_or(Refusal::GlobalLimit)
     };
@@ -221,6 +226,13 @@ fn refuse(state: &AppState, why: Refusal) -> Response {
         Refusal::Draining => {
             "the gateway is shutting down; connect to another instance".to_string()
         }
+        Refusal::Overloaded => format!(
+            "the gateway is overloaded: its tasks run {} ms late on average \
+             (admission.max_delay {} ms), and more sessions would slow every session; \
+             retry after {retry_after} s or connect to another instance",
+            state.overload.delay().as_millis(),
+            state.overload.limit().unwrap_or_default().as_millis()
+        ),
         _ => format!(
             "the gateway is at its limit of {} sessions; retry after {retry_after} s",
             state.admission.settings().max_sessions
@@ -325,6 +337,8 @@ async fn status(State(state): State<AppState>) -> Response {
         "draining": state.draining.is_cancelled(),
         "sessions_active": state.ctx.metrics.sessions_active.get(),
         "sessions_admitted": state.admission.active(),
+        "overloaded": state.overload.overloaded(),
+        "runtime_delay_ms": state.overload.delay().as_secs_f64() * 1000.0,
         "routes": state.ctx.router.status(),
         "route_sessions": state.admission.route_counts(),
         "config": {
@@ -353,6 +367,7 @@ async fn status(State(state): State<AppState>) -> Response {
                 "max_sessions": c.admission.max_sessions,
                 "routes": &c.admission.route_max_sessions,
                 "shed_lagging_percent": c.admission.shed_lagging_percent,
+                "max_delay_ms": c.admission.max_delay.map(|d| d.as_millis() as u64),
             },
             "security": {
                 "tls": c.tls.is_some(),

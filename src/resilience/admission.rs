@@ -27,6 +27,9 @@ pub struct AdmissionSettings {
     /// A route refuses new sessions while at least this share (%) of its live sessions
     /// are lagging; 0 = never.
     pub shed_lagging_percent: u32,
+    /// The gateway refuses new sessions while its tasks run later than this on average
+    /// ([`crate::resilience::overload`]); `None` = never.
+    pub max_delay: Option<Duration>,
     /// What `Retry-After` tells a refused client.
     pub retry_after: Duration,
 }
@@ -53,6 +56,8 @@ pub enum Refusal {
     RouteLimit,
     /// Too many of the route's sessions are lagging (`shed_lagging_percent`).
     RouteLagging,
+    /// The gateway's own tasks run late (`admission.max_delay`).
+    Overloaded,
     Draining,
 }
 
@@ -62,6 +67,7 @@ impl Refusal {
             Refusal::GlobalLimit => "global_limit",
             Refusal::RouteLimit => "route_limit",
             Refusal::RouteLagging => "route_lagging",
+            Refusal::Overloaded => "overloaded",
             Refusal::Draining => "draining",
         }
     }
@@ -229,6 +235,7 @@ mod tests {
             route_max_sessions: [("offline".to_string(), 1)].into(),
             route_names: vec!["default".into(), "offline".into()],
             shed_lagging_percent: 0,
+            max_delay: None,
             retry_after: Duration::from_secs(5),
         }));
         let mut t1 = a.admit().expect("first");

@@ -109,6 +109,8 @@ pub struct Metrics {
     pub replay_buffer_bytes: Gauge,
     /// Live sessions whose back end's results trail their audio (`backend_lagging`).
     pub sessions_lagging: Gauge,
+    /// How late the runtime wakes a ready task, smoothed (`resilience::overload`).
+    pub runtime_delay: Gauge<f64, AtomicU64>,
     pub errors_total: Family<CodeLabels, Counter>,
     pub backend_requests_total: Family<BackendOutcomeLabels, Counter>,
     pub backend_up: Family<BackendLabels, Gauge>,
@@ -165,6 +167,7 @@ impl Metrics {
             audio_seconds: Counter::default(),
             replay_buffer_bytes: Gauge::default(),
             sessions_lagging: Gauge::default(),
+            runtime_delay: Gauge::default(),
             errors_total: Family::default(),
             backend_requests_total: Family::default(),
             backend_up: Family::default(),
@@ -227,6 +230,11 @@ impl Metrics {
             m.sessions_lagging.clone(),
         );
         registry.register(
+            "sgw_runtime_delay_seconds",
+            "How late the gateway's runtime wakes a ready task (smoothed); above admission.max_delay new sessions are refused",
+            m.runtime_delay.clone(),
+        );
+        registry.register(
             "sgw_errors",
             "Errors sent to clients, by code",
             m.errors_total.clone(),
@@ -278,7 +286,7 @@ impl Metrics {
         );
         registry.register(
             "sgw_rejections",
-            "Sessions refused, by reason: before the upgrade (global_limit, draining, ip_rate_limit, origin, unauthenticated) or at start (route_limit, route_lagging)",
+            "Sessions refused, by reason: before the upgrade (global_limit, overloaded, draining, ip_rate_limit, origin, unauthenticated) or at start (route_limit, route_lagging)",
             m.rejections_total.clone(),
         );
         registry.register(

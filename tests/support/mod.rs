@@ -38,6 +38,9 @@ impl Gateway {
             ("SGW_SESSION__DRAIN_TIMEOUT".into(), "0s".into()),
             // Auth is tested in tests/security.rs; elsewhere it would only add noise.
             ("SGW_AUTH__ENABLED".into(), "false".into()),
+            // The gateway shares the test's runtime, which tests block at will (and debug
+            // builds on a busy CI machine run late): overload refusal is tested where set.
+            ("SGW_ADMISSION__MAX_DELAY".into(), "0s".into()),
         ];
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let config = Config::load(None, vars, Default::default()).expect("test config is valid");
