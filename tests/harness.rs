@@ -146,6 +146,9 @@ async fn load_measures_both_paths_and_reads_the_gateways_process_metrics() {
     assert!(report.added().unwrap().partial_p99_ms.is_some());
     assert_eq!(report.resources.source, "metrics");
     assert!(report.resources.peak_rss_bytes.unwrap() > 0);
+    // Measured even with overload refusal off (as the test gateway runs).
+    assert!(report.resources.peak_runtime_delay_ms.unwrap() >= 0.0);
+    assert!(report.markdown().contains("runtime delay peak"));
 }
 
 #[tokio::test]

@@ -151,8 +151,9 @@ impl Probe {
         }
     }
 
-    /// The process sample, and `sgw_replay_buffer_bytes` when `/metrics` answered.
-    async fn sample(&self) -> (Option<process::ProcessSample>, Option<u64>) {
+    /// The process sample, and `sgw_replay_buffer_bytes` and `sgw_runtime_delay_seconds`
+    /// when `/metrics` answered.
+    async fn sample(&self) -> (Option<process::ProcessSample>, Option<u64>, Option<f64>) {
         let body = match self.metrics {
             Some(addr) => match crate::chaos::runner::http_get(addr, "/metrics").await {
                 Ok((200, body)) => Some(body),
@@ -167,6 +168,7 @@ impl Probe {
                 .and_then(|v| v.trim().parse::<f64>().ok())
         };
         let replay = value("sgw_replay_buffer_bytes").map(|v| v.max(0.0) as u64);
+        let delay = value("sgw_runtime_delay_seconds");
         let process = match self.pid {
             Some(pid) => process::sample(Some(pid)).ok(),
             None => value("process_cpu_seconds_total")
@@ -176,7 +178,7 @@ impl Probe {
                     rss_bytes: rss as u64,
                 }),
         };
-        (process, replay)
+        (process, replay, delay)
     }
 }
 
@@ -271,7 +273,8 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
     }
 
     // Sample the gateway every second until every session has ended.
-    let (baseline, _) = probe.sample().await;
+    let (baseline, _, _) = probe.sample().await;
+    let mut peak_delay: Option<f64> = None;
     let mut samples: Vec<(f64, process::ProcessSample)> = Vec::new();
     let mut replay: Vec<(f64, u64)> = Vec::new();
     if let Some(b) = baseline {
@@ -288,7 +291,10 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
             }
             _ = tick.tick() => {
                 let elapsed = t0.elapsed().as_secs_f64();
-                let (sample, held) = probe.sample().await;
+                let (sample, held, delay) = probe.sample().await;
+                if let Some(d) = delay {
+                    peak_delay = Some(peak_delay.map_or(d, |p| p.max(d)));
+                }
                 if let Some(s) = sample {
                     samples.push((elapsed, s));
                 }
@@ -307,7 +313,7 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
     }
     let ramp_end = opts.ramp.as_secs_f64();
     let end = opts.duration.as_secs_f64();
-    let resources = ResourceReport::from_samples(
+    let mut resources = ResourceReport::from_samples(
         probe.source(),
         &samples,
         &replay,
@@ -315,6 +321,7 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
         end,
         opts.sessions,
     );
+    resources.peak_runtime_delay_ms = peak_delay.map(|s| s * 1000.0);
     Ok(LoadReport {
         url: opts.url.clone(),
         sessions: opts.sessions,

@@ -63,6 +63,9 @@ pub struct ResourceReport {
     /// CPU time over wall time after the ramp, until the end: cores in use.
     pub steady_cpu_cores: Option<f64>,
     pub peak_cpu_cores: Option<f64>,
+    /// The highest `sgw_runtime_delay_seconds` seen (ms): how late the gateway's runtime
+    /// woke tasks at worst; above `admission.max_delay` it refuses new sessions.
+    pub peak_runtime_delay_ms: Option<f64>,
     /// (seconds since start, cores over the last interval, RSS bytes).
     pub timeline: Vec<(f64, f64, u64)>,
 }
@@ -125,6 +128,7 @@ impl ResourceReport {
             },
             steady_cpu_cores,
             peak_cpu_cores: timeline.iter().map(|t| t.1).reduce(f64::max),
+            peak_runtime_delay_ms: None,
             timeline,
         }
     }
@@ -236,7 +240,7 @@ impl LoadReport {
         }
         let r = &self.resources;
         md += &format!(
-            "\nGateway process ({}): CPU {} cores steady (peak {}), RSS baseline {} MiB, steady {} MiB, peak {} MiB, {} per session; audio held for replay {} MiB, {} per session beyond it.\n",
+            "\nGateway process ({}): CPU {} cores steady (peak {}), RSS baseline {} MiB, steady {} MiB, peak {} MiB, {} per session; audio held for replay {} MiB, {} per session beyond it; runtime delay peak {} ms.\n",
             r.source,
             r.steady_cpu_cores.map_or("-".into(), |c| format!("{c:.2}")),
             r.peak_cpu_cores.map_or("-".into(), |c| format!("{c:.2}")),
@@ -247,7 +251,9 @@ impl LoadReport {
                 .map_or("-".into(), |b| format!("{:.1} KiB", b / 1024.0)),
             mib(r.steady_replay_bytes),
             r.rss_beyond_replay_per_session_bytes
-                .map_or("-".into(), |b| format!("{:.1} KiB", b / 1024.0))
+                .map_or("-".into(), |b| format!("{:.1} KiB", b / 1024.0)),
+            r.peak_runtime_delay_ms
+                .map_or("-".into(), |d| format!("{d:.1}"))
         );
         let mut errors = String::new();
         for (path, p) in [

@@ -46,6 +46,7 @@ pub async fn serve_riva(
     let stop = CancellationToken::new();
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(None)
+        .initial_connection_window_size(super::CONNECTION_WINDOW)
         .add_service(RivaSpeechRecognitionServer::new(service))
         .add_service(HealthServer::new(HealthSim { behaviour }))
         .serve_with_incoming_shutdown(super::incoming(listener), stop.clone().cancelled_owned());

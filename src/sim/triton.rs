@@ -55,6 +55,7 @@ pub async fn serve_triton(
     let stop = CancellationToken::new();
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(None)
+        .initial_connection_window_size(super::CONNECTION_WINDOW)
         .add_service(GrpcInferenceServiceServer::new(service))
         .serve_with_incoming_shutdown(super::incoming(listener), stop.clone().cancelled_owned());
     super::run_until(server, stop, shutdown).await
