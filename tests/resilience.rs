@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::riva_double::{Mode, RivaDouble, final_result};
-use support::{Gateway, tone};
+use support::{Gateway, attempt, tone};
 use tonic::Status;
 
 const AUTO: Mode = Mode::Auto {
@@ -267,6 +267,21 @@ async fn sessions_spread_over_a_route_by_least_outstanding_sessions() {
     }
 }
 
+/// An upgrade the gateway refuses with HTTP 503 and this `Retry-After`; its JSON body.
+async fn refused_with_503(gw: &Gateway, retry_after: &str) -> Value {
+    let Err((status, headers, body)) = attempt(&gw.ws_url(), &[]).await else {
+        panic!("expected an HTTP refusal, got an upgrade");
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "retry-after" && v == retry_after),
+        "{headers:?}"
+    );
+    body
+}
+
 #[tokio::test]
 async fn the_global_limit_answers_503_with_retry_after_before_the_upgrade() {
     let riva = RivaDouble::start(AUTO).await;
@@ -277,13 +292,7 @@ async fn the_global_limit_answers_503_with_retry_after_before_the_upgrade() {
     ]))
     .await;
     let first = gw.connect().await;
-    let refused = tokio_tungstenite::connect_async(gw.ws_url()).await;
-    let Err(tokio_tungstenite::tungstenite::Error::Http(resp)) = refused else {
-        panic!("expected an HTTP refusal, got {refused:?}");
-    };
-    assert_eq!(resp.status(), 503);
-    assert_eq!(resp.headers()["retry-after"], "7");
-    let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+    let body = refused_with_503(&gw, "7").await;
     assert_eq!(body["code"], "RATE_LIMIT_EXCEEDED");
     assert_eq!(
         gw.metric("sgw_rejections_total{reason=\"global_limit\"}")
@@ -483,13 +492,7 @@ async fn an_overloaded_gateway_refuses_new_sessions_and_keeps_the_ones_it_has() 
         std::thread::sleep(Duration::from_millis(250));
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let refused = tokio_tungstenite::connect_async(gw.ws_url()).await;
-    let Err(tokio_tungstenite::tungstenite::Error::Http(resp)) = refused else {
-        panic!("expected an HTTP refusal, got {refused:?}");
-    };
-    assert_eq!(resp.status(), 503);
-    assert_eq!(resp.headers()["retry-after"], "3");
-    let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+    let body = refused_with_503(&gw, "3").await;
     assert_eq!(body["code"], "RATE_LIMIT_EXCEEDED");
     assert!(
         body["message"].as_str().unwrap().contains("overloaded"),

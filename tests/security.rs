@@ -17,10 +17,8 @@ use serde_json::{Value, json};
 use speech_gateway::client::connect;
 use speech_gateway::security::auth::{MintOptions, mint};
 use support::riva_double::{Mode, RivaDouble};
-use support::{Client, Gateway, Received, Ws, tone};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use support::{Client, Gateway, Received, Refused, Ws, attempt, tone};
+use tokio_tungstenite::tungstenite::Message;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_speech-gateway");
@@ -57,37 +55,6 @@ async fn riva() -> RivaDouble {
         final_every_ms: 1_000,
     })
     .await
-}
-
-/// A refused upgrade: status, headers, JSON body.
-type Refused = (u16, Vec<(String, String)>, Value);
-
-/// One upgrade attempt: the socket, or the refusal.
-async fn attempt(url: &str, headers: &[(&str, &str)]) -> Result<Ws, Refused> {
-    let mut req = url.into_client_request().unwrap();
-    for (k, v) in headers {
-        req.headers_mut().insert(
-            HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
-        );
-    }
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(WsError::Http(resp)) => {
-            let headers = resp
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-                .collect();
-            let body = resp
-                .body()
-                .as_ref()
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or(Value::Null);
-            Err((resp.status().as_u16(), headers, body))
-        }
-        Err(e) => panic!("upgrade to {url} failed below HTTP: {e}"),
-    }
 }
 
 fn status_of(r: &Result<Ws, Refused>) -> u16 {
