@@ -187,6 +187,11 @@ impl Ticket {
         Ok(())
     }
 
+    /// The load of the route this session entered, if any.
+    fn route_load(&self) -> Option<&RouteLoad> {
+        self.admission.routes.get(self.route.as_deref()?)
+    }
+
     /// Marks this session as lagging or not; its route counts it (the mark goes with
     /// the ticket). Before the session has entered a route there is nothing to mark.
     pub fn set_lagging(&mut self, lagging: bool) {
@@ -194,19 +199,15 @@ impl Ticket {
             return;
         }
         // Only a session on a tracked route is counted, so only one can be marked.
-        let Some(load) = self
-            .route
-            .as_ref()
-            .and_then(|r| self.admission.routes.get(r))
-        else {
+        let Some(load) = self.route_load() else {
             return;
         };
-        self.lagging = lagging;
         if lagging {
             load.lagging.fetch_add(1, Ordering::AcqRel);
         } else {
             load.lagging.fetch_sub(1, Ordering::AcqRel);
         }
+        self.lagging = lagging;
     }
 }
 
@@ -214,11 +215,7 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         self.set_lagging(false);
         self.admission.active.fetch_sub(1, Ordering::AcqRel);
-        if let Some(load) = self
-            .route
-            .as_ref()
-            .and_then(|r| self.admission.routes.get(r))
-        {
+        if let Some(load) = self.route_load() {
             load.live.fetch_sub(1, Ordering::AcqRel);
         }
     }
