@@ -35,6 +35,9 @@ pub struct RawConfig {
     pub log_format: String,
     /// A tracing filter directive, e.g. `info` or `speech_gateway=debug`.
     pub log_level: String,
+    /// Lines per 10 s for each kind of per-session warning that comes in storms (a lagging
+    /// or failed back end warns in every session at once); the rest are counted. 0 = all.
+    pub log_burst: u32,
     pub session: RawSession,
     pub riva: RawRiva,
     pub triton: RawTriton,
@@ -414,6 +417,7 @@ impl Default for RawConfig {
             listen: "127.0.0.1:8080".into(),
             log_format: "json".into(),
             log_level: "info".into(),
+            log_burst: 10,
             session: RawSession::default(),
             riva: RawRiva::default(),
             triton: RawTriton::default(),
@@ -548,6 +552,8 @@ pub struct BackendTls {
 pub struct LogConfig {
     pub json: bool,
     pub filter: String,
+    /// See [`crate::telemetry::throttle`]; 0 = no limit.
+    pub burst: u32,
 }
 
 /// Per-session limits, all as audio time.
@@ -986,6 +992,7 @@ impl Config {
             log: LogConfig {
                 json,
                 filter: raw.log_level,
+                burst: raw.log_burst,
             },
             session: SessionLimits {
                 max_frame: s.max_frame,

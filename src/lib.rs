@@ -61,6 +61,7 @@ use crate::security::ratelimit::ConnectLimiter;
 use crate::security::tls::{GatewayListener, PeerAddr};
 use crate::session::SessionContext;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::throttle::SessionLogs;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +120,7 @@ pub async fn serve(
         retry: config.retry.clone(),
         budget: RetryBudget::new(&config.retry),
         shutdown: finalise.clone(),
+        logs: SessionLogs::new(config.log.burst),
     });
     let stop_monitor = CancellationToken::new();
     let monitor = tokio::spawn(router.clone().monitor(stop_monitor.clone()));

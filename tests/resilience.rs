@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::riva_double::{Mode, RivaDouble, final_result};
-use support::{Gateway, attempt, tone};
+use support::{Client, Gateway, GatewayProcess, attempt, tone};
 use tonic::Status;
 
 const AUTO: Mode = Mode::Auto {
@@ -516,4 +516,71 @@ async fn an_overloaded_gateway_refuses_new_sessions_and_keeps_the_ones_it_has() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("still refusing after the runtime recovered");
+}
+
+/// When every session lags at once, every client is told, but the log gets at most
+/// `log_burst` lines of the warning per 10 s; the rest are counted (`suppressed`).
+#[tokio::test]
+async fn a_storm_of_lagging_sessions_reaches_every_client_and_only_a_burst_of_log_lines() {
+    use speech_gateway::sim::{Behaviour, SimOptions};
+    use support::sim::{self, Face};
+    const SESSIONS: usize = 6;
+    let slow = sim::start(
+        Face::Riva,
+        SimOptions {
+            behaviour: Behaviour::Slow(Duration::from_millis(1_500)),
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = GatewayProcess::spawn(
+        &[
+            ("SGW_ROUTES__DEFAULT", format!("riva://{}", slow.addr)),
+            ("SGW_SESSION__LAG_WARNING", "300ms".into()),
+            ("SGW_LOG_BURST", "2".into()),
+            ("SGW_LOG_LEVEL", "info".into()),
+            ("SGW_AUTH__ENABLED", "false".into()),
+            ("SGW_LIMITS__CONNECT_RATE", "0".into()),
+        ],
+        &dir.path().join("gateway.log"),
+    )
+    .await;
+    let sessions = (0..SESSIONS).map(|_| {
+        let url = gw.ws_url();
+        async move {
+            let mut c = Client {
+                ws: attempt(&url, &[]).await.expect("admitted"),
+            };
+            c.start(json!({})).await;
+            for chunk in tone(1_000, 16_000).chunks(3_200) {
+                c.audio(chunk).await;
+            }
+            let status = c.until("status").await;
+            c.end().await;
+            let _ = c.drain().await;
+            status
+        }
+    });
+    let told = futures::future::join_all(sessions).await;
+    let log = gw.stop();
+    for st in &told {
+        assert_eq!(st["state"], "backend_lagging", "{st}");
+    }
+    let warned: Vec<Value> = log
+        .lines()
+        .filter(|l| l.contains("back-end results trail the audio"))
+        .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+        .collect();
+    assert!(
+        (1..=2).contains(&warned.len()),
+        "{SESSIONS} sessions lagged within one window: a burst of 2 lines, got {}",
+        warned.len()
+    );
+    for w in &warned {
+        assert!(w["suppressed"].is_u64(), "{w}");
+        assert!(w["lag_ms"].as_u64().unwrap() > 300, "{w}");
+    }
+    let ended = log.lines().filter(|l| l.contains("session ended")).count();
+    assert_eq!(ended, SESSIONS, "every session's own line is kept");
 }

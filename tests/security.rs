@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use speech_gateway::client::connect;
 use speech_gateway::security::auth::{MintOptions, mint};
 use support::riva_double::{Mode, RivaDouble};
-use support::{Client, Gateway, Received, Refused, Ws, attempt, tone};
+use support::{Client, Gateway, GatewayProcess, Received, Refused, Ws, attempt, tone};
 use tokio_tungstenite::tungstenite::Message;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
@@ -840,34 +840,22 @@ async fn logs_hold_no_transcript_token_secret_or_audio() {
         .unwrap();
     let riva_addr = line.trim().rsplit(' ').next().unwrap().to_string();
 
-    let log_path = dir.path().join("gateway.log");
-    let log = std::fs::File::create(&log_path).unwrap();
     let secret_file = dir.path().join("jwt-hs256.secret");
-    let mut gw = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env_remove("SGW_CONFIG")
-        .env("SGW_ROUTES__DEFAULT", format!("riva://{riva_addr}"))
-        .env("SGW_LOG_LEVEL", "trace")
-        .env("SGW_LOG_FORMAT", "json")
-        .env("SGW_AUTH__ENABLED", "true")
-        .env("SGW_AUTH__HS256_SECRET_FILE", &secret_file)
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    // The address is in the log's first line ("listening on http://ADDR ...").
-    let addr = {
-        let mut found = None;
-        for _ in 0..100 {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if let Some(rest) = text.split("listening on http://").nth(1) {
-                found = Some(rest.split_whitespace().next().unwrap().to_string());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        found.expect("the gateway started")
-    };
+    let mut gw = GatewayProcess::spawn(
+        &[
+            ("SGW_ROUTES__DEFAULT", format!("riva://{riva_addr}")),
+            ("SGW_LOG_LEVEL", "trace".into()),
+            ("SGW_LOG_FORMAT", "json".into()),
+            ("SGW_AUTH__ENABLED", "true".into()),
+            (
+                "SGW_AUTH__HS256_SECRET_FILE",
+                secret_file.display().to_string(),
+            ),
+        ],
+        &dir.path().join("gateway.log"),
+    )
+    .await;
+    let addr = gw.addr.clone();
     let token = good(&secret_file, None);
     // A header session and a query-token session, each with a transcript.
     let url = format!("ws://{addr}/v1/audio/stream");
@@ -898,10 +886,7 @@ async fn logs_hold_no_transcript_token_secret_or_audio() {
     // A refused token is not logged either.
     let forged = format!("{}x", &token[..token.len() - 1]);
     let _ = attempt(&url, &[("authorization", &format!("Bearer {forged}"))]).await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &gw.id().to_string()])
-        .status();
-    let _ = gw.wait();
+    let logged = gw.stop();
     let _ = sim.kill();
     let _ = sim.wait();
 
@@ -909,7 +894,6 @@ async fn logs_hold_no_transcript_token_secret_or_audio() {
         words.iter().any(|w| heard.contains(w)),
         "the test must produce a transcript to look for: {heard}"
     );
-    let logged = std::fs::read_to_string(&log_path).unwrap();
     assert!(
         logged.lines().count() > 10,
         "trace logging produced almost nothing"

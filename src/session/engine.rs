@@ -673,7 +673,9 @@ where
                     e.class.as_str(),
                     started.elapsed(),
                 );
-                tracing::warn!(backend = backend.name(), error = %e, class = %e.class, "back-end stream open failed");
+                if let Some(suppressed) = self.ctx.logs.open_failed.admit(Instant::now()) {
+                    tracing::warn!(backend = backend.name(), error = %e, class = %e.class, suppressed, "back-end stream open failed");
+                }
                 Err((lease, e))
             }
         }
@@ -754,7 +756,9 @@ where
             .as_ref()
             .map(|u| u.lease.name().to_string())
             .unwrap_or_default();
-        tracing::warn!(backend = %name, error = %e, class = %e.class, "back-end stream failed");
+        if let Some(suppressed) = self.ctx.logs.stream_failed.admit(Instant::now()) {
+            tracing::warn!(backend = %name, error = %e, class = %e.class, suppressed, "back-end stream failed");
+        }
         if e.class == ErrorClass::Client {
             self.upstream = None; // a client fault: the back end's breaker is not told
             return self
@@ -771,9 +775,12 @@ where
     }
 
     async fn on_stall(&mut self) -> Result<(), Outcome> {
-        if let Some(up) = &self.upstream {
+        if let Some(up) = &self.upstream
+            && let Some(suppressed) = self.ctx.logs.stalled.admit(Instant::now())
+        {
             tracing::warn!(
                 backend = up.lease.name(),
+                suppressed,
                 timeout_ms = self
                     .ctx
                     .limits
@@ -800,7 +807,12 @@ where
     }
 
     async fn on_flush_timeout(&mut self) -> Result<(), Outcome> {
-        tracing::warn!("back end did not finish within the flush timeout");
+        if let Some(suppressed) = self.ctx.logs.flush_timeout.admit(Instant::now()) {
+            tracing::warn!(
+                suppressed,
+                "back end did not finish within the flush timeout"
+            );
+        }
         self.upstream = None;
         // Whatever no final or partial covers is not transcribed: say so, never silently.
         let covered_ms = self
@@ -1022,7 +1034,9 @@ where
         let lag_ms = lag.as_millis() as u64;
         let (state, message) = if !self.lagging && lag > warning {
             self.ctx.metrics.sessions_lagging.inc();
-            tracing::warn!(lag_ms, "back-end results trail the audio");
+            if let Some(suppressed) = self.ctx.logs.lagging.admit(Instant::now()) {
+                tracing::warn!(lag_ms, suppressed, "back-end results trail the audio");
+            }
             (
                 StatusState::BackendLagging,
                 format!(
@@ -1035,7 +1049,13 @@ where
             )
         } else if self.lagging && lag < warning / 2 {
             self.ctx.metrics.sessions_lagging.dec();
-            tracing::info!(lag_ms, "back-end results caught up with the audio");
+            if let Some(suppressed) = self.ctx.logs.caught_up.admit(Instant::now()) {
+                tracing::info!(
+                    lag_ms,
+                    suppressed,
+                    "back-end results caught up with the audio"
+                );
+            }
             (
                 StatusState::BackendCaughtUp,
                 format!(

@@ -20,6 +20,7 @@ use crate::config::SessionLimits;
 use crate::resilience::retry::{RetryBudget, RetrySettings};
 use crate::router::Router;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::throttle::SessionLogs;
 
 pub use engine::run;
 
@@ -253,4 +254,6 @@ pub struct SessionContext {
     pub budget: RetryBudget,
     /// Cancelled when the drain is over: sessions flush and close with "going away".
     pub shutdown: CancellationToken,
+    /// Allowances for the warnings every session logs at once when a back end lags or fails.
+    pub logs: SessionLogs,
 }

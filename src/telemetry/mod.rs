@@ -7,6 +7,7 @@
 pub mod exposition;
 pub mod metrics;
 pub mod process;
+pub mod throttle;
 
 use crate::config::LogConfig;
 

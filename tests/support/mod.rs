@@ -23,6 +23,68 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// The gateway binary as operators run it (`serve --listen 127.0.0.1:0`), its log (stderr)
+/// in a file. SIGTERM on [`GatewayProcess::stop`]; killed if dropped.
+pub struct GatewayProcess {
+    child: std::process::Child,
+    /// `HOST:PORT` it listens on.
+    pub addr: String,
+    log: std::path::PathBuf,
+}
+
+impl GatewayProcess {
+    pub async fn spawn(env: &[(&str, String)], log: &std::path::Path) -> GatewayProcess {
+        let file = std::fs::File::create(log).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_speech-gateway"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .env_remove("SGW_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // Killed by `Drop` if it never says where it listens.
+        let mut gw = GatewayProcess {
+            child: cmd.spawn().unwrap(),
+            addr: String::new(),
+            log: log.to_path_buf(),
+        };
+        // The address is in the log's first line ("listening on http://ADDR ...").
+        for _ in 0..200 {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Some(rest) = text.split("listening on http://").nth(1) {
+                gw.addr = rest.split_whitespace().next().unwrap().to_string();
+                return gw;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the gateway did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/audio/stream", self.addr)
+    }
+
+    /// Stops it as an operator would (SIGTERM, then waits) and returns its log.
+    pub fn stop(&mut self) -> String {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A refused upgrade: status, headers, JSON body.
 pub type Refused = (u16, Vec<(String, String)>, Value);
 
@@ -81,6 +143,7 @@ impl Gateway {
             speech_gateway::telemetry::init_logging(&speech_gateway::config::LogConfig {
                 json: false,
                 filter: "debug,h2=info,hyper=info,tower=info".into(),
+                burst: 0,
             });
         }
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
