@@ -313,15 +313,15 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
     }
     let ramp_end = opts.ramp.as_secs_f64();
     let end = opts.duration.as_secs_f64();
-    let mut resources = ResourceReport::from_samples(
+    let resources = ResourceReport::from_samples(
         probe.source(),
         &samples,
         &replay,
+        peak_delay,
         ramp_end,
         end,
         opts.sessions,
     );
-    resources.peak_runtime_delay_ms = peak_delay.map(|s| s * 1000.0);
     Ok(LoadReport {
         url: opts.url.clone(),
         sessions: opts.sessions,

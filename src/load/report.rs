@@ -71,11 +71,13 @@ pub struct ResourceReport {
 }
 
 impl ResourceReport {
-    /// `replay`: (seconds since start, `sgw_replay_buffer_bytes`) when `/metrics` answered.
+    /// `replay`: (seconds since start, `sgw_replay_buffer_bytes`) when `/metrics` answered;
+    /// `peak_delay`: the highest `sgw_runtime_delay_seconds` seen there.
     pub fn from_samples(
         source: &'static str,
         samples: &[(f64, ProcessSample)],
         replay: &[(f64, u64)],
+        peak_delay: Option<f64>,
         ramp_end: f64,
         end: f64,
         sessions: usize,
@@ -128,7 +130,7 @@ impl ResourceReport {
             },
             steady_cpu_cores,
             peak_cpu_cores: timeline.iter().map(|t| t.1).reduce(f64::max),
-            peak_runtime_delay_ms: None,
+            peak_runtime_delay_ms: peak_delay.map(|s| s * 1000.0),
             timeline,
         }
     }
@@ -337,7 +339,8 @@ mod tests {
             (4.0, 4 * mib),
             (5.0, 5 * mib),
         ];
-        let r = ResourceReport::from_samples("proc", &samples, &replay, 2.0, 5.0, 100);
+        let r =
+            ResourceReport::from_samples("proc", &samples, &replay, Some(0.0125), 2.0, 5.0, 100);
         assert_eq!(r.baseline_rss_bytes, Some(10 * 1_048_576));
         assert_eq!(r.steady_rss_bytes, Some(30 * 1_048_576));
         assert!((r.steady_cpu_cores.unwrap() - 0.5).abs() < 1e-9);
@@ -345,13 +348,19 @@ mod tests {
         assert_eq!(r.timeline.len(), 6);
         assert_eq!(r.peak_rss_bytes, Some(32 * 1_048_576));
         assert_eq!(r.steady_replay_bytes, Some(4 * mib));
+        assert_eq!(
+            r.peak_runtime_delay_ms,
+            Some(12.5),
+            "seconds on /metrics, ms here"
+        );
         assert!(
             (r.rss_beyond_replay_per_session_bytes.unwrap() - 16.0 * 1_048_576.0 / 100.0).abs()
                 < 1e-6
         );
-        let no_metrics = ResourceReport::from_samples("proc", &samples, &[], 2.0, 5.0, 100);
+        let no_metrics = ResourceReport::from_samples("proc", &samples, &[], None, 2.0, 5.0, 100);
         assert_eq!(no_metrics.rss_beyond_replay_per_session_bytes, None);
-        let empty = ResourceReport::from_samples("none", &[], &[], 2.0, 5.0, 100);
+        assert_eq!(no_metrics.peak_runtime_delay_ms, None);
+        let empty = ResourceReport::from_samples("none", &[], &[], None, 2.0, 5.0, 100);
         assert_eq!(empty.steady_cpu_cores, None);
     }
 }
