@@ -35,7 +35,7 @@ while (($#)); do
   esac
   shift
 done
-[[ "$timeout" =~ ^[0-9]+$ ]] || die "--timeout '$timeout' is not a number of seconds"
+check_seconds "$timeout" --timeout
 
 kc=(kubectl)
 [[ -n "$context" ]] && kc+=(--context "$context")

@@ -64,12 +64,8 @@ while (($#)); do
   shift
 done
 
-for port in "$grpc_port" "$http_port"; do
-  if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
-    die "'$port' is not a port number"
-  fi
-done
-[[ "$timeout" =~ ^[0-9]+$ ]] || die "--timeout '$timeout' is not a number of seconds"
+check_ports "$grpc_port" "$http_port"
+check_seconds "$timeout" --timeout
 
 # The model's line: name, image, profile, description.
 line="$(awk -F'\t' -v m="$model" '!/^#/ && $1 == m' "$models_file")"

@@ -57,12 +57,8 @@ while (($#)); do
   shift
 done
 
-for port in "$grpc_port" "$http_port" "$metrics_port"; do
-  if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
-    die "'$port' is not a port number"
-  fi
-done
-[[ "$timeout" =~ ^[0-9]+$ ]] || die "--timeout '$timeout' is not a number of seconds"
+check_ports "$grpc_port" "$http_port" "$metrics_port"
+check_seconds "$timeout" --timeout
 [[ -f "$repo_root/riva/triton/gpu-models/$model/config.pbtxt" ]] || die "no model $model in riva/triton/gpu-models"
 
 # The image tag is a hash of its inputs (base image, Dockerfile, requirements, model code),

@@ -17,6 +17,19 @@ die() {
   exit 1
 }
 
+# Option checks shared by the scripts' argument parsing.
+check_ports() {
+  local port
+  for port in "$@"; do
+    if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
+      die "'$port' is not a port number"
+    fi
+  done
+}
+check_seconds() { # VALUE OPTION
+  [[ "$1" =~ ^[0-9]+$ ]] || die "$2 '$1' is not a number of seconds"
+}
+
 # A missing prerequisite: fatal in a real run, reported in a dry run. The caller reads
 # `missing` at the end of a dry run.
 # shellcheck disable=SC2034
