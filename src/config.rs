@@ -22,6 +22,9 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
+/// Most HTTP/2 connections per back end (`riva.connections`, `triton.connections`).
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// Prefix of every environment variable the gateway reads.
 pub const ENV_PREFIX: &str = "SGW_";
 
@@ -270,6 +273,8 @@ pub struct RawRiva {
     /// Time allowed for opening a stream (response headers).
     #[serde(with = "humantime_serde")]
     pub open_timeout: Duration,
+    /// HTTP/2 connections to each Riva back end; streams take them in turn.
+    pub connections: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -296,6 +301,8 @@ pub struct RawTriton {
     /// Offline models: deadline of one ModelInfer call.
     #[serde(with = "humantime_serde")]
     pub infer_timeout: Duration,
+    /// HTTP/2 connections to each Triton back end; streams take them in turn.
+    pub connections: usize,
 }
 
 impl Default for RawTriton {
@@ -308,6 +315,7 @@ impl Default for RawTriton {
             partial_interval: Duration::from_secs(1),
             max_utterance: Duration::from_secs(25),
             infer_timeout: Duration::from_secs(30),
+            connections: 1,
         }
     }
 }
@@ -458,6 +466,7 @@ impl Default for RawRiva {
             max_stream_age: Duration::from_secs(240),
             connect_timeout: Duration::from_secs(5),
             open_timeout: Duration::from_secs(5),
+            connections: 1,
         }
     }
 }
@@ -583,6 +592,7 @@ pub struct RivaSettings {
     pub open_timeout: Duration,
     /// Copied from `health.timeout`: the adapter's health probe deadline.
     pub health_timeout: Duration,
+    pub connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -596,6 +606,7 @@ pub struct TritonSettings {
     pub infer_timeout: Duration,
     /// Copied from `health.timeout`.
     pub health_timeout: Duration,
+    pub connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -870,6 +881,17 @@ impl Config {
                 return Err(invalid(key, "must be above zero"));
             }
         }
+        for (key, n) in [
+            ("riva.connections", r.connections),
+            ("triton.connections", t.connections),
+        ] {
+            if !(1..=MAX_CONNECTIONS).contains(&n) {
+                return Err(invalid(
+                    key,
+                    format!("must be between 1 and {MAX_CONNECTIONS}"),
+                ));
+            }
+        }
         let h = &raw.health;
         if h.unhealthy_after == 0 || h.healthy_after == 0 {
             return Err(invalid(
@@ -1012,6 +1034,7 @@ impl Config {
                 connect_timeout: r.connect_timeout,
                 open_timeout: r.open_timeout,
                 health_timeout: raw.health.timeout,
+                connections: r.connections,
             },
             triton: TritonSettings {
                 sample_rate: t.sample_rate,
@@ -1022,6 +1045,7 @@ impl Config {
                 max_utterance: t.max_utterance,
                 infer_timeout: t.infer_timeout,
                 health_timeout: raw.health.timeout,
+                connections: t.connections,
             },
             health: HealthSettings {
                 interval: raw.health.interval,
@@ -1372,6 +1396,8 @@ mod tests {
             ("SGW_SESSION__QUEUE", "100ms", "session.queue"),
             ("SGW_RIVA__SAMPLE_RATE", "4000", "riva.sample_rate"),
             ("SGW_LOG_FORMAT", "xml", "log_format"),
+            ("SGW_RIVA__CONNECTIONS", "0", "riva.connections"),
+            ("SGW_TRITON__CONNECTIONS", "65", "triton.connections"),
             ("SGW_HEALTH__INTERVAL", "0s", "health.interval"),
             ("SGW_ADMISSION__MAX_DELAY", "5ms", "admission.max_delay"),
             ("SGW_ADMISSION__MAX_DELAY", "11s", "admission.max_delay"),

@@ -584,3 +584,84 @@ async fn a_storm_of_lagging_sessions_reaches_every_client_and_only_a_burst_of_lo
     let ended = log.lines().filter(|l| l.contains("session ended")).count();
     assert_eq!(ended, SESSIONS, "every session's own line is kept");
 }
+
+/// `riva.connections`: a back end's streams are spread over that many HTTP/2 connections
+/// (so a per-connection stream cap at the server or a proxy does not cap the back end),
+/// taken in turn.
+#[tokio::test]
+async fn streams_take_a_back_ends_connections_in_turn() {
+    let riva = RivaDouble::start(Mode::Scripted).await;
+    let gw = Gateway::start(&[
+        ("SGW_ROUTES__DEFAULT", riva.url()),
+        ("SGW_RIVA__CONNECTIONS", "3".into()),
+    ])
+    .await;
+    let mut open = Vec::new();
+    let mut peers = Vec::new();
+    for _ in 0..6 {
+        let mut c = gw.connect().await;
+        c.start(json!({})).await;
+        c.audio(&tone(100, 16_000)).await;
+        let s = riva.next_stream().await;
+        peers.push(s.peer.expect("the double knows the peer"));
+        open.push((c, s));
+    }
+    let (_, status) = gw.get("/status").await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["config"]["riva"]["connections"], 3, "{status}");
+    let distinct: std::collections::HashSet<_> = peers.iter().collect();
+    assert_eq!(distinct.len(), 3, "three connections: {peers:?}");
+    assert_eq!(peers[..3], peers[3..], "taken in turn: {peers:?}");
+}
+
+/// A back end that takes at most 2 concurrent streams per connection (HTTP/2
+/// `MAX_CONCURRENT_STREAMS`, as proxies set it): over one connection a third session's
+/// stream cannot open while two are live; with `riva.connections = 2`, four sessions are
+/// all transcribed.
+#[tokio::test]
+async fn more_connections_lift_a_per_connection_stream_cap() {
+    let riva = RivaDouble::start_capped(AUTO, 2).await;
+    let opened = || riva.stats.streams_opened.load(Ordering::Relaxed);
+    {
+        let gw = Gateway::start(&[("SGW_ROUTES__DEFAULT", riva.url())]).await;
+        let mut live = Vec::new();
+        for _ in 0..3 {
+            let mut c = gw.connect().await;
+            c.start(json!({})).await;
+            c.audio(&tone(100, 16_000)).await;
+            live.push(c);
+        }
+        for _ in 0..100 {
+            if opened() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(opened(), 2, "one connection carries two streams");
+    }
+    let before = opened();
+    let gw = Gateway::start(&[
+        ("SGW_ROUTES__DEFAULT", riva.url()),
+        ("SGW_RIVA__CONNECTIONS", "2".into()),
+    ])
+    .await;
+    let mut live = Vec::new();
+    for _ in 0..4 {
+        let mut c = gw.connect().await;
+        c.start(json!({})).await;
+        for chunk in tone(1_000, 16_000).chunks(3_200) {
+            c.audio(chunk).await;
+        }
+        live.push(c);
+    }
+    for mut c in live {
+        c.end().await;
+        let (msgs, _) = c.drain().await;
+        assert!(
+            msgs.iter().any(|m| m["type"] == "final"),
+            "every session transcribed: {msgs:?}"
+        );
+    }
+    assert_eq!(opened() - before, 4);
+}

@@ -1,6 +1,7 @@
 //! gRPC plumbing shared by the adapters: lazily connected channels, waiting for a usable
 //! connection, and the classification of gRPC statuses into [`BackendError`]s.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -42,6 +43,52 @@ pub fn lazy_channel(url: &BackendUrl, connect_timeout: Duration) -> Result<Chann
         endpoint = endpoint.tls_config(tls).map_err(invalid)?;
     }
     Ok(endpoint.connect_lazy())
+}
+
+/// Several lazily connected channels to one back end, each its own TCP + HTTP/2
+/// connection; streams take them in turn. One connection carries every stream's audio
+/// through one socket and one connection task, and a server (or a proxy in front of it)
+/// that caps concurrent streams per connection (`MAX_CONCURRENT_STREAMS`, often 100 at a
+/// proxy) caps the back end's sessions with it.
+pub struct ChannelPool {
+    channels: Vec<Channel>,
+    next: AtomicUsize,
+}
+
+impl ChannelPool {
+    /// `connections` channels (at least one) to `url`.
+    pub fn new(
+        url: &BackendUrl,
+        connect_timeout: Duration,
+        connections: usize,
+    ) -> Result<Self, BackendError> {
+        let channels = (0..connections.max(1))
+            .map(|_| lazy_channel(url, connect_timeout))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ChannelPool {
+            channels,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The channel for the next stream (round robin).
+    pub fn next(&self) -> &Channel {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        &self.channels[i]
+    }
+
+    /// The channel for health probes and model queries (the first).
+    pub fn first(&self) -> &Channel {
+        &self.channels[0]
+    }
+
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
 }
 
 /// The TLS client configuration of a `rivas://` / `tritons://` back end: its CA bundle

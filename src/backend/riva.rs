@@ -1,6 +1,7 @@
 //! NVIDIA Riva adapter: `nvidia.riva.asr.RivaSpeechRecognition/StreamingRecognize`.
 //!
-//! One tonic channel per back end (HTTP/2 multiplexes the sessions' streams). The first
+//! `riva.connections` tonic channels per back end, taken in turn by new streams (HTTP/2
+//! multiplexes the sessions' streams on each; see [`grpc::ChannelPool`]). The first
 //! request of a stream carries only the `StreamingRecognitionConfig`; every later request
 //! only `audio_content`. Word time offsets are always requested: the session needs word
 //! end times to know where a final ends, so that a stream can be reopened at an utterance
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::grpc;
+use super::grpc::{self, ChannelPool};
 use futures::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -32,10 +33,10 @@ use super::{
 };
 use crate::config::{BackendUrl, RivaSettings};
 
-/// A Riva server, reached over one lazily connected channel.
+/// A Riva server, reached over `riva.connections` lazily connected channels.
 pub struct RivaBackend {
     name: String,
-    channel: Channel,
+    channels: ChannelPool,
     /// `RecognitionConfig.model`; empty lets Riva pick its default for the language.
     model: String,
     settings: RivaSettings,
@@ -45,7 +46,7 @@ impl RivaBackend {
     pub fn new(url: &BackendUrl, settings: &RivaSettings) -> Result<Self, BackendError> {
         Ok(RivaBackend {
             name: url.url.clone(),
-            channel: grpc::lazy_channel(url, settings.connect_timeout)?,
+            channels: ChannelPool::new(url, settings.connect_timeout, settings.connections)?,
             model: url.model.clone().unwrap_or_default(),
             settings: settings.clone(),
         })
@@ -109,7 +110,7 @@ impl SpeechBackend for RivaBackend {
             first: Some(first),
             audio,
         };
-        let channel = grpc::ready(&self.channel, self.settings.open_timeout).await?;
+        let channel = grpc::ready(self.channels.next(), self.settings.open_timeout).await?;
         let client = RivaSpeechRecognitionClient::new(channel)
             .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
         Ok(ResultStream::Calling(Box::pin(call(client, requests))).boxed())
@@ -121,7 +122,7 @@ impl SpeechBackend for RivaBackend {
 
     async fn health(&self) -> Health {
         let timeout = self.settings.health_timeout;
-        let mut health = HealthClient::new(self.channel.clone());
+        let mut health = HealthClient::new(self.channels.first().clone());
         let check = tokio::time::timeout(
             timeout,
             health.check(HealthCheckRequest {
@@ -150,7 +151,7 @@ impl RivaBackend {
     /// Asks Riva which models it serves; up when the call works and, if this back end
     /// names a model, that model is among them.
     async fn model_listed(&self, timeout: Duration) -> Health {
-        let mut client = RivaSpeechRecognitionClient::new(self.channel.clone());
+        let mut client = RivaSpeechRecognitionClient::new(self.channels.first().clone());
         let call = client.get_riva_speech_recognition_config(RivaSpeechRecognitionConfigRequest {
             model_name: String::new(),
         });
@@ -338,6 +339,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             open_timeout: Duration::from_secs(1),
             health_timeout: Duration::from_secs(1),
+            connections: 1,
         }
     }
 

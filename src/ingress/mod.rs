@@ -383,6 +383,11 @@ async fn status(State(state): State<AppState>) -> Response {
             "riva": {
                 "sample_rate": c.riva.sample_rate,
                 "max_stream_age_s": c.riva.max_stream_age.as_secs(),
+                "connections": c.riva.connections,
+            },
+            "triton": {
+                "sample_rate": c.triton.sample_rate,
+                "connections": c.triton.connections,
             },
             "health_interval_ms": c.health.interval.as_millis() as u64,
         },

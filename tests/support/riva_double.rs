@@ -52,6 +52,8 @@ pub enum Inbound {
 /// One stream, as the test sees it.
 pub struct DoubleStream {
     pub config: StreamingRecognitionConfig,
+    /// The client's end of the TCP connection this stream came on.
+    pub peer: Option<SocketAddr>,
     pub inbound: mpsc::UnboundedReceiver<Inbound>,
     pub results: mpsc::Sender<Result<StreamingRecognizeResponse, Status>>,
     /// Resolves when the gateway drops the response side (call cancelled).
@@ -168,18 +170,24 @@ pub struct RivaDouble {
 
 impl RivaDouble {
     pub async fn start(mode: Mode) -> RivaDouble {
-        Self::start_with(mode, false, None).await
+        Self::start_full(mode, false, None, None, None).await
     }
 
     /// `hold_audio`: streams do not read audio until the test opens their tap.
     /// `window`: the HTTP/2 stream window the server advertises (flow-control tests).
     pub async fn start_with(mode: Mode, hold_audio: bool, window: Option<u32>) -> RivaDouble {
-        Self::start_full(mode, hold_audio, window, None).await
+        Self::start_full(mode, hold_audio, window, None, None).await
+    }
+
+    /// A double that takes at most `streams` concurrent streams per connection (HTTP/2
+    /// `MAX_CONCURRENT_STREAMS`, as proxies set it).
+    pub async fn start_capped(mode: Mode, streams: u32) -> RivaDouble {
+        Self::start_full(mode, false, None, None, Some(streams)).await
     }
 
     /// A double serving TLS with `tls` (e.g. demanding client certificates).
     pub async fn start_tls(mode: Mode, tls: tonic::transport::ServerTlsConfig) -> RivaDouble {
-        Self::start_full(mode, false, None, Some(tls)).await
+        Self::start_full(mode, false, None, Some(tls), None).await
     }
 
     async fn start_full(
@@ -187,6 +195,7 @@ impl RivaDouble {
         hold_audio: bool,
         window: Option<u32>,
         tls: Option<tonic::transport::ServerTlsConfig>,
+        max_streams: Option<u32>,
     ) -> RivaDouble {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -201,7 +210,7 @@ impl RivaDouble {
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder = tonic::transport::Server::builder().max_concurrent_streams(max_streams);
         if let Some(tls) = tls {
             builder = builder.tls_config(tls).expect("valid server TLS config");
         }
@@ -329,6 +338,7 @@ impl RivaSpeechRecognition for Service {
         &self,
         request: Request<Streaming<StreamingRecognizeRequest>>,
     ) -> Result<Response<ResultStream>, Status> {
+        let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -378,6 +388,7 @@ impl RivaSpeechRecognition for Service {
         let (cancel_tx, cancel_rx) = oneshot::channel();
         let stream = DoubleStream {
             config,
+            peer,
             inbound: in_rx,
             results: res_tx,
             cancelled: cancel_rx,

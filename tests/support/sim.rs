@@ -67,6 +67,7 @@ pub fn riva_backend(addr: SocketAddr) -> RivaBackend {
             connect_timeout: Duration::from_secs(2),
             open_timeout: Duration::from_secs(2),
             health_timeout: Duration::from_secs(2),
+            connections: 1,
         },
     )
     .unwrap()
@@ -85,6 +86,7 @@ pub fn triton_backend(addr: SocketAddr) -> TritonBackend {
             max_utterance: Duration::from_secs(25),
             infer_timeout: Duration::from_secs(10),
             health_timeout: Duration::from_secs(2),
+            connections: 1,
         },
     )
     .unwrap()

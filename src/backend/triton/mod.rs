@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::backend::grpc;
+use crate::backend::grpc::{self, ChannelPool};
 use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 
@@ -61,7 +61,7 @@ pub struct ModelIo {
 pub struct TritonBackend {
     name: String,
     model: String,
-    channel: Channel,
+    channels: ChannelPool,
     settings: TritonSettings,
     shape: OnceCell<ModelShape>,
 }
@@ -71,14 +71,14 @@ impl TritonBackend {
         Ok(TritonBackend {
             name: url.url.clone(),
             model: url.model.clone().unwrap_or_default(),
-            channel: grpc::lazy_channel(url, settings.connect_timeout)?,
+            channels: ChannelPool::new(url, settings.connect_timeout, settings.connections)?,
             settings: settings.clone(),
             shape: OnceCell::new(),
         })
     }
 
     fn client(&self) -> Client {
-        GrpcInferenceServiceClient::new(self.channel.clone())
+        GrpcInferenceServiceClient::new(self.channels.first().clone())
             .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
     }
 
@@ -186,7 +186,7 @@ impl SpeechBackend for TritonBackend {
         params: RecognitionParams,
         audio: AudioStream,
     ) -> Result<EventStream, BackendError> {
-        let channel = grpc::ready(&self.channel, self.settings.open_timeout).await?;
+        let channel = grpc::ready(self.channels.next(), self.settings.open_timeout).await?;
         let client = GrpcInferenceServiceClient::new(channel)
             .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
         match self.shape().await? {
