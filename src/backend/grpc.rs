@@ -81,14 +81,6 @@ impl ChannelPool {
     pub fn first(&self) -> &Channel {
         &self.channels[0]
     }
-
-    pub fn len(&self) -> usize {
-        self.channels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.channels.is_empty()
-    }
 }
 
 /// The TLS client configuration of a `rivas://` / `tritons://` back end: its CA bundle
