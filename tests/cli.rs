@@ -3,48 +3,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use speech_gateway::client::wav::write_wav;
+use support::GatewayProcess;
 use support::riva_double::{Mode, RivaDouble};
 
 const BIN: &str = env!("CARGO_BIN_EXE_speech-gateway");
-
-/// Starts `speech-gateway serve` on port 0 and returns the child and its address.
-/// The caller waits for the child (it is stopped with SIGTERM).
-#[allow(clippy::zombie_processes)]
-fn spawn_serve(args: &[&str]) -> (std::process::Child, String) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .env("SGW_LOG_FORMAT", "json")
-        .env("SGW_AUTH__ENABLED", "false")
-        .env_remove("SGW_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "serve exited before listening"
-        );
-        if let Some(rest) = line
-            .trim()
-            .strip_prefix("speech-gateway: listening on http://")
-        {
-            let addr = rest.split_whitespace().next().unwrap().to_string();
-            // keep draining stderr so the child never blocks on a full pipe
-            std::thread::spawn(move || for _ in stderr.lines() {});
-            return (child, addr);
-        }
-    }
-}
 
 #[tokio::test]
 async fn serve_and_transcribe_end_to_end_then_sigterm() {
@@ -53,10 +18,19 @@ async fn serve_and_transcribe_end_to_end_then_sigterm() {
     })
     .await;
     let backend = riva.url();
-    let (mut child, addr) = spawn_serve(&["--backend", &backend]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = GatewayProcess::spawn(
+        &["--backend", &backend],
+        &[
+            ("SGW_LOG_FORMAT", "json".into()),
+            ("SGW_AUTH__ENABLED", "false".into()),
+        ],
+        &dir.path().join("gateway.log"),
+    )
+    .await;
+    let addr = gw.addr.clone();
 
     // 2.5 s of a tone at 44.1 kHz: the gateway resamples to 16 kHz
-    let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("clip.wav");
     let samples: Vec<i16> = (0..110_250)
         .map(|i| ((i as f64 / 44_100.0 * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16)
@@ -94,17 +68,7 @@ async fn serve_and_transcribe_end_to_end_then_sigterm() {
     assert_eq!(report["errors"].as_array().unwrap().len(), 0);
 
     // SIGTERM: the process drains and exits 0
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let (status, _) = gw.stop().await;
     assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
 }
 

@@ -535,6 +535,7 @@ async fn a_storm_of_lagging_sessions_reaches_every_client_and_only_a_burst_of_lo
     .await;
     let dir = tempfile::tempdir().unwrap();
     let mut gw = GatewayProcess::spawn(
+        &[],
         &[
             ("SGW_ROUTES__DEFAULT", format!("riva://{}", slow.addr)),
             ("SGW_SESSION__LAG_WARNING", "300ms".into()),
@@ -563,7 +564,7 @@ async fn a_storm_of_lagging_sessions_reaches_every_client_and_only_a_burst_of_lo
         }
     });
     let told = futures::future::join_all(sessions).await;
-    let log = gw.stop();
+    let (_, log) = gw.stop().await;
     for st in &told {
         assert_eq!(st["state"], "backend_lagging", "{st}");
     }

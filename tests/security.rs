@@ -842,6 +842,7 @@ async fn logs_hold_no_transcript_token_secret_or_audio() {
 
     let secret_file = dir.path().join("jwt-hs256.secret");
     let mut gw = GatewayProcess::spawn(
+        &[],
         &[
             ("SGW_ROUTES__DEFAULT", format!("riva://{riva_addr}")),
             ("SGW_LOG_LEVEL", "trace".into()),
@@ -886,7 +887,7 @@ async fn logs_hold_no_transcript_token_secret_or_audio() {
     // A refused token is not logged either.
     let forged = format!("{}x", &token[..token.len() - 1]);
     let _ = attempt(&url, &[("authorization", &format!("Bearer {forged}"))]).await;
-    let logged = gw.stop();
+    let (_, logged) = gw.stop().await;
     let _ = sim.kill();
     let _ = sim.wait();
 

@@ -23,8 +23,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// The gateway binary as operators run it (`serve --listen 127.0.0.1:0`), its log (stderr)
-/// in a file. SIGTERM on [`GatewayProcess::stop`]; killed if dropped.
+/// The gateway binary as operators run it (`serve --listen 127.0.0.1:0` and `args`), its
+/// log (stderr) in a file. SIGTERM on [`GatewayProcess::stop`]; killed if dropped.
 pub struct GatewayProcess {
     child: std::process::Child,
     /// `HOST:PORT` it listens on.
@@ -33,10 +33,15 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    pub async fn spawn(env: &[(&str, String)], log: &std::path::Path) -> GatewayProcess {
+    pub async fn spawn(
+        args: &[&str],
+        env: &[(&str, String)],
+        log: &std::path::Path,
+    ) -> GatewayProcess {
         let file = std::fs::File::create(log).unwrap();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_speech-gateway"));
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env_remove("SGW_CONFIG")
             .stdout(std::process::Stdio::null())
             .stderr(file);
@@ -56,6 +61,9 @@ impl GatewayProcess {
                 gw.addr = rest.split_whitespace().next().unwrap().to_string();
                 return gw;
             }
+            if let Some(status) = gw.child.try_wait().unwrap() {
+                panic!("serve exited ({status}) before listening: {text}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!(
@@ -68,13 +76,25 @@ impl GatewayProcess {
         format!("ws://{}/v1/audio/stream", self.addr)
     }
 
-    /// Stops it as an operator would (SIGTERM, then waits) and returns its log.
-    pub fn stop(&mut self) -> String {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        std::fs::read_to_string(&self.log).unwrap()
+    /// Stops it as an operator would (SIGTERM), waits for the exit without blocking the
+    /// test's runtime (in-process back ends keep serving its drain), and returns the exit
+    /// status and the log.
+    pub async fn stop(&mut self) -> (std::process::ExitStatus, String) {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success(),
+            "SIGTERM delivered"
+        );
+        for _ in 0..3_000 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, std::fs::read_to_string(&self.log).unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the gateway did not exit within 60 s of SIGTERM");
     }
 }
 
