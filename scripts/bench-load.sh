@@ -50,29 +50,44 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU ticks of a process: "user system" (kernel time includes the loopback TCP work the
+# process's sends trigger on the receiving side too).
+ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
-sim_before=$(ticks "$sim_pid")
+read -r sim_u0 sim_s0 < <(ticks "$sim_pid")
+read -r gw_u0 gw_s0 < <(ticks "$gw_pid")
 start=$(date +%s.%N)
 "$bin" load --url "ws://127.0.0.1:$gw_port/v1/audio/stream" --sessions "$sessions" \
   --duration "$duration" --ramp "$ramp" --pid "$gw_pid" --clips samples/hello.wav \
   --direct-riva "127.0.0.1:$riva_port" --direct-sessions "$direct" --out "$out" &
 load_pid=$!
 sleep 1
-load_before=$(ticks "$load_pid")
+read -r load_u0 load_s0 < <(ticks "$load_pid")
 wait_for_load() { wait "$load_pid"; }
 # The load client's own CPU: read just before it exits (sampled every second).
-load_last=$load_before
+load_u1=$load_u0 load_s1=$load_s0
 while kill -0 "$load_pid" 2>/dev/null; do
-  t=$(ticks "$load_pid" 2>/dev/null) && load_last=$t
+  if t=$(ticks "$load_pid" 2>/dev/null); then read -r load_u1 load_s1 <<<"$t"; fi
   sleep 1
 done
 wait_for_load
 end=$(date +%s.%N)
-sim_after=$(ticks "$sim_pid")
-awk -v s0="$sim_before" -v s1="$sim_after" -v l0="$load_before" -v l1="$load_last" \
-  -v t0="$start" -v t1="$end" -v hz="$hz" 'BEGIN {
+read -r sim_u1 sim_s1 < <(ticks "$sim_pid")
+read -r gw_u1 gw_s1 < <(ticks "$gw_pid")
+awk -v t0="$start" -v t1="$end" -v hz="$hz" \
+  -v g="$gw_u0 $gw_s0 $gw_u1 $gw_s1" -v s="$sim_u0 $sim_s0 $sim_u1 $sim_s1" \
+  -v l="$load_u0 $load_s0 $load_u1 $load_s1" '
+  function use(name, v,    a, user, sys) {
+    split(v, a, " ")
+    user = (a[3] - a[1]) / hz / wall; sys = (a[4] - a[2]) / hz / wall
+    total_user += user; total_sys += sys
+    printf "| %s | %.2f | %.2f | %.2f |\n", name, user + sys, user, sys
+  }
+  BEGIN {
     wall = t1 - t0
-    printf "\nOver the whole run (%.0f s, ramp and wind-down included): sim-backend %.2f cores, load client %.2f cores\n",
-      wall, (s1 - s0) / hz / wall, (l1 - l0) / hz / wall
+    printf "\nCPU over the whole run (%.0f s, ramp and wind-down included), in cores:\n\n", wall
+    print "| process | total | user | kernel |"
+    print "|---|---:|---:|---:|"
+    use("gateway", g); use("sim-backend", s); use("load client", l)
+    printf "| all three | %.2f | %.2f | %.2f |\n", total_user + total_sys, total_user, total_sys
   }' | tee -a "$out/load.md"
