@@ -177,6 +177,7 @@ async fn session(socket: TcpStream, hand_ws: bool, upstream: Upstream) -> anyhow
                     riva.finish()?;
                     audio_open = false;
                 }
+                Some(In::Ping(payload)) => client.pong(&payload).await?,
                 Some(In::Other) => {}
                 None => return Ok(()),
             },
@@ -203,6 +204,8 @@ async fn session(socket: TcpStream, hand_ws: bool, upstream: Upstream) -> anyhow
 enum In {
     Audio(Bytes),
     End,
+    /// A ping the hand-written side must answer (tungstenite answers its own).
+    Ping(Bytes),
     Other,
 }
 
@@ -264,10 +267,7 @@ impl Client {
                         0x2 => Some(In::Audio(payload.freeze())),
                         0x1 if is_end(&payload) => Some(In::End),
                         0x8 => None,
-                        0x9 => {
-                            write_frame(socket, 0xA, &payload).await?;
-                            Some(In::Other)
-                        }
+                        0x9 => Some(In::Ping(payload.freeze())),
                         _ => Some(In::Other),
                     });
                 }
@@ -282,6 +282,13 @@ impl Client {
         match self {
             Client::Tungstenite(ws) => ws.send(Message::text(text)).await?,
             Client::Hand(socket, _) => write_frame(socket, 0x1, text.as_bytes()).await?,
+        }
+        Ok(())
+    }
+
+    async fn pong(&mut self, payload: &[u8]) -> anyhow::Result<()> {
+        if let Client::Hand(socket, _) = self {
+            write_frame(socket, 0xA, payload).await?;
         }
         Ok(())
     }
