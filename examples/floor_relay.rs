@@ -23,15 +23,19 @@
 //! It takes the arguments `bench-load.sh` passes to the gateway
 //! (`serve --listen ADDR --backend riva://HOST:PORT`) so that `GATEWAY_BIN` can name it.
 
+use std::time::Duration;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use prost::Message as _;
+use speech_gateway::backend::grpc::lazy_channel;
 use speech_gateway::backend::proto::nvidia::riva::AudioEncoding;
 use speech_gateway::backend::proto::nvidia::riva::asr::riva_speech_recognition_client::RivaSpeechRecognitionClient;
 use speech_gateway::backend::proto::nvidia::riva::asr::{
     RecognitionConfig, StreamingRecognitionConfig, StreamingRecognizeRequest,
     StreamingRecognizeResponse, streaming_recognize_request::StreamingRequest,
 };
+use speech_gateway::config::BackendUrl;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
@@ -39,8 +43,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
-/// The gateway's WebSocket read buffer (`ingress::WS_READ_BUFFER`), so both read alike.
-const READ_BUFFER: usize = 4 * 1024;
+/// The gateway's WebSocket read buffer, so both read alike.
+const READ_BUFFER: usize = speech_gateway::ingress::WS_READ_BUFFER;
 const PATH: &str = "/nvidia.riva.asr.RivaSpeechRecognition/StreamingRecognize";
 
 fn arg(args: &[String], name: &str) -> anyhow::Result<String> {
@@ -76,9 +80,9 @@ async fn main() -> anyhow::Result<()> {
     let upstream = if lean.contains(&"h2") {
         Upstream::H2(connect_h2(riva).await?, riva.to_string())
     } else {
-        Upstream::Tonic(
-            tonic::transport::Endpoint::from_shared(format!("http://{riva}"))?.connect_lazy(),
-        )
+        // The gateway's own channel (nodelay, keep-alives), so the tonic half is its twin.
+        let url = BackendUrl::parse(&backend).map_err(anyhow::Error::msg)?;
+        Upstream::Tonic(lazy_channel(&url, Duration::from_secs(2))?)
     };
     let listener = TcpListener::bind(&listen).await?;
     eprintln!(
@@ -113,7 +117,7 @@ async fn connect_h2(riva: &str) -> anyhow::Result<h2::client::SendRequest<Bytes>
             Err(e) if tries == 100 => return Err(e.into()),
             Err(_) => {
                 tries += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     };

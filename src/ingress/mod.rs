@@ -76,7 +76,7 @@ pub fn transport_limit(config: &Config) -> usize {
 /// (3,214 bytes on the wire) fits. The buffer is zero-filled before every read and grows
 /// by doubling when a frame does not fit, so a smaller one costs less CPU and memory per
 /// session (8 KiB grew to 16 KiB per session under load; docs/measurements.md).
-const WS_READ_BUFFER: usize = 4 * 1024;
+pub const WS_READ_BUFFER: usize = 4 * 1024;
 
 /// The WebSocket endpoint. Before the upgrade, in this order: the per-IP connection rate
 /// (429), the Origin allow-list (403), the token (401), drain and admission (503).
