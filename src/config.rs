@@ -34,6 +34,10 @@ pub const ENV_PREFIX: &str = "SGW_";
 pub struct RawConfig {
     /// Address the HTTP/WebSocket listener binds.
     pub listen: String,
+    /// A second, plain-HTTP listener for operators (`/health`, `/ready`, `/status`,
+    /// `/metrics`). Empty: none, and every operational endpoint is on `listen`. When set,
+    /// `/status` and `/metrics` are served only here (they show back ends and limits).
+    pub admin_listen: String,
     /// `json` (one JSON object a line, for machines) or `text` (for people).
     pub log_format: String,
     /// A tracing filter directive, e.g. `info` or `speech_gateway=debug`.
@@ -106,6 +110,14 @@ pub struct RawTls {
     /// `0s`: only on SIGHUP.
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
+    /// Longest a client may take to complete the TLS handshake.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// TLS handshakes in progress at once, gateway-wide; more connections wait for one.
+    pub max_handshakes: usize,
+    /// TLS handshakes in progress at once from one TCP peer address; beyond, the new
+    /// connection is closed at once. 0: no per-address limit.
+    pub max_handshakes_per_ip: usize,
 }
 
 /// TLS towards `rivas://` and `tritons://` back ends: the defaults for every TLS back end.
@@ -172,6 +184,29 @@ pub struct RawLimits {
     /// apps, servers) are not affected.
     #[serde(deserialize_with = "de_list")]
     pub allowed_origins: Vec<String>,
+    /// Longest one write to a client may wait (a client that does not read): the
+    /// connection is then cut off. Applies to WebSocket messages and HTTP responses.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Most bytes a WebSocket connection may have queued for a client that is not reading
+    /// (messages and automatic pongs); beyond, the connection is cut off.
+    pub max_write_buffer_bytes: usize,
+    /// A request's headers must arrive complete within this, counted from the connection's
+    /// accept (or the end of the previous response on a kept-alive connection): slow or
+    /// silent connections are closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Open client connections at once (HTTP, WebSocket, TLS handshakes). 0: automatic,
+    /// from the process's open-file limit (see the README's Security section).
+    pub max_connections: usize,
+    /// Open connections at once from one TCP peer address (beyond: closed at accept).
+    /// 0: no limit. Leave it off behind a proxy (every client has the proxy's address).
+    pub max_connections_per_ip: usize,
+    /// Live sessions at once from one client IP (after `client_ip_header`); beyond, HTTP
+    /// 429. 0: no limit.
+    pub max_sessions_per_ip: usize,
+    /// Live sessions at once per token subject (`sub`); beyond, HTTP 429. 0: no limit.
+    pub max_sessions_per_subject: usize,
 }
 
 /// A secret string: never printed by `Debug`.
@@ -195,6 +230,9 @@ impl Default for RawTls {
             cert: String::new(),
             key: String::new(),
             reload_interval: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 1024,
+            max_handshakes_per_ip: 32,
         }
     }
 }
@@ -223,6 +261,13 @@ impl Default for RawLimits {
             client_ip_header: String::new(),
             max_message_bytes: 0,
             allowed_origins: Vec::new(),
+            write_timeout: Duration::from_secs(10),
+            max_write_buffer_bytes: 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            max_sessions_per_ip: 0,
+            max_sessions_per_subject: 0,
         }
     }
 }
@@ -423,6 +468,7 @@ impl Default for RawConfig {
     fn default() -> Self {
         RawConfig {
             listen: "127.0.0.1:8080".into(),
+            admin_listen: String::new(),
             log_format: "json".into(),
             log_level: "info".into(),
             log_burst: 10,
@@ -498,6 +544,8 @@ where
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The operators' listener, if any (`admin_listen`).
+    pub admin_listen: Option<SocketAddr>,
     pub log: LogConfig,
     pub session: SessionLimits,
     pub riva: RivaSettings,
@@ -521,6 +569,10 @@ pub struct ListenerTls {
     pub key: PathBuf,
     /// `None`: reloaded on SIGHUP only.
     pub reload_interval: Option<Duration>,
+    pub handshake_timeout: Duration,
+    pub max_handshakes: usize,
+    /// 0: no per-address limit.
+    pub max_handshakes_per_ip: usize,
 }
 
 /// Where the JWT verification keys come from and what a token must say.
@@ -546,6 +598,15 @@ pub struct EdgeLimits {
     pub client_ip_header: Option<String>,
     pub max_message_bytes: usize,
     pub allowed_origins: Vec<String>,
+    pub write_timeout: Duration,
+    pub max_write_buffer_bytes: usize,
+    pub header_timeout: Duration,
+    /// 0: automatic (from the open-file limit at start-up).
+    pub max_connections: usize,
+    /// 0: no limit (likewise below).
+    pub max_connections_per_ip: usize,
+    pub max_sessions_per_ip: usize,
+    pub max_sessions_per_subject: usize,
 }
 
 /// TLS material for one `rivas://` / `tritons://` back end.
@@ -581,6 +642,8 @@ pub struct SessionLimits {
     pub max_duration: Option<Duration>,
     /// `None`: no lag signal.
     pub lag_warning: Option<Duration>,
+    /// Longest one write to the client may wait (`limits.write_timeout`).
+    pub write_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1009,8 +1072,25 @@ impl Config {
         let tls = validate_listener_tls(&raw.tls)?;
         let auth = validate_auth(&raw.auth)?;
         let limits = validate_limits(&raw.limits)?;
+        let admin_listen = if raw.admin_listen.trim().is_empty() {
+            None
+        } else {
+            Some(raw.admin_listen.trim().parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "admin_listen",
+                    format!(
+                        "`{}` is not an address such as 127.0.0.1:9090",
+                        raw.admin_listen
+                    ),
+                )
+            })?)
+        };
+        if admin_listen == Some(listen) {
+            return Err(invalid("admin_listen", "must differ from listen"));
+        }
         Ok(Config {
             listen,
+            admin_listen,
             log: LogConfig {
                 json,
                 filter: raw.log_level,
@@ -1026,6 +1106,7 @@ impl Config {
                 idle_timeout: (!s.idle_timeout.is_zero()).then_some(s.idle_timeout),
                 max_duration: (!s.max_duration.is_zero()).then_some(s.max_duration),
                 lag_warning: (!s.lag_warning.is_zero()).then_some(s.lag_warning),
+                write_timeout: limits.write_timeout,
             },
             riva: RivaSettings {
                 sample_rate: r.sample_rate,
@@ -1093,12 +1174,26 @@ impl Config {
 }
 
 fn validate_listener_tls(t: &RawTls) -> Result<Option<ListenerTls>, ConfigError> {
+    if t.handshake_timeout < Duration::from_millis(100)
+        || t.handshake_timeout > Duration::from_secs(60)
+    {
+        return Err(invalid(
+            "tls.handshake_timeout",
+            "must be between 100ms and 1m",
+        ));
+    }
+    if t.max_handshakes == 0 {
+        return Err(invalid("tls.max_handshakes", "must be at least 1"));
+    }
     match (t.cert.is_empty(), t.key.is_empty()) {
         (true, true) => Ok(None),
         (false, false) => Ok(Some(ListenerTls {
             cert: PathBuf::from(&t.cert),
             key: PathBuf::from(&t.key),
             reload_interval: (!t.reload_interval.is_zero()).then_some(t.reload_interval),
+            handshake_timeout: t.handshake_timeout,
+            max_handshakes: t.max_handshakes,
+            max_handshakes_per_ip: t.max_handshakes_per_ip,
         })),
         _ => Err(invalid(
             "tls.cert",
@@ -1155,6 +1250,10 @@ fn validate_auth(a: &RawAuth) -> Result<AuthSettings, ConfigError> {
     Ok(settings)
 }
 
+/// Smallest `limits.max_write_buffer_bytes`: above the WebSocket layer's own flush
+/// threshold (128 KiB) with room for a large message.
+pub const MIN_WRITE_BUFFER: usize = 256 * 1024;
+
 fn validate_limits(l: &RawLimits) -> Result<EdgeLimits, ConfigError> {
     if !l.connect_rate.is_finite() || l.connect_rate < 0.0 {
         return Err(invalid("limits.connect_rate", "must be a number ≥ 0"));
@@ -1191,11 +1290,43 @@ fn validate_limits(l: &RawLimits) -> Result<EdgeLimits, ConfigError> {
             ));
         }
     }
+    if l.write_timeout < Duration::from_millis(100) || l.write_timeout > Duration::from_secs(600) {
+        return Err(invalid(
+            "limits.write_timeout",
+            "must be between 100ms and 10m",
+        ));
+    }
+    if l.header_timeout < Duration::from_millis(100) || l.header_timeout > Duration::from_secs(600)
+    {
+        return Err(invalid(
+            "limits.header_timeout",
+            "must be between 100ms and 10m",
+        ));
+    }
+    if l.max_write_buffer_bytes < MIN_WRITE_BUFFER {
+        return Err(invalid(
+            "limits.max_write_buffer_bytes",
+            format!("must be at least {MIN_WRITE_BUFFER} (256 KiB)"),
+        ));
+    }
+    if l.max_connections != 0 && l.max_connections < 16 {
+        return Err(invalid(
+            "limits.max_connections",
+            "must be 0 (automatic) or at least 16",
+        ));
+    }
     Ok(EdgeLimits {
         connect_rate,
         client_ip_header: (!header.is_empty()).then_some(header),
         max_message_bytes: l.max_message_bytes,
         allowed_origins: l.allowed_origins.clone(),
+        write_timeout: l.write_timeout,
+        max_write_buffer_bytes: l.max_write_buffer_bytes,
+        header_timeout: l.header_timeout,
+        max_connections: l.max_connections,
+        max_connections_per_ip: l.max_connections_per_ip,
+        max_sessions_per_ip: l.max_sessions_per_ip,
+        max_sessions_per_subject: l.max_sessions_per_subject,
     })
 }
 

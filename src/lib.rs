@@ -57,8 +57,8 @@ use crate::resilience::overload::Overload;
 use crate::resilience::retry::RetryBudget;
 use crate::router::Router;
 use crate::security::auth::Authenticator;
+use crate::security::quota::Quota;
 use crate::security::ratelimit::ConnectLimiter;
-use crate::security::tls::{GatewayListener, PeerAddr};
 use crate::session::SessionContext;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::throttle::SessionLogs;
@@ -83,6 +83,21 @@ pub enum ServeError {
 /// (bounded by `session.flush_timeout`) — and closes them with 1001 ("going away").
 pub async fn serve(
     listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let admin = match config.admin_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    serve_with_admin(listener, admin, config, shutdown).await
+}
+
+/// [`serve`] with the admin listener (`admin_listen`) already bound (the binary binds
+/// both first, to print where they listen).
+pub async fn serve_with_admin(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -153,11 +168,13 @@ pub async fn serve(
             .limits
             .connect_rate
             .map(|(rate, burst)| Arc::new(ConnectLimiter::new(rate, burst))),
+        sessions_per_ip: Quota::new(config.limits.max_sessions_per_ip),
+        sessions_per_subject: Quota::new(config.limits.max_sessions_per_subject),
     };
     let addr = listener.local_addr()?;
     let metrics = state.ctx.metrics.clone();
     let mut reloadable: Vec<Arc<dyn security::reload::Reloadable>> = Vec::new();
-    let listener = match &config.tls {
+    let tls_stage = match &config.tls {
         Some(tls) => {
             let store = security::tls::CertStore::load(&tls.cert, &tls.key).map_err(|error| {
                 ServeError::File {
@@ -167,13 +184,21 @@ pub async fn serve(
             })?;
             reloadable.push(store.clone());
             let server = security::tls::server_config(store);
-            GatewayListener::Tls(security::tls::TlsListener::new(
-                listener,
-                server,
-                metrics.clone(),
-            ))
+            Some(ingress::server::TlsStage {
+                acceptor: tokio_rustls::TlsAcceptor::from(server),
+                timeout: tls.handshake_timeout,
+                handshakes: Arc::new(tokio::sync::Semaphore::new(tls.max_handshakes)),
+                per_ip: Quota::new(tls.max_handshakes_per_ip),
+            })
         }
-        None => GatewayListener::Plain(listener),
+        None => None,
+    };
+    // A server holding one descriptor per client wants every one it may have; the
+    // connection cap (automatic by default) stays below what it then has.
+    let open_files = ingress::server::raise_open_file_limit();
+    let max_connections = match config.limits.max_connections {
+        0 => open_files.map_or(10_000, ingress::server::auto_max_connections),
+        n => n,
     };
     if let Some(a) = &state.auth {
         reloadable.push(a.clone());
@@ -197,7 +222,15 @@ pub async fn serve(
         metrics,
         stop_reload.clone(),
     ));
-    tracing::info!(%addr, tls = config.tls.is_some(), routes = config.routes.len(), "speech-gateway listening");
+    tracing::info!(
+        %addr,
+        admin = ?config.admin_listen,
+        tls = config.tls.is_some(),
+        routes = config.routes.len(),
+        max_connections,
+        open_files,
+        "speech-gateway listening"
+    );
     // The shutdown sequence runs beside the server: while sessions drain, `/health`,
     // `/ready` (503) and `/metrics` still answer, and new sessions get 503 — a load
     // balancer sees the instance leave before its listener closes.
@@ -232,10 +265,47 @@ pub async fn serve(
             stop_serving.cancel();
         })
     };
-    let app = ingress::app(state).into_make_service_with_connect_info::<PeerAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop_serving.cancelled_owned())
-        .await?;
+    let metrics = state.ctx.metrics.clone();
+    let limits = &config.limits;
+    let admin = admin.map(|tcp| {
+        let listener = ingress::server::Listener {
+            tcp,
+            app: ingress::admin_app(state.clone()),
+            overflow_app: ingress::admin_app(state.clone()),
+            tls: None,
+            limits: ingress::server::ListenerLimits {
+                header_timeout: limits.header_timeout,
+                write_timeout: limits.write_timeout,
+                max_connections: ingress::server::ADMIN_CONNECTIONS,
+                overflow: 0,
+                per_ip: 0,
+            },
+            counted: false,
+        };
+        tokio::spawn(ingress::server::run(
+            listener,
+            metrics.clone(),
+            stop_serving.clone(),
+        ))
+    });
+    let main = ingress::server::Listener {
+        tcp: listener,
+        app: ingress::app(state.clone()),
+        overflow_app: ingress::overflow_app(state),
+        tls: tls_stage,
+        limits: ingress::server::ListenerLimits {
+            header_timeout: limits.header_timeout,
+            write_timeout: limits.write_timeout,
+            max_connections,
+            overflow: ingress::server::OVERFLOW_CONNECTIONS,
+            per_ip: limits.max_connections_per_ip,
+        },
+        counted: true,
+    };
+    ingress::server::run(main, metrics, stop_serving.clone()).await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     stop_reload.cancel();
     drain.abort();
     stop_monitor.cancel();

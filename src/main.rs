@@ -434,7 +434,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!(
         "speech-gateway: listening on {http}://{addr} (WebSocket {ws}://{addr}/v1/audio/stream)"
     );
-    speech_gateway::serve(listener, config, shutdown_signal()).await?;
+    let admin = match config.admin_listen {
+        Some(at) => {
+            let admin = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (admin_listen)"))?;
+            eprintln!(
+                "speech-gateway: admin on http://{} (/health, /ready, /status, /metrics)",
+                admin.local_addr()?
+            );
+            Some(admin)
+        }
+        None => None,
+    };
+    speech_gateway::serve_with_admin(listener, admin, config, shutdown_signal()).await?;
     Ok(())
 }
 

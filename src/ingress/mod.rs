@@ -4,6 +4,7 @@
 //! Only this module knows WebSocket and HTTP types; it adapts a socket into a stream of
 //! session commands and a sink of session events through the dialect's codec.
 
+pub mod server;
 pub mod v1;
 
 use std::sync::Arc;
@@ -24,7 +25,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::resilience::admission::{Admission, Refusal, Ticket};
 use crate::resilience::overload::Overload;
-use crate::security::auth::{self, AuthError, Authenticator};
+use crate::security::auth::{self, AuthError, Authenticator, Verified};
+use crate::security::quota::Quota;
 use crate::security::ratelimit::ConnectLimiter;
 use crate::security::tls::PeerAddr;
 use crate::session::{self, ErrorKind, SessionContext, SessionError};
@@ -47,17 +49,67 @@ pub struct AppState {
     pub auth: Option<Arc<Authenticator>>,
     /// `None`: no per-IP connection limit.
     pub limiter: Option<Arc<ConnectLimiter>>,
+    /// Live sessions per client IP (`limits.max_sessions_per_ip`; 0: not counted).
+    pub sessions_per_ip: Arc<Quota<IpAddr>>,
+    /// Live sessions per token subject (`limits.max_sessions_per_subject`).
+    pub sessions_per_subject: Arc<Quota<String>>,
 }
 
-/// The gateway's HTTP surface.
+/// The gateway's HTTP surface on the main listener: the session endpoint and the
+/// operational endpoints — `/status` and `/metrics` only when there is no admin listener.
 pub fn app(state: AppState) -> HttpRouter {
+    let router = HttpRouter::new().route("/v1/audio/stream", get(v1_stream));
+    operational(router, &state).with_state(state)
+}
+
+/// The operators' listener (`admin_listen`): every operational endpoint, no sessions.
+pub fn admin_app(state: AppState) -> HttpRouter {
     HttpRouter::new()
-        .route("/v1/audio/stream", get(v1_stream))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// What a connection beyond `limits.max_connections` is served: the operational endpoints
+/// (so health checks get through while the gateway is full), and 503 for anything else.
+pub fn overflow_app(state: AppState) -> HttpRouter {
+    operational(HttpRouter::new(), &state)
+        .fallback(connection_limit)
+        .with_state(state)
+}
+
+fn operational(router: HttpRouter<AppState>, state: &AppState) -> HttpRouter<AppState> {
+    let router = router
+        .route("/health", get(health))
+        .route("/ready", get(ready));
+    if state.config.admin_listen.is_some() {
+        router
+    } else {
+        router
+            .route("/status", get(status))
+            .route("/metrics", get(metrics))
+    }
+}
+
+async fn connection_limit(State(state): State<AppState>) -> Response {
+    let retry_after = state.admission.settings().retry_after.as_secs().max(1);
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::RETRY_AFTER, retry_after.to_string()),
+            (header::CONNECTION, "close".to_string()),
+        ],
+        error_body(
+            ErrorKind::RateLimitExceeded,
+            &format!(
+                "the gateway is at its connection limit (limits.max_connections); \
+                 retry after {retry_after} s"
+            ),
+        ),
+    )
+        .into_response()
 }
 
 /// Largest WebSocket message accepted at the transport (`limits.max_message_bytes`; by
@@ -79,7 +131,8 @@ pub fn transport_limit(config: &Config) -> usize {
 pub const WS_READ_BUFFER: usize = 4 * 1024;
 
 /// The WebSocket endpoint. Before the upgrade, in this order: the per-IP connection rate
-/// (429), the Origin allow-list (403), the token (401), drain and admission (503).
+/// (429), the Origin allow-list (403), the token (401), the per-IP and per-subject session
+/// caps (429), drain and admission (503).
 async fn v1_stream(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<PeerAddr>,
@@ -87,8 +140,8 @@ async fn v1_stream(
     RawQuery(query): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let ip = client_ip(&state.config, &headers, peer);
     if let Some(limiter) = &state.limiter {
-        let ip = client_ip(&state.config, &headers, peer);
         if let Err(wait) = limiter.check(ip, std::time::Instant::now()) {
             state.ctx.metrics.rejected("ip_rate_limit");
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
@@ -105,9 +158,13 @@ async fn v1_stream(
         }
     }
     let allowed = &state.config.limits.allowed_origins;
+    // Every `Origin` header must be allowed (a request carrying two is refused unless
+    // both are: a proxy or client must not be able to hide one behind the other).
     if !allowed.is_empty()
-        && let Some(origin) = headers.get(header::ORIGIN)
-        && !allowed.iter().any(|a| a.as_bytes() == origin.as_bytes())
+        && headers
+            .get_all(header::ORIGIN)
+            .iter()
+            .any(|origin| !allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()))
     {
         state.ctx.metrics.rejected("origin");
         tracing::info!("refused a session from an origin not in limits.allowed_origins");
@@ -117,32 +174,38 @@ async fn v1_stream(
         );
         return (StatusCode::FORBIDDEN, body).into_response();
     }
-    if let Some(authenticator) = &state.auth
-        && let Err(why) = authenticate(authenticator, &state.config, &headers, query.as_deref())
-    {
-        state.ctx.metrics.rejected("unauthenticated");
-        state.ctx.metrics.auth_failed(why.reason());
-        tracing::info!(
-            reason = why.reason(),
-            "refused a session: authentication failed"
-        );
-        let challenge = match why {
-            AuthError::Missing => r#"Bearer realm="speech-gateway""#.to_string(),
-            other => format!(
-                r#"Bearer realm="speech-gateway", error="invalid_token", error_description="{}""#,
-                other.message()
-            ),
-        };
-        let mut response = (
-            StatusCode::UNAUTHORIZED,
-            error_body(ErrorKind::AuthenticationFailed, why.message()),
-        )
-            .into_response();
-        if let Ok(v) = HeaderValue::from_str(&challenge) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    let verified = match &state.auth {
+        None => None,
+        Some(authenticator) => {
+            match authenticate(authenticator, &state.config, &headers, query.as_deref()) {
+                Ok(v) => Some(v),
+                Err(why) => return unauthenticated(&state, why),
+            }
         }
-        return response;
-    }
+    };
+    let Some(ip_place) = state.sessions_per_ip.enter(&ip) else {
+        return too_many_sessions(
+            &state,
+            "ip_session_limit",
+            "this address",
+            state.sessions_per_ip.limit(),
+        );
+    };
+    let subject = verified.and_then(|v| v.subject);
+    let subject_place = match &subject {
+        Some(sub) => match state.sessions_per_subject.enter(sub) {
+            Some(place) => place,
+            None => {
+                return too_many_sessions(
+                    &state,
+                    "subject_session_limit",
+                    "this token's subject",
+                    state.sessions_per_subject.limit(),
+                );
+            }
+        },
+        None => None,
+    };
     let refusal = if state.draining.is_cancelled() {
         Err(Refusal::Draining)
     } else if state.overload.overloaded() {
@@ -161,10 +224,64 @@ async fn v1_stream(
         // all of it as audio streams through: per session that is twice the memory goal.
         // Frames are read in pieces of this size and assembled up to `limit` anyway.
         .read_buffer_size(WS_READ_BUFFER)
+        // What a client that does not read may cost: automatic pongs and messages queue
+        // up to this, then the connection is cut off (unbounded by default).
+        .max_write_buffer_size(state.config.limits.max_write_buffer_bytes)
         .on_upgrade(move |socket| {
             let tracker = state.sessions.clone();
-            tracker.track_future(run_v1(socket, state.ctx, ticket, limit))
+            tracker.track_future(async move {
+                let _places = (ip_place, subject_place);
+                run_v1(socket, state.ctx, ticket, limit).await
+            })
         })
+}
+
+/// 401 with the contract's body and a `WWW-Authenticate` challenge.
+fn unauthenticated(state: &AppState, why: AuthError) -> Response {
+    state.ctx.metrics.rejected("unauthenticated");
+    state.ctx.metrics.auth_failed(why.reason());
+    tracing::info!(
+        reason = why.reason(),
+        "refused a session: authentication failed"
+    );
+    let challenge = match why {
+        AuthError::Missing => r#"Bearer realm="speech-gateway""#.to_string(),
+        other => format!(
+            r#"Bearer realm="speech-gateway", error="invalid_token", error_description="{}""#,
+            other.message()
+        ),
+    };
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        error_body(ErrorKind::AuthenticationFailed, why.message()),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
+/// 429 for a client IP or token subject at its concurrent-session cap.
+fn too_many_sessions(state: &AppState, reason: &'static str, who: &str, limit: usize) -> Response {
+    state.ctx.metrics.rejected(reason);
+    let retry_after = state.admission.settings().retry_after.as_secs().max(1);
+    let key = if reason == "ip_session_limit" {
+        "limits.max_sessions_per_ip"
+    } else {
+        "limits.max_sessions_per_subject"
+    };
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, retry_after.to_string())],
+        error_body(
+            ErrorKind::RateLimitExceeded,
+            &format!(
+                "{who} already holds {limit} live sessions ({key}); end one or retry after {retry_after} s"
+            ),
+        ),
+    )
+        .into_response()
 }
 
 fn authenticate(
@@ -172,7 +289,7 @@ fn authenticate(
     config: &Config,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<(), AuthError> {
+) -> Result<Verified, AuthError> {
     let authorization = match headers.get(header::AUTHORIZATION) {
         Some(v) => Some(v.to_str().map_err(|_| AuthError::Malformed)?),
         None => None,
@@ -269,11 +386,19 @@ async fn run_v1(socket: WebSocket, ctx: Arc<SessionContext>, ticket: Ticket, lim
             })
             .filter_map(future::ready),
     );
-    let events = sink.with(|ev| future::ready(Ok::<_, axum::Error>(v1::encode(&ev))));
-    session::run(ctx, "v1", ticket, &mut commands, Box::pin(events)).await;
-    // Closing handshake: read (and discard) until the client's close, briefly. Dropping a
+    let write_timeout = ctx.limits.write_timeout;
+    let mut events = Box::pin(sink.with(|ev| future::ready(Ok::<_, axum::Error>(v1::encode(&ev)))));
+    let outcome = session::run(ctx, "v1", ticket, &mut commands, &mut events).await;
+    if outcome == session::Outcome::SlowClient {
+        // It does not read: nothing more can reach it. Dropping the socket closes it.
+        return;
+    }
+    // Closing handshake. Our close frame (or, when the client closed first, the echo of
+    // its close frame that the WebSocket layer queued) goes out now, within the write
+    // deadline; then read (and discard) until the client's close, briefly. Dropping a
     // socket with unread input makes the kernel reset the connection, and the client
     // would lose the last messages (the final, or the error that explains the close).
+    let _ = tokio::time::timeout(write_timeout, events.close()).await;
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         while commands.next().await.is_some() {}
     })

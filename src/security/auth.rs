@@ -11,7 +11,9 @@
 //! - `exp` is present and not past, `nbf` (if present) is not in the future, both with
 //!   `auth.leeway` of clock skew;
 //! - `aud` names one of `auth.audience` and `iss` is one of `auth.issuer`, when those
-//!   lists are set.
+//!   lists are set: then the claim is required, and must be a string (`aud` may also be
+//!   a list of strings) — a token without it, or with a number or `null` in its place,
+//!   is refused, so a token minted for another service of the same issuer gets nowhere.
 //!
 //! Keys are re-read on SIGHUP and when their files change ([`super::reload`]), so a JWKS
 //! rotation needs no restart. The token, the secret and the claims are never logged;
@@ -71,11 +73,22 @@ impl AuthError {
             AuthError::BadSignature => "the token's signature does not verify",
             AuthError::Expired => "the token has expired",
             AuthError::NotYetValid => "the token is not valid yet (nbf)",
-            AuthError::WrongAudience => "the token is not meant for this service (aud)",
-            AuthError::WrongIssuer => "the token's issuer is not accepted (iss)",
+            AuthError::WrongAudience => {
+                "the token is not meant for this service (aud missing or not accepted)"
+            }
+            AuthError::WrongIssuer => {
+                "the token's issuer is not accepted (iss missing or not accepted)"
+            }
             AuthError::MissingClaim => "the token lacks a required claim (exp)",
         }
     }
+}
+
+/// What an accepted token tells the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The `sub` claim (at most 256 characters kept), for `limits.max_sessions_per_subject`.
+    pub subject: Option<String>,
 }
 
 /// One verification key.
@@ -122,8 +135,8 @@ impl Authenticator {
         self.keys.read().expect("keys lock").keys.len()
     }
 
-    /// Checks one token.
-    pub fn verify(&self, token: &str) -> Result<(), AuthError> {
+    /// Checks one token; on success, what the gateway needs of its claims.
+    pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         if !matches!(
             header.alg,
@@ -153,7 +166,7 @@ impl Authenticator {
         let mut last = AuthError::BadSignature;
         for key in candidates {
             match jsonwebtoken::decode::<serde_json::Value>(token, &key.key, &validation) {
-                Ok(_) => return Ok(()),
+                Ok(data) => return self.check_claims(&data.claims),
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind as K;
                     last = match e.kind() {
@@ -177,21 +190,48 @@ impl Authenticator {
         Err(last)
     }
 
+    /// Signature, `exp` and `nbf` are checked by the library; `aud` and `iss` here, in
+    /// [`Self::check_claims`], because the library skips a claim of the wrong JSON type.
     fn validation(&self, alg: Algorithm) -> Validation {
         let mut v = Validation::new(alg);
         v.leeway = self.settings.leeway.as_secs();
         v.validate_exp = true;
         v.validate_nbf = true;
         v.required_spec_claims = ["exp".to_string()].into_iter().collect();
-        if self.settings.audience.is_empty() {
-            v.validate_aud = false;
-        } else {
-            v.set_audience(&self.settings.audience);
-        }
-        if !self.settings.issuer.is_empty() {
-            v.set_issuer(&self.settings.issuer);
-        }
+        v.validate_aud = false;
         v
+    }
+
+    /// With `auth.audience` set, `aud` must be present and be one of them (a string, or a
+    /// list of strings of which one is); with `auth.issuer` set, `iss` must be a string
+    /// among them. Anything else — absent, `null`, a number — is refused.
+    fn check_claims(&self, claims: &serde_json::Value) -> Result<Verified, AuthError> {
+        use serde_json::Value;
+        let wanted = &self.settings.audience;
+        if !wanted.is_empty() {
+            let ok = match claims.get("aud") {
+                Some(Value::String(a)) => wanted.contains(a),
+                Some(Value::Array(list)) => list
+                    .iter()
+                    .any(|a| a.as_str().is_some_and(|a| wanted.iter().any(|w| w == a))),
+                _ => false,
+            };
+            if !ok {
+                return Err(AuthError::WrongAudience);
+            }
+        }
+        let wanted = &self.settings.issuer;
+        if !wanted.is_empty() {
+            let ok = matches!(claims.get("iss"), Some(Value::String(i)) if wanted.contains(i));
+            if !ok {
+                return Err(AuthError::WrongIssuer);
+            }
+        }
+        let subject = match claims.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.chars().take(256).collect()),
+            _ => None,
+        };
+        Ok(Verified { subject })
     }
 }
 
@@ -374,14 +414,18 @@ mod tests {
     #[test]
     fn hs256_claims_are_checked() {
         let auth = Authenticator::load(&settings()).unwrap();
-        assert_eq!(auth.verify(&token(good_claims(), SECRET)), Ok(()));
+        assert_eq!(
+            auth.verify(&token(good_claims(), SECRET))
+                .map(|v| v.subject),
+            Ok(Some("u1".to_string()))
+        );
         let mut c = good_claims();
         c["exp"] = (now() - 60).into();
         assert_eq!(auth.verify(&token(c, SECRET)), Err(AuthError::Expired));
         // Within the leeway, a just-expired token still passes.
         let mut c = good_claims();
         c["exp"] = (now() - 2).into();
-        assert_eq!(auth.verify(&token(c, SECRET)), Ok(()));
+        assert!(auth.verify(&token(c, SECRET)).is_ok());
         let mut c = good_claims();
         c["nbf"] = (now() + 60).into();
         assert_eq!(auth.verify(&token(c, SECRET)), Err(AuthError::NotYetValid));
@@ -394,6 +438,57 @@ mod tests {
         let mut c = good_claims();
         c["iss"] = "https://evil.example".into();
         assert_eq!(auth.verify(&token(c, SECRET)), Err(AuthError::WrongIssuer));
+        // Configured, `aud` and `iss` are required, and must be strings (a list for `aud`).
+        for (claim, value, want) in [
+            ("aud", None, AuthError::WrongAudience),
+            (
+                "aud",
+                Some(serde_json::json!(123)),
+                AuthError::WrongAudience,
+            ),
+            (
+                "aud",
+                Some(serde_json::Value::Null),
+                AuthError::WrongAudience,
+            ),
+            (
+                "aud",
+                Some(serde_json::json!([7, "other"])),
+                AuthError::WrongAudience,
+            ),
+            ("iss", None, AuthError::WrongIssuer),
+            ("iss", Some(serde_json::json!(7)), AuthError::WrongIssuer),
+            ("iss", Some(serde_json::Value::Null), AuthError::WrongIssuer),
+            (
+                "iss",
+                Some(serde_json::json!(["https://issuer.example"])),
+                AuthError::WrongIssuer,
+            ),
+        ] {
+            let mut c = good_claims();
+            match value {
+                Some(v) => c[claim] = v,
+                None => {
+                    c.as_object_mut().unwrap().remove(claim);
+                }
+            }
+            assert_eq!(auth.verify(&token(c.clone(), SECRET)), Err(want), "{c}");
+        }
+        let mut c = good_claims();
+        c["aud"] = serde_json::json!(["other", "speech"]);
+        assert!(auth.verify(&token(c, SECRET)).is_ok(), "a list naming us");
+        // Not configured: neither is required.
+        let open = Authenticator::load(&AuthSettings {
+            audience: vec![],
+            issuer: vec![],
+            ..settings()
+        })
+        .unwrap();
+        let mut c = good_claims();
+        c.as_object_mut().unwrap().remove("aud");
+        c.as_object_mut().unwrap().remove("iss");
+        c.as_object_mut().unwrap().remove("sub");
+        assert_eq!(open.verify(&token(c, SECRET)).map(|v| v.subject), Ok(None));
         let mut c = good_claims();
         c.as_object_mut().unwrap().remove("exp");
         assert_eq!(auth.verify(&token(c, SECRET)), Err(AuthError::MissingClaim));

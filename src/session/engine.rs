@@ -292,11 +292,27 @@ where
 
     // ---- writing to the client ----
 
+    /// Writes one event within `limits.write_timeout`. A client that does not read makes
+    /// the write wait (its window is closed, the WebSocket layer's queue is full): past the
+    /// deadline the session ends as `slow_client`, so such a client cannot keep its
+    /// admission place, its back-end stream or its timers from running out.
     async fn emit(&mut self, ev: Event) -> Result<(), Outcome> {
         if let Event::Error(e) = &ev {
             self.ctx.metrics.error_sent(e.kind.label());
         }
-        self.events.send(ev).await.map_err(|_| Outcome::ClientGone)
+        let deadline = self.ctx.limits.write_timeout;
+        match tokio::time::timeout(deadline, self.events.send(ev)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Outcome::ClientGone),
+            Err(_) => {
+                self.ctx.metrics.connection_cut("write_timeout");
+                tracing::info!(
+                    write_timeout_ms = deadline.as_millis() as u64,
+                    "client stopped reading: the session is cut off"
+                );
+                Err(Outcome::SlowClient)
+            }
+        }
     }
 
     async fn error(&mut self, err: SessionError) -> Result<(), Outcome> {

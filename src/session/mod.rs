@@ -223,6 +223,9 @@ pub enum Outcome {
     FlushTimeout,
     /// Closed at `session.idle_timeout` or `session.max_duration`.
     TimedOut,
+    /// Cut off: a write to the client waited longer than `limits.write_timeout` (it does
+    /// not read what it is sent).
+    SlowClient,
 }
 
 impl Outcome {
@@ -234,6 +237,7 @@ impl Outcome {
             Outcome::ShutDown => "shutdown",
             Outcome::FlushTimeout => "flush_timeout",
             Outcome::TimedOut => "timed_out",
+            Outcome::SlowClient => "slow_client",
         }
     }
 }

@@ -124,6 +124,12 @@ pub struct Metrics {
     pub rejections_total: Family<ReasonLabels, Counter>,
     pub auth_failures_total: Family<ReasonLabels, Counter>,
     pub tls_handshake_failures_total: Family<ReasonLabels, Counter>,
+    /// Client connections open now (HTTP, WebSocket, TLS handshakes), on the main listener.
+    pub connections_open: Gauge,
+    /// Connections refused at accept, or served only the operational endpoints.
+    pub connections_refused_total: Family<ReasonLabels, Counter>,
+    /// Connections the gateway cut off for a client's slowness.
+    pub connections_cut_total: Family<ReasonLabels, Counter>,
     pub reloads_total: Family<ReloadLabels, Counter>,
 }
 
@@ -181,6 +187,9 @@ impl Metrics {
             rejections_total: Family::default(),
             auth_failures_total: Family::default(),
             tls_handshake_failures_total: Family::default(),
+            connections_open: Gauge::default(),
+            connections_refused_total: Family::default(),
+            connections_cut_total: Family::default(),
             reloads_total: Family::default(),
             registry: Registry::default(),
         };
@@ -300,6 +309,21 @@ impl Metrics {
             m.tls_handshake_failures_total.clone(),
         );
         registry.register(
+            "sgw_connections_open",
+            "Client connections open now on the main listener (HTTP, WebSocket, TLS handshakes)",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "sgw_connections_refused",
+            "Connections refused at accept (connection_limit, per_ip_limit, handshake_per_ip_limit) or answered only on the operational endpoints (overflow)",
+            m.connections_refused_total.clone(),
+        );
+        registry.register(
+            "sgw_connections_cut",
+            "Connections closed for the client's slowness: header_timeout (request headers not complete in time), write_timeout (a write waited too long: the client does not read), write_buffer (a WebSocket client's unread queue was full)",
+            m.connections_cut_total.clone(),
+        );
+        registry.register(
             "sgw_reloads",
             "Reloads of certificates and keys from their files, by what and result (ok, error)",
             m.reloads_total.clone(),
@@ -407,6 +431,22 @@ impl Metrics {
 
     pub fn tls_handshake_failed(&self, reason: &str) {
         self.tls_handshake_failures_total
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_refused_total
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn connection_cut(&self, reason: &str) {
+        self.connections_cut_total
             .get_or_create(&ReasonLabels {
                 reason: reason.into(),
             })
