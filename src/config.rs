@@ -1085,7 +1085,7 @@ impl Config {
                 )
             })?)
         };
-        if admin_listen == Some(listen) {
+        if admin_listen == Some(listen) && listen.port() != 0 {
             return Err(invalid("admin_listen", "must differ from listen"));
         }
         Ok(Config {

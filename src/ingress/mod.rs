@@ -141,21 +141,21 @@ async fn v1_stream(
     ws: WebSocketUpgrade,
 ) -> Response {
     let ip = client_ip(&state.config, &headers, peer);
-    if let Some(limiter) = &state.limiter {
-        if let Err(wait) = limiter.check(ip, std::time::Instant::now()) {
-            state.ctx.metrics.rejected("ip_rate_limit");
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let body = error_body(
-                ErrorKind::RateLimitExceeded,
-                &format!("too many connection attempts from this address; retry after {secs} s"),
-            );
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                [(header::RETRY_AFTER, secs.to_string())],
-                body,
-            )
-                .into_response();
-        }
+    if let Some(limiter) = &state.limiter
+        && let Err(wait) = limiter.check(ip, std::time::Instant::now())
+    {
+        state.ctx.metrics.rejected("ip_rate_limit");
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let body = error_body(
+            ErrorKind::RateLimitExceeded,
+            &format!("too many connection attempts from this address; retry after {secs} s"),
+        );
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            body,
+        )
+            .into_response();
     }
     let allowed = &state.config.limits.allowed_origins;
     // Every `Origin` header must be allowed (a request carrying two is refused unless

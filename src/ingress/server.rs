@@ -136,7 +136,7 @@ pub fn raise_open_file_limit() -> Option<u64> {
                 lim.rlim_cur = lim.rlim_max;
             }
         }
-        Some(lim.rlim_cur as u64)
+        Some(lim.rlim_cur)
     }
 }
 
@@ -179,7 +179,9 @@ pub async fn run(listener: Listener, metrics: Arc<Metrics>, stop: CancellationTo
         };
         let slot = match main.clone().try_acquire_owned() {
             Ok(p) => Slot::Main(p),
-            Err(_) => match overflow.enter() {
+            // The accept loop waits here while an evicted connection closes, so the
+            // descriptors in use exceed the pools by at most the one just accepted.
+            Err(_) => match overflow.enter().await {
                 Some((place, evicted)) => {
                     metrics.connection_refused("overflow");
                     if evicted {
@@ -295,8 +297,15 @@ enum Slot {
 struct Overflow {
     cap: usize,
     next: AtomicU64,
-    places: std::sync::Mutex<std::collections::VecDeque<(u64, CancellationToken)>>,
+    /// Each connection's id, its eviction token, and whether it was evicted (it keeps its
+    /// place until its socket is closed).
+    places: std::sync::Mutex<std::collections::VecDeque<(u64, CancellationToken, bool)>>,
+    /// Told when a place is left.
+    freed: tokio::sync::Notify,
 }
+
+/// Longest the accept loop waits for an evicted overflow connection to close.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// One overflow connection's place; dropping it leaves the pool.
 struct OverflowPlace {
@@ -312,43 +321,58 @@ impl Overflow {
             cap,
             next: AtomicU64::new(0),
             places: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            freed: tokio::sync::Notify::new(),
         }
     }
 
-    /// A place for a new connection (and whether an older one was evicted for it);
-    /// `None` when the pool has no places at all.
-    fn enter(self: &Arc<Self>) -> Option<(OverflowPlace, bool)> {
+    /// A place for a new connection (and whether an older one was evicted for it). When
+    /// the pool is full, its oldest connection is evicted and this waits (at most
+    /// [`EVICTION_WAIT`]) until that one has closed. `None`: no place (the pool has none,
+    /// or the evicted connection did not close in time).
+    async fn enter(self: &Arc<Self>) -> Option<(OverflowPlace, bool)> {
         if self.cap == 0 {
             return None;
         }
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let evicted = CancellationToken::new();
-        let mut places = self.places.lock().expect("overflow lock");
+        let deadline = tokio::time::Instant::now() + EVICTION_WAIT;
         let mut evicted_one = false;
-        while places.len() >= self.cap {
-            if let Some((_, oldest)) = places.pop_front() {
-                oldest.cancel();
-                evicted_one = true;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut places = self.places.lock().expect("overflow lock");
+                if places.len() < self.cap {
+                    let id = self.next.fetch_add(1, Ordering::Relaxed);
+                    let evicted = CancellationToken::new();
+                    places.push_back((id, evicted.clone(), false));
+                    let place = OverflowPlace {
+                        pool: self.clone(),
+                        id,
+                        evicted,
+                    };
+                    return Some((place, evicted_one));
+                }
+                if let Some(oldest) = places.iter_mut().find(|p| !p.2) {
+                    oldest.1.cancel();
+                    oldest.2 = true;
+                    evicted_one = true;
+                }
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return None;
             }
         }
-        places.push_back((id, evicted.clone()));
-        Some((
-            OverflowPlace {
-                pool: self.clone(),
-                id,
-                evicted,
-            },
-            evicted_one,
-        ))
     }
 }
 
 impl Drop for OverflowPlace {
     fn drop(&mut self) {
         let mut places = self.pool.places.lock().expect("overflow lock");
-        if let Some(i) = places.iter().position(|(id, _)| *id == self.id) {
+        if let Some(i) = places.iter().position(|p| p.0 == self.id) {
             places.remove(i);
         }
+        drop(places);
+        self.pool.freed.notify_waiters();
     }
 }
 
@@ -580,22 +604,31 @@ mod tests {
         assert!(auto_max_connections(1024) + OVERFLOW_CONNECTIONS + ADMIN_CONNECTIONS < 1024);
     }
 
-    #[test]
-    fn the_overflow_pool_evicts_its_oldest_connection() {
+    #[tokio::test(start_paused = true)]
+    async fn the_overflow_pool_evicts_its_oldest_connection_and_waits_for_it_to_close() {
         let pool = Arc::new(Overflow::new(2));
-        let (a, evicted) = pool.enter().unwrap();
+        let (a, evicted) = pool.enter().await.unwrap();
         assert!(!evicted);
-        let (b, _) = pool.enter().unwrap();
-        let (c, evicted) = pool.enter().unwrap();
-        assert!(evicted, "the third connection takes the oldest one's place");
-        assert!(a.evicted.is_cancelled());
+        let (b, _) = pool.enter().await.unwrap();
+        // The oldest connection closes when it sees its eviction (as a connection task does).
+        let closer = tokio::spawn(async move {
+            a.evicted.cancelled().await;
+            drop(a);
+        });
+        let (c, evicted) = pool.enter().await.unwrap();
+        assert!(evicted, "the third connection took the oldest one's place");
+        closer.await.unwrap();
         assert!(!b.evicted.is_cancelled() && !c.evicted.is_cancelled());
-        drop(a); // an evicted place leaves nothing behind
-        drop(b);
-        assert_eq!(pool.places.lock().unwrap().len(), 1);
-        let (_d, evicted) = pool.enter().unwrap();
-        assert!(!evicted, "a place was free");
-        assert!(Arc::new(Overflow::new(0)).enter().is_none());
+        assert_eq!(pool.places.lock().unwrap().len(), 2);
+        // An evicted connection that never closes: the newcomer gets no place.
+        let stuck = pool.clone();
+        let t0 = tokio::time::Instant::now();
+        assert!(stuck.enter().await.is_none());
+        assert!(t0.elapsed() >= EVICTION_WAIT);
+        drop((b, c));
+        let (_d, evicted) = pool.enter().await.unwrap();
+        assert!(!evicted, "places were free");
+        assert!(Arc::new(Overflow::new(0)).enter().await.is_none());
     }
 
     #[test]

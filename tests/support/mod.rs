@@ -38,6 +38,16 @@ impl GatewayProcess {
         env: &[(&str, String)],
         log: &std::path::Path,
     ) -> GatewayProcess {
+        Self::spawn_with(args, env, log, None).await
+    }
+
+    /// [`Self::spawn`] with the process's open-file limit (soft and hard) set to `nofile`.
+    pub async fn spawn_with(
+        args: &[&str],
+        env: &[(&str, String)],
+        log: &std::path::Path,
+        nofile: Option<u64>,
+    ) -> GatewayProcess {
         let file = std::fs::File::create(log).unwrap();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_speech-gateway"));
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
@@ -47,6 +57,22 @@ impl GatewayProcess {
             .stderr(file);
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         // Killed by `Drop` if it never says where it listens.
         let mut gw = GatewayProcess {
@@ -74,6 +100,44 @@ impl GatewayProcess {
 
     pub fn ws_url(&self) -> String {
         format!("ws://{}/v1/audio/stream", self.addr)
+    }
+
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.addr.parse().unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The admin listener's `HOST:PORT`, when `admin_listen` is set (from the log).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let rest = text.split("admin on http://").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    }
+
+    /// Resident memory now, in KiB (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Open file descriptors now.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Stops it as an operator would (SIGTERM), waits for the exit without blocking the
