@@ -9,11 +9,11 @@
 //! | module | role |
 //! |---|---|
 //! | [`config`] | figment layering (defaults → TOML → `SGW_*` env → flags), validated once into typed values |
-//! | [`ingress`] | axum HTTP/WebSocket edge; [`ingress::v1`] is the v1 contract's codec |
+//! | [`ingress`] | axum HTTP/WebSocket edge; [`ingress::v1`] is the v1 contract's codec, [`ingress::server`] the connection layer (timeouts, caps) |
 //! | [`session`] | the domain: one conversation, no transport types ([`session::engine`] is the loop) |
 //! | [`router`] | routes, back-end health monitor (hysteresis), breakers per back end, least-loaded candidate order |
 //! | [`resilience`] | policy: circuit breaker, retry backoff and budget, admission limits |
-//! | [`security`] | listener TLS with certificate reload, back-end TLS files, JWT auth, per-IP connection limit |
+//! | [`security`] | listener TLS with certificate reload, back-end TLS files, JWT auth, per-IP connection limit, concurrent caps per key |
 //! | [`backend`] | the `SpeechBackend` port and its adapters ([`backend::riva`], [`backend::triton`]); generated protobuf lives only here |
 //! | [`telemetry`] | tracing setup and the one module where metric names are spelled |
 //! | [`client`] | the `transcribe` client (WAV reader, pacing, latency figures) |

@@ -4,7 +4,7 @@
 //! undisturbed (finals, no error, close 1000). The gateway runs as its own process (the
 //! binary operators run), so its memory and descriptors are its own.
 //!
-//! `abusive_clients_soak` runs a mix of all of them for `SGW_SOAK_SECONDS` (default 40)
+//! `abusive_clients_soak` runs a mix of all of them for `SGW_SOAK_SECONDS` (default 30)
 //! beside normal sessions and checks that sessions, descriptors and memory come back to
 //! their baseline; it writes `target/soak/report.md`.
 
@@ -117,10 +117,14 @@ fn canary(url: String, seconds: u64) -> tokio::task::JoinHandle<CanaryReport> {
 /// A WebSocket upgrade over a raw socket (nothing read after the 101), for clients that
 /// misbehave below what a WebSocket library allows.
 fn raw_upgrade(addr: SocketAddr) -> StdTcp {
+    raw_upgrade_to(addr, "/v1/audio/stream")
+}
+
+fn raw_upgrade_to(addr: SocketAddr, path: &str) -> StdTcp {
     let mut s = StdTcp::connect(addr).unwrap();
     write!(
         s,
-        "GET /v1/audio/stream HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     .unwrap();
@@ -770,5 +774,202 @@ async fn a_client_close_is_echoed() {
     assert!(
         echoed,
         "the gateway answered the client's close frame with its own"
+    );
+}
+
+// ---- the soak: every abuse at once, for a while, beside normal sessions ----
+
+/// Counts of what the abusers did.
+#[derive(Debug, Default)]
+struct Abuse {
+    ping_floods: usize,
+    stuck_readers: usize,
+    slowloris: usize,
+    idle_connections: usize,
+    bad_tokens: usize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abusive_clients_soak() {
+    let seconds: u64 = std::env::var("SGW_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let riva = riva().await;
+    let gw = GatewayProcess::spawn(
+        &["--backend", &riva.url()],
+        &[
+            ("SGW_AUTH__HS256_SECRET", SECRET.into()),
+            ("SGW_AUTH__AUDIENCE", "speech".into()),
+            ("SGW_AUTH__ISSUER", "https://issuer.example".into()),
+            ("SGW_SESSION__IDLE_TIMEOUT", "3s".into()),
+            ("SGW_LIMITS__WRITE_TIMEOUT", "2s".into()),
+            ("SGW_LIMITS__HEADER_TIMEOUT", "2s".into()),
+            ("SGW_LIMITS__MAX_WRITE_BUFFER_BYTES", "262144".into()),
+            // The abusers all come from 127.0.0.1.
+            ("SGW_LIMITS__CONNECT_RATE", "0".into()),
+        ],
+        &log_path("soak"),
+    )
+    .await;
+    let addr = gw.socket_addr();
+    let good = token(claims());
+    let url = format!("{}?token={good}", gw.ws_url());
+    // Warm up (first session, allocator arenas), then the baseline.
+    canary(url.clone(), 2).await.unwrap().assert_undisturbed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss0, fds0) = (gw.rss_kib(), gw.fds());
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let abuse = std::sync::Arc::new(std::sync::Mutex::new(Abuse::default()));
+
+    // Normal load: three sessions at a time, 5 s each, back to back.
+    let mut normal = Vec::new();
+    for _ in 0..3 {
+        let url = url.clone();
+        normal.push(tokio::spawn(async move {
+            let mut reports = Vec::new();
+            while Instant::now() + Duration::from_secs(5) < until {
+                reports.push(canary(url.clone(), 5).await.unwrap());
+            }
+            reports
+        }));
+    }
+    let mut abusers = Vec::new();
+    // Ping floods that never read their pongs, 3 s each.
+    {
+        let (abuse, path) = (abuse.clone(), format!("/v1/audio/stream?token={good}"));
+        abusers.push(std::thread::spawn(move || {
+            while Instant::now() < until {
+                let mut s = raw_upgrade_to(addr, &path);
+                s.set_write_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                let batch: Vec<u8> = (0..200).flat_map(|_| frame(0x9, &[7u8; 125])).collect();
+                let t0 = Instant::now();
+                while t0.elapsed() < Duration::from_secs(3) {
+                    match s.write_all(&batch) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => break,
+                    }
+                }
+                abuse.lock().unwrap().ping_floods += 1;
+            }
+        }));
+    }
+    // Slowloris requests, one byte every 100 ms, and bursts of silent connections.
+    {
+        let abuse = abuse.clone();
+        abusers.push(std::thread::spawn(move || {
+            while Instant::now() < until {
+                let mut slow = StdTcp::connect(addr).unwrap();
+                let idle: Vec<StdTcp> =
+                    (0..50).filter_map(|_| StdTcp::connect(addr).ok()).collect();
+                for b in b"GET /v1/audio/stream HTTP/1.1\r\nHost: x\r\nX-Pad: aaaaaaaaaaaaaaaaaaaa"
+                {
+                    if slow.write_all(&[*b]).is_err() || Instant::now() > until {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let mut a = abuse.lock().unwrap();
+                a.slowloris += 1;
+                a.idle_connections += idle.len();
+            }
+        }));
+    }
+    // Stuck readers (hold 4 s after the gateway stopped taking their messages) and tokens
+    // for another audience.
+    let stuck = {
+        let (abuse, url) = (abuse.clone(), url.clone());
+        tokio::spawn(async move {
+            while Instant::now() < until {
+                let (ws, _) = stop_reading(&url).await;
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                drop(ws);
+                abuse.lock().unwrap().stuck_readers += 1;
+            }
+        })
+    };
+    let tokens = {
+        let (abuse, plain) = (abuse.clone(), gw.ws_url());
+        tokio::spawn(async move {
+            let mut c = claims();
+            c["aud"] = json!("billing");
+            let other = format!("Bearer {}", token(c));
+            while Instant::now() < until {
+                let r = attempt(&plain, &[("authorization", &other)]).await;
+                assert_eq!(r.map(|_| 101).map_err(|e| e.0), Err(401));
+                abuse.lock().unwrap().bad_tokens += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let mut peak_rss = rss0;
+    let mut peak_fds = fds0;
+    while Instant::now() < until {
+        peak_rss = peak_rss.max(gw.rss_kib());
+        peak_fds = peak_fds.max(gw.fds());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut sessions = Vec::new();
+    for n in normal {
+        sessions.extend(n.await.unwrap());
+    }
+    stuck.await.unwrap();
+    tokens.await.unwrap();
+    for a in abusers {
+        a.join().unwrap();
+    }
+    // Everything the abusers held is given back.
+    let settled = within(Duration::from_secs(15), async || {
+        metric(addr, "sgw_sessions_active").await == Some(0.0)
+            && metric(addr, "sgw_connections_open").await == Some(1.0)
+            && gw.fds() <= fds0 + 1
+    })
+    .await;
+    let (rss1, fds1) = (gw.rss_kib(), gw.fds());
+    let active = metric(addr, "sgw_sessions_active").await;
+    let open = metric(addr, "sgw_connections_open").await;
+    let abuse = std::mem::take(&mut *abuse.lock().unwrap());
+    let disturbed: Vec<&CanaryReport> = sessions
+        .iter()
+        .filter(|r| !(r.finals > 0 && r.errors.is_empty() && r.close == Some(1000)))
+        .collect();
+    let report = format!(
+        "# Abusive-clients soak\n\n{seconds} s; gateway: debug build of this commit, its own \
+         process; back end: the in-process Riva double.\n\n\
+         | | start | peak | end |\n|---|---:|---:|---:|\n\
+         | RSS (KiB) | {rss0} | {peak_rss} | {rss1} |\n\
+         | open descriptors | {fds0} | {peak_fds} | {fds1} |\n\
+         | live sessions | 0 | | {active:?} |\n\
+         | open connections (the /metrics request itself is 1) | | | {open:?} |\n\n\
+         Abuse: {abuse:?}\n\nNormal sessions: {} ({} disturbed), longest gap between \
+         messages {:?}\n\nSettled after the abuse stopped: {settled:?}\n",
+        sessions.len(),
+        disturbed.len(),
+        sessions
+            .iter()
+            .map(|r| r.longest_gap)
+            .max()
+            .unwrap_or_default(),
+    );
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/soak");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("report.md"), &report).unwrap();
+    eprintln!("{report}");
+    assert!(
+        disturbed.is_empty(),
+        "normal sessions were disturbed: {disturbed:?}"
+    );
+    assert!(sessions.len() >= 3, "normal sessions ran");
+    assert!(abuse.ping_floods > 0 && abuse.stuck_readers > 0 && abuse.slowloris > 0);
+    assert!(
+        settled.is_some(),
+        "sessions, connections or descriptors leaked:\n{report}"
+    );
+    assert!(
+        rss1 < rss0 + 48 * 1024 && peak_rss < rss0 + 128 * 1024,
+        "memory did not come back:\n{report}"
     );
 }

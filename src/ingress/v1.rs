@@ -55,6 +55,9 @@ fn invalid(message: impl Into<String>) -> Command {
 fn decode_text(text: &str) -> Command {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
+        Err(e) if e.to_string().starts_with("number out of range") => {
+            return out_of_range(text);
+        }
         Err(_) => {
             return invalid(
                 "text frames must be JSON objects with a `type` (start, end, ping); \
@@ -87,6 +90,43 @@ fn decode_text(text: &str) -> Command {
         }
     }
 }
+
+/// A message that is JSON but holds a number too large for a double (`1e309`): the
+/// refusal names the key that holds it, with that key's error code (`sample_rate` is an
+/// audio setting: `AUDIO_FORMAT_ERROR`), as for any other wrong value.
+fn out_of_range(text: &str) -> Command {
+    use serde_json::value::RawValue;
+    type Raw<'a> = std::collections::BTreeMap<String, &'a RawValue>;
+    let unreadable = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).is_err();
+    let top: Option<Raw<'_>> = serde_json::from_str(text).ok();
+    let start_config: Option<Raw<'_>> = top
+        .as_ref()
+        .filter(|t| t.get("type").map(|v| v.get()) == Some("\"start\""))
+        .and_then(|t| t.get("config"))
+        .and_then(|c| serde_json::from_str(c.get()).ok());
+    if let Some(cfg) = start_config
+        && let Some((key, _)) = cfg.iter().find(|(_, v)| unreadable(v))
+    {
+        let shown: String = key.chars().take(40).collect();
+        return if key == "sample_rate" {
+            Command::Reject(SessionError::new(
+                ErrorKind::AudioFormat,
+                "`start.config.sample_rate` must be an integer number of Hz between 8000 and \
+                 48000; the start was ignored",
+            ))
+        } else {
+            invalid(format!(
+                "`start.config.{shown}` holds a number out of range; the start was ignored"
+            ))
+        };
+    }
+    invalid("this message holds a number out of range and was ignored")
+}
+
+/// Most bytes of one `custom_configuration` key and of one value, and of all of them.
+pub const CUSTOM_KEY_BYTES: usize = 128;
+pub const CUSTOM_VALUE_BYTES: usize = 1024;
+pub const CUSTOM_TOTAL_BYTES: usize = 4096;
 
 /// Reads `start.config`. Unknown keys are ignored; a known key of the wrong type refuses
 /// the whole start (audio keys with `AUDIO_FORMAT_ERROR`, others with `INVALID_REQUEST`).
@@ -191,7 +231,22 @@ fn start_config(cfg: &Map<String, Value>) -> Result<StartConfig, SessionError> {
                         ));
                     }
                 };
+                if k.len() > CUSTOM_KEY_BYTES || v.len() > CUSTOM_VALUE_BYTES {
+                    return Err(bad(
+                        ErrorKind::InvalidRequest,
+                        "custom_configuration",
+                        "an object of keys up to 128 bytes and values up to 1024 bytes",
+                    ));
+                }
                 out.custom.push((k.clone(), v));
+            }
+            let total: usize = out.custom.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if total > CUSTOM_TOTAL_BYTES {
+                return Err(bad(
+                    ErrorKind::InvalidRequest,
+                    "custom_configuration",
+                    "at most 4096 bytes of keys and values in all",
+                ));
             }
         }
         Some(_) => {
@@ -324,6 +379,7 @@ pub fn encode(ev: &Event) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn text(s: &str) -> Command {
         decode(Message::Text(s.into())).unwrap()
@@ -382,6 +438,45 @@ mod tests {
             rejected(text(r#"{"type":"start","config":[1]}"#)).kind,
             ErrorKind::InvalidRequest
         );
+    }
+
+    #[test]
+    fn out_of_range_numbers_name_their_key_and_code() {
+        let e = rejected(text(r#"{"type":"start","config":{"sample_rate":1e309}}"#));
+        assert_eq!(e.kind, ErrorKind::AudioFormat);
+        assert!(e.message.contains("sample_rate"), "{}", e.message);
+        let e = rejected(text(
+            r#"{"type":"start","config":{"endpointing_ms":-1e999}}"#,
+        ));
+        assert_eq!(e.kind, ErrorKind::InvalidRequest);
+        assert!(e.message.contains("endpointing_ms"), "{}", e.message);
+        let e = rejected(text(r#"{"type":"ping","timestamp":1e400}"#));
+        assert_eq!(e.kind, ErrorKind::InvalidRequest);
+        assert!(e.message.contains("out of range"), "{}", e.message);
+    }
+
+    #[test]
+    fn custom_configuration_is_bounded() {
+        let cfg = |map: Value| {
+            text(&json!({"type":"start","config":{"custom_configuration":map}}).to_string())
+        };
+        let Command::Start(c) = cfg(json!({"k": "v".repeat(1024)})) else {
+            panic!()
+        };
+        assert_eq!(c.custom[0].1.len(), 1024);
+        for too_much in [
+            json!({"k": "v".repeat(1025)}),
+            json!({"k".repeat(129): "v"}),
+            Value::Object(
+                (0..5)
+                    .map(|i| (format!("k{i}"), json!("v".repeat(1000))))
+                    .collect(),
+            ),
+        ] {
+            let e = rejected(cfg(too_much));
+            assert_eq!(e.kind, ErrorKind::InvalidRequest);
+            assert!(e.message.contains("custom_configuration"), "{}", e.message);
+        }
     }
 
     #[test]

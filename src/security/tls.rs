@@ -1,6 +1,6 @@
 //! TLS on the client-facing listener: a rustls server configuration (TLS 1.3 preferred,
 //! 1.2 accepted, ALPN `http/1.1` for WebSocket upgrades) whose certificate can be swapped
-//! while the gateway runs, and a listener that completes handshakes off the accept path.
+//! while the gateway runs.
 //!
 //! The handshakes themselves run in the connection layer ([`crate::ingress::server`]), each
 //! in its connection's task, bounded in number (gateway-wide and per peer address) and in
