@@ -145,6 +145,13 @@ pub async fn serve_with_admin(
             .clone()
             .probe(ctx.metrics.runtime_delay.clone(), stop_monitor.clone()),
     );
+    // A server holding one descriptor per client wants every one it may have; the
+    // connection cap (automatic by default) stays below what it then has.
+    let open_files = ingress::server::raise_open_file_limit();
+    let max_connections = match config.limits.max_connections {
+        0 => open_files.map_or(10_000, ingress::server::auto_max_connections),
+        n => n,
+    };
     let sessions = TaskTracker::new();
     let auth = if config.auth.enabled {
         let a = Authenticator::load(&config.auth).map_err(|error| ServeError::File {
@@ -170,6 +177,7 @@ pub async fn serve_with_admin(
             .map(|(rate, burst)| Arc::new(ConnectLimiter::new(rate, burst))),
         sessions_per_ip: Quota::new(config.limits.max_sessions_per_ip),
         sessions_per_subject: Quota::new(config.limits.max_sessions_per_subject),
+        max_connections,
     };
     let addr = listener.local_addr()?;
     let metrics = state.ctx.metrics.clone();
@@ -192,13 +200,6 @@ pub async fn serve_with_admin(
             })
         }
         None => None,
-    };
-    // A server holding one descriptor per client wants every one it may have; the
-    // connection cap (automatic by default) stays below what it then has.
-    let open_files = ingress::server::raise_open_file_limit();
-    let max_connections = match config.limits.max_connections {
-        0 => open_files.map_or(10_000, ingress::server::auto_max_connections),
-        n => n,
     };
     if let Some(a) = &state.auth {
         reloadable.push(a.clone());

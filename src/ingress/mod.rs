@@ -53,6 +53,8 @@ pub struct AppState {
     pub sessions_per_ip: Arc<Quota<IpAddr>>,
     /// Live sessions per token subject (`limits.max_sessions_per_subject`).
     pub sessions_per_subject: Arc<Quota<String>>,
+    /// The main listener's connection cap in force (`limits.max_connections`, resolved).
+    pub max_connections: usize,
 }
 
 /// The gateway's HTTP surface on the main listener: the session endpoint and the
@@ -506,7 +508,7 @@ async fn status(State(state): State<AppState>) -> Response {
                 "write_timeout_ms": c.limits.write_timeout.as_millis() as u64,
                 "max_write_buffer_bytes": c.limits.max_write_buffer_bytes,
                 "header_timeout_ms": c.limits.header_timeout.as_millis() as u64,
-                "max_connections": c.limits.max_connections,
+                "max_connections": state.max_connections,
                 "max_connections_per_ip": c.limits.max_connections_per_ip,
                 "max_sessions_per_ip": c.limits.max_sessions_per_ip,
                 "max_sessions_per_subject": c.limits.max_sessions_per_subject,
