@@ -722,6 +722,19 @@ pub enum ConfigError {
     Invalid { key: String, problem: String },
 }
 
+/// `d` must lie in `lo..=hi`; the error names the key and both ends ("must be between 1s
+/// and 10m").
+fn duration_between(key: &str, d: Duration, lo: Duration, hi: Duration) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&d) {
+        return Ok(());
+    }
+    let show = humantime_serde::re::humantime::format_duration;
+    Err(invalid(
+        key,
+        format!("must be between {} and {}", show(lo), show(hi)),
+    ))
+}
+
 fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
@@ -1174,14 +1187,12 @@ impl Config {
 }
 
 fn validate_listener_tls(t: &RawTls) -> Result<Option<ListenerTls>, ConfigError> {
-    if t.handshake_timeout < Duration::from_millis(100)
-        || t.handshake_timeout > Duration::from_secs(60)
-    {
-        return Err(invalid(
-            "tls.handshake_timeout",
-            "must be between 100ms and 1m",
-        ));
-    }
+    duration_between(
+        "tls.handshake_timeout",
+        t.handshake_timeout,
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+    )?;
     if t.max_handshakes == 0 {
         return Err(invalid("tls.max_handshakes", "must be at least 1"));
     }
@@ -1290,19 +1301,9 @@ fn validate_limits(l: &RawLimits) -> Result<EdgeLimits, ConfigError> {
             ));
         }
     }
-    if l.write_timeout < Duration::from_millis(100) || l.write_timeout > Duration::from_secs(600) {
-        return Err(invalid(
-            "limits.write_timeout",
-            "must be between 100ms and 10m",
-        ));
-    }
-    if l.header_timeout < Duration::from_millis(100) || l.header_timeout > Duration::from_secs(600)
-    {
-        return Err(invalid(
-            "limits.header_timeout",
-            "must be between 100ms and 10m",
-        ));
-    }
+    let (lo, hi) = (Duration::from_millis(100), Duration::from_secs(600));
+    duration_between("limits.write_timeout", l.write_timeout, lo, hi)?;
+    duration_between("limits.header_timeout", l.header_timeout, lo, hi)?;
     if l.max_write_buffer_bytes < MIN_WRITE_BUFFER {
         return Err(invalid(
             "limits.max_write_buffer_bytes",
@@ -1651,6 +1652,28 @@ mod tests {
                 vec![("SGW_LIMITS__MAX_MESSAGE_BYTES", "100")],
                 "limits.max_message_bytes",
             ),
+            (
+                vec![("SGW_LIMITS__WRITE_TIMEOUT", "50ms")],
+                "`limits.write_timeout`: must be between 100ms and 10m",
+            ),
+            (
+                vec![("SGW_LIMITS__HEADER_TIMEOUT", "11m")],
+                "`limits.header_timeout`: must be between 100ms and 10m",
+            ),
+            (
+                vec![("SGW_TLS__HANDSHAKE_TIMEOUT", "2m")],
+                "`tls.handshake_timeout`: must be between 100ms and 1m",
+            ),
+            (vec![("SGW_TLS__MAX_HANDSHAKES", "0")], "tls.max_handshakes"),
+            (
+                vec![("SGW_LIMITS__MAX_WRITE_BUFFER_BYTES", "1000")],
+                "limits.max_write_buffer_bytes",
+            ),
+            (
+                vec![("SGW_LIMITS__MAX_CONNECTIONS", "5")],
+                "limits.max_connections",
+            ),
+            (vec![("SGW_ADMIN_LISTEN", "nowhere")], "admin_listen"),
         ];
         for (extra, key) in cases {
             let mut env = base();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::riva_double::{Mode, RivaDouble};
-use support::{Client, Gateway, GatewayProcess, attempt, tone};
+use support::{Client, Gateway, GatewayProcess, attempt, metric_at, tone};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn riva() -> RivaDouble {
@@ -162,6 +162,26 @@ fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Writes pings with the largest control payload (125 bytes) on an upgraded socket as
+/// fast as it takes them, never reading a pong, for `limit` or until the gateway closes
+/// the connection. Returns the bytes written and, if it was cut off, when.
+fn flood_pings(s: &mut StdTcp, limit: Duration) -> (usize, Option<Duration>) {
+    s.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let batch: Vec<u8> = (0..500).flat_map(|_| frame(0x9, &[7u8; 125])).collect();
+    let t0 = Instant::now();
+    let mut sent = 0usize;
+    while t0.elapsed() < limit {
+        match s.write_all(&batch) {
+            Ok(()) => sent += batch.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return (sent, Some(t0.elapsed())),
+        }
+    }
+    (sent, None)
+}
+
 /// Waits until `check` holds, polling every 100 ms for at most `limit`; returns how long.
 async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
     let t0 = Instant::now();
@@ -174,13 +194,25 @@ async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option
     None
 }
 
-/// One sample of `/metrics` (plain HTTP on `addr`).
-async fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
-    let (_, body) = support::http_get(addr, "/metrics").await;
-    body.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+/// Opens a session and ends it at once: `Ok` when it was admitted, else the HTTP status
+/// of the refusal.
+async fn admitted(url: &str) -> Result<(), u16> {
+    let ws = attempt(url, &[]).await.map_err(|(status, _, _)| status)?;
+    let mut c = Client { ws };
+    c.end().await;
+    let _ = c.drain().await;
+    Ok(())
+}
+
+/// The gateway binary in front of `riva`, with these settings, logging to `name`.log
+/// (`nofile`: its open-file limit).
+async fn gateway(
+    riva: &RivaDouble,
+    name: &str,
+    env: &[(&str, String)],
+    nofile: Option<u64>,
+) -> GatewayProcess {
+    GatewayProcess::spawn_with(&["--backend", &riva.url()], env, &log_path(name), nofile).await
 }
 
 /// Whether the server closed `s` (read returns EOF or a reset) within `limit`; reads and
@@ -210,41 +242,24 @@ fn closed_within(s: &mut StdTcp, limit: Duration) -> Option<Duration> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_that_never_reads_its_pongs_keeps_memory_bounded() {
     let riva = riva().await;
-    let gw = GatewayProcess::spawn(
-        &["--backend", &riva.url()],
+    let gw = gateway(
+        &riva,
+        "ping_flood",
         &[
             ("SGW_AUTH__ENABLED", "false".into()),
             ("SGW_SESSION__IDLE_TIMEOUT", "3s".into()),
             ("SGW_LIMITS__WRITE_TIMEOUT", "2s".into()),
         ],
-        &log_path("ping_flood"),
+        None,
     )
     .await;
     let addr = gw.socket_addr();
     let canary = canary(gw.ws_url(), 10);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = gw.rss_kib();
-    // Pings with the largest control payload (125 bytes), written as fast as the socket
-    // takes them, never reading a pong, for 5 s or until the gateway cuts the client off.
-    let flood = std::thread::spawn(move || {
-        let mut s = raw_upgrade(addr);
-        s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
-        let batch: Vec<u8> = (0..1000).flat_map(|_| frame(0x9, &[7u8; 125])).collect();
-        let t0 = Instant::now();
-        let mut sent = 0usize;
-        let cut_at = loop {
-            if t0.elapsed() > Duration::from_secs(12) {
-                break None;
-            }
-            match s.write_all(&batch) {
-                Ok(()) => sent += batch.len(),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => break Some(t0.elapsed()),
-            }
-        };
-        (sent, cut_at)
-    });
+    // A ping flood for up to 12 s, or until the gateway cuts the client off.
+    let flood =
+        std::thread::spawn(move || flood_pings(&mut raw_upgrade(addr), Duration::from_secs(12)));
     let mut peak = baseline;
     let t0 = Instant::now();
     while !flood.is_finished() && t0.elapsed() < Duration::from_secs(14) {
@@ -278,7 +293,7 @@ async fn a_ping_flood_that_never_reads_its_pongs_keeps_memory_bounded() {
     );
     report.assert_undisturbed();
     let active = within(Duration::from_secs(5), async || {
-        metric(addr, "sgw_sessions_active").await == Some(0.0)
+        metric_at(addr, "sgw_sessions_active").await == Some(0.0)
     })
     .await;
     assert!(active.is_some(), "sessions left open after the flood");
@@ -325,8 +340,9 @@ async fn stop_reading(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_off_and_its_admission_place_freed() {
     let riva = riva().await;
-    let gw = GatewayProcess::spawn(
-        &["--backend", &riva.url()],
+    let gw = gateway(
+        &riva,
+        "stops_reading",
         &[
             ("SGW_AUTH__ENABLED", "false".into()),
             ("SGW_ADMISSION__MAX_SESSIONS", "2".into()),
@@ -334,7 +350,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_admission_place_freed() 
             ("SGW_LIMITS__WRITE_TIMEOUT", "2s".into()),
             ("SGW_LIMITS__MAX_WRITE_BUFFER_BYTES", "262144".into()),
         ],
-        &log_path("stops_reading"),
+        None,
     )
     .await;
     let addr = gw.socket_addr();
@@ -343,14 +359,9 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_admission_place_freed() 
     let (_stuck, flooded) = stop_reading(&gw.ws_url()).await;
     // The gateway is full (canary + the stuck client) until the stuck one is cut off.
     let freed = within(Duration::from_secs(20), async || {
-        match attempt(&gw.ws_url(), &[]).await {
-            Ok(ws) => {
-                let mut c = Client { ws };
-                c.end().await;
-                let _ = c.drain().await;
-                true
-            }
-            Err((status, _, _)) => {
+        match admitted(&gw.ws_url()).await {
+            Ok(()) => true,
+            Err(status) => {
                 assert_eq!(status, 503, "a full gateway answers 503");
                 false
             }
@@ -367,7 +378,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_admission_place_freed() 
         freed.is_some(),
         "the stuck client kept its admission place for 20 s (write timeout 2 s)"
     );
-    let cut = metric(
+    let cut = metric_at(
         addr,
         "sgw_sessions_total{dialect=\"v1\",outcome=\"slow_client\"}",
     )
@@ -461,13 +472,14 @@ async fn tokens_without_a_string_aud_or_iss_are_refused_when_those_are_configure
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_and_silent_connections_are_closed_at_the_header_timeout() {
     let riva = riva().await;
-    let gw = GatewayProcess::spawn(
-        &["--backend", &riva.url()],
+    let gw = gateway(
+        &riva,
+        "slowloris",
         &[
             ("SGW_AUTH__ENABLED", "false".into()),
             ("SGW_LIMITS__HEADER_TIMEOUT", "1s".into()),
         ],
-        &log_path("slowloris"),
+        None,
     )
     .await;
     let addr = gw.socket_addr();
@@ -523,7 +535,7 @@ async fn slowloris_and_silent_connections_are_closed_at_the_header_timeout() {
         kept_closed.is_some(),
         "an idle kept-alive connection stayed open for 8 s"
     );
-    let cut = metric(addr, "sgw_connections_cut_total{reason=\"header_timeout\"}").await;
+    let cut = metric_at(addr, "sgw_connections_cut_total{reason=\"header_timeout\"}").await;
     assert!(cut >= Some(2.0), "header timeouts counted: {cut:?}");
     canary.await.unwrap().assert_undisturbed();
 }
@@ -531,14 +543,14 @@ async fn slowloris_and_silent_connections_are_closed_at_the_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_answers_while_idle_connections_exceed_the_file_limit() {
     let riva = riva().await;
-    let gw = GatewayProcess::spawn_with(
-        &["--backend", &riva.url()],
+    let gw = gateway(
+        &riva,
+        "file_limit",
         &[
             ("SGW_AUTH__ENABLED", "false".into()),
             // Idle connections stay for the whole test unless the gateway makes room.
             ("SGW_LIMITS__HEADER_TIMEOUT", "60s".into()),
         ],
-        &log_path("file_limit"),
         Some(256),
     )
     .await;
@@ -564,15 +576,7 @@ async fn health_answers_while_idle_connections_exceed_the_file_limit() {
     drop(idle);
     let report = canary.await.unwrap();
     let after = within(Duration::from_secs(5), async || {
-        match attempt(&gw.ws_url(), &[]).await {
-            Ok(ws) => {
-                let mut c = Client { ws };
-                c.end().await;
-                let _ = c.drain().await;
-                true
-            }
-            Err(_) => false,
-        }
+        admitted(&gw.ws_url()).await.is_ok()
     })
     .await;
     let log = gw.log_text();
@@ -621,13 +625,14 @@ async fn health_answers_while_idle_connections_exceed_the_file_limit() {
 #[tokio::test]
 async fn admin_listener_takes_status_and_metrics_off_the_public_port() {
     let riva = riva().await;
-    let gw = GatewayProcess::spawn(
-        &["--backend", &riva.url()],
+    let gw = gateway(
+        &riva,
+        "admin",
         &[
             ("SGW_AUTH__ENABLED", "false".into()),
             ("SGW_ADMIN_LISTEN", "127.0.0.1:0".into()),
         ],
-        &log_path("admin"),
+        None,
     )
     .await;
     let public = gw.socket_addr();
@@ -796,8 +801,9 @@ async fn abusive_clients_soak() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
     let riva = riva().await;
-    let gw = GatewayProcess::spawn(
-        &["--backend", &riva.url()],
+    let gw = gateway(
+        &riva,
+        "soak",
         &[
             ("SGW_AUTH__HS256_SECRET", SECRET.into()),
             ("SGW_AUTH__AUDIENCE", "speech".into()),
@@ -809,7 +815,7 @@ async fn abusive_clients_soak() {
             // The abusers all come from 127.0.0.1.
             ("SGW_LIMITS__CONNECT_RATE", "0".into()),
         ],
-        &log_path("soak"),
+        None,
     )
     .await;
     let addr = gw.socket_addr();
@@ -840,19 +846,7 @@ async fn abusive_clients_soak() {
         let (abuse, path) = (abuse.clone(), format!("/v1/audio/stream?token={good}"));
         abusers.push(std::thread::spawn(move || {
             while Instant::now() < until {
-                let mut s = raw_upgrade_to(addr, &path);
-                s.set_write_timeout(Some(Duration::from_millis(500)))
-                    .unwrap();
-                let batch: Vec<u8> = (0..200).flat_map(|_| frame(0x9, &[7u8; 125])).collect();
-                let t0 = Instant::now();
-                while t0.elapsed() < Duration::from_secs(3) {
-                    match s.write_all(&batch) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                        Err(_) => break,
-                    }
-                }
+                flood_pings(&mut raw_upgrade_to(addr, &path), Duration::from_secs(3));
                 abuse.lock().unwrap().ping_floods += 1;
             }
         }));
@@ -923,14 +917,14 @@ async fn abusive_clients_soak() {
     }
     // Everything the abusers held is given back.
     let settled = within(Duration::from_secs(15), async || {
-        metric(addr, "sgw_sessions_active").await == Some(0.0)
-            && metric(addr, "sgw_connections_open").await == Some(1.0)
+        metric_at(addr, "sgw_sessions_active").await == Some(0.0)
+            && metric_at(addr, "sgw_connections_open").await == Some(1.0)
             && gw.fds() <= fds0 + 1
     })
     .await;
     let (rss1, fds1) = (gw.rss_kib(), gw.fds());
-    let active = metric(addr, "sgw_sessions_active").await;
-    let open = metric(addr, "sgw_connections_open").await;
+    let active = metric_at(addr, "sgw_sessions_active").await;
+    let open = metric_at(addr, "sgw_connections_open").await;
     let abuse = std::mem::take(&mut *abuse.lock().unwrap());
     let disturbed: Vec<&CanaryReport> = sessions
         .iter()

@@ -96,7 +96,7 @@ fn operational(router: HttpRouter<AppState>, state: &AppState) -> HttpRouter<App
 }
 
 async fn connection_limit(State(state): State<AppState>) -> Response {
-    let retry_after = state.admission.settings().retry_after.as_secs().max(1);
+    let retry_after = retry_after_secs(&state);
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [
@@ -186,27 +186,14 @@ async fn v1_stream(
         }
     };
     let Some(ip_place) = state.sessions_per_ip.enter(&ip) else {
-        return too_many_sessions(
-            &state,
-            "ip_session_limit",
-            "this address",
-            state.sessions_per_ip.limit(),
-        );
+        return too_many_sessions(&state, SessionCap::Ip);
     };
-    let subject = verified.and_then(|v| v.subject);
-    let subject_place = match &subject {
-        Some(sub) => match state.sessions_per_subject.enter(sub) {
-            Some(place) => place,
-            None => {
-                return too_many_sessions(
-                    &state,
-                    "subject_session_limit",
-                    "this token's subject",
-                    state.sessions_per_subject.limit(),
-                );
-            }
-        },
+    let subject_place = match verified.and_then(|v| v.subject) {
         None => None,
+        Some(sub) => match state.sessions_per_subject.enter(&sub) {
+            Some(place) => place,
+            None => return too_many_sessions(&state, SessionCap::Subject),
+        },
     };
     let refusal = if state.draining.is_cancelled() {
         Err(Refusal::Draining)
@@ -264,15 +251,36 @@ fn unauthenticated(state: &AppState, why: AuthError) -> Response {
     response
 }
 
+/// The `Retry-After` of every refusal made for the gateway's own limits (whole seconds).
+fn retry_after_secs(state: &AppState) -> u64 {
+    state.admission.settings().retry_after.as_secs().max(1)
+}
+
+/// Which concurrent-session cap refused a session.
+#[derive(Clone, Copy)]
+enum SessionCap {
+    Ip,
+    Subject,
+}
+
 /// 429 for a client IP or token subject at its concurrent-session cap.
-fn too_many_sessions(state: &AppState, reason: &'static str, who: &str, limit: usize) -> Response {
-    state.ctx.metrics.rejected(reason);
-    let retry_after = state.admission.settings().retry_after.as_secs().max(1);
-    let key = if reason == "ip_session_limit" {
-        "limits.max_sessions_per_ip"
-    } else {
-        "limits.max_sessions_per_subject"
+fn too_many_sessions(state: &AppState, cap: SessionCap) -> Response {
+    let (reason, who, key, limit) = match cap {
+        SessionCap::Ip => (
+            "ip_session_limit",
+            "this address",
+            "limits.max_sessions_per_ip",
+            state.sessions_per_ip.limit(),
+        ),
+        SessionCap::Subject => (
+            "subject_session_limit",
+            "this token's subject",
+            "limits.max_sessions_per_subject",
+            state.sessions_per_subject.limit(),
+        ),
     };
+    state.ctx.metrics.rejected(reason);
+    let retry_after = retry_after_secs(state);
     (
         StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, retry_after.to_string())],
@@ -340,7 +348,7 @@ fn error_body(kind: ErrorKind, message: &str) -> axum::Json<serde_json::Value> {
 /// 503 before the upgrade, with `Retry-After` and the contract's error body.
 fn refuse(state: &AppState, why: Refusal) -> Response {
     state.ctx.metrics.rejected(why.as_str());
-    let retry_after = state.admission.settings().retry_after.as_secs().max(1);
+    let retry_after = retry_after_secs(state);
     let message = match why {
         Refusal::Draining => {
             "the gateway is shutting down; connect to another instance".to_string()

@@ -55,7 +55,8 @@ impl<K: Eq + Hash + Clone> Quota<K> {
     }
 
     /// Units `key` holds now.
-    pub fn held(&self, key: &K) -> usize {
+    #[cfg(test)]
+    fn held(&self, key: &K) -> usize {
         self.held
             .lock()
             .expect("quota lock")
@@ -65,7 +66,8 @@ impl<K: Eq + Hash + Clone> Quota<K> {
     }
 
     /// Keys holding at least one unit.
-    pub fn keys(&self) -> usize {
+    #[cfg(test)]
+    fn keys(&self) -> usize {
         self.held.lock().expect("quota lock").len()
     }
 }

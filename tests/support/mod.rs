@@ -287,11 +287,7 @@ impl Gateway {
 
     /// The value of one un-labelled (or exactly labelled) sample in `/metrics`.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics").await;
-        body.lines()
-            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        metric_at(self.addr, series).await
     }
 
     /// Waits until `/metrics` shows `series` at `value` (gauges settle asynchronously).
@@ -348,6 +344,15 @@ pub fn local_triton_port() -> u16 {
             .and_then(|p| p.parse().ok())
             .unwrap_or(8001)
     })
+}
+
+/// The value of one un-labelled (or exactly labelled) sample in `/metrics` at `addr`.
+pub async fn metric_at(addr: SocketAddr, series: &str) -> Option<f64> {
+    let (_, body) = http_get(addr, "/metrics").await;
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// A minimal HTTP/1.1 GET over a raw socket (keeps test dependencies small).
