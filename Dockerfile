@@ -1,15 +1,15 @@
 # speech-gateway container image.
 #   docker build -t speech-gateway:0.1.0 .
 #   docker run -p 8080:8080 speech-gateway:0.1.0 serve --backend riva://RIVA_HOST:50051
-# Two stages: a Rust build (protobuf is compiled in build.rs with protox: no protoc), then
-# a small Debian runtime with the binary only, running as an unprivileged user. The
+# Two stages: a Rust build of the gateway crate alone (protobuf is compiled by
+# crates/proto/build.rs with protox: no protoc), then a small Debian runtime with the one
+# binary, running as an unprivileged user. The tools (`sgw`) and the test kit are not built. The
 # HEALTHCHECK uses the binary's own `healthcheck` subcommand (the image has no curl).
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock build.rs ./
-COPY proto proto
-COPY src src
-RUN cargo build --release --locked --bin speech-gateway \
+COPY Cargo.toml Cargo.lock ./
+COPY crates crates
+RUN cargo build --release --locked -p speech-gateway --bin speech-gateway \
     && strip target/release/speech-gateway
 
 FROM debian:bookworm-slim

@@ -4,9 +4,9 @@
 # Usage: bash scripts/bench-load.sh SESSIONS [DURATION [RAMP [DIRECT_SESSIONS]]]
 #   e.g. bash scripts/bench-load.sh 1000 40s 10s
 #
-# Starts `speech-gateway sim-backend` (Riva) and `speech-gateway serve` in front of it as
-# separate processes of the release binary (SPEECH_GATEWAY=path overrides it), runs
-# `speech-gateway load` with the gateway's pid (CPU and RSS from /proc) and, in the same
+# Starts `sim-backend` (Riva) and `speech-gateway serve` in front of it as separate
+# processes of the release build (BIN_DIR=dir overrides target/release), runs
+# `sgw load` with the gateway's pid (CPU and RSS from /proc) and, in the same
 # run, DIRECT_SESSIONS (default: min(SESSIONS, 1000)) Riva streams straight to the sim with
 # the same audio and cadence (the baseline of the added latency). Prints the load report and
 # the CPU used by the sim and the load client over the run. Reports go to target/bench/N/.
@@ -19,11 +19,16 @@ sessions=${1:?usage: $0 SESSIONS [DURATION [RAMP [DIRECT_SESSIONS]]]}
 duration=${2:-60s}
 ramp=${3:-10s}
 direct=${4:-$((sessions < 1000 ? sessions : 1000))}
-bin=${SPEECH_GATEWAY:-target/release/speech-gateway}
+bin_dir=${BIN_DIR:-target/release}
 # GATEWAY_BIN: another build for the gateway process only (A/B of a change: the sim and
 # the load client stay the same).
-gw_bin=${GATEWAY_BIN:-$bin}
-[[ -x $bin && -x $gw_bin ]] || { echo "bench-load: build first: cargo build --release" >&2; exit 1; }
+gw_bin=${GATEWAY_BIN:-$bin_dir/speech-gateway}
+sim_bin=$bin_dir/sim-backend
+sgw_bin=$bin_dir/sgw
+[[ -x $gw_bin && -x $sim_bin && -x $sgw_bin ]] || {
+  echo "bench-load: build first: cargo build --release --bin speech-gateway --bin sim-backend --bin sgw" >&2
+  exit 1
+}
 out="target/bench/$sessions"
 mkdir -p "$out"
 
@@ -37,7 +42,7 @@ trap cleanup EXIT
 
 ulimit -n "$(ulimit -Hn)"
 read -r -a sim_args <<<"${SIM_ARGS:-}"
-"$bin" sim-backend --riva "127.0.0.1:$riva_port" "${sim_args[@]}" >"$out/sim.log" 2>&1 &
+"$sim_bin" --riva "127.0.0.1:$riva_port" "${sim_args[@]}" >"$out/sim.log" 2>&1 &
 sim_pid=$!
 pids+=("$sim_pid")
 # Every session comes from 127.0.0.1: the per-IP connect limit is off.
@@ -57,7 +62,7 @@ hz=$(getconf CLK_TCK)
 read -r sim_u0 sim_s0 < <(ticks "$sim_pid")
 read -r gw_u0 gw_s0 < <(ticks "$gw_pid")
 start=$(date +%s.%N)
-"$bin" load --url "ws://127.0.0.1:$gw_port/v1/audio/stream" --sessions "$sessions" \
+"$sgw_bin" load --url "ws://127.0.0.1:$gw_port/v1/audio/stream" --sessions "$sessions" \
   --duration "$duration" --ramp "$ramp" --pid "$gw_pid" --clips samples/hello.wav \
   --direct-riva "127.0.0.1:$riva_port" --direct-sessions "$direct" --out "$out" &
 load_pid=$!

@@ -20,6 +20,7 @@ cd "$repo_root"
 listen="${SGW_LISTEN:-127.0.0.1:8080}"
 grpc_port="${TRITON_GRPC_PORT:-8001}"
 bin="$repo_root/target/release/speech-gateway"
+sgw="$repo_root/target/release/sgw"
 
 log() { printf 'run-local: %s\n' "$*" >&2; }
 
@@ -43,8 +44,8 @@ command -v cargo >/dev/null 2>&1 || { log "error: cargo (Rust) is needed"; exit 
 # Triton first (it takes longest on a fresh machine), then the gateway build.
 bash scripts/local-triton.sh start
 
-log "building speech-gateway (release)"
-cargo build --release --locked --bin speech-gateway >&2
+log "building speech-gateway and the sgw client (release)"
+cargo build --release --locked --bin speech-gateway --bin sgw >&2
 
 export SGW_ROUTES__DEFAULT="triton://127.0.0.1:${grpc_port}/asr_stream"
 export SGW_ROUTES__OFFLINE="triton://127.0.0.1:${grpc_port}/asr_offline"
@@ -73,8 +74,8 @@ cat >&2 <<MSG
 speech-gateway is up: ws://$listen/v1/audio/stream  (status: http://$listen/status)
   routes: default -> asr_stream (streaming), offline -> asr_offline (gateway VAD)
 Try it from another shell:
-  $bin transcribe samples/hello.wav --url ws://$listen/v1/audio/stream
-  $bin transcribe samples/hello.wav --url ws://$listen/v1/audio/stream --model offline
+  $sgw transcribe samples/hello.wav --url ws://$listen/v1/audio/stream
+  $sgw transcribe samples/hello.wav --url ws://$listen/v1/audio/stream --model offline
 Ctrl-C stops the gateway and the local Triton.
 
 MSG

@@ -1,7 +1,7 @@
 """Check that the project's .proto files match the official Python stubs.
 
 The Rust gateway compiles its own copies of the Riva and gRPC health schemas
-(under proto/). Wire compatibility depends only on packages, names, field
+(under crates/proto/proto/). Wire compatibility depends only on packages, names, field
 numbers, types, labels, oneofs and maps, so this script compiles our files
 with grpc_tools.protoc and compares every message, enum and service they
 define with the descriptors of the same full name shipped in:
@@ -198,7 +198,7 @@ def compile_ours(proto_dir: Path) -> descriptor_pool.DescriptorPool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--proto-dir", type=Path, default=REPO / "proto")
+    ap.add_argument("--proto-dir", type=Path, default=REPO / "crates" / "proto" / "proto")
     args = ap.parse_args()
 
     pool = compile_ours(args.proto_dir.resolve())

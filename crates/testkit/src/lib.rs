@@ -1,0 +1,45 @@
+//! The test kit of speech-gateway: everything a test needs to put the gateway between real
+//! clients and real servers of its back-end protocols, without a GPU. Nothing here is part
+//! of the product: the gateway crate does not depend on this one (only its tests do).
+//!
+//! # Layout
+//!
+//! | module | role |
+//! |---|---|
+//! | [`sim`] | the zero-compute Riva / Triton back end (the `sim-backend` binary), marker audio, and [`sim::local`] (a sim in this process, the gateway's adapters pointed at it) |
+//! | [`riva_double`] | a scripted Riva server: each stream does what its test tells it (answer, fail, hang, stall) |
+//! | [`triton_double`] | a scripted Triton (KServe v2) server, streaming and offline models |
+//! | [`proxy`] | a fault-injecting TCP proxy (resets, blackhole, added delay) for the chaos suite |
+//! | [`gateway`] | the gateway under test (in process, or as its own process), v1 clients, test audio; re-exported at the root |
+
+pub mod gateway;
+pub mod proxy;
+pub mod riva_double;
+pub mod sim;
+pub mod triton_double;
+
+pub use gateway::*;
+
+use std::path::{Path, PathBuf};
+
+/// The repository's root (scripts, samples, golden clips, deployment files).
+pub fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// A binary of this workspace (`speech-gateway`, `sim-backend`, `sgw`) in the same target
+/// directory as the running program: beside it (a binary) or one level up (a test, which
+/// runs from `target/<profile>/deps/`). `cargo nextest run` and `cargo test` on the
+/// workspace build every binary first; `scripts/test.sh` does too. When it is not there,
+/// the bare name (found on `PATH`).
+pub fn binary(name: &str) -> PathBuf {
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let candidate = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from(name)
+}
