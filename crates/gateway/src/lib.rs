@@ -8,7 +8,7 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | [`config`] | figment layering (defaults → TOML → `SGW_*` env → flags), validated once into typed values |
+//! | [`config`] | figment layering (defaults → TOML → `SGW_*` env → flags), validated once into typed values; one validator per section |
 //! | [`ingress`] | axum HTTP/WebSocket edge; [`ingress::v1`] is the v1 contract's codec, [`ingress::server`] the connection layer (timeouts, caps) |
 //! | [`session`] | the domain: one conversation, no transport types ([`session::engine`] is the loop) |
 //! | [`router`] | routes, back-end health monitor (hysteresis), breakers per back end, least-loaded candidate order |

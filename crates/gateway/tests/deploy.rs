@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use sgw_testkit::Gateway;
-use speech_gateway::config::{BackendKind, BackendUrl};
+use speech_gateway::config::{BackendProtocol, BackendUrl};
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const BIN: &str = env!("CARGO_BIN_EXE_speech-gateway");
@@ -256,11 +256,11 @@ fn which(tool: &str) -> Option<PathBuf> {
 }
 
 /// The printed URL is what `serve --backend` accepts.
-fn assert_backend_url(stdout: &str, kind: BackendKind, want: &str) {
+fn assert_backend_url(stdout: &str, protocol: BackendProtocol, want: &str) {
     let url = stdout.trim();
     assert_eq!(url, want, "stdout must be the back-end URL alone");
     let parsed = BackendUrl::parse(url).expect("the gateway accepts the printed URL");
-    assert_eq!(parsed.kind, kind);
+    assert_eq!(parsed.protocol, protocol);
 }
 
 // --- deploy-riva.sh --------------------------------------------------------------------------
@@ -270,7 +270,11 @@ fn riva_fresh_host_logs_in_pulls_runs_waits_and_prints_the_backend_url() {
     let host = Host::gpu_host();
     let run = host.run("deploy-riva.sh", &[]);
     assert!(run.ok(), "{}", run.explain());
-    assert_backend_url(&run.stdout(), BackendKind::Riva, "riva://127.0.0.1:50051");
+    assert_backend_url(
+        &run.stdout(),
+        BackendProtocol::Riva,
+        "riva://127.0.0.1:50051",
+    );
     assert!(run.called("docker login nvcr.io --username $oauthtoken --password-stdin"));
     assert!(run.called("docker pull nvcr.io/nim/nvidia/parakeet-1-1b-ctc-en-us:latest"));
     let docker_run = run.call("docker run");
@@ -311,7 +315,11 @@ fn riva_second_run_reuses_the_running_container() {
     );
     assert!(again.stderr().contains("already running"));
     assert!(again.called("curl"), "still waits for readiness");
-    assert_backend_url(&again.stdout(), BackendKind::Riva, "riva://127.0.0.1:50051");
+    assert_backend_url(
+        &again.stdout(),
+        BackendProtocol::Riva,
+        "riva://127.0.0.1:50051",
+    );
 }
 
 #[test]
@@ -365,7 +373,7 @@ fn riva_flags_shape_the_url_and_the_ports() {
     assert!(run.ok(), "{}", run.explain());
     assert_backend_url(
         &run.stdout(),
-        BackendKind::Riva,
+        BackendProtocol::Riva,
         "riva://riva-1.internal:50052",
     );
     assert!(run.call("docker run").contains("--publish 50052:50051"));
@@ -466,7 +474,11 @@ fn riva_dry_run_prints_the_plan_and_changes_nothing() {
     );
     assert!(err.contains("would run: docker run --detach --name sgw-riva"));
     assert!(!err.contains("nvapi-test-key"), "the key is never printed");
-    assert_backend_url(&dry.stdout(), BackendKind::Riva, "riva://127.0.0.1:50051");
+    assert_backend_url(
+        &dry.stdout(),
+        BackendProtocol::Riva,
+        "riva://127.0.0.1:50051",
+    );
     // Nothing was created: a real run afterwards still starts the container.
     let real = host.run("deploy-riva.sh", &[]);
     assert!(real.called("docker run"), "{}", real.explain());
@@ -509,7 +521,7 @@ fn triton_builds_once_runs_once_and_prints_the_model_url() {
     assert!(run.ok(), "{}", run.explain());
     assert_backend_url(
         &run.stdout(),
-        BackendKind::Triton,
+        BackendProtocol::Triton,
         "triton://127.0.0.1:8001/asr_glm_nano",
     );
     let build = run.call("docker build");

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use sgw_testkit::Gateway;
 use sgw_testkit::sim::SimOptions;
-use sgw_testkit::sim::local::{self as sim, Face};
+use sgw_testkit::sim::local::{self as sim};
 use sgw_tools::client::wav::write_wav;
 use sgw_tools::golden::{self, EvalOptions, EvalReport, Manifest};
 use sgw_tools::load::{self, LoadOptions};
+use speech_gateway::config::BackendProtocol;
 
 fn hello() -> std::path::PathBuf {
     sgw_testkit::repo().join("samples/hello.wav")
@@ -24,7 +25,7 @@ fn sim_options() -> SimOptions {
 
 #[tokio::test]
 async fn eval_fails_exactly_the_clips_that_break_a_ceiling_or_speak_on_silence() {
-    let server = sim::start(Face::Riva, sim_options()).await;
+    let server = sim::start(BackendProtocol::Riva, sim_options()).await;
     let gw = Gateway::with_backends(&[format!("riva://{}", server.addr)]).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("clips")).unwrap();
@@ -125,7 +126,7 @@ fn load_options(url: String, sessions: usize) -> LoadOptions {
 
 #[tokio::test]
 async fn load_measures_both_paths_and_reads_the_gateways_process_metrics() {
-    let server = sim::start(Face::Riva, sim_options()).await;
+    let server = sim::start(BackendProtocol::Riva, sim_options()).await;
     let gw = Gateway::with_backends(&[format!("riva://{}", server.addr)]).await;
     gw.wait_ready().await;
     let mut opts = load_options(gw.ws_url(), 4);
@@ -150,7 +151,7 @@ async fn load_measures_both_paths_and_reads_the_gateways_process_metrics() {
 
 #[tokio::test]
 async fn load_counts_sessions_the_gateway_refused_by_their_code() {
-    let server = sim::start(Face::Riva, sim_options()).await;
+    let server = sim::start(BackendProtocol::Riva, sim_options()).await;
     let gw = Gateway::start(&[
         ("SGW_ROUTES__DEFAULT", format!("riva://{}", server.addr)),
         ("SGW_ADMISSION__MAX_SESSIONS", "2".into()),
@@ -166,7 +167,7 @@ async fn load_counts_sessions_the_gateway_refused_by_their_code() {
 
 #[tokio::test]
 async fn load_counts_starts_a_route_refused_as_refused_sessions() {
-    let server = sim::start(Face::Riva, sim_options()).await;
+    let server = sim::start(BackendProtocol::Riva, sim_options()).await;
     let gw = Gateway::start(&[
         ("SGW_ROUTES__DEFAULT", format!("riva://{}", server.addr)),
         ("SGW_ADMISSION__ROUTES__DEFAULT", "2".into()),

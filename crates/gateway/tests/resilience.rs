@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sgw_testkit::riva_double::{Mode, RivaDouble, final_result};
 use sgw_testkit::{Client, Gateway, GatewayProcess, attempt, tone};
+use speech_gateway::config::BackendProtocol;
 use tonic::Status;
 
 const AUTO: Mode = Mode::Auto {
@@ -522,11 +523,11 @@ async fn an_overloaded_gateway_refuses_new_sessions_and_keeps_the_ones_it_has() 
 /// `log_burst` lines of the warning per 10 s; the rest are counted (`suppressed`).
 #[tokio::test]
 async fn a_storm_of_lagging_sessions_reaches_every_client_and_only_a_burst_of_log_lines() {
-    use sgw_testkit::sim::local::{self as sim, Face};
+    use sgw_testkit::sim::local::{self as sim};
     use sgw_testkit::sim::{Behaviour, SimOptions};
     const SESSIONS: usize = 6;
     let slow = sim::start(
-        Face::Riva,
+        BackendProtocol::Riva,
         SimOptions {
             behaviour: Behaviour::Slow(Duration::from_millis(1_500)),
             ..SimOptions::default()

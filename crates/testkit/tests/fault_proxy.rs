@@ -9,9 +9,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use sgw_testkit::proxy::{Fault, FaultProxy, Forwarded};
 use sgw_testkit::sim::SimOptions;
-use sgw_testkit::sim::local::{self as sim, Face, chunks, collect, fed, params};
+use sgw_testkit::sim::local::{self as sim, chunks, collect, fed, params};
 use sgw_testkit::sim::marker::marker_audio;
 use speech_gateway::backend::{BackendErrorKind, SpeechBackend};
+use speech_gateway::config::BackendProtocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -160,7 +161,7 @@ async fn shutdown_closes_every_connection() {
 
 #[tokio::test]
 async fn a_reset_between_the_riva_adapter_and_the_sim_ends_the_stream_with_an_error() {
-    let server = sim::start(Face::Riva, SimOptions::default()).await;
+    let server = sim::start(BackendProtocol::Riva, SimOptions::default()).await;
     let proxy = proxy_to(server.addr).await;
     let riva = sim::riva_backend(proxy.local_addr());
 

@@ -8,13 +8,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sgw_testkit::sim::local::{
-    self as sim, Face, backend, chunks, collect, fed, final_words, params,
-};
+use sgw_testkit::sim::local::{self as sim, backend, chunks, collect, fed, final_words, params};
 use sgw_testkit::sim::marker::{marker_audio, marker_words};
 use sgw_testkit::sim::{Behaviour, SimOptions};
 use sgw_testkit::tone;
 use speech_gateway::backend::{BackendErrorKind, Health, SpeechBackend};
+use speech_gateway::config::BackendProtocol;
 use speech_gateway::error::ErrorClass;
 
 fn behaving(behaviour: Behaviour) -> SimOptions {
@@ -33,9 +32,9 @@ fn text_of(words: &[speech_gateway::backend::StreamWord]) -> String {
 }
 
 /// Blocks 1..=20 of 8000 samples (500 ms) in 100 ms chunks, then the half-close.
-async fn twenty_blocks_come_back_exactly(face: Face) {
-    let server = sim::start(face, SimOptions::default()).await;
-    let b = backend(face, server.addr);
+async fn twenty_blocks_come_back_exactly(protocol: BackendProtocol) {
+    let server = sim::start(protocol, SimOptions::default()).await;
+    let b = backend(protocol, server.addr);
     let events = b
         .open(params(), chunks(&marker_audio(1, 20, 8_000)))
         .await
@@ -68,17 +67,17 @@ async fn twenty_blocks_come_back_exactly(face: Face) {
 
 #[tokio::test]
 async fn riva_marker_blocks_come_back_word_for_word_with_stream_times() {
-    twenty_blocks_come_back_exactly(Face::Riva).await;
+    twenty_blocks_come_back_exactly(BackendProtocol::Riva).await;
 }
 
 #[tokio::test]
 async fn triton_marker_blocks_come_back_word_for_word_with_stream_times() {
-    twenty_blocks_come_back_exactly(Face::Triton).await;
+    twenty_blocks_come_back_exactly(BackendProtocol::Triton).await;
 }
 
 #[tokio::test]
 async fn riva_results_say_how_much_audio_they_account_for() {
-    let server = sim::start(Face::Riva, SimOptions::default()).await;
+    let server = sim::start(BackendProtocol::Riva, SimOptions::default()).await;
     let b = sim::riva_backend(server.addr);
     let events = b
         .open(params(), chunks(&marker_audio(1, 4, 8_000)))
@@ -103,9 +102,9 @@ async fn riva_results_say_how_much_audio_they_account_for() {
 
 #[tokio::test]
 async fn the_half_close_finalises_the_pending_utterance_then_ends_the_stream() {
-    for face in [Face::Riva, Face::Triton] {
-        let server = sim::start(face, SimOptions::default()).await;
-        let b = backend(face, server.addr);
+    for protocol in [BackendProtocol::Riva, BackendProtocol::Triton] {
+        let server = sim::start(protocol, SimOptions::default()).await;
+        let b = backend(protocol, server.addr);
         let (tx, audio) = fed();
         let mut events = b.open(params(), audio).await.unwrap();
         for chunk in marker_audio(1, 3, 1_600).chunks(3_200) {
@@ -137,7 +136,7 @@ async fn transcript_mode_speaks_on_a_tone_and_not_on_silence() {
         vocabulary: vec!["alpha".into(), "beta".into(), "gamma".into()],
         ..Default::default()
     };
-    let server = sim::start(Face::Riva, options).await;
+    let server = sim::start(BackendProtocol::Riva, options).await;
     let b = sim::riva_backend(server.addr);
     let events = b
         .open(params(), chunks(&tone(2_000, 16_000)))
@@ -177,9 +176,9 @@ async fn stream_error(b: &dyn SpeechBackend) -> speech_gateway::backend::Backend
 
 #[tokio::test]
 async fn unavailable_fails_every_stream_and_health_says_down() {
-    for face in [Face::Riva, Face::Triton] {
-        let server = sim::start(face, behaving(Behaviour::Unavailable)).await;
-        let b = backend(face, server.addr);
+    for protocol in [BackendProtocol::Riva, BackendProtocol::Triton] {
+        let server = sim::start(protocol, behaving(Behaviour::Unavailable)).await;
+        let b = backend(protocol, server.addr);
         assert!(matches!(b.health().await, Health::Down(_)));
         let e = stream_error(b.as_ref()).await;
         assert_eq!(e.kind, BackendErrorKind::Unavailable, "{e}");
@@ -189,9 +188,13 @@ async fn unavailable_fails_every_stream_and_health_says_down() {
 
 #[tokio::test]
 async fn fail_after_fails_mid_stream_after_some_results() {
-    for face in [Face::Riva, Face::Triton] {
-        let server = sim::start(face, behaving(Behaviour::FailAfter(Duration::from_secs(1)))).await;
-        let b = backend(face, server.addr);
+    for protocol in [BackendProtocol::Riva, BackendProtocol::Triton] {
+        let server = sim::start(
+            protocol,
+            behaving(Behaviour::FailAfter(Duration::from_secs(1))),
+        )
+        .await;
+        let b = backend(protocol, server.addr);
         assert_eq!(b.health().await, Health::Up);
         let events = b
             .open(params(), chunks(&marker_audio(1, 20, 1_600)))
@@ -211,9 +214,9 @@ async fn fail_after_fails_mid_stream_after_some_results() {
 
 #[tokio::test]
 async fn hang_reads_the_audio_but_never_answers_while_health_says_up() {
-    for face in [Face::Riva, Face::Triton] {
-        let server = sim::start(face, behaving(Behaviour::Hang)).await;
-        let b = backend(face, server.addr);
+    for protocol in [BackendProtocol::Riva, BackendProtocol::Triton] {
+        let server = sim::start(protocol, behaving(Behaviour::Hang)).await;
+        let b = backend(protocol, server.addr);
         assert_eq!(b.health().await, Health::Up);
         let (tx, audio) = fed();
         let mut events = b.open(params(), audio).await.unwrap();
@@ -227,7 +230,7 @@ async fn hang_reads_the_audio_but_never_answers_while_health_says_up() {
 #[tokio::test]
 async fn slow_delays_answers_but_keeps_every_word_in_order() {
     let server = sim::start(
-        Face::Riva,
+        BackendProtocol::Riva,
         behaving(Behaviour::Slow(Duration::from_millis(50))),
     )
     .await;

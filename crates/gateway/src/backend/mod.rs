@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use crate::config::{BackendKind, BackendUrl, Config};
+use crate::config::{BackendProtocol, BackendUrl, Config};
 use crate::error::ErrorClass;
 
 /// PCM16LE mono audio at the back end's sample rate.
@@ -174,8 +174,8 @@ pub trait SpeechBackend: Send + Sync {
 
 /// Builds the adapter a URL names.
 pub fn connect(url: &BackendUrl, config: &Config) -> Result<Arc<dyn SpeechBackend>, BackendError> {
-    match url.kind {
-        BackendKind::Riva => Ok(Arc::new(riva::RivaBackend::new(url, &config.riva)?)),
-        BackendKind::Triton => Ok(Arc::new(triton::TritonBackend::new(url, &config.triton)?)),
+    match url.protocol {
+        BackendProtocol::Riva => Ok(Arc::new(riva::RivaBackend::new(url, &config.riva)?)),
+        BackendProtocol::Triton => Ok(Arc::new(triton::TritonBackend::new(url, &config.triton)?)),
     }
 }

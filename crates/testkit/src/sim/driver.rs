@@ -1,5 +1,5 @@
 //! One response stream per call, pulled by tonic's connection task: each poll reads the
-//! next request, lets the protocol [`Dialect`] answer it, and hands the answers out, with
+//! next request, lets the protocol [`Responder`] answer it, and hands the answers out, with
 //! the process's [`Behaviour`] applied on the way. Nothing is spawned per stream, and in
 //! normal mode nothing waits on a timer.
 
@@ -14,7 +14,7 @@ use tonic::Status;
 use super::Behaviour;
 
 /// What a protocol adds to the driver: how to answer a request and the end of requests.
-pub trait Dialect: Send + 'static {
+pub trait Responder: Send + 'static {
     type Request: Send + 'static;
     type Response: Send + 'static;
     /// Answers one request, pushing zero or more responses. An error fails the stream.
@@ -31,7 +31,7 @@ pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send
 pub fn respond<S, D>(inbound: S, dialect: D, behaviour: Behaviour) -> ResponseStream<D::Response>
 where
     S: Stream<Item = Result<D::Request, Status>> + Send + Unpin + 'static,
-    D: Dialect,
+    D: Responder,
 {
     let mut driver = Driver {
         inbound: Some(inbound),
@@ -63,7 +63,7 @@ pub fn unavailable() -> Status {
     Status::unavailable("sim-backend: behaviour `unavailable`")
 }
 
-struct Driver<S, D: Dialect> {
+struct Driver<S, D: Responder> {
     /// `None` once the requests ended or are no longer read.
     inbound: Option<S>,
     dialect: D,
@@ -84,7 +84,7 @@ struct Driver<S, D: Dialect> {
 impl<S, D> Driver<S, D>
 where
     S: Stream<Item = Result<D::Request, Status>> + Send + Unpin + 'static,
-    D: Dialect,
+    D: Responder,
 {
     async fn next(&mut self) -> Option<Result<D::Response, Status>> {
         loop {
@@ -186,7 +186,7 @@ mod tests {
         requests: u64,
     }
 
-    impl Dialect for Echo {
+    impl Responder for Echo {
         type Request = u64;
         type Response = u64;
         fn request(&mut self, req: u64, out: &mut Vec<u64>) -> Result<(), Status> {

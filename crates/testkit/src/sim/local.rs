@@ -13,7 +13,7 @@ use speech_gateway::backend::{
     AudioStream, BackendError, EventStream, RecognitionParams, SpeechBackend, StreamWord,
     TranscriptEvent,
 };
-use speech_gateway::config::{BackendUrl, RivaSettings, TritonSettings};
+use speech_gateway::config::{BackendProtocol, BackendUrl, RivaSettings, TritonSettings};
 use tokio::sync::{mpsc, oneshot};
 
 /// A sim server running in this process; dropping it stops it.
@@ -30,13 +30,8 @@ impl Drop for SimServer {
     }
 }
 
-#[derive(Clone, Copy)]
-pub enum Face {
-    Riva,
-    Triton,
-}
-
-pub async fn start(face: Face, options: SimOptions) -> SimServer {
+/// Starts a sim server speaking `protocol` on 127.0.0.1:0.
+pub async fn start(protocol: BackendProtocol, options: SimOptions) -> SimServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -44,9 +39,9 @@ pub async fn start(face: Face, options: SimOptions) -> SimServer {
         let _ = rx.await;
     };
     tokio::spawn(async move {
-        match face {
-            Face::Riva => serve_riva(listener, options, stop).await,
-            Face::Triton => serve_triton(listener, options, stop).await,
+        match protocol {
+            BackendProtocol::Riva => serve_riva(listener, options, stop).await,
+            BackendProtocol::Triton => serve_triton(listener, options, stop).await,
         }
         .expect("sim served")
     });
@@ -92,11 +87,11 @@ pub fn triton_backend(addr: SocketAddr) -> TritonBackend {
     .unwrap()
 }
 
-/// The adapter of `face` for a sim at `addr`.
-pub fn backend(face: Face, addr: SocketAddr) -> Box<dyn SpeechBackend> {
-    match face {
-        Face::Riva => Box::new(riva_backend(addr)),
-        Face::Triton => Box::new(triton_backend(addr)),
+/// The gateway's adapter for `protocol`, pointed at a sim at `addr`.
+pub fn backend(protocol: BackendProtocol, addr: SocketAddr) -> Box<dyn SpeechBackend> {
+    match protocol {
+        BackendProtocol::Riva => Box::new(riva_backend(addr)),
+        BackendProtocol::Triton => Box::new(triton_backend(addr)),
     }
 }
 

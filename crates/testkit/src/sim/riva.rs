@@ -1,4 +1,4 @@
-//! The sim's Riva face: `RivaSpeechRecognition` (streaming only) and `grpc.health.v1`.
+//! The sim's Riva server: `RivaSpeechRecognition` (streaming only) and `grpc.health.v1`.
 //!
 //! A stream's first request carries the config (its `sample_rate_hertz` times the words);
 //! every audio request is answered by one response: the finals it completed and, if the
@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::driver::{self, Dialect, ResponseStream};
+use super::driver::{self, Responder, ResponseStream};
 use super::recognizer::{Recognizer, RecognizerConfig, Word};
 use super::{Behaviour, SimOptions};
 use sgw_proto::grpc::health::v1::health_check_response::ServingStatus;
@@ -117,7 +117,7 @@ struct RivaStream {
     interim_results: bool,
 }
 
-impl Dialect for RivaStream {
+impl Responder for RivaStream {
     type Request = StreamingRecognizeRequest;
     type Response = StreamingRecognizeResponse;
 

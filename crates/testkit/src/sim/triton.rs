@@ -1,4 +1,4 @@
-//! The sim's Triton face: KServe v2 `GRPCInferenceService` with one model that follows
+//! The sim's Triton server: KServe v2 `GRPCInferenceService` with one model that follows
 //! the README's tensor contract in its streaming shape (decoupled, sequence batching), so
 //! the gateway's adapter picks `ModelStreamInfer`.
 //!
@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::driver::{self, Dialect, ResponseStream};
+use super::driver::{self, Responder, ResponseStream};
 use super::recognizer::{Recognizer, RecognizerConfig, Word};
 use super::{Behaviour, SimOptions};
 use sgw_proto::inference::grpc_inference_service_server::{
@@ -194,7 +194,7 @@ struct TritonStream {
     sequence: Option<u64>,
 }
 
-impl Dialect for TritonStream {
+impl Responder for TritonStream {
     type Request = ModelInferRequest;
     type Response = ModelStreamInferResponse;
 

@@ -21,9 +21,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::scenario::{Action, BackendSpec, Protocol, Scenario};
+use super::scenario::{Action, BackendSpec, Scenario};
 use sgw_testkit::proxy::{Fault, FaultProxy};
 use sgw_testkit::sim::marker::{marker_audio, marker_word};
+use speech_gateway::config::BackendProtocol;
 use speech_gateway::telemetry::exposition;
 
 /// Marker block length: one word per block.
@@ -127,8 +128,8 @@ impl BackendProc {
 
     fn url(&self) -> String {
         match self.spec.protocol {
-            Protocol::Riva => format!("riva://{}", self.public_addr()),
-            Protocol::Triton => format!("triton://{}/asr_stream", self.public_addr()),
+            BackendProtocol::Riva => format!("riva://{}", self.public_addr()),
+            BackendProtocol::Triton => format!("triton://{}/asr_stream", self.public_addr()),
         }
     }
 }
@@ -160,8 +161,8 @@ async fn start_sim(
     addr: SocketAddr,
 ) -> anyhow::Result<(Child, SocketAddr)> {
     let flag = match spec.protocol {
-        Protocol::Riva => "--riva",
-        Protocol::Triton => "--triton",
+        BackendProtocol::Riva => "--riva",
+        BackendProtocol::Triton => "--triton",
     };
     let mut cmd = Command::new(exe);
     cmd.arg(flag)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use figment::providers::Format;
 use serde::Deserialize;
+use speech_gateway::config::BackendProtocol;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,19 +44,12 @@ fn default_stagger() -> Duration {
     Duration::from_millis(100)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    Riva,
-    Triton,
-}
-
-/// One zero-compute back-end process (`speech-gateway sim-backend`).
+/// One zero-compute back-end process (`sim-backend`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
     pub name: String,
-    pub protocol: Protocol,
+    pub protocol: BackendProtocol,
     /// `normal`, `unavailable`, `hang`, `slow`, `fail-after` (see `sim-backend --help`).
     #[serde(default = "normal")]
     pub behaviour: String,

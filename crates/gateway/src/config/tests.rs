@@ -1,0 +1,287 @@
+//! Loading and validation, end to end through figment, without the process environment.
+
+use super::*;
+use figment::value::Value;
+
+fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn with_default_route() -> Vec<(String, String)> {
+    vars(&[
+        ("SGW_ROUTES__DEFAULT", "riva://127.0.0.1:50051"),
+        ("SGW_AUTH__ENABLED", "false"),
+    ])
+}
+
+#[test]
+fn defaults_validate_once_a_route_exists() {
+    let c = Config::load(None, with_default_route(), Dict::new()).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.session.max_frame, Duration::from_secs(1));
+    assert_eq!(c.session.queue, Duration::from_secs(10));
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].name, "default");
+    assert_eq!(c.routes[0].backends[0].port, 50051);
+}
+
+#[test]
+fn no_route_is_refused_with_a_hint() {
+    let err = Config::load(None, vec![], Dict::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("routes") && err.contains("--backend"), "{err}");
+}
+
+#[test]
+fn environment_overrides_file_and_splits_on_double_underscore() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:9000\"\n[session]\nqueue = \"20s\"\nmax_frame = \"500ms\"\n\
+         [routes]\ndefault = [\"riva://a:1\", \"rivas://b:2/parakeet\"]\noffline = [\"riva://c:3\"]\n",
+    )
+    .unwrap();
+    let env = vars(&[
+        ("SGW_SESSION__QUEUE", "5s"),
+        ("SGW_LOG_FORMAT", "text"),
+        ("SGW_AUTH__ENABLED", "false"),
+        ("OTHER", "x"),
+    ]);
+    let c = Config::load(Some(&file), env, Dict::new()).unwrap();
+    assert_eq!(c.listen.port(), 9000);
+    assert_eq!(c.session.queue, Duration::from_secs(5));
+    assert_eq!(c.session.max_frame, Duration::from_millis(500));
+    assert!(!c.log.json);
+    let default = c.route("default").unwrap();
+    assert_eq!(default.backends.len(), 2);
+    assert!(default.backends[1].tls);
+    assert_eq!(default.backends[1].model.as_deref(), Some("parakeet"));
+    assert_eq!(c.route("offline").unwrap().backends[0].host, "c");
+}
+
+#[test]
+fn command_line_overrides_everything() {
+    let mut cli = Dict::new();
+    cli.insert("listen".into(), Value::from("127.0.0.1:0"));
+    let mut routes = Dict::new();
+    routes.insert(
+        "default".into(),
+        Value::from(vec!["riva://x:7".to_string()]),
+    );
+    cli.insert("routes".into(), Value::from(routes));
+    let env = vars(&[
+        ("SGW_LISTEN", "127.0.0.1:1"),
+        ("SGW_ROUTES__DEFAULT", "riva://y:8"),
+        ("SGW_AUTH__ENABLED", "false"),
+    ]);
+    let c = Config::load(None, env, cli).unwrap();
+    assert_eq!(c.listen.port(), 0);
+    assert_eq!(c.routes[0].backends[0].host, "x");
+}
+
+#[test]
+fn env_route_accepts_comma_list() {
+    let env = vars(&[
+        ("SGW_ROUTES__DEFAULT", "riva://a:1, riva://b:2"),
+        ("SGW_AUTH__ENABLED", "false"),
+    ]);
+    let c = Config::load(None, env, Dict::new()).unwrap();
+    assert_eq!(c.routes[0].backends.len(), 2);
+    assert_eq!(c.routes[0].backends[1].host, "b");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        ("SGW_LISTEN", "nowhere", "listen"),
+        ("SGW_SESSION__MAX_FRAME", "5ms", "session.max_frame"),
+        ("SGW_SESSION__QUEUE", "100ms", "session.queue"),
+        ("SGW_RIVA__SAMPLE_RATE", "4000", "riva.sample_rate"),
+        ("SGW_LOG_FORMAT", "xml", "log_format"),
+        ("SGW_RIVA__CONNECTIONS", "0", "riva.connections"),
+        ("SGW_TRITON__CONNECTIONS", "65", "triton.connections"),
+        ("SGW_HEALTH__INTERVAL", "0s", "health.interval"),
+        ("SGW_ADMISSION__MAX_DELAY", "5ms", "admission.max_delay"),
+        ("SGW_ADMISSION__MAX_DELAY", "11s", "admission.max_delay"),
+        (
+            "SGW_ADMISSION__SHED_LAGGING_PERCENT",
+            "101",
+            "admission.shed_lagging_percent",
+        ),
+    ];
+    for (k, v, key) in cases {
+        let mut env = with_default_route();
+        env.push((k.into(), v.into()));
+        let err = Config::load(None, env, Dict::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{k}={v}: {err}");
+    }
+}
+
+#[test]
+fn unparseable_duration_is_refused() {
+    let mut env = with_default_route();
+    env.push(("SGW_SESSION__QUEUE".into(), "ten seconds".into()));
+    assert!(Config::load(None, env, Dict::new()).is_err());
+}
+
+#[test]
+fn unknown_file_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.toml");
+    std::fs::write(&file, "[session]\nqueue_size = 3\n").unwrap();
+    let err = Config::load(Some(&file), with_default_route(), Dict::new()).unwrap_err();
+    assert!(err.to_string().contains("queue_size"), "{err}");
+}
+
+#[test]
+fn backend_urls_parse_and_refuse() {
+    let b = BackendUrl::parse("riva://[::1]:50051").unwrap();
+    assert_eq!(b.host, "::1");
+    assert_eq!(b.endpoint(), "http://[::1]:50051");
+    assert_eq!(
+        BackendUrl::parse("rivas://riva.example:443")
+            .unwrap()
+            .endpoint(),
+        "https://riva.example:443"
+    );
+    let t = BackendUrl::parse("triton://127.0.0.1:8001/asr_stream").unwrap();
+    assert_eq!(t.protocol, BackendProtocol::Triton);
+    assert_eq!(t.model.as_deref(), Some("asr_stream"));
+    assert!(BackendUrl::parse("tritons://h:1/m").unwrap().tls);
+    for bad in [
+        "triton://h:8001",
+        "riva://host",
+        "http://h:1",
+        "riva://:1",
+        "riva://h:0",
+        "nothing",
+    ] {
+        assert!(BackendUrl::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn backend_tls_comes_from_the_url_over_the_defaults() {
+    let env = vars(&[
+        (
+            "SGW_ROUTES__DEFAULT",
+            "rivas://a:1?ca=/u/ca.pem&server_name=riva-a, rivas://b:2, riva://c:3",
+        ),
+        ("SGW_AUTH__ENABLED", "false"),
+        ("SGW_BACKEND_TLS__CA", "/d/ca.pem"),
+        ("SGW_BACKEND_TLS__CERT", "/d/c.pem"),
+        ("SGW_BACKEND_TLS__KEY", "/d/c.key"),
+    ]);
+    let c = Config::load(None, env, Dict::new()).unwrap();
+    let b = &c.routes[0].backends;
+    assert_eq!(b[0].url, "rivas://a:1", "the name has no query");
+    assert_eq!(b[0].tls_files.ca.as_deref(), Some(Path::new("/u/ca.pem")));
+    assert_eq!(b[0].tls_files.server_name.as_deref(), Some("riva-a"));
+    assert_eq!(b[0].tls_files.cert.as_deref(), Some(Path::new("/d/c.pem")));
+    assert_eq!(b[1].tls_files.ca.as_deref(), Some(Path::new("/d/ca.pem")));
+    assert_eq!(
+        b[2].tls_files,
+        BackendTls::default(),
+        "plaintext: no TLS files"
+    );
+    for bad in [
+        "riva://a:1?ca=/x.pem",
+        "rivas://a:1?bogus=1",
+        "rivas://a:1?ca=",
+        "rivas://a:1?cert=/c.pem",
+    ] {
+        let env = vars(&[("SGW_ROUTES__DEFAULT", bad), ("SGW_AUTH__ENABLED", "false")]);
+        assert!(Config::load(None, env, Dict::new()).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn security_settings_are_validated() {
+    let base = || vars(&[("SGW_ROUTES__DEFAULT", "riva://a:1")]);
+    let err = Config::load(None, base(), Dict::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("auth") && err.contains("no key"), "{err}");
+    let cases = [
+        (
+            vec![("SGW_AUTH__HS256_SECRET", "short")],
+            "auth.hs256_secret",
+        ),
+        (vec![("SGW_TLS__CERT", "/c.pem")], "tls.cert"),
+        (
+            vec![("SGW_LIMITS__ALLOWED_ORIGINS", "app.example")],
+            "limits.allowed_origins",
+        ),
+        (
+            vec![("SGW_LIMITS__CONNECT_RATE", "-1")],
+            "limits.connect_rate",
+        ),
+        (
+            vec![("SGW_LIMITS__MAX_MESSAGE_BYTES", "100")],
+            "limits.max_message_bytes",
+        ),
+        (
+            vec![("SGW_LIMITS__WRITE_TIMEOUT", "50ms")],
+            "`limits.write_timeout`: must be between 100ms and 10m",
+        ),
+        (
+            vec![("SGW_LIMITS__HEADER_TIMEOUT", "11m")],
+            "`limits.header_timeout`: must be between 100ms and 10m",
+        ),
+        (
+            vec![("SGW_TLS__HANDSHAKE_TIMEOUT", "2m")],
+            "`tls.handshake_timeout`: must be between 100ms and 1m",
+        ),
+        (vec![("SGW_TLS__MAX_HANDSHAKES", "0")], "tls.max_handshakes"),
+        (
+            vec![("SGW_LIMITS__MAX_WRITE_BUFFER_BYTES", "1000")],
+            "limits.max_write_buffer_bytes",
+        ),
+        (
+            vec![("SGW_LIMITS__MAX_CONNECTIONS", "5")],
+            "limits.max_connections",
+        ),
+        (vec![("SGW_ADMIN_LISTEN", "nowhere")], "admin_listen"),
+    ];
+    for (extra, key) in cases {
+        let mut env = base();
+        env.push(("SGW_AUTH__ENABLED".into(), "false".into()));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let err = Config::load(None, env, Dict::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    let mut env = base();
+    env.push(("SGW_AUTH__HS256_SECRET".into(), "x".repeat(32)));
+    env.push(("SGW_AUTH__AUDIENCE".into(), "a, b".into()));
+    let c = Config::load(None, env, Dict::new()).unwrap();
+    assert!(c.auth.enabled);
+    assert_eq!(c.auth.audience, vec!["a", "b"]);
+    assert!(
+        !format!("{:?}", c.auth).contains(&"x".repeat(32)),
+        "Debug hides the secret"
+    );
+}
+
+/// `.env.example` must list exactly the keys the code knows, with their defaults.
+#[test]
+fn env_example_matches_the_code() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.env.example"))
+        .expect(".env.example exists");
+    let mut listed: Vec<(String, String)> = text
+        .lines()
+        .map(|l| l.trim().trim_start_matches('#').trim())
+        .filter(|l| l.starts_with(ENV_PREFIX))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    listed.sort();
+    assert_eq!(listed, env_defaults());
+}
