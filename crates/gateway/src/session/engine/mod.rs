@@ -13,27 +13,41 @@
 //!   end that did fail is retried after a jittered backoff, within the retry budget. An
 //!   episode ends when a stream delivers any result. Only when nothing is left does the
 //!   client get `MODEL_UNAVAILABLE`.
+//!
+//! | piece | idea |
+//! |---|---|
+//! | this file | the loop: commands, timers, results to events, `end` / drain / limits, writes with a deadline |
+//! | [`upstream`] | the one open back-end stream and the failover episode (open, replay, fail over, retry) |
+//! | [`timeline`] | session time: stream times placed on the session's timeline, the cut of the last final |
+//!
+//! Unit tests (`tests.rs`) drive the engine in memory: an in-memory back end whose
+//! streams the test reads and answers, channels for the client, paused tokio time.
+
+mod timeline;
+mod upstream;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{Instrument, Span, field};
+
+use self::timeline::Timeline;
+use self::upstream::{Episode, Upstream};
 
 use super::audio::{FrameLog, ReplayBuffer, bytes_to_ms, pcm_bytes, pcm_samples, validate_frame};
 use super::resample::Resampler;
 use super::{
     CloseCause, Command, ErrorKind, Event, Outcome, SAMPLE_RATES, SessionContext, SessionError,
-    StartConfig, StatusState, Transcript, Word,
+    StartConfig, StatusState, Transcript,
 };
-use crate::backend::{BackendError, EventStream, RecognitionParams, TranscriptEvent};
-use crate::error::ErrorClass;
+use crate::backend::{BackendError, RecognitionParams, TranscriptEvent};
 use crate::resilience::admission::{Refusal, Ticket};
-use crate::router::Lease;
 
 /// Replayed audio is sent in chunks of this many milliseconds.
 const REPLAY_CHUNK_MS: u64 = 100;
@@ -76,60 +90,6 @@ enum Phase {
     Ending,
 }
 
-/// One open back-end stream.
-struct Upstream {
-    /// The session's place on the back end; carries the verdict to its breaker.
-    lease: Lease,
-    /// `None` once the audio side is half-closed.
-    audio: Option<mpsc::UnboundedSender<Bytes>>,
-    /// Bytes handed to the channel that the gRPC stream has not yet taken.
-    queued: Arc<AtomicUsize>,
-    events: EventStream,
-    /// Session sample index of this stream's first sample.
-    offset: u64,
-    /// Samples sent on this stream.
-    sent: u64,
-    opened_at: Instant,
-    /// The back end has answered something on this stream.
-    heard: bool,
-    /// Since when audio has been sent without anything heard back (stall detection).
-    waiting_since: Option<tokio::time::Instant>,
-}
-
-impl Upstream {
-    fn send(&mut self, chunk: Bytes, samples: u64) {
-        self.sent += samples;
-        if let Some(tx) = &self.audio {
-            self.waiting_since
-                .get_or_insert_with(tokio::time::Instant::now);
-            self.queued.fetch_add(chunk.len(), Ordering::Relaxed);
-            // A closed receiver means the stream already ended; its event stream says why.
-            let _ = tx.send(chunk);
-        }
-    }
-}
-
-/// A run of back-end failures, from the first until a stream delivers a result.
-struct Episode {
-    since: Instant,
-    /// The back end the session was on when the episode began (the failover's "from").
-    from: Option<String>,
-    /// Back ends that failed in this round: retried only after a backoff.
-    tried: Vec<String>,
-    retries: u32,
-}
-
-impl Episode {
-    fn new(from: Option<String>) -> Self {
-        Episode {
-            since: Instant::now(),
-            from,
-            tried: Vec::new(),
-            retries: 0,
-        }
-    }
-}
-
 struct Engine<E> {
     ctx: Arc<SessionContext>,
     /// Admission places (global, and the route's once started).
@@ -139,16 +99,13 @@ struct Engine<E> {
     phase: Phase,
     config: StartConfig,
     route: String,
-    backend_rate: u32,
+    /// Session time at the back end's rate; where the last final cut it.
+    timeline: Timeline,
     resampler: Option<Resampler>,
     upstream: Option<Upstream>,
     replay: ReplayBuffer,
     frames: FrameLog,
-    /// Session samples accepted so far (at the back end's rate).
-    total: u64,
     frames_received: u64,
-    /// Session ms where the last final's speech ended: finals never reach before it.
-    last_cut_ms: u64,
     last_partial: Option<Transcript>,
     first_partial_sent: bool,
     /// A `backend_lagging` status was sent and no `backend_caught_up` since.
@@ -181,14 +138,12 @@ where
             phase: Phase::Idle,
             config: StartConfig::default(),
             route: String::new(),
-            backend_rate: 16_000,
+            timeline: Timeline::new(16_000),
             resampler: None,
             upstream: None,
             replay: ReplayBuffer::new(0, replay_held),
             frames: FrameLog::new(0),
-            total: 0,
             frames_received: 0,
-            last_cut_ms: 0,
             last_partial: None,
             first_partial_sent: false,
             lagging: false,
@@ -283,7 +238,7 @@ where
         // Dropping `self` drops the upstream, which cancels the back-end stream.
         tracing::info!(
             outcome = result.as_str(),
-            audio_ms = self.samples_to_ms(self.total),
+            audio_ms = self.timeline.total_ms(),
             frames = self.frames_received,
             "session ended"
         );
@@ -407,14 +362,15 @@ where
                 ))
                 .await;
         }
-        self.backend_rate = entry.backends[0].backend.sample_rate_hz();
+        let backend_rate = entry.backends[0].backend.sample_rate_hz();
+        self.timeline = Timeline::new(backend_rate);
         self.span.record("route", route.as_str());
         self.span.record("sample_rate", cfg.sample_rate);
         self.route = route;
-        self.resampler = Some(Resampler::new(cfg.sample_rate, self.backend_rate));
+        self.resampler = Some(Resampler::new(cfg.sample_rate, backend_rate));
         let limits = &self.ctx.limits;
         self.replay = ReplayBuffer::new(
-            (u128::from(self.backend_rate) * limits.replay.as_millis() / 1000) as usize,
+            (u128::from(backend_rate) * limits.replay.as_millis() / 1000) as usize,
             self.ctx.metrics.replay_buffer_bytes.clone(),
         );
         self.frames = FrameLog::new(limits.replay.as_millis() as u64);
@@ -428,7 +384,7 @@ where
     fn params(&self) -> RecognitionParams {
         RecognitionParams {
             language: self.config.language.clone(),
-            sample_rate_hz: self.backend_rate,
+            sample_rate_hz: self.timeline.rate(),
             punctuate: self.config.punctuate,
             profanity_filter: self.config.profanity_filter,
             interim_results: self.config.interim_results,
@@ -472,10 +428,11 @@ where
             .upstream
             .as_ref()
             .map_or(0, |u| u.queued.load(Ordering::Relaxed));
-        let incoming = frame.len() as u64 * u64::from(self.backend_rate) / u64::from(rate);
-        let limit = u128::from(self.backend_rate) * 2 * self.ctx.limits.queue.as_millis() / 1000;
+        let backend_rate = self.timeline.rate();
+        let incoming = frame.len() as u64 * u64::from(backend_rate) / u64::from(rate);
+        let limit = u128::from(backend_rate) * 2 * self.ctx.limits.queue.as_millis() / 1000;
         if u128::from(queued as u64 + incoming) > limit {
-            let at_ms = self.samples_to_ms(self.total);
+            let at_ms = self.timeline.total_ms();
             return self
                 .error(SessionError::new(
                     ErrorKind::BufferOverflow,
@@ -485,7 +442,7 @@ where
                          at real time and resend this frame",
                         bytes_to_ms(frame.len(), rate),
                         at_ms as f64 / 1000.0,
-                        bytes_to_ms(queued, self.backend_rate),
+                        bytes_to_ms(queued, backend_rate),
                         self.ctx.limits.queue.as_millis()
                     ),
                 ))
@@ -494,9 +451,8 @@ where
         let chunk = match self.resampler.as_mut() {
             Some(r) if !r.is_passthrough() => {
                 let input = pcm_samples(&frame);
-                let mut out = Vec::with_capacity(
-                    input.len() * self.backend_rate as usize / rate as usize + 8,
-                );
+                let mut out =
+                    Vec::with_capacity(input.len() * backend_rate as usize / rate as usize + 8);
                 r.process(&input, &mut out);
                 pcm_bytes(&out)
             }
@@ -516,13 +472,12 @@ where
             return;
         }
         let samples = chunk.len() as u64 / 2;
-        self.total += samples;
-        let end_ms = self.samples_to_ms(self.total);
+        let end_ms = self.timeline.advance(samples);
         self.frames.push(end_ms, at);
         self.ctx
             .metrics
             .audio_seconds
-            .inc_by(samples as f64 / f64::from(self.backend_rate));
+            .inc_by(samples as f64 / f64::from(self.timeline.rate()));
         if let Some(u) = self.upstream.as_mut() {
             u.send(chunk.clone(), samples);
         }
@@ -550,278 +505,6 @@ where
         Ok(())
     }
 
-    // ---- the back end ----
-
-    /// When the current stream counts as stalled, if stall detection is on.
-    fn stall_deadline(&self) -> Option<tokio::time::Instant> {
-        let timeout = self.ctx.limits.stall_timeout?;
-        let up = self.upstream.as_ref()?;
-        up.waiting_since.map(|t| t + timeout)
-    }
-
-    /// Opens a stream on the best back end that has not failed in this round, feeding it
-    /// the replay buffer. When every one fails, schedules a retry after a backoff (within
-    /// the attempts and the budget) or gives up with `MODEL_UNAVAILABLE`.
-    async fn try_open(&mut self) -> Result<(), Outcome> {
-        self.retry_at = None;
-        let tried = self
-            .episode
-            .as_ref()
-            .map(|e| e.tried.clone())
-            .unwrap_or_default();
-        let mut last_err: Option<BackendError> = None;
-        let mut breaker_refused = 0usize;
-        for handle in self.ctx.router.candidates(&self.route, &tried) {
-            let Some(lease) = handle.lease() else {
-                breaker_refused += 1;
-                continue;
-            };
-            match self.open_on(lease).await {
-                Ok(()) => return self.announce_open().await,
-                Err((mut lease, e)) => {
-                    if e.class == ErrorClass::Client {
-                        drop(lease); // the back end is fine: no verdict
-                        return self
-                            .error(SessionError::new(
-                                ErrorKind::ModelUnavailable,
-                                format!(
-                                    "the recognition back end refused this session's settings \
-                                     (language, model): {}",
-                                    e.message
-                                ),
-                            ))
-                            .await;
-                    }
-                    lease.failed();
-                    let name = lease.name().to_string();
-                    self.episode
-                        .get_or_insert_with(|| Episode::new(None))
-                        .tried
-                        .push(name);
-                    last_err = Some(e);
-                }
-            }
-        }
-        let retry = &self.ctx.retry;
-        let episode = self.episode.get_or_insert_with(|| Episode::new(None));
-        let why = if episode.tried.is_empty() {
-            format!(
-                "every back end of route `{}` has its circuit open",
-                self.route
-            )
-        } else if episode.retries >= retry.attempts {
-            self.ctx.metrics.retry("attempts_exhausted");
-            format!(
-                "no back end of route `{}` is available ({} after {} retries)",
-                self.route,
-                last_err.map_or_else(|| "failed".to_string(), |e| e.kind.to_string()),
-                episode.retries
-            )
-        } else if !self.ctx.budget.withdraw() {
-            self.ctx.metrics.retry("budget_exhausted");
-            format!(
-                "no back end of route `{}` is available and the gateway's retry budget is \
-                 spent",
-                self.route
-            )
-        } else {
-            let delay = retry.jittered(episode.retries);
-            episode.retries += 1;
-            episode.tried.clear();
-            self.ctx.metrics.retry("scheduled");
-            tracing::info!(
-                attempt = episode.retries,
-                delay_ms = delay.as_millis() as u64,
-                breaker_refused,
-                "retrying the back end after a backoff"
-            );
-            self.retry_at = Some(tokio::time::Instant::now() + delay);
-            return Ok(());
-        };
-        self.episode = None;
-        self.error(SessionError::new(ErrorKind::ModelUnavailable, why))
-            .await
-    }
-
-    /// Opens one stream on the leased back end and feeds it the replay buffer.
-    async fn open_on(&mut self, lease: Lease) -> Result<(), (Lease, BackendError)> {
-        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let q = queued.clone();
-        let audio = UnboundedReceiverStream::new(rx)
-            .inspect(move |chunk| {
-                q.fetch_sub(chunk.len(), Ordering::Relaxed);
-            })
-            .boxed();
-        let started = Instant::now();
-        let backend = lease.handle().backend.clone();
-        match backend.open(self.params(), audio).await {
-            Ok(events) => {
-                self.ctx
-                    .metrics
-                    .backend_request(backend.name(), "ok", started.elapsed());
-                tracing::info!(backend = backend.name(), "back-end stream open");
-                let mut up = Upstream {
-                    lease,
-                    audio: Some(tx),
-                    queued,
-                    events,
-                    offset: self.replay.start(),
-                    sent: 0,
-                    opened_at: Instant::now(),
-                    heard: false,
-                    waiting_since: None,
-                };
-                let chunk = (u64::from(self.backend_rate) * REPLAY_CHUNK_MS / 1000) as usize;
-                for c in self.replay.chunks(chunk) {
-                    let samples = c.len() as u64 / 2;
-                    up.send(c, samples);
-                }
-                if self.phase == Phase::Ending {
-                    up.audio = None;
-                }
-                self.upstream = Some(up);
-                Ok(())
-            }
-            Err(e) => {
-                self.ctx.metrics.backend_request(
-                    backend.name(),
-                    e.class.as_str(),
-                    started.elapsed(),
-                );
-                if let Some(suppressed) = self.ctx.logs.open_failed.admit(Instant::now()) {
-                    tracing::warn!(backend = backend.name(), error = %e, class = %e.class, suppressed, "back-end stream open failed");
-                }
-                Err((lease, e))
-            }
-        }
-    }
-
-    /// Tells the client what the new stream means: audio that could not be replayed, and
-    /// a move to another back end (counted once, here, where it happened).
-    async fn announce_open(&mut self) -> Result<(), Outcome> {
-        let name = match &self.upstream {
-            Some(u) => u.lease.name().to_string(),
-            None => return Ok(()),
-        };
-        let moved = self
-            .episode
-            .as_ref()
-            .and_then(|e| e.from.as_deref().map(|from| (from.to_string(), e.since)))
-            .filter(|(from, _)| *from != name);
-        if let Some((from, since)) = &moved {
-            self.ctx.metrics.failed_over(from, &name, since.elapsed());
-            tracing::info!(from = %from, to = %name, took_ms = since.elapsed().as_millis() as u64, "session failed over");
-            if let Some(e) = self.episode.as_mut() {
-                e.from = Some(name.clone()); // a later move is counted from here
-            }
-        }
-        let lost = self.replay.lost();
-        if lost > 0 {
-            let ms = self.samples_to_ms(lost);
-            self.emit(Event::Status {
-                state: StatusState::AudioGap,
-                message: format!(
-                    "the back-end stream was reopened but {ms} ms of audio before {:.3} s \
-                     could not be replayed (replay buffer exceeded)",
-                    self.samples_to_ms(self.replay.start()) as f64 / 1000.0
-                ),
-            })
-            .await?;
-        }
-        if moved.is_some() {
-            self.emit(Event::Status {
-                state: StatusState::Failover,
-                message: "the session moved to another recognition back end".into(),
-            })
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// The current stream failed upstream: tell its breaker, drop it (cancelling it) and
-    /// move on. `reason` labels the reopen metric.
-    async fn upstream_failed(&mut self, reason: &'static str) -> Result<(), Outcome> {
-        let Some(mut up) = self.upstream.take() else {
-            return Ok(());
-        };
-        up.lease.failed();
-        let name = up.lease.name().to_string();
-        drop(up);
-        self.ctx.metrics.stream_reopened(&name, reason);
-        let episode = self.episode.get_or_insert_with(|| Episode::new(None));
-        episode.from.get_or_insert_with(|| name.clone());
-        episode.tried.push(name);
-        self.try_open().await
-    }
-
-    /// Replaces a healthy stream (rotation, or the back end ended it cleanly).
-    async fn reopen_healthy(&mut self, reason: &'static str) -> Result<(), Outcome> {
-        if let Some(up) = self.upstream.take() {
-            let name = up.lease.name().to_string();
-            drop(up);
-            self.ctx.metrics.stream_reopened(&name, reason);
-            tracing::info!(backend = %name, reason, "reopening back-end stream");
-        }
-        self.try_open().await
-    }
-
-    async fn on_stream_error(&mut self, e: BackendError) -> Result<(), Outcome> {
-        let name = self
-            .upstream
-            .as_ref()
-            .map(|u| u.lease.name().to_string())
-            .unwrap_or_default();
-        if let Some(suppressed) = self.ctx.logs.stream_failed.admit(Instant::now()) {
-            tracing::warn!(backend = %name, error = %e, class = %e.class, suppressed, "back-end stream failed");
-        }
-        if e.class == ErrorClass::Client {
-            self.upstream = None; // a client fault: the back end's breaker is not told
-            return self
-                .error(SessionError::new(
-                    ErrorKind::ModelUnavailable,
-                    format!(
-                        "the recognition back end refused this session's settings: {}",
-                        e.message
-                    ),
-                ))
-                .await;
-        }
-        self.upstream_failed("error").await
-    }
-
-    async fn on_stall(&mut self) -> Result<(), Outcome> {
-        if let Some(up) = &self.upstream
-            && let Some(suppressed) = self.ctx.logs.stalled.admit(Instant::now())
-        {
-            tracing::warn!(
-                backend = up.lease.name(),
-                suppressed,
-                timeout_ms = self
-                    .ctx
-                    .limits
-                    .stall_timeout
-                    .unwrap_or_default()
-                    .as_millis() as u64,
-                "back-end stream stalled: audio sent and nothing heard back"
-            );
-        }
-        self.upstream_failed("stall").await
-    }
-
-    async fn on_stream_end(&mut self) -> Result<(), Outcome> {
-        if self.phase == Phase::Ending {
-            return self.finish().await;
-        }
-        // The back end closed the stream while audio was still flowing (e.g. its own
-        // stream-length cap). After results, that is a clean end: carry on on a new
-        // stream. Before any, it is a failure.
-        if self.upstream.as_ref().is_some_and(|u| u.heard) {
-            return self.reopen_healthy("ended").await;
-        }
-        self.upstream_failed("ended").await
-    }
-
     async fn on_flush_timeout(&mut self) -> Result<(), Outcome> {
         if let Some(suppressed) = self.ctx.logs.flush_timeout.admit(Instant::now()) {
             tracing::warn!(
@@ -831,11 +514,12 @@ where
         }
         self.upstream = None;
         // Whatever no final or partial covers is not transcribed: say so, never silently.
+        let last_cut_ms = self.timeline.last_cut_ms();
         let covered_ms = self
             .last_partial
             .as_ref()
-            .map_or(self.last_cut_ms, |p| p.timestamp_ms.max(self.last_cut_ms));
-        let total_ms = self.samples_to_ms(self.total);
+            .map_or(last_cut_ms, |p| p.timestamp_ms.max(last_cut_ms));
+        let total_ms = self.timeline.total_ms();
         if total_ms > covered_ms {
             self.emit(Event::Status {
                 state: StatusState::AudioGap,
@@ -857,8 +541,7 @@ where
     /// (so `end` always yields the last words), then the close.
     async fn finish(&mut self) -> Result<(), Outcome> {
         if let Some(mut last) = self.last_partial.take() {
-            last.duration_ms = last.timestamp_ms.saturating_sub(self.last_cut_ms);
-            self.last_cut_ms = self.last_cut_ms.max(last.timestamp_ms);
+            self.timeline.promote(&mut last);
             self.emit(Event::Final(last)).await?;
         }
         Err(self.close().await)
@@ -931,52 +614,31 @@ where
         }
         if let Some(processed) = ev.audio_processed_ms {
             let offset = up.offset;
-            self.check_lag(self.samples_to_ms(offset) + processed)
-                .await?;
+            self.check_lag(self.timeline.ms(offset) + processed).await?;
         }
         if ev.is_progress() {
             return Ok(());
         }
         let up = self.upstream.as_ref().expect("checked above");
-        let offset_ms = self.samples_to_ms(up.offset);
-        let stream_ms = ev
-            .audio_processed_ms
-            .unwrap_or_else(|| self.samples_to_ms(up.sent));
-        let timestamp_ms =
-            (offset_ms + stream_ms).min(self.samples_to_ms(self.total).max(offset_ms));
-        let words: Vec<Word> = ev
-            .words
-            .iter()
-            .map(|w| Word {
-                word: w.word.clone(),
-                start: (offset_ms + w.start_ms) as f64 / 1000.0,
-                end: (offset_ms + w.end_ms) as f64 / 1000.0,
-                confidence: w.confidence,
-            })
-            .collect();
-        let speech_end_ms = ev.words.last().map(|w| offset_ms + w.end_ms);
-        let speech_start_ms = ev.words.first().map(|w| offset_ms + w.start_ms);
-        let transcript = Transcript {
-            text: ev.text,
-            confidence: ev.confidence,
-            timestamp_ms,
-            duration_ms: 0,
-            words: self.config.word_timestamps.then_some(words),
-        };
+        let (is_final, received_at) = (ev.is_final, ev.received_at);
+        let mut placed = self
+            .timeline
+            .place(ev, up.offset, up.sent, self.config.word_timestamps);
         let metrics = self.ctx.metrics.clone();
-        if !ev.is_final {
+        if !is_final {
+            let transcript = placed.transcript;
             if transcript.text.is_empty() || !self.config.interim_results {
                 return Ok(());
             }
             let now = Instant::now();
-            if let Some(at) = self.frames.arrival_of(timestamp_ms) {
+            if let Some(at) = self.frames.arrival_of(transcript.timestamp_ms) {
                 metrics
                     .partial_latency
                     .observe(now.saturating_duration_since(at).as_secs_f64());
             }
             if !self.first_partial_sent {
                 self.first_partial_sent = true;
-                if let Some(at) = self.frames.arrival_of(speech_start_ms.unwrap_or(0)) {
+                if let Some(at) = self.frames.arrival_of(placed.speech_start_ms.unwrap_or(0)) {
                     metrics
                         .first_partial
                         .observe(now.saturating_duration_since(at).as_secs_f64());
@@ -986,19 +648,18 @@ where
             self.emit(Event::Partial(transcript)).await?;
             metrics
                 .relay_overhead
-                .observe(ev.received_at.elapsed().as_secs_f64());
+                .observe(received_at.elapsed().as_secs_f64());
             return Ok(());
         }
-        // A final covers audio up to its last word (or all the back end processed).
-        let cut_ms = speech_end_ms.unwrap_or(timestamp_ms).max(self.last_cut_ms);
         self.last_partial = None;
-        if !transcript.text.is_empty() {
-            let mut fin = transcript;
-            fin.duration_ms = cut_ms - self.last_cut_ms;
+        let cut_ms = self.timeline.cut_final(&mut placed);
+        if !placed.transcript.text.is_empty() {
             let now = Instant::now();
-            let speech_end = self
-                .frames
-                .arrival_of(speech_end_ms.unwrap_or(timestamp_ms));
+            let speech_end = self.frames.arrival_of(
+                placed
+                    .speech_end_ms
+                    .unwrap_or(placed.transcript.timestamp_ms),
+            );
             let from = match (speech_end, self.end_received_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -1008,13 +669,12 @@ where
                     .final_latency
                     .observe(now.saturating_duration_since(at).as_secs_f64());
             }
-            self.emit(Event::Final(fin)).await?;
+            self.emit(Event::Final(placed.transcript)).await?;
             metrics
                 .relay_overhead
-                .observe(ev.received_at.elapsed().as_secs_f64());
+                .observe(received_at.elapsed().as_secs_f64());
         }
-        self.last_cut_ms = cut_ms;
-        self.replay.cut(self.ms_to_samples(cut_ms));
+        self.replay.cut(self.timeline.samples(cut_ms));
         self.frames.cut(cut_ms);
         let rotate = self.phase == Phase::Streaming
             && self.upstream.as_ref().is_some_and(|u| {
@@ -1039,7 +699,7 @@ where
         let Some(warning) = self.ctx.limits.lag_warning else {
             return Ok(());
         };
-        let lag = if processed_ms >= self.samples_to_ms(self.total) {
+        let lag = if processed_ms >= self.timeline.total_ms() {
             std::time::Duration::ZERO
         } else {
             match self.frames.arrival_of(processed_ms) {
@@ -1085,14 +745,6 @@ where
         self.lagging = !self.lagging;
         self.ticket.set_lagging(self.lagging);
         self.emit(Event::Status { state, message }).await
-    }
-
-    fn samples_to_ms(&self, samples: u64) -> u64 {
-        samples * 1000 / u64::from(self.backend_rate)
-    }
-
-    fn ms_to_samples(&self, ms: u64) -> u64 {
-        ms * u64::from(self.backend_rate) / 1000
     }
 }
 

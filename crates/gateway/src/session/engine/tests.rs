@@ -1,0 +1,594 @@
+//! The engine's invariants, in memory: an in-memory [`SpeechBackend`] whose streams the
+//! test drives (it reads what the engine sent and answers or fails on cue), channels for
+//! the client's side, and paused tokio time for every timer (stall, retry backoff, flush,
+//! write deadline). No socket, no gRPC, no real sleep.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::channel::mpsc as fmpsc;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use super::super::{
+    CloseCause, Command, ErrorKind, Event, Outcome, SessionContext, StartConfig, StatusState,
+    Transcript,
+};
+use crate::backend::{
+    AudioStream, BackendError, BackendErrorKind, EventStream, Health, RecognitionParams,
+    SpeechBackend, StreamWord, TranscriptEvent,
+};
+use crate::config::{HealthSettings, SessionLimits};
+use crate::error::ErrorClass;
+use crate::resilience::admission::{Admission, AdmissionSettings};
+use crate::resilience::breaker::BreakerSettings;
+use crate::resilience::retry::{RetryBudget, RetrySettings};
+use crate::router::Router;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::throttle::SessionLogs;
+
+const RATE: u32 = 16_000;
+
+/// One stream the engine opened on a [`FakeBackend`]: the audio it sends, and the sender
+/// of what the back end answers. Dropping `answers` ends the event stream cleanly.
+struct Opened {
+    backend: String,
+    audio: AudioStream,
+    answers: mpsc::UnboundedSender<Result<TranscriptEvent, BackendError>>,
+}
+
+impl Opened {
+    /// Reads exactly `n` bytes of audio (PCM16LE at [`RATE`]).
+    async fn read(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let chunk = self.audio.next().await.expect("audio stream open");
+            out.extend_from_slice(&chunk);
+        }
+        assert_eq!(out.len(), n, "read across a chunk boundary");
+        out
+    }
+
+    /// Everything left on the audio stream until the engine half-closes it.
+    async fn read_to_end(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.audio.next().await {
+            out.extend_from_slice(&chunk);
+        }
+        out
+    }
+
+    fn answer(&self, ev: TranscriptEvent) {
+        self.answers
+            .send(Ok(ev))
+            .expect("the engine holds the stream");
+    }
+
+    fn fail(&self) {
+        let e = BackendError::new(
+            BackendErrorKind::Unavailable,
+            ErrorClass::UpstreamRetryable,
+            "connection reset",
+        );
+        self.answers
+            .send(Err(e))
+            .expect("the engine holds the stream");
+    }
+}
+
+/// An in-memory back end. Each `open` takes the next scripted outcome (default: success)
+/// and, on success, hands the stream to the test through `opened`.
+struct FakeBackend {
+    name: String,
+    open_failures: Mutex<VecDeque<BackendError>>,
+    opened: mpsc::UnboundedSender<Opened>,
+}
+
+#[async_trait]
+impl SpeechBackend for FakeBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sample_rate_hz(&self) -> u32 {
+        RATE
+    }
+
+    async fn open(
+        &self,
+        _params: RecognitionParams,
+        audio: AudioStream,
+    ) -> Result<EventStream, BackendError> {
+        if let Some(e) = self.open_failures.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        let (answers, rx) = mpsc::unbounded_channel();
+        let _ = self.opened.send(Opened {
+            backend: self.name.clone(),
+            audio,
+            answers,
+        });
+        Ok(UnboundedReceiverStream::new(rx).boxed())
+    }
+
+    async fn health(&self) -> Health {
+        Health::Up
+    }
+}
+
+fn limits() -> SessionLimits {
+    SessionLimits {
+        max_frame: Duration::from_secs(1),
+        queue: Duration::from_secs(10),
+        replay: Duration::from_secs(60),
+        flush_timeout: Duration::from_secs(5),
+        stall_timeout: None,
+        drain_timeout: Duration::from_secs(30),
+        idle_timeout: None,
+        max_duration: None,
+        lag_warning: None,
+        write_timeout: Duration::from_secs(10),
+    }
+}
+
+fn retry() -> RetrySettings {
+    RetrySettings {
+        attempts: 2,
+        initial_backoff: Duration::from_millis(200),
+        multiplier: 2.0,
+        max_backoff: Duration::from_secs(2),
+        budget_percent: 100.0,
+        budget_min_per_second: 10,
+        budget_window: Duration::from_secs(10),
+    }
+}
+
+/// A session under test: the engine's task, the client's two channels and the streams it
+/// opens.
+struct Session {
+    commands: mpsc::UnboundedSender<Command>,
+    events: fmpsc::Receiver<Event>,
+    opened: mpsc::UnboundedReceiver<Opened>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Outcome>,
+}
+
+struct Setup {
+    limits: SessionLimits,
+    /// Back ends of the `default` route, in route order, with the opens that fail first.
+    backends: Vec<(&'static str, Vec<BackendError>)>,
+    /// Events the client side buffers before a write has to wait.
+    client_buffer: usize,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            limits: limits(),
+            backends: vec![("a", Vec::new()), ("b", Vec::new())],
+            client_buffer: 256,
+        }
+    }
+}
+
+impl Setup {
+    fn start(self) -> Session {
+        let metrics = Arc::new(Metrics::new());
+        let (opened_tx, opened) = mpsc::unbounded_channel();
+        let backends: Vec<Arc<dyn SpeechBackend>> = self
+            .backends
+            .into_iter()
+            .map(|(name, failures)| {
+                Arc::new(FakeBackend {
+                    name: name.to_string(),
+                    open_failures: Mutex::new(failures.into()),
+                    opened: opened_tx.clone(),
+                }) as Arc<dyn SpeechBackend>
+            })
+            .collect();
+        let router = Arc::new(Router::new(
+            vec![("default".to_string(), backends)],
+            HealthSettings {
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(1),
+                unhealthy_after: 2,
+                healthy_after: 2,
+            },
+            BreakerSettings {
+                failures: 5,
+                open_for: Duration::from_secs(10),
+            },
+            metrics.clone(),
+        ));
+        let shutdown = CancellationToken::new();
+        let ctx = Arc::new(SessionContext {
+            router,
+            metrics,
+            limits: self.limits,
+            retry: retry(),
+            budget: RetryBudget::new(&retry()),
+            shutdown: shutdown.clone(),
+            logs: SessionLogs::new(0),
+        });
+        let admission = Arc::new(Admission::new(AdmissionSettings {
+            max_sessions: 10,
+            route_max_sessions: HashMap::new(),
+            route_names: vec!["default".into()],
+            shed_lagging_percent: 0,
+            max_delay: None,
+            retry_after: Duration::from_secs(1),
+        }));
+        let ticket = admission.admit().expect("a place");
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = fmpsc::channel(self.client_buffer);
+        let task = tokio::spawn(super::run(
+            ctx,
+            "test",
+            ticket,
+            UnboundedReceiverStream::new(rx),
+            events_tx,
+        ));
+        Session {
+            commands,
+            events,
+            opened,
+            shutdown,
+            task,
+        }
+    }
+}
+
+impl Session {
+    fn send(&self, cmd: Command) {
+        self.commands.send(cmd).expect("the engine reads commands");
+    }
+
+    fn start(&self) {
+        self.send(Command::Start(StartConfig {
+            sample_rate: RATE,
+            ..StartConfig::default()
+        }));
+    }
+
+    async fn opened(&mut self) -> Opened {
+        self.opened.recv().await.expect("a stream is opened")
+    }
+
+    async fn next(&mut self) -> Event {
+        self.events.next().await.expect("an event before the close")
+    }
+
+    /// The next event that is not a status.
+    async fn next_result(&mut self) -> Event {
+        loop {
+            match self.next().await {
+                Event::Status { .. } => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn outcome(self) -> Outcome {
+        self.task.await.expect("the engine does not panic")
+    }
+}
+
+/// `ms` of audio whose every sample names its position (sample i of the session = i mod
+/// 32768), so any loss, duplication or reordering shows when compared byte for byte.
+fn audio(from_ms: u64, ms: u64) -> Vec<u8> {
+    let first = from_ms * u64::from(RATE) / 1000;
+    let n = ms * u64::from(RATE) / 1000;
+    (first..first + n)
+        .flat_map(|i| ((i % 32_768) as i16).to_le_bytes())
+        .collect()
+}
+
+fn bytes(ms: u64) -> usize {
+    (ms * u64::from(RATE) / 1000) as usize * 2
+}
+
+fn result(is_final: bool, text: &str, words: &[(u64, u64)]) -> TranscriptEvent {
+    TranscriptEvent {
+        is_final,
+        text: text.into(),
+        confidence: 0.9,
+        stability: 1.0,
+        audio_processed_ms: None,
+        words: words
+            .iter()
+            .map(|&(start_ms, end_ms)| StreamWord {
+                word: text.into(),
+                start_ms,
+                end_ms,
+                confidence: 0.9,
+            })
+            .collect(),
+        received_at: Instant::now(),
+    }
+}
+
+fn transcript(ev: Event) -> Transcript {
+    match ev {
+        Event::Final(t) | Event::Partial(t) => t,
+        other => panic!("expected a result, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_stream_is_replaced_and_fed_exactly_the_audio_since_the_last_final() {
+    let mut s = Setup::default().start();
+    s.start();
+    for i in 0..3 {
+        s.send(Command::Audio(audio(i * 1_000, 1_000).into()));
+    }
+    let mut a = s.opened().await;
+    assert_eq!(a.backend, "a");
+    assert_eq!(a.read(bytes(3_000)).await, audio(0, 3_000));
+    a.answer(result(true, "one", &[(100, 1_000)]));
+    let first = transcript(s.next_result().await);
+    assert_eq!((first.text.as_str(), first.duration_ms), ("one", 1_000));
+
+    a.fail();
+    let mut b = s.opened().await;
+    assert_eq!(
+        b.backend, "b",
+        "fails over to the next back end of the route"
+    );
+    // The replay: audio from the last final's cut (1 s), nothing before, nothing twice.
+    assert_eq!(b.read(bytes(2_000)).await, audio(1_000, 2_000));
+    s.send(Command::Audio(audio(3_000, 500).into()));
+    assert_eq!(b.read(bytes(500)).await, audio(3_000, 500));
+
+    // Stream time 0 on `b` is session time 1 s.
+    b.answer(result(true, "two", &[(200, 1_500)]));
+    let second = transcript(s.next_result().await);
+    assert_eq!(second.text, "two");
+    assert_eq!(
+        second.duration_ms, 1_500,
+        "from the previous cut to its last word"
+    );
+    let w = &second.words.unwrap()[0];
+    assert_eq!((w.start, w.end), (1.2, 2.5));
+
+    s.send(Command::End);
+    assert!(
+        b.read_to_end().await.is_empty(),
+        "end half-closes the stream"
+    );
+    drop(b);
+    assert_eq!(s.next().await, Event::Close(CloseCause::Normal));
+    assert_eq!(s.outcome().await, Outcome::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_client_is_told_when_the_session_moves_to_another_back_end() {
+    let mut s = Setup::default().start();
+    s.start();
+    s.send(Command::Audio(audio(0, 500).into()));
+    let a = s.opened().await;
+    a.answer(result(false, "hi", &[(0, 300)]));
+    assert!(matches!(s.next().await, Event::Partial(_)));
+    a.fail();
+    let _b = s.opened().await;
+    match s.next().await {
+        Event::Status { state, .. } => assert_eq!(state, StatusState::Failover),
+        other => panic!("expected the failover status, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn finals_stay_append_only_when_a_late_result_reaches_back_before_the_cut() {
+    let mut s = Setup::default().start();
+    s.start();
+    for i in 0..3 {
+        s.send(Command::Audio(audio(i * 1_000, 1_000).into()));
+    }
+    let a = s.opened().await;
+    a.answer(result(true, "one", &[(0, 2_000)]));
+    a.answer(result(true, "late", &[(500, 1_500)]));
+    a.answer(result(true, "three", &[(2_100, 2_900)]));
+    let durations: Vec<u64> = [
+        s.next_result().await,
+        s.next_result().await,
+        s.next_result().await,
+    ]
+    .into_iter()
+    .map(|e| transcript(e).duration_ms)
+    .collect();
+    assert_eq!(
+        durations,
+        vec![2_000, 0, 900],
+        "the durations tile the audio"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_hears_nothing_is_taken_for_stalled_and_replaced() {
+    let mut s = Setup {
+        limits: SessionLimits {
+            stall_timeout: Some(Duration::from_secs(2)),
+            ..limits()
+        },
+        ..Setup::default()
+    }
+    .start();
+    s.start();
+    s.send(Command::Audio(audio(0, 500).into()));
+    let mut a = s.opened().await;
+    a.read(bytes(500)).await;
+    let started = tokio::time::Instant::now();
+    // `a` never answers: the paused clock runs to the stall deadline.
+    let mut b = s.opened().await;
+    assert_eq!(b.backend, "b");
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert!(
+        a.answers.is_closed(),
+        "the stalled stream was dropped (cancelled)"
+    );
+    assert_eq!(b.read(bytes(500)).await, audio(0, 500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn end_flushes_the_last_results_then_closes_and_an_unfinished_partial_becomes_final() {
+    let mut s = Setup::default().start();
+    s.start();
+    s.send(Command::Audio(audio(0, 1_000).into()));
+    let mut a = s.opened().await;
+    a.read(bytes(1_000)).await;
+    a.answer(TranscriptEvent {
+        audio_processed_ms: Some(800),
+        ..result(false, "partial words", &[(0, 700)])
+    });
+    assert_eq!(transcript(s.next().await).text, "partial words");
+    s.send(Command::End);
+    // The resampler's tail (none at the same rate), then the half-close.
+    assert!(a.read_to_end().await.is_empty());
+    drop(a); // the back end ends its stream without a final
+    let last = s.next().await;
+    match &last {
+        Event::Final(t) => {
+            assert_eq!(t.text, "partial words");
+            assert_eq!(t.duration_ms, 800, "up to what the partial accounted for");
+        }
+        other => panic!("expected the promoted final, got {other:?}"),
+    }
+    assert_eq!(s.next().await, Event::Close(CloseCause::Normal));
+    assert_eq!(s.outcome().await, Outcome::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_back_end_that_never_finishes_after_end_is_cut_at_the_flush_timeout_and_said_so() {
+    let mut s = Setup::default().start();
+    s.start();
+    s.send(Command::Audio(audio(0, 1_000).into()));
+    s.send(Command::Audio(audio(1_000, 1_000).into()));
+    let mut a = s.opened().await;
+    a.read(bytes(2_000)).await;
+    s.send(Command::End);
+    assert!(a.read_to_end().await.is_empty());
+    let before = tokio::time::Instant::now();
+    // `a` holds its stream open and says nothing.
+    match s.next().await {
+        Event::Status { state, message } => {
+            assert_eq!(state, StatusState::AudioGap);
+            assert!(message.contains("0.000 s to 2.000 s"), "{message}");
+        }
+        other => panic!("expected the audio-gap status, got {other:?}"),
+    }
+    assert_eq!(before.elapsed(), Duration::from_secs(5));
+    assert_eq!(s.next().await, Event::Close(CloseCause::Normal));
+    assert_eq!(s.outcome().await, Outcome::FlushTimeout);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_flushes_pending_finals_then_closes_going_away() {
+    let mut s = Setup::default().start();
+    s.start();
+    s.send(Command::Audio(audio(0, 1_000).into()));
+    let mut a = s.opened().await;
+    a.read(bytes(1_000)).await;
+    s.shutdown.cancel();
+    assert!(
+        a.read_to_end().await.is_empty(),
+        "the drain half-closes the stream"
+    );
+    a.answer(result(true, "last words", &[(0, 900)]));
+    drop(a);
+    assert_eq!(transcript(s.next().await).text, "last words");
+    assert_eq!(s.next().await, Event::Close(CloseCause::GoingAway));
+    assert_eq!(s.outcome().await, Outcome::ShutDown);
+}
+
+#[tokio::test(start_paused = true)]
+async fn audio_beyond_the_queue_is_refused_by_name_not_dropped() {
+    let mut s = Setup {
+        limits: SessionLimits {
+            queue: Duration::from_secs(2),
+            ..limits()
+        },
+        ..Setup::default()
+    }
+    .start();
+    s.start();
+    // The back end takes nothing: 2 s of queue hold two frames of 1 s; the third is refused.
+    for i in 0..3 {
+        s.send(Command::Audio(audio(i * 1_000, 1_000).into()));
+    }
+    let _a = s.opened().await;
+    match s.next().await {
+        Event::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::BufferOverflow);
+            assert!(e.message.contains("audio frame 3"), "{}", e.message);
+        }
+        other => panic!("expected the overflow error, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_back_end_keeps_failing_the_client_gets_model_unavailable() {
+    let down = || {
+        BackendError::new(
+            BackendErrorKind::Unavailable,
+            ErrorClass::UpstreamRetryable,
+            "refused",
+        )
+    };
+    // Each back end fails its first three opens: the first round and two retries.
+    let mut s = Setup {
+        backends: vec![
+            ("a", vec![down(), down(), down()]),
+            ("b", vec![down(), down(), down()]),
+        ],
+        ..Setup::default()
+    }
+    .start();
+    s.start();
+    let started = tokio::time::Instant::now();
+    match s.next().await {
+        Event::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::ModelUnavailable);
+            assert!(e.message.contains("after 2 retries"), "{}", e.message);
+        }
+        other => panic!("expected MODEL_UNAVAILABLE, got {other:?}"),
+    }
+    // Two backoffs passed: 200 ms and 400 ms, each jittered to 50-100 %.
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_millis(300)..=Duration::from_millis(600)).contains(&waited),
+        "{waited:?}"
+    );
+    assert!(s.opened.try_recv().is_err(), "no stream was ever opened");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_cut_off_at_the_write_timeout() {
+    let s = Setup {
+        limits: SessionLimits {
+            write_timeout: Duration::from_secs(3),
+            ..limits()
+        },
+        client_buffer: 0,
+        ..Setup::default()
+    }
+    .start();
+    // Pongs the client never reads: the channel holds one (and one per sender), the next
+    // write waits until the deadline.
+    for _ in 0..4 {
+        s.send(Command::Ping(serde_json::json!(1)));
+    }
+    let Session {
+        task,
+        events,
+        commands,
+        ..
+    } = s;
+    let started = tokio::time::Instant::now();
+    assert_eq!(task.await.unwrap(), Outcome::SlowClient);
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    drop((events, commands));
+}
