@@ -16,6 +16,7 @@
 //! | [`security`] | listener TLS with certificate reload, back-end TLS files, JWT auth, per-IP connection limit, concurrent caps per key |
 //! | [`backend`] | the `SpeechBackend` port and its adapters ([`backend::riva`], [`backend::triton`]); generated protobuf lives only here |
 //! | [`telemetry`] | tracing setup and the one module where metric names are spelled |
+//! | [`pcm`] | PCM16LE conversions shared by the session and the back-end adapters |
 //! | [`error`] | error classes shared by every boundary |
 //!
 //! The generated protocol code is its own crate ([`sgw_proto`]); the test kit
@@ -29,6 +30,7 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod ingress;
+pub mod pcm;
 pub mod resilience;
 pub mod router;
 pub mod security;

@@ -189,23 +189,6 @@ impl Drop for ReplayBuffer {
 /// few seconds of 100 ms frames without growing).
 const IDLE_QUEUE_SLOTS: usize = 64;
 
-/// PCM16LE bytes of samples.
-pub fn pcm_bytes(samples: &[i16]) -> Bytes {
-    let mut out = Vec::with_capacity(samples.len() * 2);
-    for s in samples {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out.into()
-}
-
-/// Samples of PCM16LE bytes (the length is validated even before this is called).
-pub fn pcm_samples(bytes: &[u8]) -> Vec<i16> {
-    bytes
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect()
-}
-
 /// When each accepted frame arrived, by the session time (ms) at which it ends. Bounded:
 /// only the most recent `horizon_ms` of audio is kept.
 #[derive(Debug)]
@@ -259,6 +242,7 @@ impl FrameLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pcm::{pcm_bytes, pcm_samples};
 
     #[test]
     fn odd_and_oversized_frames_are_refused_with_their_number() {

@@ -1,6 +1,33 @@
-//! The chaos table, in markdown.
+//! What a chaos scenario run found ([`ScenarioReport`]), and the chaos table in markdown.
 
-use super::runner::ScenarioReport;
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+/// One scenario's outcome as the runner measured it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub description: String,
+    pub sessions: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub refused: usize,
+    pub dropped: usize,
+    pub hung: usize,
+    pub audio_lost_ms: u64,
+    pub repeated_words: usize,
+    pub failovers: u64,
+    pub failover_p50_ms: Option<f64>,
+    pub failover_p99_ms: Option<f64>,
+    pub longest_silence_ms: u64,
+    pub breaker_opened: u64,
+    pub breaker_closed: u64,
+    pub reopens: HashMap<String, u64>,
+    pub wall_seconds: f64,
+    pub passed: bool,
+    pub problems: Vec<String>,
+}
 
 fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_string(), |v| format!("{v:.0}"))

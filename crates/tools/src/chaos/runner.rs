@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::report::ScenarioReport;
 use super::scenario::{Action, BackendSpec, Scenario};
 use sgw_testkit::proxy::{Fault, FaultProxy};
 use sgw_testkit::sim::marker::{marker_audio, marker_word};
@@ -83,30 +84,6 @@ pub struct SessionResult {
     pub audio_gap_statuses: usize,
     /// Longest wait between two messages from the gateway while audio flowed.
     pub longest_silence_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ScenarioReport {
-    pub name: String,
-    pub description: String,
-    pub sessions: usize,
-    pub completed: usize,
-    pub failed: usize,
-    pub refused: usize,
-    pub dropped: usize,
-    pub hung: usize,
-    pub audio_lost_ms: u64,
-    pub repeated_words: usize,
-    pub failovers: u64,
-    pub failover_p50_ms: Option<f64>,
-    pub failover_p99_ms: Option<f64>,
-    pub longest_silence_ms: u64,
-    pub breaker_opened: u64,
-    pub breaker_closed: u64,
-    pub reopens: HashMap<String, u64>,
-    pub wall_seconds: f64,
-    pub passed: bool,
-    pub problems: Vec<String>,
 }
 
 /// A back-end process and, if asked, the proxy in front of it.

@@ -197,7 +197,7 @@ fn infer(
     timeout: Duration,
 ) -> Inference {
     let mut client = client.clone();
-    let pcm = crate::session::audio::pcm_bytes(audio);
+    let pcm = crate::pcm::pcm_bytes(audio);
     let request = tensors::audio_request(model, String::new(), pcm, &io.outputs, io.batched, None);
     Box::pin(async move {
         let resp = tokio::time::timeout(timeout, client.model_infer(request))
@@ -278,7 +278,7 @@ async fn run(
             }
             chunk = audio.next(), if audio_open => {
                 let cuts = match chunk {
-                    Some(pcm) => seg.push(&ep, &crate::session::audio::pcm_samples(&pcm)),
+                    Some(pcm) => seg.push(&ep, &crate::pcm::pcm_samples(&pcm)),
                     None => {
                         audio_open = false;
                         vec![seg.finish(&ep)]

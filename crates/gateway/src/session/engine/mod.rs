@@ -40,13 +40,14 @@ use tracing::{Instrument, Span, field};
 use self::timeline::Timeline;
 use self::upstream::{Episode, Upstream};
 
-use super::audio::{FrameLog, ReplayBuffer, bytes_to_ms, pcm_bytes, pcm_samples, validate_frame};
+use super::audio::{FrameLog, ReplayBuffer, bytes_to_ms, validate_frame};
 use super::resample::Resampler;
 use super::{
     CloseCause, Command, ErrorKind, Event, Outcome, SAMPLE_RATES, SessionContext, SessionError,
     StartConfig, StatusState, Transcript,
 };
 use crate::backend::{BackendError, RecognitionParams, TranscriptEvent};
+use crate::pcm::{pcm_bytes, pcm_samples};
 use crate::resilience::admission::{Refusal, Ticket};
 
 /// Replayed audio is sent in chunks of this many milliseconds.
