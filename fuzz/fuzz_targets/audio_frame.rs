@@ -12,10 +12,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
+use speech_gateway::pcm::{pcm_bytes, pcm_samples};
 use speech_gateway::session::SAMPLE_RATES;
-use speech_gateway::session::audio::{
-    bytes_to_ms, max_frame_bytes, pcm_bytes, pcm_samples, validate_frame,
-};
+use speech_gateway::session::audio::{bytes_to_ms, max_frame_bytes, validate_frame};
 use speech_gateway::session::resample::Resampler;
 use speech_gateway::session::{ErrorKind, Event};
 

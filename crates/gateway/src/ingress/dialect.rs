@@ -1,0 +1,101 @@
+//! The seam between the gateway and a client contract — a *dialect*: how a client's
+//! WebSocket messages become session [`Command`]s, how session [`Event`]s are rendered
+//! back, the error body of a refusal before the upgrade, the close codes, and where the
+//! client's credentials come from.
+//!
+//! Everything else is shared by every dialect: the pre-upgrade gate ([`super::gate`]:
+//! limits, Origin, credentials, admission), the socket loop with its write deadline and
+//! close handshake ([`super::socket`]), and the session engine. A WebSocket dialect is one
+//! file implementing [`Dialect`] plus one route line in [`super::app`]:
+//!
+//! ```ignore
+//! .route("/v1/audio/stream", get(socket::endpoint::<V1>))
+//! ```
+//!
+//! A dialect's methods are pure: they never log or count (the caller does, once).
+
+use std::borrow::Cow;
+
+use axum::extract::ws::Message;
+use axum::http::{HeaderMap, header};
+
+use crate::security::auth::{self, AuthError};
+use crate::session::{CloseCause, Command, ErrorKind, Event, SessionError};
+
+/// The HTTP request that asks for the upgrade, as a dialect sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Upgrade<'a> {
+    pub headers: &'a HeaderMap,
+    /// The raw query string, if any.
+    pub query: Option<&'a str>,
+}
+
+impl<'a> Upgrade<'a> {
+    /// The first value of a query parameter, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(self.query?)
+            .ok()?
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The `Authorization` header as text; a value that is not text is malformed.
+    pub fn authorization(&self) -> Result<Option<&'a str>, AuthError> {
+        match self.headers.get(header::AUTHORIZATION) {
+            Some(v) => v.to_str().map(Some).map_err(|_| AuthError::Malformed),
+            None => Ok(None),
+        }
+    }
+}
+
+/// One client contract. See the module docs.
+pub trait Dialect: Sized + Send + Sync + 'static {
+    /// The dialect's name: the `dialect` label of session metrics and of the session span.
+    const NAME: &'static str;
+
+    /// The per-session codec for this request, or why the request cannot open a session
+    /// (answered before the upgrade with 400 and [`Dialect::error_body`]). Dialects whose
+    /// clients put their settings in the query string read them here.
+    fn accept(request: &Upgrade<'_>) -> Result<Self, SessionError>;
+
+    /// The client's credential (a JWT or API key), if it sent one. `allow_query`:
+    /// `auth.query_token` is on. The default is v1's: `Authorization: Bearer …`, else
+    /// `?token=` when allowed.
+    fn credentials<'a>(
+        request: &Upgrade<'a>,
+        allow_query: bool,
+    ) -> Result<Option<Cow<'a, str>>, AuthError> {
+        let authorization = request.authorization()?;
+        if authorization.is_some() {
+            return Ok(auth::token_from(authorization, None, false).map(Cow::Borrowed));
+        }
+        if !allow_query {
+            return Ok(None);
+        }
+        Ok(request
+            .query_param("token")
+            .filter(|t| !t.is_empty())
+            .map(Cow::Owned))
+    }
+
+    /// Commands the session runs before the client's first message (a dialect whose
+    /// settings come with the request starts the session at once).
+    fn opening(&self) -> Option<Command> {
+        None
+    }
+
+    /// One client message as a command; `None` for messages that mean nothing to the
+    /// session (control frames).
+    fn decode(&self, msg: Message) -> Option<Command>;
+
+    /// One session event as the messages the client gets (none, if the dialect has no
+    /// such message). [`Event::Close`] renders the close frame.
+    fn encode(&self, ev: &Event) -> Vec<Message>;
+
+    /// The body of a refusal before the upgrade, in the dialect's error shape.
+    fn error_body(kind: ErrorKind, message: &str) -> serde_json::Value;
+
+    /// The WebSocket close code that ends a session for `cause`.
+    fn close_code(cause: CloseCause) -> u16;
+}
