@@ -79,7 +79,8 @@ struct Run {
     /// Event kinds in arrival order ('p' partial, 'f' final).
     order: String,
     /// `status` messages as received (the client library keeps them as raw JSON).
-    statuses: Vec<Value>,
+    /// The `state` of every status message.
+    statuses: Vec<String>,
 }
 
 impl Run {
@@ -102,7 +103,7 @@ async fn stream(gw: &Gateway, wav: &Wav, route: Option<&str>) -> Run {
     let report = transcribe(wav, &opts, |ev| match ev {
         ClientEvent::Partial(_) => order.push('p'),
         ClientEvent::Final(_) => order.push('f'),
-        ClientEvent::Other(v) if v["type"] == "status" => statuses.push(v.clone()),
+        ClientEvent::Status(s) => statuses.push(s.state.to_string()),
         _ => {}
     })
     .await
@@ -352,7 +353,7 @@ async fn a_tritonserver_killed_mid_speech_fails_the_session_over_without_losing_
     assert_eq!(gw.metric(&opened(&second.url())).await, Some(1.0));
     assert_eq!(gw.metric(&opened(&first)).await, None);
     assert!(
-        !clean.statuses.iter().any(|s| s["state"] == "failover"),
+        !clean.statuses.iter().any(|s| s == "failover"),
         "{:?}",
         clean.statuses
     );
@@ -413,7 +414,7 @@ async fn a_tritonserver_killed_mid_speech_fails_the_session_over_without_losing_
         "the session ran on the second instance"
     );
     assert!(
-        faulted.statuses.iter().any(|s| s["state"] == "failover"),
+        faulted.statuses.iter().any(|s| s == "failover"),
         "{:?}",
         faulted.statuses
     );

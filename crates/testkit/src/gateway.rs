@@ -376,6 +376,10 @@ pub enum Received {
     Closed(Option<u16>),
 }
 
+/// A v1 client for contract tests. It sends and reads raw JSON on purpose: the contract
+/// tests pin the wire format from outside the gateway's own types
+/// ([`speech_gateway::ingress::v1::wire`], which every other client uses), and they send
+/// malformed messages that those types cannot express.
 pub struct Client {
     pub ws: Ws,
 }

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
-use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
@@ -26,11 +25,12 @@ use super::scenario::{Action, BackendSpec, Scenario};
 use sgw_testkit::proxy::{Fault, FaultProxy};
 use sgw_testkit::sim::marker::{marker_audio, marker_word};
 use speech_gateway::config::BackendProtocol;
+use speech_gateway::ingress::v1::wire::{ClientMessage, ServerMessage, StartSettings};
 use speech_gateway::telemetry::exposition;
 
 /// Marker block length: one word per block.
 const BLOCK_MS: u64 = 500;
-const SAMPLE_RATE: u64 = 16_000;
+const SAMPLE_RATE: u32 = 16_000;
 const FRAME_MS: u64 = 100;
 /// A client with no close this long after its audio ended is hung.
 const HANG_AFTER: Duration = Duration::from_secs(20);
@@ -409,19 +409,24 @@ pub async fn run_session(url: &str, blocks: usize) -> SessionResult {
         }
     };
     let (mut tx, mut rx) = ws.split();
-    let samples_per_block = (SAMPLE_RATE * BLOCK_MS / 1000) as usize;
+    let samples_per_block = (u64::from(SAMPLE_RATE) * BLOCK_MS / 1000) as usize;
     let audio = marker_audio(1, blocks, samples_per_block);
-    let frame_bytes = (SAMPLE_RATE * FRAME_MS / 1000 * 2) as usize;
+    let frame_bytes = (u64::from(SAMPLE_RATE) * FRAME_MS / 1000 * 2) as usize;
     let writer = async move {
         let send_all = async {
-            let start = json!({"type": "start", "config": {"sample_rate": SAMPLE_RATE}});
-            tx.send(Message::Text(start.to_string().into())).await?;
+            let start = ClientMessage::Start {
+                config: Some(StartSettings {
+                    sample_rate: Some(SAMPLE_RATE),
+                    ..StartSettings::default()
+                }),
+            };
+            tx.send(Message::Text(start.to_text().into())).await?;
             let t0 = tokio::time::Instant::now();
             for (i, frame) in audio.chunks(frame_bytes).enumerate() {
                 tokio::time::sleep_until(t0 + Duration::from_millis(FRAME_MS * i as u64)).await;
                 tx.send(Message::Binary(frame.to_vec().into())).await?;
             }
-            tx.send(Message::Text(json!({"type": "end"}).to_string().into()))
+            tx.send(Message::Text(ClientMessage::End.to_text().into()))
                 .await
         };
         // A send fails once the gateway has closed: the reader reports why.
@@ -445,26 +450,23 @@ pub async fn run_session(url: &str, blocks: usize) -> SessionResult {
             }
             last = now;
             match msg {
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
-                    match v["type"].as_str() {
-                        Some("final") => words.extend(
-                            v["text"]
-                                .as_str()
-                                .unwrap_or("")
-                                .split_whitespace()
-                                .map(|w| marker_word(w).unwrap_or(0)),
-                        ),
-                        Some("status") if v["state"] == "failover" => result.failover_statuses += 1,
-                        Some("status") if v["state"] == "audio_gap" => {
-                            result.audio_gap_statuses += 1
-                        }
-                        Some("error") if v["recoverable"] == false => {
-                            error_code = v["code"].as_str().map(str::to_string);
-                        }
-                        _ => {}
+                Some(Ok(Message::Text(t))) => match ServerMessage::parse(t.as_str()) {
+                    Some(ServerMessage::Final(f)) => words.extend(
+                        f.text
+                            .split_whitespace()
+                            .map(|w| marker_word(w).unwrap_or(0)),
+                    ),
+                    Some(ServerMessage::Status(st)) if st.state == "failover" => {
+                        result.failover_statuses += 1
                     }
-                }
+                    Some(ServerMessage::Status(st)) if st.state == "audio_gap" => {
+                        result.audio_gap_statuses += 1
+                    }
+                    Some(ServerMessage::Error(e)) if !e.recoverable => {
+                        error_code = Some(e.code.into_owned());
+                    }
+                    _ => {}
+                },
                 Some(Ok(Message::Close(frame))) => {
                     let code = frame.map(|f| u16::from(f.code));
                     break match (&error_code, code) {

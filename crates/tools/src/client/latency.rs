@@ -4,7 +4,7 @@
 //! Kept apart from the network code so every rule below is a pure function with tests:
 //!
 //! - **partial**: arrival of a partial − send time of the frame that ends at (or first
-//!   past) the partial's `timestamp_ms`. Partials without `timestamp_ms` give no sample.
+//!   past) the partial's `timestamp_ms`.
 //! - **first partial**: arrival of the first partial with non-empty text − send time of
 //!   the first frame holding speech ([`speech_onset_frame`]). At most one per session.
 //! - **final**: arrival of a final − the earlier of (a) the send time of the frame
@@ -166,12 +166,11 @@ pub(super) fn measure(
     for arrival in &log.arrivals {
         match &arrival.event {
             ClientEvent::Partial(partial) => {
-                if let Some(ts) = partial.timestamp_ms {
-                    if let Some(frame) = frame_reaching(&log.frames, ts) {
-                        samples.partial_ms.extend(ms_since(frame.sent, arrival.at));
-                    }
-                    utterance_audio_ms = Some(utterance_audio_ms.map_or(ts, |u| u.max(ts)));
+                let ts = partial.timestamp_ms as f64;
+                if let Some(frame) = frame_reaching(&log.frames, ts) {
+                    samples.partial_ms.extend(ms_since(frame.sent, arrival.at));
                 }
+                utterance_audio_ms = Some(utterance_audio_ms.map_or(ts, |u| u.max(ts)));
                 if !seen_first_partial && !partial.text.trim().is_empty() {
                     seen_first_partial = true;
                     if let Some(sent) = speech_sent {
@@ -183,6 +182,7 @@ pub(super) fn measure(
                 let speech_end_ms = fin
                     .words
                     .iter()
+                    .flatten()
                     .map(|w| w.end * 1000.0)
                     .reduce(f64::max)
                     .or(utterance_audio_ms);
@@ -199,7 +199,10 @@ pub(super) fn measure(
                 per_final.push(latency);
                 utterance_audio_ms = None;
             }
-            ClientEvent::Error(_) | ClientEvent::Pong { .. } | ClientEvent::Other(_) => {}
+            ClientEvent::Error(_)
+            | ClientEvent::Pong(_)
+            | ClientEvent::Status(_)
+            | ClientEvent::Other(_) => {}
         }
     }
     (samples, per_final)
@@ -215,12 +218,23 @@ mod tests {
         t0 + Duration::from_millis(ms)
     }
 
-    fn partial(text: &str, ts: Option<f64>) -> ClientEvent {
+    fn partial(text: &str, ts: u64) -> ClientEvent {
         ClientEvent::Partial(Partial {
-            text: text.into(),
-            confidence: None,
+            text: text.to_string().into(),
+            confidence: 0.9,
             timestamp_ms: ts,
-            words: vec![],
+            words: None,
+        })
+    }
+
+    fn final_without_words() -> ClientEvent {
+        ClientEvent::Final(Final {
+            text: "t".into(),
+            confidence: 0.9,
+            is_end_of_utterance: true,
+            timestamp_ms: 0,
+            duration_ms: 0,
+            words: None,
         })
     }
 
@@ -231,15 +245,16 @@ mod tests {
                 word: "w".into(),
                 start: end - 0.1,
                 end,
-                confidence: None,
+                confidence: 0.9,
             })
             .collect();
         ClientEvent::Final(Final {
             text: "t".into(),
-            confidence: None,
-            is_end_of_utterance: Some(true),
-            duration_ms: None,
-            words,
+            confidence: 0.9,
+            is_end_of_utterance: true,
+            timestamp_ms: 0,
+            duration_ms: 0,
+            words: Some(words),
         })
     }
 
@@ -322,11 +337,10 @@ mod tests {
         let log = log(
             t0,
             vec![
-                (350, partial("", Some(200.0))),     // frame 1 (sent 100) → 250
-                (420, partial("hi", Some(250.0))),   // frame 2 (sent 200) → 220
-                (430, partial("hi", Some(299.6))),   // within tolerance of frame 2 → 230
-                (440, partial("hi", None)),          // no timestamp: no sample
-                (450, partial("hi", Some(5_000.0))), // beyond the audio: no sample
+                (350, partial("", 200)),     // frame 1 (sent 100) → 250
+                (420, partial("hi", 250)),   // frame 2 (sent 200) → 220
+                (430, partial("hi", 300)),   // exactly frame 2's end → 230
+                (450, partial("hi", 5_000)), // beyond the audio: no sample
             ],
         );
         let (samples, _) = measure(&log, None);
@@ -344,9 +358,9 @@ mod tests {
         let log = log(
             t0,
             vec![
-                (300, partial("  ", Some(100.0))),
-                (500, partial("hello", Some(300.0))),
-                (600, partial("hello there", Some(400.0))),
+                (300, partial("  ", 100)),
+                (500, partial("hello", 300)),
+                (600, partial("hello there", 400)),
             ],
         );
         let (samples, _) = measure(&log, Some(2)); // speech frame sent at 200
@@ -359,21 +373,15 @@ mod tests {
     #[test]
     fn final_latency_prefers_word_ends_then_partials_then_end() {
         let t0 = Instant::now();
-        let no_words = ClientEvent::Final(Final {
-            text: "t".into(),
-            confidence: None,
-            is_end_of_utterance: None,
-            duration_ms: None,
-            words: vec![],
-        });
+        let no_words = final_without_words();
         let log = log(
             t0,
             vec![
                 // Last word ends at 0.45 s → frame 4 (sent 400); end not yet sent → 500.
                 (900, final_with_words(&[0.2, 0.45])),
                 // Partials since that final reach 700 ms → frame 6 (sent 600) → 450.
-                (950, partial("x", Some(650.0))),
-                (960, partial("x y", Some(700.0))),
+                (950, partial("x", 650)),
+                (960, partial("x y", 700)),
                 (1050, no_words.clone()),
                 // Nothing since: only `end` (sent 1000) → 200.
                 (1200, no_words.clone()),
@@ -393,13 +401,7 @@ mod tests {
     #[test]
     fn final_without_any_reference_gives_no_sample() {
         let t0 = Instant::now();
-        let no_words = ClientEvent::Final(Final {
-            text: "t".into(),
-            confidence: None,
-            is_end_of_utterance: None,
-            duration_ms: None,
-            words: vec![],
-        });
+        let no_words = final_without_words();
         // Arrives before `end` with no words and no partials: nothing to measure from.
         let (samples, per_final) = measure(&log(t0, vec![(500, no_words)]), None);
         assert_eq!(per_final, vec![None]);

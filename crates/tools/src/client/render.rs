@@ -1,8 +1,6 @@
 //! Terminal output of the `transcribe` command: the in-place partial line and the
 //! latency table. Pure string functions, so the binary only decides where to print.
 
-use serde_json::Value;
-
 use super::events::ClientEvent;
 use super::transcribe::TranscribeReport;
 
@@ -85,10 +83,12 @@ pub fn render_live(event: &ClientEvent, term_width: usize) -> Option<LiveLine> {
                 printable(&e.message)
             )))
         }
-        ClientEvent::Other(v) if v.get("type").and_then(Value::as_str) == Some("status") => {
-            Some(LiveLine::Notice(format!("status: {v}")))
-        }
-        ClientEvent::Pong { .. } | ClientEvent::Other(_) => None,
+        ClientEvent::Status(s) => Some(LiveLine::Notice(format!(
+            "status {}: {}",
+            s.state,
+            printable(&s.message)
+        ))),
+        ClientEvent::Pong(_) | ClientEvent::Other(_) => None,
     }
 }
 
@@ -123,10 +123,10 @@ mod tests {
     fn live_lines() {
         let partial = |t: &str| {
             ClientEvent::Partial(Partial {
-                text: t.into(),
-                confidence: None,
-                timestamp_ms: None,
-                words: vec![],
+                text: t.to_string().into(),
+                confidence: 0.9,
+                timestamp_ms: 0,
+                words: None,
             })
         };
         assert_eq!(
@@ -149,7 +149,9 @@ mod tests {
             render_live(&partial("abc"), 0),
             Some(LiveLine::Replace(String::new()))
         );
-        let fin = ClientEvent::parse(r#"{"type":"final","text":"Done."}"#);
+        let fin = ClientEvent::parse(
+            r#"{"type":"final","text":"Done.","confidence":0.9,"is_end_of_utterance":true,"timestamp_ms":900,"duration_ms":900}"#,
+        );
         assert_eq!(render_live(&fin, 3), Some(LiveLine::Commit("Done.".into())));
         let error = ClientEvent::parse(
             r#"{"type":"error","code":"INTERNAL_ERROR","message":"boom","recoverable":false}"#,
@@ -161,7 +163,10 @@ mod tests {
             ))
         );
         assert!(matches!(
-            render_live(&ClientEvent::parse(r#"{"type":"status","x":1}"#), 80),
+            render_live(
+                &ClientEvent::parse(r#"{"type":"status","state":"failover","message":"m"}"#),
+                80
+            ),
             Some(LiveLine::Notice(_))
         ));
         assert_eq!(

@@ -14,7 +14,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
-use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -23,6 +22,7 @@ use super::latency::{self, Arrival, FrameRecord, SessionLog};
 pub use super::latency::{LatencySamples, LatencyStats, LatencySummary, speech_onset_frame};
 pub use super::render::{LiveLine, render_live, render_report};
 use super::wav::Wav;
+use speech_gateway::ingress::v1::wire::{ClientMessage, StartSettings};
 
 /// How long the client waits, after sending `end` (and after each later message), for
 /// the server to answer or close before giving up.
@@ -70,9 +70,9 @@ impl TranscribeOptions {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FinalResult {
     pub text: String,
-    pub confidence: Option<f64>,
-    pub duration_ms: Option<f64>,
-    pub words: Vec<Word>,
+    pub confidence: f32,
+    pub duration_ms: u64,
+    pub words: Vec<Word<'static>>,
     /// Milliseconds from the first frame's send to this final's arrival.
     pub arrival_ms: f64,
     /// Final latency as defined in [`LatencySummary`]; `None` when no reference exists.
@@ -84,7 +84,7 @@ pub struct TranscribeReport {
     pub finals: Vec<FinalResult>,
     /// Number of partial messages received.
     pub partials: usize,
-    pub errors: Vec<ServerError>,
+    pub errors: Vec<ServerError<'static>>,
     /// The server's close code; `None` if the connection ended without a close frame.
     pub close_code: Option<u16>,
     pub latency: LatencySummary,
@@ -126,20 +126,18 @@ fn frame_samples(sample_rate: u32, frame_ms: u32) -> anyhow::Result<usize> {
 
 /// The `start` message: the WAV's own rate (the gateway resamples), optional fields only
 /// when given, both booleans always so the server never has to guess our intent.
-fn start_message(sample_rate: u32, opts: &TranscribeOptions) -> Value {
-    let mut config = json!({
-        "sample_rate": sample_rate,
-        "encoding": "pcm_s16le",
-        "word_timestamps": opts.word_timestamps,
-        "interim_results": opts.interim_results,
-    });
-    if let Some(language) = &opts.language {
-        config["language"] = json!(language);
+fn start_message(sample_rate: u32, opts: &TranscribeOptions) -> ClientMessage<'static> {
+    ClientMessage::Start {
+        config: Some(StartSettings {
+            sample_rate: Some(sample_rate),
+            encoding: Some("pcm_s16le".into()),
+            word_timestamps: Some(opts.word_timestamps),
+            interim_results: Some(opts.interim_results),
+            language: opts.language.clone(),
+            model: opts.model.clone(),
+            ..StartSettings::default()
+        }),
     }
-    if let Some(model) = &opts.model {
-        config["model"] = json!(model);
-    }
-    json!({"type": "start", "config": config})
 }
 
 /// When frame `k` is due: its audio start time divided by the speed, after `t0`. Using
@@ -169,7 +167,7 @@ async fn run_session(
     let ws = super::connect::open(&opts.url, opts.token.as_deref(), opts.ca.as_deref()).await?;
     let (mut sink, mut stream) = ws.split();
     sink.send(Message::text(
-        start_message(wav.sample_rate, opts).to_string(),
+        start_message(wav.sample_rate, opts).to_text(),
     ))
     .await
     .context("sending start")?;
@@ -232,7 +230,7 @@ async fn run_session(
                         next += 1;
                     })
                 } else {
-                    sink.send(Message::text(r#"{"type":"end"}"#)).await.map(|()| {
+                    sink.send(Message::text(ClientMessage::End.to_text())).await.map(|()| {
                         let at = Instant::now();
                         log.end_sent = Some(at);
                         idle_deadline = Some(at + end_timeout);
@@ -273,17 +271,17 @@ fn build_report(wav: &Wav, log: &SessionLog, speech_frame: Option<usize>) -> Tra
             ClientEvent::Partial(_) => partials += 1,
             ClientEvent::Final(f) => {
                 finals.push(FinalResult {
-                    text: f.text.clone(),
+                    text: f.text.to_string(),
                     confidence: f.confidence,
                     duration_ms: f.duration_ms,
-                    words: f.words.clone(),
+                    words: f.words.clone().unwrap_or_default(),
                     arrival_ms: ms_between(log.t0, arrival.at),
                     latency_ms: final_latencies.get(final_index).copied().flatten(),
                 });
                 final_index += 1;
             }
             ClientEvent::Error(e) => errors.push(e.clone()),
-            ClientEvent::Pong { .. } | ClientEvent::Other(_) => {}
+            ClientEvent::Pong(_) | ClientEvent::Status(_) | ClientEvent::Other(_) => {}
         }
     }
     TranscribeReport {
@@ -305,6 +303,8 @@ fn ms_between(from: Instant, to: Instant) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::events::{ServerMessage, Status};
+    use serde_json::{Value, json};
     use std::sync::{Arc, Mutex};
     use tokio::net::TcpListener;
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -379,10 +379,25 @@ mod tests {
                                 seen.got_end = true;
                                 if script == Script::Echo {
                                     let end_s = seen.samples as f64 / rate;
-                                    let fin = json!({"type":"final","text":"hello world","confidence":0.9,"is_end_of_utterance":true,
-                                        "duration_ms": end_s * 1000.0,
-                                        "words":[{"word":"hello","start":0.1,"end":0.4,"confidence":0.9},{"word":"world","start":0.5,"end":end_s - 0.05}]});
-                                    ws.send(Message::text(fin.to_string())).await.unwrap();
+                                    let word = |w: &'static str, start, end| Word {
+                                        word: w.into(),
+                                        start,
+                                        end,
+                                        confidence: 0.9,
+                                    };
+                                    let fin = ServerMessage::Final(Final {
+                                        text: "hello world".into(),
+                                        confidence: 0.9,
+                                        is_end_of_utterance: true,
+                                        timestamp_ms: (end_s * 1000.0) as u64,
+                                        duration_ms: (end_s * 1000.0) as u64,
+                                        words: Some(vec![
+                                            word("hello", 0.1, 0.4),
+                                            word("world", 0.5, end_s - 0.05),
+                                        ]),
+                                    });
+                                    let text = serde_json::to_string(&fin).unwrap();
+                                    ws.send(Message::text(text)).await.unwrap();
                                     ws.close(Some(CloseFrame {
                                         code: CloseCode::Normal,
                                         reason: "".into(),
@@ -404,12 +419,21 @@ mod tests {
                             } else {
                                 format!("w{}", seen.frames)
                             };
-                            let partial = json!({"type":"partial","text":text,"confidence":0.5,"timestamp_ms":ts});
-                            ws.send(Message::text(partial.to_string())).await.unwrap();
+                            let partial = ServerMessage::Partial(Partial {
+                                text: text.into(),
+                                confidence: 0.5,
+                                timestamp_ms: ts as u64,
+                                words: None,
+                            });
+                            let partial = serde_json::to_string(&partial).unwrap();
+                            ws.send(Message::text(partial)).await.unwrap();
                             if seen.frames == 1 {
-                                ws.send(Message::text(r#"{"type":"status","state":"ok"}"#))
-                                    .await
-                                    .unwrap();
+                                let status = ServerMessage::Status(Status {
+                                    state: "failover".into(),
+                                    message: "m".into(),
+                                });
+                                let status = serde_json::to_string(&status).unwrap();
+                                ws.send(Message::text(status)).await.unwrap();
                             }
                         }
                     }
@@ -488,7 +512,7 @@ mod tests {
         assert!((report.audio_seconds - 1.05).abs() < 1e-9);
         // 11 partials, one status, one final — all handed to the callback, in order.
         assert_eq!(events.len(), 13);
-        assert!(matches!(&events[1], ClientEvent::Other(v) if v["type"] == "status"));
+        assert!(matches!(&events[1], ClientEvent::Status(_)));
         assert!(matches!(events.last(), Some(ClientEvent::Final(_))));
         let table = render_report(&report);
         assert!(

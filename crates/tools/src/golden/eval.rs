@@ -178,7 +178,7 @@ async fn run_clip(manifest: &Manifest, clip: &Clip, route: &str, opts: &EvalOpti
     result.samples = report.samples.clone();
     result.partials = report.partials;
     result.finals = report.finals.len();
-    result.errors = report.errors.iter().map(|e| e.code.clone()).collect();
+    result.errors = report.errors.iter().map(|e| e.code.to_string()).collect();
     result.close_code = report.close_code;
     result.audio_seconds = report.audio_seconds;
     result.wall_seconds = report.wall_seconds;

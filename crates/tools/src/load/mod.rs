@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use speech_gateway::ingress::v1::wire::{ClientMessage, StartSettings};
 use tokio::time::Instant;
 
 use crate::client::wav::read_wav_file;
@@ -192,16 +193,17 @@ fn ws_addr(url: &str) -> Option<SocketAddr> {
 }
 
 fn start_message(clip: &Clip, route: Option<&str>) -> String {
-    let mut config = serde_json::json!({
-        "sample_rate": clip.sample_rate,
-        "encoding": "pcm_s16le",
-        "interim_results": true,
-        "word_timestamps": true,
-    });
-    if let Some(route) = route {
-        config["model"] = serde_json::json!(route);
+    ClientMessage::Start {
+        config: Some(StartSettings {
+            sample_rate: Some(clip.sample_rate),
+            encoding: Some("pcm_s16le".into()),
+            interim_results: Some(true),
+            word_timestamps: Some(true),
+            model: route.map(str::to_string),
+            ..StartSettings::default()
+        }),
     }
-    serde_json::json!({"type": "start", "config": config}).to_string()
+    .to_text()
 }
 
 /// Runs the load and returns its report.

@@ -11,7 +11,6 @@
 //! The direct client is a test tool and, like `sim`, one of the few places outside
 //! `backend/` that use the generated protobuf types (it speaks the back end's protocol).
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -19,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
+use speech_gateway::ingress::v1::wire::{ClientMessage, ServerMessage};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -132,30 +131,6 @@ impl Sent {
     }
 }
 
-/// The fields of a server message the load client needs; everything else is skipped
-/// unparsed.
-#[derive(Deserialize)]
-struct Msg<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(default)]
-    timestamp_ms: Option<f64>,
-    #[serde(default)]
-    words: Vec<WordEnd>,
-    #[serde(default, borrow)]
-    code: Option<Cow<'a, str>>,
-    #[serde(default)]
-    recoverable: Option<bool>,
-    /// `status` messages: `failover`, `backend_lagging`, …
-    #[serde(default, borrow)]
-    state: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct WordEnd {
-    end: f64,
-}
-
 /// A session's sending side, the same on both paths: frames of `clip` in a loop, one per
 /// tick, with their send times, and when `end` (or the half-close) went out.
 struct Pace<'a> {
@@ -255,41 +230,41 @@ async fn drive_ws(
                 let at = Instant::now();
                 match message {
                     Some(Ok(Message::Text(text))) => {
-                        let Ok(msg) = serde_json::from_str::<Msg>(text.as_str()) else { continue };
-                        match msg.kind.as_ref() {
-                            "partial" => {
+                        let Some(msg) = ServerMessage::parse(text.as_str()) else { continue };
+                        match msg {
+                            ServerMessage::Partial(p) => {
                                 served = true;
                                 stats.partials.fetch_add(1, Ordering::Relaxed);
-                                if let Some(l) = msg.timestamp_ms.and_then(|t| latency(pace.sent.reaching(t), at)) {
+                                if let Some(l) = latency(pace.sent.reaching(p.timestamp_ms as f64), at) {
                                     stats.partial.record(l);
                                 }
                             }
-                            "final" => {
+                            ServerMessage::Final(f) => {
                                 served = true;
                                 stats.finals.fetch_add(1, Ordering::Relaxed);
-                                let word_end = msg.words.iter().map(|w| w.end * 1000.0).reduce(f64::max);
+                                let word_end = f.words.iter().flatten().map(|w| w.end * 1000.0).reduce(f64::max);
                                 if let Some(l) = latency(pace.final_reference(word_end), at) {
                                     stats.final_.record(l);
                                 }
                             }
                             // Counted with the errors, as `status:STATE` (what clients were told).
-                            "status" => {
-                                stats.error(format!("status:{}", msg.state.as_deref().unwrap_or("?")));
+                            ServerMessage::Status(st) => {
+                                stats.error(format!("status:{}", st.state));
                             }
-                            "error" => {
-                                let code = msg.code.as_deref().unwrap_or("UNKNOWN").to_string();
+                            ServerMessage::Error(e) => {
+                                let code = e.code.into_owned();
                                 if code == "RATE_LIMIT_EXCEEDED" && !served {
                                     // The start was refused (route limit, or a route shedding
                                     // load): the session ends here, refused, not streamed.
                                     let _ = ws.close(None).await;
                                     return Err(format!("refused: {code}"));
-                                } else if msg.recoverable == Some(false) {
+                                } else if !e.recoverable {
                                     fatal = Some(code);
                                 } else {
                                     stats.error(code);
                                 }
                             }
-                            _ => {}
+                            ServerMessage::Pong(_) => {}
                         }
                     }
                     Some(Ok(Message::Close(frame))) => {
@@ -308,7 +283,7 @@ async fn drive_ws(
             _ = pace.ticks.tick(), if pace.end_sent.is_none() => {
                 let now = Instant::now();
                 if now >= plan.stop_at {
-                    ws.send(Message::text(r#"{"type":"end"}"#)).await
+                    ws.send(Message::text(ClientMessage::End.to_text())).await
                         .map_err(|e| format!("send: {}", short(&e.to_string())))?;
                     pace.end_sent = Some(Instant::now());
                 } else {
@@ -478,23 +453,5 @@ mod tests {
             Some(t0 + Duration::from_millis(150))
         );
         assert_eq!(pace.final_reference(Some(50.0)), Some(t0));
-    }
-
-    #[test]
-    fn messages_parse_with_only_the_needed_fields() {
-        let m: Msg = serde_json::from_str(r#"{"type":"final","text":"a \"b\"","words":[{"word":"a","start":0.1,"end":0.5}],"x":{}}"#).unwrap();
-        assert_eq!((m.kind.as_ref(), m.words[0].end), ("final", 0.5));
-        let e: Msg = serde_json::from_str(
-            r#"{"type":"error","code":"RATE_LIMIT_EXCEEDED","message":"m","recoverable":true}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            (e.code.as_deref(), e.recoverable),
-            (Some("RATE_LIMIT_EXCEEDED"), Some(true))
-        );
-        let st: Msg =
-            serde_json::from_str(r#"{"type":"status","state":"backend_lagging","message":"m"}"#)
-                .unwrap();
-        assert_eq!(st.state.as_deref(), Some("backend_lagging"));
     }
 }
