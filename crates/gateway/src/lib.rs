@@ -59,6 +59,23 @@ use crate::session::SessionContext;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::throttle::SessionLogs;
 
+/// Resolves at Ctrl-C or SIGTERM: the `shutdown` future the binaries give [`serve`] (and
+/// the sim back end its stop).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -40,7 +40,7 @@ struct HealthcheckArgs {
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// Give up after this long.
-    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    #[arg(long, value_parser = speech_gateway::config::parse_duration, default_value = "3s")]
     timeout: Duration,
 }
 
@@ -55,10 +55,6 @@ struct ServeArgs {
     /// A back end of the default route, e.g. riva://127.0.0.1:50051; repeat for several (they share sessions, and a session fails over between them).
     #[arg(long = "backend", value_name = "URL")]
     backends: Vec<String>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime_serde::re::humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,7 +107,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    speech_gateway::serve_with_admin(listener, admin, config, shutdown_signal()).await?;
+    speech_gateway::serve_with_admin(listener, admin, config, speech_gateway::shutdown_signal())
+        .await?;
     Ok(())
 }
 
@@ -169,19 +166,4 @@ async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
         args.url
     );
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

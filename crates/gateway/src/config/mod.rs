@@ -76,6 +76,11 @@ pub struct Config {
     pub routes: Vec<Route>,
 }
 
+/// A duration as flags and files spell it (humantime: `500ms`, `10s`, `1h`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime_serde::re::humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
 /// Why the configuration was refused. Each message names the key and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

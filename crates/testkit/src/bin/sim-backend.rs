@@ -48,10 +48,10 @@ struct SimArgs {
     #[arg(long, value_enum, default_value_t = BehaviourArg::Normal)]
     behaviour: BehaviourArg,
     /// `slow`: added delay of every response.
-    #[arg(long, value_parser = parse_duration, default_value = "300ms")]
+    #[arg(long, value_parser = speech_gateway::config::parse_duration, default_value = "300ms")]
     delay: Duration,
     /// `fail-after`: stream audio after which a stream fails with UNAVAILABLE.
-    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    #[arg(long, value_parser = speech_gateway::config::parse_duration, default_value = "2s")]
     fail_after: Duration,
     /// Stream time per word of transcript mode, in ms.
     #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..))]
@@ -76,10 +76,6 @@ enum BehaviourArg {
     Slow,
     /// Fail each stream with UNAVAILABLE after --fail-after of its audio.
     FailAfter,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime_serde::re::humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -135,7 +131,7 @@ async fn sim_backend(args: SimArgs) -> anyhow::Result<()> {
         });
     }
     tokio::select! {
-        () = shutdown_signal() => stop.cancel(),
+        () = speech_gateway::shutdown_signal() => stop.cancel(),
         Some(done) = servers.join_next() => {
             stop.cancel();
             done??;
@@ -145,19 +141,4 @@ async fn sim_backend(args: SimArgs) -> anyhow::Result<()> {
         done??;
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

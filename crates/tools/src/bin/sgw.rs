@@ -63,7 +63,7 @@ struct TokenArgs {
     #[arg(long)]
     kid: Option<String>,
     /// Lifetime (`exp` = now + ttl).
-    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    #[arg(long, value_parser = speech_gateway::config::parse_duration, default_value = "1h")]
     ttl: Duration,
 }
 
@@ -113,10 +113,10 @@ struct LoadArgs {
     #[arg(long, default_value_t = 10)]
     sessions: usize,
     /// From the first session's start to every session's `end`, e.g. 60s.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    #[arg(long, value_parser = speech_gateway::config::parse_duration, default_value = "60s")]
     duration: Duration,
     /// Session starts are spread evenly over this.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = speech_gateway::config::parse_duration, default_value = "10s")]
     ramp: Duration,
     /// A directory of mono 16-bit WAV clips (or one file), played in a loop.
     #[arg(long, default_value = "golden/clips")]
@@ -125,7 +125,7 @@ struct LoadArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(10..=500))]
     frame_ms: u32,
     /// Silence after each pass through a clip (a talker's pause).
-    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = speech_gateway::config::parse_duration, default_value = "1s")]
     gap: Duration,
     /// Route (the contract's `model`).
     #[arg(long)]
@@ -190,10 +190,6 @@ struct TranscribeArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime_serde::re::humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn main() -> anyhow::Result<()> {
