@@ -41,7 +41,7 @@ pub fn check<D: Dialect>(
 ) -> Result<Admitted, Box<Response>> {
     let ip = client_ip(&state.config, request.headers, peer);
     if let Some(limiter) = &state.limiter
-        && let Err(wait) = limiter.check(ip, std::time::Instant::now())
+        && let Err(wait) = limiter.check(ip)
     {
         state.ctx.metrics.rejected("ip_rate_limit");
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;

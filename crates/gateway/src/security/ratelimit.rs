@@ -1,125 +1,150 @@
-//! Per-client-IP limit on WebSocket connection attempts: a token bucket per IP (`rate`
-//! attempts per second sustained, `burst` at once). Attempts beyond it get HTTP 429 with
-//! `Retry-After` before any other work (authentication included), so a client hammering
-//! the gateway costs it one map lookup per attempt.
+//! Per-client-IP limit on WebSocket connection attempts: `rate` attempts per second
+//! sustained, `burst` at once, per address — governor's keyed GCRA limiter (the
+//! token-bucket rule, one atomic timestamp per address in a sharded map). Attempts beyond
+//! it get HTTP 429 with `Retry-After` before any other work (authentication included), so
+//! a client hammering the gateway costs it one map lookup per attempt.
 //!
-//! Memory is bounded: buckets that have refilled are forgotten by a sweep, and past
-//! [`MAX_TRACKED`] addresses the table is swept at once before a new one is added.
+//! Memory is bounded: addresses whose allowance has refilled are forgotten by a sweep
+//! every minute, and past [`MAX_TRACKED`] addresses the table is swept at once before a
+//! new one is added.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
 
 /// Most client addresses tracked at once.
 pub const MAX_TRACKED: usize = 100_000;
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+/// How often addresses with a full allowance are forgotten.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The table's size is looked at once per this many checks (counting it visits every
+/// shard): the bound is [`MAX_TRACKED`] plus at most this many.
+const SIZE_CHECK_EVERY: u64 = 1024;
+
+/// The limiter: one allowance per IP.
+pub struct ConnectLimiter<C: Clock = DefaultClock> {
+    limiter: RateLimiter<IpAddr, DashMapStateStore<IpAddr>, C, NoOpMiddleware<C::Instant>>,
+    clock: C,
+    start: C::Instant,
+    /// Since `start`, in ns: when the last periodic sweep ran.
+    last_sweep_ns: AtomicU64,
+    checks: AtomicU64,
 }
 
-/// The limiter: one bucket per IP.
-#[derive(Debug)]
-pub struct ConnectLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
-    last_sweep: Mutex<Instant>,
+impl std::fmt::Debug for ConnectLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectLimiter")
+            .field("tracked", &self.limiter.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnectLimiter {
-    pub fn new(rate: f64, burst: u32) -> ConnectLimiter {
+    /// `rate` > 0 attempts per second (validated by the configuration), `burst` ≥ 1.
+    pub fn new(rate: f64, burst: u32) -> Self {
+        Self::with_clock(rate, burst, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> ConnectLimiter<C> {
+    pub fn with_clock(rate: f64, burst: u32, clock: C) -> Self {
+        let period = Duration::from_secs_f64(1.0 / rate);
+        let quota = Quota::with_period(period)
+            .expect("a positive rate has a non-zero period")
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
         ConnectLimiter {
-            rate,
-            burst: f64::from(burst),
-            buckets: Mutex::new(HashMap::new()),
-            last_sweep: Mutex::new(Instant::now()),
+            limiter: RateLimiter::dashmap_with_clock(quota, clock.clone()),
+            start: clock.now(),
+            clock,
+            last_sweep_ns: AtomicU64::new(0),
+            checks: AtomicU64::new(0),
         }
     }
 
-    /// Takes one attempt for `ip` at `now`: `Ok` if allowed, else how long until the next
-    /// attempt would be.
-    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// Takes one attempt for `ip`: `Ok` if allowed, else how long until the next attempt
+    /// would be.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        let now = self.clock.now();
         self.maybe_sweep(now);
-        let mut buckets = self.buckets.lock().expect("limiter lock");
-        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
-            Self::sweep(&mut buckets, now, self.rate, self.burst);
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SIZE_CHECK_EVERY)
+            && self.limiter.len() >= MAX_TRACKED
+        {
+            self.limiter.retain_recent();
         }
-        let b = buckets.entry(ip).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
-        }
+        self.limiter
+            .check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(now))
     }
 
     /// Addresses tracked now.
     #[cfg(test)]
     fn tracked(&self) -> usize {
-        self.buckets.lock().expect("limiter lock").len()
+        self.limiter.len()
     }
 
-    fn maybe_sweep(&self, now: Instant) {
-        let mut last = self.last_sweep.lock().expect("sweep lock");
-        if now.saturating_duration_since(*last) < Duration::from_secs(60) {
+    /// Every [`SWEEP_EVERY`], one caller (the one that wins the swap) sweeps.
+    fn maybe_sweep(&self, now: C::Instant) {
+        let now_ns = u64::from(now.duration_since(self.start));
+        let last = self.last_sweep_ns.load(Ordering::Relaxed);
+        if now_ns.saturating_sub(last) < SWEEP_EVERY.as_nanos() as u64 {
             return;
         }
-        *last = now;
-        drop(last);
-        let mut buckets = self.buckets.lock().expect("limiter lock");
-        Self::sweep(&mut buckets, now, self.rate, self.burst);
-    }
-
-    /// Forgets buckets that would be full by now: they hold no information.
-    fn sweep(buckets: &mut HashMap<IpAddr, Bucket>, now: Instant, rate: f64, burst: f64) {
-        buckets.retain(|_, b| {
-            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
-        });
+        if self
+            .last_sweep_ns
+            .compare_exchange(last, now_ns, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.limiter.retain_recent();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use governor::clock::FakeRelativeClock;
+
     use super::*;
 
     #[test]
     fn burst_then_rate_per_ip() {
-        let l = ConnectLimiter::new(2.0, 3);
-        let t0 = Instant::now();
+        let clock = FakeRelativeClock::default();
+        let l = ConnectLimiter::with_clock(2.0, 3, clock.clone());
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..3 {
-            assert!(l.check(a, t0).is_ok());
+            assert!(l.check(a).is_ok());
         }
-        let wait = l.check(a, t0).unwrap_err();
+        let wait = l.check(a).unwrap_err();
         assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
         // Another address is not affected.
-        assert!(l.check(b, t0).is_ok());
+        assert!(l.check(b).is_ok());
         // Half a second at 2/s refills one attempt.
-        assert!(l.check(a, t0 + Duration::from_millis(500)).is_ok());
-        assert!(l.check(a, t0 + Duration::from_millis(500)).is_err());
+        clock.advance(Duration::from_millis(500));
+        assert!(l.check(a).is_ok());
+        assert!(l.check(a).is_err());
     }
 
     #[test]
-    fn full_buckets_are_forgotten() {
-        let l = ConnectLimiter::new(10.0, 5);
-        let t0 = Instant::now();
+    fn full_allowances_are_forgotten() {
+        let clock = FakeRelativeClock::default();
+        let l = ConnectLimiter::with_clock(10.0, 5, clock.clone());
         for i in 0..50u8 {
-            let _ = l.check(IpAddr::from([10, 0, 1, i]), t0);
+            let _ = l.check(IpAddr::from([10, 0, 1, i]));
         }
         assert_eq!(l.tracked(), 50);
-        // After a minute every bucket is full again; the next check sweeps them.
-        let later = t0 + Duration::from_secs(61);
-        let _ = l.check(IpAddr::from([10, 0, 2, 1]), later);
+        // After a minute every allowance is full again; the next check sweeps them.
+        clock.advance(Duration::from_secs(61));
+        let _ = l.check(IpAddr::from([10, 0, 2, 1]));
         assert_eq!(l.tracked(), 1);
     }
 }

@@ -1,25 +1,22 @@
-//! A lock-free latency histogram shared by thousands of sessions: log-spaced buckets 2 %
-//! wide from 1 µs to ~1000 s, so recording is one atomic add and percentiles carry at most
-//! 2 % of error — enough to read a p99 of a millisecond to ±20 µs.
+//! A latency histogram shared by thousands of sessions: an HDR histogram (hdrhistogram)
+//! of microseconds from 1 µs to 1,000 s at two significant digits, so percentiles carry
+//! at most 1 % of error — a p99 of a millisecond to ±10 µs. Recording takes a lock that
+//! is held for one bucket increment.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// Buckets per e-fold: bucket `i` holds values in [e^(i/K), e^((i+1)/K)) µs, K = 1/ln 1.02.
-const PER_E: f64 = 50.498_718;
-const BUCKETS: usize = 1_050;
+/// Largest value tracked, in µs; longer latencies are recorded as this.
+const MAX_US: u64 = 1_000_000_000;
 
-pub struct LogHistogram {
-    buckets: Box<[AtomicU64]>,
-    count: AtomicU64,
-    /// Sum in microseconds, for the mean.
-    sum_us: AtomicU64,
-    max_us: AtomicU64,
+pub struct LatencyHistogram {
+    inner: Mutex<Histogram<u64>>,
 }
 
-impl Default for LogHistogram {
+impl Default for LatencyHistogram {
     fn default() -> Self {
         Self::new()
     }
@@ -36,73 +33,45 @@ pub struct Percentiles {
     pub max_ms: Option<f64>,
 }
 
-impl LogHistogram {
+impl LatencyHistogram {
     pub fn new() -> Self {
-        LogHistogram {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
-            max_us: AtomicU64::new(0),
+        let histogram =
+            Histogram::new_with_bounds(1, MAX_US, 2).expect("1 µs to 1,000 s at 2 digits");
+        LatencyHistogram {
+            inner: Mutex::new(histogram),
         }
-    }
-
-    fn index(us: f64) -> usize {
-        if us <= 1.0 {
-            return 0;
-        }
-        ((us.ln() * PER_E) as usize).min(BUCKETS - 1)
-    }
-
-    /// The geometric middle of bucket `i`, in µs.
-    fn value(i: usize) -> f64 {
-        ((i as f64 + 0.5) / PER_E).exp()
     }
 
     pub fn record(&self, latency: Duration) {
-        let us = latency.as_secs_f64() * 1e6;
-        self.buckets[Self::index(us)].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us as u64, Ordering::Relaxed);
-        self.max_us.fetch_max(us as u64, Ordering::Relaxed);
+        let us = (latency.as_micros() as u64).clamp(1, MAX_US);
+        self.inner
+            .lock()
+            .expect("histogram lock")
+            .record(us)
+            .expect("clamped into the histogram's range");
     }
 
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.inner.lock().expect("histogram lock").len()
     }
 
-    /// The value at quantile `q` (0..=1): the middle of the bucket holding the
-    /// nearest-rank sample, in ms.
+    /// The value at quantile `q` (0..=1), in ms.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some(Self::value(i) / 1000.0);
-            }
-        }
-        None
+        let h = self.inner.lock().expect("histogram lock");
+        (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0)
     }
 
     pub fn percentiles(&self) -> Percentiles {
-        let count = self.count();
+        let h = self.inner.lock().expect("histogram lock");
+        let some = !h.is_empty();
+        let ms = |us: u64| us as f64 / 1000.0;
         Percentiles {
-            count,
-            mean_ms: (count > 0)
-                .then(|| self.sum_us.load(Ordering::Relaxed) as f64 / count as f64 / 1000.0),
-            p50_ms: self.quantile_ms(0.50),
-            p95_ms: self.quantile_ms(0.95),
-            p99_ms: self.quantile_ms(0.99),
-            max_ms: (count > 0).then(|| self.max_us.load(Ordering::Relaxed) as f64 / 1000.0),
+            count: h.len(),
+            mean_ms: some.then(|| h.mean() / 1000.0),
+            p50_ms: some.then(|| ms(h.value_at_quantile(0.50))),
+            p95_ms: some.then(|| ms(h.value_at_quantile(0.95))),
+            p99_ms: some.then(|| ms(h.value_at_quantile(0.99))),
+            max_ms: some.then(|| ms(h.max())),
         }
     }
 }
@@ -112,28 +81,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_are_within_two_percent() {
-        let h = LogHistogram::new();
+    fn percentiles_are_within_one_percent() {
+        let h = LatencyHistogram::new();
         assert_eq!(h.percentiles(), Percentiles::default());
         for ms in 1..=1000u64 {
             h.record(Duration::from_millis(ms));
         }
         let p = h.percentiles();
         assert_eq!(p.count, 1000);
-        for (got, want) in [(p.p50_ms, 500.0), (p.p95_ms, 950.0), (p.p99_ms, 990.0)] {
+        for (got, want) in [
+            (p.p50_ms, 500.0),
+            (p.p95_ms, 950.0),
+            (p.p99_ms, 990.0),
+            (p.max_ms, 1000.0),
+        ] {
             let got = got.unwrap();
-            assert!((got - want).abs() / want < 0.02, "{got} vs {want}");
+            assert!((got - want).abs() / want < 0.01, "{got} vs {want}");
         }
-        assert!((p.mean_ms.unwrap() - 500.5).abs() < 0.01);
-        assert_eq!(p.max_ms, Some(1000.0));
+        assert!((p.mean_ms.unwrap() - 500.5).abs() / 500.5 < 0.01);
     }
 
     #[test]
-    fn extremes_land_in_the_end_buckets() {
-        let h = LogHistogram::new();
+    fn extremes_are_clamped_to_the_range() {
+        let h = LatencyHistogram::new();
         h.record(Duration::ZERO);
         h.record(Duration::from_secs(100_000));
-        assert!(h.quantile_ms(0.0).unwrap() < 0.002);
-        assert!(h.quantile_ms(1.0).unwrap() > 1_000_000.0);
+        assert!(h.quantile_ms(0.0).unwrap() <= 0.001);
+        assert!(h.quantile_ms(1.0).unwrap() >= 990_000.0);
     }
 }

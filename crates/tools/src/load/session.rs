@@ -22,7 +22,7 @@ use speech_gateway::ingress::v1::wire::{ClientMessage, ServerMessage};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::histogram::LogHistogram;
+use super::histogram::LatencyHistogram;
 use sgw_proto::nvidia::riva::AudioEncoding;
 use sgw_proto::nvidia::riva::asr::riva_speech_recognition_client::RivaSpeechRecognitionClient;
 use sgw_proto::nvidia::riva::asr::streaming_recognize_request::StreamingRequest;
@@ -58,8 +58,8 @@ pub struct PathStats {
     pub frames: AtomicU64,
     pub partials: AtomicU64,
     pub finals: AtomicU64,
-    pub partial: LogHistogram,
-    pub final_: LogHistogram,
+    pub partial: LatencyHistogram,
+    pub final_: LatencyHistogram,
     errors: Mutex<BTreeMap<String, u64>>,
 }
 
