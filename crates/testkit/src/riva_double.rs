@@ -1,12 +1,10 @@
-//! A scripted Riva server for tests: a real tonic server on our protos, bound to
-//! 127.0.0.1:0. Two modes:
+//! A scripted Riva server for tests: the Riva skeleton ([`crate::skeleton::riva`]) on
+//! 127.0.0.1:0, its streams answered by the test. Two modes:
 //! - `Scripted`: every stream is handed to the test as a [`DoubleStream`], which sees the
 //!   config and the audio as it arrives and decides what to answer (any result sequence,
 //!   any `Status`, at any point);
 //! - `Auto`: answers by itself — a partial per audio chunk and a final every
 //!   `final_every_ms` of audio and at half-close — for tests that need many sessions.
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,22 +14,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 use sgw_proto::grpc::health::v1::health_check_response::ServingStatus;
-use sgw_proto::grpc::health::v1::health_server::{Health, HealthServer};
-use sgw_proto::grpc::health::v1::{HealthCheckRequest, HealthCheckResponse};
-use sgw_proto::nvidia::riva::asr::riva_speech_recognition_server::{
-    RivaSpeechRecognition, RivaSpeechRecognitionServer,
-};
 use sgw_proto::nvidia::riva::asr::{
-    RecognizeRequest, RecognizeResponse, RivaSpeechRecognitionConfigRequest,
-    RivaSpeechRecognitionConfigResponse, SpeechRecognitionAlternative, StreamingRecognitionConfig,
-    StreamingRecognitionResult, StreamingRecognizeRequest, StreamingRecognizeResponse, WordInfo,
-    riva_speech_recognition_config_response, streaming_recognize_request::StreamingRequest,
+    SpeechRecognitionAlternative, StreamingRecognitionConfig, StreamingRecognitionResult,
+    StreamingRecognizeRequest, StreamingRecognizeResponse, WordInfo,
+    riva_speech_recognition_config_response::Config, streaming_recognize_request::StreamingRequest,
 };
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status, Streaming};
 
-type ResultStream = Pin<Box<dyn Stream<Item = Result<StreamingRecognizeResponse, Status>> + Send>>;
+use crate::skeleton::riva::{self, RivaStreams};
+use crate::skeleton::{ResponseStream, Running, ServerOptions};
 
 #[derive(Clone, Copy, Debug)]
 pub enum Mode {
@@ -165,7 +158,7 @@ pub struct RivaDouble {
     pub stats: Arc<Stats>,
     streams: Mutex<mpsc::UnboundedReceiver<DoubleStream>>,
     health: watch::Sender<ServingStatus>,
-    stop: Option<oneshot::Sender<()>>,
+    server: Running,
 }
 
 impl RivaDouble {
@@ -197,8 +190,6 @@ impl RivaDouble {
         tls: Option<tonic::transport::ServerTlsConfig>,
         max_streams: Option<u32>,
     ) -> RivaDouble {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
         let (health_tx, health_rx) = watch::channel(ServingStatus::Serving);
@@ -208,30 +199,22 @@ impl RivaDouble {
             streams: tx,
             stats: stats.clone(),
         };
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let mut builder = tonic::transport::Server::builder().max_concurrent_streams(max_streams);
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls).expect("valid server TLS config");
-        }
-        if let Some(w) = window {
-            builder = builder
-                .initial_stream_window_size(w)
-                .initial_connection_window_size(w);
-        }
-        let server = builder
-            .add_service(RivaSpeechRecognitionServer::new(svc))
-            .add_service(HealthServer::new(HealthSvc(health_rx)))
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            });
-        tokio::spawn(server);
+        let options = ServerOptions {
+            tls,
+            max_concurrent_streams: max_streams,
+            stream_window: window,
+            connection_window: window,
+        };
+        let server = Running::spawn(move |listener, shutdown| async move {
+            riva::serve(listener, svc, health_rx, &options, shutdown).await
+        })
+        .await;
         RivaDouble {
-            addr,
+            addr: server.addr,
             stats,
             streams: Mutex::new(rx),
             health: health_tx,
-            stop: Some(stop_tx),
+            server,
         }
     }
 
@@ -251,40 +234,9 @@ impl RivaDouble {
             .expect("double alive")
     }
 
-    /// Stops serving (closing the listener and every connection).
+    /// Stops serving (closing the listener, and every connection after a second's grace).
     pub fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-impl Drop for RivaDouble {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-struct HealthSvc(watch::Receiver<ServingStatus>);
-
-#[tonic::async_trait]
-impl Health for HealthSvc {
-    async fn check(
-        &self,
-        _: Request<HealthCheckRequest>,
-    ) -> Result<Response<HealthCheckResponse>, Status> {
-        Ok(Response::new(HealthCheckResponse {
-            status: *self.0.borrow() as i32,
-        }))
-    }
-
-    type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
-
-    async fn watch(
-        &self,
-        _: Request<HealthCheckRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("watch"))
+        self.server.stop();
     }
 }
 
@@ -324,20 +276,11 @@ impl Drop for ResultsOut {
 }
 
 #[tonic::async_trait]
-impl RivaSpeechRecognition for Service {
-    async fn recognize(
-        &self,
-        _: Request<RecognizeRequest>,
-    ) -> Result<Response<RecognizeResponse>, Status> {
-        Err(Status::unimplemented("the double streams only"))
-    }
-
-    type StreamingRecognizeStream = ResultStream;
-
-    async fn streaming_recognize(
+impl RivaStreams for Service {
+    async fn stream(
         &self,
         request: Request<Streaming<StreamingRecognizeRequest>>,
-    ) -> Result<Response<ResultStream>, Status> {
+    ) -> Result<ResponseStream<StreamingRecognizeResponse>, Status> {
         let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let first = inbound
@@ -408,19 +351,14 @@ impl RivaSpeechRecognition for Service {
             signal: Some(cancel_tx),
             stats: self.stats.clone(),
         };
-        Ok(Response::new(Box::pin(out)))
+        Ok(Box::pin(out))
     }
 
-    async fn get_riva_speech_recognition_config(
-        &self,
-        _: Request<RivaSpeechRecognitionConfigRequest>,
-    ) -> Result<Response<RivaSpeechRecognitionConfigResponse>, Status> {
-        Ok(Response::new(RivaSpeechRecognitionConfigResponse {
-            model_config: vec![riva_speech_recognition_config_response::Config {
-                model_name: "double-asr".into(),
-                ..Default::default()
-            }],
-        }))
+    fn model(&self) -> Result<Config, Status> {
+        Ok(Config {
+            model_name: "double-asr".into(),
+            ..Default::default()
+        })
     }
 }
 

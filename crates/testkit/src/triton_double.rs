@@ -1,4 +1,4 @@
-//! A Triton double for tests: a real tonic server on our KServe v2 protos, bound to
+//! A Triton double for tests: the Triton skeleton ([`crate::skeleton::triton`]) on
 //! 127.0.0.1:0, serving one model that follows the tensor contract in either shape.
 //! - streaming (decoupled, sequence batching): per request, a partial once the sequence
 //!   holds audio, a final (covering everything since the last) on `sequence_end` or every
@@ -6,32 +6,24 @@
 //! - offline: one `ModelInfer` → one final "utterance N" whose one word spans the audio.
 //!
 //! Every request is recorded for the test to inspect; `fail_next` injects a model error.
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::Stream;
-use sgw_proto::inference::grpc_inference_service_server::{
-    GrpcInferenceService, GrpcInferenceServiceServer,
-};
 use sgw_proto::inference::infer_parameter::ParameterChoice;
-use sgw_proto::inference::model_config::SchedulingChoice;
 use sgw_proto::inference::model_infer_response::InferOutputTensor;
 use sgw_proto::inference::{
-    DataType, InferParameter, ModelConfig, ModelConfigRequest, ModelConfigResponse,
-    ModelInferRequest, ModelInferResponse, ModelInput, ModelOutput, ModelReadyRequest,
-    ModelReadyResponse, ModelSequenceBatching, ModelStreamInferResponse, ModelTransactionPolicy,
-    ServerLiveRequest, ServerLiveResponse, ServerReadyRequest, ServerReadyResponse,
+    InferParameter, ModelConfig, ModelInferRequest, ModelInferResponse, ModelStreamInferResponse,
 };
 use speech_gateway::backend::triton::tensors::bytes_tensor;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
+
+use crate::skeleton::triton::{self, TritonModel, contract_config};
+use crate::skeleton::{ResponseStream, Running, ServerOptions};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Shape {
@@ -62,34 +54,30 @@ pub struct Log {
 pub struct TritonDouble {
     pub addr: SocketAddr,
     pub log: Arc<Mutex<Log>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Serving until dropped.
+    _server: Running,
 }
 
 impl TritonDouble {
     pub async fn start(model: &str, shape: Shape) -> TritonDouble {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Log::default()));
+        let idle_us = match shape {
+            Shape::Streaming { idle_us, .. } => Some(idle_us),
+            Shape::Offline => None,
+        };
         let svc = Svc {
-            model: model.to_string(),
+            config: contract_config(model, "python", idle_us),
             shape,
             log: log.clone(),
         };
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(GrpcInferenceServiceServer::new(svc))
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    async {
-                        let _ = rx.await;
-                    },
-                ),
-        );
+        let server = Running::spawn(move |listener, shutdown| async move {
+            triton::serve(listener, svc, &ServerOptions::default(), shutdown).await
+        })
+        .await;
         TritonDouble {
-            addr,
+            addr: server.addr,
             log,
-            stop: Some(tx),
+            _server: server,
         }
     }
 
@@ -106,16 +94,8 @@ impl TritonDouble {
     }
 }
 
-impl Drop for TritonDouble {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
 struct Svc {
-    model: String,
+    config: ModelConfig,
     shape: Shape,
     log: Arc<Mutex<Log>>,
 }
@@ -183,83 +163,13 @@ fn completion(id: &str) -> ModelInferResponse {
     }
 }
 
-type OutStream = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
-
 #[tonic::async_trait]
-impl GrpcInferenceService for Svc {
-    async fn server_live(
-        &self,
-        _: Request<ServerLiveRequest>,
-    ) -> Result<Response<ServerLiveResponse>, Status> {
-        Ok(Response::new(ServerLiveResponse { live: true }))
+impl TritonModel for Svc {
+    fn config(&self) -> &ModelConfig {
+        &self.config
     }
 
-    async fn server_ready(
-        &self,
-        _: Request<ServerReadyRequest>,
-    ) -> Result<Response<ServerReadyResponse>, Status> {
-        Ok(Response::new(ServerReadyResponse { ready: true }))
-    }
-
-    async fn model_ready(
-        &self,
-        r: Request<ModelReadyRequest>,
-    ) -> Result<Response<ModelReadyResponse>, Status> {
-        Ok(Response::new(ModelReadyResponse {
-            ready: r.get_ref().name == self.model,
-        }))
-    }
-
-    async fn model_config(
-        &self,
-        r: Request<ModelConfigRequest>,
-    ) -> Result<Response<ModelConfigResponse>, Status> {
-        if r.get_ref().name != self.model {
-            return Err(Status::not_found("no such model"));
-        }
-        let out = |n: &str, t: DataType| ModelOutput {
-            name: n.into(),
-            data_type: t as i32,
-            dims: vec![1],
-        };
-        let streaming = matches!(self.shape, Shape::Streaming { .. });
-        let config = ModelConfig {
-            name: self.model.clone(),
-            backend: "python".into(),
-            input: vec![ModelInput {
-                name: "AUDIO".into(),
-                data_type: DataType::TypeInt16 as i32,
-                dims: vec![-1],
-            }],
-            output: vec![
-                out("TRANSCRIPT", DataType::TypeString),
-                out("IS_FINAL", DataType::TypeBool),
-                out("WORDS", DataType::TypeString),
-                out("CONFIDENCE", DataType::TypeFp32),
-            ],
-            scheduling_choice: match self.shape {
-                Shape::Streaming { idle_us, .. } => {
-                    Some(SchedulingChoice::SequenceBatching(ModelSequenceBatching {
-                        max_sequence_idle_microseconds: idle_us,
-                    }))
-                }
-                Shape::Offline => None,
-            },
-            model_transaction_policy: Some(ModelTransactionPolicy {
-                decoupled: streaming,
-            }),
-            ..Default::default()
-        };
-        Ok(Response::new(ModelConfigResponse {
-            config: Some(config),
-        }))
-    }
-
-    async fn model_infer(
-        &self,
-        r: Request<ModelInferRequest>,
-    ) -> Result<Response<ModelInferResponse>, Status> {
-        let req = r.into_inner();
+    async fn infer(&self, req: ModelInferRequest) -> Result<ModelInferResponse, Status> {
         let audio = req.raw_input_contents.first().cloned().unwrap_or_default();
         let n = {
             let mut log = self.log.lock().unwrap();
@@ -267,24 +177,21 @@ impl GrpcInferenceService for Svc {
             log.unary.len()
         };
         let secs = audio.len() as f64 / 2.0 / 16_000.0;
-        Ok(Response::new(result(
+        Ok(result(
             "",
             &format!("utterance {n}"),
             true,
             &[("utterance", 0.0, secs)],
-        )))
+        ))
     }
 
-    type ModelStreamInferStream = OutStream;
-
-    async fn model_stream_infer(
+    async fn stream(
         &self,
-        r: Request<Streaming<ModelInferRequest>>,
-    ) -> Result<Response<OutStream>, Status> {
+        mut inbound: Streaming<ModelInferRequest>,
+    ) -> Result<ResponseStream<ModelStreamInferResponse>, Status> {
         let Shape::Streaming { final_every_ms, .. } = self.shape else {
             return Err(Status::unimplemented("offline model"));
         };
-        let mut inbound = r.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let log = self.log.clone();
         tokio::spawn(async move {
@@ -357,6 +264,6 @@ impl GrpcInferenceService for Svc {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Box::pin(ReceiverStream::new(rx)))
     }
 }

@@ -14,41 +14,22 @@ use speech_gateway::backend::{
     TranscriptEvent,
 };
 use speech_gateway::config::{BackendProtocol, BackendUrl, RivaSettings, TritonSettings};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+
+use crate::skeleton::Running;
 
 /// A sim server running in this process; dropping it stops it.
-pub struct SimServer {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for SimServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
+pub type SimServer = Running;
 
 /// Starts a sim server speaking `protocol` on 127.0.0.1:0.
 pub async fn start(protocol: BackendProtocol, options: SimOptions) -> SimServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let stop = async {
-        let _ = rx.await;
-    };
-    tokio::spawn(async move {
+    Running::spawn(move |listener, stop| async move {
         match protocol {
             BackendProtocol::Riva => serve_riva(listener, options, stop).await,
             BackendProtocol::Triton => serve_triton(listener, options, stop).await,
         }
-        .expect("sim served")
-    });
-    SimServer {
-        addr,
-        stop: Some(tx),
-    }
+    })
+    .await
 }
 
 pub fn riva_backend(addr: SocketAddr) -> RivaBackend {

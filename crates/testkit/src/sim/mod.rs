@@ -43,13 +43,8 @@ pub mod recognizer;
 pub mod riva;
 pub mod triton;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-
-use futures::{Stream, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 pub use riva::serve_riva;
 pub use triton::serve_triton;
@@ -123,36 +118,4 @@ impl SimOptions {
             vocabulary,
         })
     }
-}
-
-/// How long shutdown waits for open streams before it abandons them (a hanging stream
-/// never ends by itself).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-
-/// Accepted connections with `TCP_NODELAY` (tonic ignores its own setting for a
-/// caller-supplied listener, and small responses must not wait for Nagle).
-fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(c) = &conn {
-            let _ = c.set_nodelay(true);
-        }
-        conn
-    })
-}
-
-/// Runs `server` (built to stop on `stop`) until `shutdown`, then gives open streams
-/// [`SHUTDOWN_GRACE`] to finish.
-async fn run_until(
-    server: impl Future<Output = Result<(), tonic::transport::Error>>,
-    stop: CancellationToken,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result,
-        () = shutdown => stop.cancel(),
-    }
-    tokio::time::timeout(SHUTDOWN_GRACE, server)
-        .await
-        .unwrap_or(Ok(()))
 }

@@ -1,4 +1,4 @@
-//! The sim's Riva server: `RivaSpeechRecognition` (streaming only) and `grpc.health.v1`.
+//! The sim's Riva streams, on the Riva skeleton ([`crate::skeleton::riva`]).
 //!
 //! A stream's first request carries the config (its `sample_rate_hertz` times the words);
 //! every audio request is answered by one response: the finals it completed and, if the
@@ -11,24 +11,20 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tokio::sync::watch;
+use tonic::{Request, Status, Streaming};
 
-use super::driver::{self, Responder, ResponseStream};
+use super::driver::{self, Responder};
 use super::recognizer::{Recognizer, RecognizerConfig, Word};
 use super::{Behaviour, SimOptions};
+use crate::skeleton::riva::{self, RivaStreams};
+use crate::skeleton::{ResponseStream, ServerOptions};
 use sgw_proto::grpc::health::v1::health_check_response::ServingStatus;
-use sgw_proto::grpc::health::v1::health_server::{Health, HealthServer};
-use sgw_proto::grpc::health::v1::{HealthCheckRequest, HealthCheckResponse};
 use sgw_proto::nvidia::riva::asr::riva_speech_recognition_config_response::Config;
-use sgw_proto::nvidia::riva::asr::riva_speech_recognition_server::{
-    RivaSpeechRecognition, RivaSpeechRecognitionServer,
-};
 use sgw_proto::nvidia::riva::asr::streaming_recognize_request::StreamingRequest;
 use sgw_proto::nvidia::riva::asr::{
-    RecognizeRequest, RecognizeResponse, RivaSpeechRecognitionConfigRequest,
-    RivaSpeechRecognitionConfigResponse, SpeechRecognitionAlternative, StreamingRecognitionResult,
-    StreamingRecognizeRequest, StreamingRecognizeResponse, WordInfo,
+    SpeechRecognitionAlternative, StreamingRecognitionResult, StreamingRecognizeRequest,
+    StreamingRecognizeResponse, WordInfo,
 };
 
 /// Serves Riva and its health service on `listener` until `shutdown` resolves.
@@ -38,19 +34,24 @@ pub async fn serve_riva(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let behaviour = options.behaviour;
-    let service = RivaSim {
+    let health = match behaviour {
+        Behaviour::Unavailable => ServingStatus::NotServing,
+        Behaviour::Normal | Behaviour::Hang | Behaviour::Slow(_) | Behaviour::FailAfter(_) => {
+            ServingStatus::Serving
+        }
+    };
+    // The process's behaviour is fixed: the sender is dropped, the status stays.
+    let (_, health) = watch::channel(health);
+    let sim = RivaSim {
         behaviour,
         model: options.riva_model.clone(),
         recognizer: options.recognizer_config(),
     };
-    let stop = CancellationToken::new();
-    let server = tonic::transport::Server::builder()
-        .max_concurrent_streams(None)
-        .initial_connection_window_size(super::CONNECTION_WINDOW)
-        .add_service(RivaSpeechRecognitionServer::new(service))
-        .add_service(HealthServer::new(HealthSim { behaviour }))
-        .serve_with_incoming_shutdown(super::incoming(listener), stop.clone().cancelled_owned());
-    super::run_until(server, stop, shutdown).await
+    let transport = ServerOptions {
+        connection_window: Some(super::CONNECTION_WINDOW),
+        ..ServerOptions::default()
+    };
+    riva::serve(listener, sim, health, &transport, shutdown).await
 }
 
 struct RivaSim {
@@ -60,39 +61,27 @@ struct RivaSim {
 }
 
 #[tonic::async_trait]
-impl RivaSpeechRecognition for RivaSim {
-    async fn recognize(
-        &self,
-        _: Request<RecognizeRequest>,
-    ) -> Result<Response<RecognizeResponse>, Status> {
-        Err(Status::unimplemented("sim-backend streams only"))
-    }
-
-    type StreamingRecognizeStream = ResponseStream<StreamingRecognizeResponse>;
-
-    async fn streaming_recognize(
+impl RivaStreams for RivaSim {
+    async fn stream(
         &self,
         request: Request<Streaming<StreamingRecognizeRequest>>,
-    ) -> Result<Response<Self::StreamingRecognizeStream>, Status> {
+    ) -> Result<ResponseStream<StreamingRecognizeResponse>, Status> {
         if self.behaviour == Behaviour::Unavailable {
             return Err(driver::unavailable());
         }
-        let dialect = RivaStream {
+        let responder = RivaStream {
             config: self.recognizer.clone(),
             recognizer: None,
             interim_results: true,
         };
-        Ok(Response::new(driver::respond(
+        Ok(driver::respond(
             request.into_inner(),
-            dialect,
+            responder,
             self.behaviour,
-        )))
+        ))
     }
 
-    async fn get_riva_speech_recognition_config(
-        &self,
-        _: Request<RivaSpeechRecognitionConfigRequest>,
-    ) -> Result<Response<RivaSpeechRecognitionConfigResponse>, Status> {
+    fn model(&self) -> Result<Config, Status> {
         if self.behaviour == Behaviour::Unavailable {
             return Err(driver::unavailable());
         }
@@ -100,12 +89,10 @@ impl RivaSpeechRecognition for RivaSim {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Ok(Response::new(RivaSpeechRecognitionConfigResponse {
-            model_config: vec![Config {
-                model_name: self.model.clone(),
-                parameters,
-            }],
-        }))
+        Ok(Config {
+            model_name: self.model.clone(),
+            parameters,
+        })
     }
 }
 
@@ -222,37 +209,6 @@ fn result(words: &[Word], is_final: bool, audio_ms: u64) -> StreamingRecognition
 /// Riva's times are `int32` milliseconds (24 days: a stream never gets there).
 fn ms_i32(ms: u64) -> i32 {
     i32::try_from(ms).unwrap_or(i32::MAX)
-}
-
-struct HealthSim {
-    behaviour: Behaviour,
-}
-
-#[tonic::async_trait]
-impl Health for HealthSim {
-    async fn check(
-        &self,
-        _: Request<HealthCheckRequest>,
-    ) -> Result<Response<HealthCheckResponse>, Status> {
-        let status = match self.behaviour {
-            Behaviour::Unavailable => ServingStatus::NotServing,
-            Behaviour::Normal | Behaviour::Hang | Behaviour::Slow(_) | Behaviour::FailAfter(_) => {
-                ServingStatus::Serving
-            }
-        };
-        Ok(Response::new(HealthCheckResponse {
-            status: status as i32,
-        }))
-    }
-
-    type WatchStream = ResponseStream<HealthCheckResponse>;
-
-    async fn watch(
-        &self,
-        _: Request<HealthCheckRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("sim-backend answers Check only"))
-    }
 }
 
 #[cfg(test)]

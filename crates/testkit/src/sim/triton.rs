@@ -1,5 +1,5 @@
-//! The sim's Triton server: KServe v2 `GRPCInferenceService` with one model that follows
-//! the README's tensor contract in its streaming shape (decoupled, sequence batching), so
+//! The sim's Triton model, on the Triton skeleton ([`crate::skeleton::triton`]): one model
+//! that follows the README's tensor contract in its streaming shape (decoupled, sequence batching), so
 //! the gateway's adapter picks `ModelStreamInfer`.
 //!
 //! Each request of a stream is one chunk of a sequence: `sequence_start` begins it afresh,
@@ -17,23 +17,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 
-use super::driver::{self, Responder, ResponseStream};
+use super::driver::{self, Responder};
 use super::recognizer::{Recognizer, RecognizerConfig, Word};
 use super::{Behaviour, SimOptions};
-use sgw_proto::inference::grpc_inference_service_server::{
-    GrpcInferenceService, GrpcInferenceServiceServer,
-};
+use crate::skeleton::triton::{self, TritonModel, contract_config};
+use crate::skeleton::{ResponseStream, ServerOptions};
 use sgw_proto::inference::infer_parameter::ParameterChoice;
-use sgw_proto::inference::model_config::SchedulingChoice;
 use sgw_proto::inference::model_infer_response::InferOutputTensor;
 use sgw_proto::inference::{
-    DataType, InferParameter, ModelConfig, ModelConfigRequest, ModelConfigResponse,
-    ModelInferRequest, ModelInferResponse, ModelInput, ModelOutput, ModelReadyRequest,
-    ModelReadyResponse, ModelSequenceBatching, ModelStreamInferResponse, ModelTransactionPolicy,
-    ServerLiveRequest, ServerLiveResponse, ServerReadyRequest, ServerReadyResponse,
+    InferParameter, ModelConfig, ModelInferRequest, ModelInferResponse, ModelStreamInferResponse,
 };
 use speech_gateway::backend::triton::tensors::{self, bytes_tensor};
 
@@ -46,141 +40,57 @@ pub async fn serve_triton(
     options: SimOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let service = TritonSim {
+    let sim = TritonSim {
         behaviour: options.behaviour,
-        model: options.triton_model.clone(),
+        config: contract_config(&options.triton_model, "sim", Some(MAX_SEQUENCE_IDLE_US)),
         sample_rate_hz: options.triton_sample_rate_hz,
         recognizer: options.recognizer_config(),
     };
-    let stop = CancellationToken::new();
-    let server = tonic::transport::Server::builder()
-        .max_concurrent_streams(None)
-        .initial_connection_window_size(super::CONNECTION_WINDOW)
-        .add_service(GrpcInferenceServiceServer::new(service))
-        .serve_with_incoming_shutdown(super::incoming(listener), stop.clone().cancelled_owned());
-    super::run_until(server, stop, shutdown).await
+    let transport = ServerOptions {
+        connection_window: Some(super::CONNECTION_WINDOW),
+        ..ServerOptions::default()
+    };
+    triton::serve(listener, sim, &transport, shutdown).await
 }
 
 struct TritonSim {
     behaviour: Behaviour,
-    model: String,
+    config: ModelConfig,
     sample_rate_hz: u32,
     recognizer: Arc<RecognizerConfig>,
 }
 
-impl TritonSim {
-    fn serving(&self) -> bool {
-        self.behaviour != Behaviour::Unavailable
-    }
-
-    fn model_config(&self) -> ModelConfig {
-        let output = |name: &str, t: DataType| ModelOutput {
-            name: name.into(),
-            data_type: t as i32,
-            dims: vec![1],
-        };
-        ModelConfig {
-            name: self.model.clone(),
-            backend: "sim".into(),
-            max_batch_size: 0,
-            input: vec![ModelInput {
-                name: tensors::AUDIO.into(),
-                data_type: DataType::TypeInt16 as i32,
-                dims: vec![-1],
-            }],
-            output: vec![
-                output(tensors::TRANSCRIPT, DataType::TypeString),
-                output(tensors::IS_FINAL, DataType::TypeBool),
-                output(tensors::WORDS, DataType::TypeString),
-                output(tensors::CONFIDENCE, DataType::TypeFp32),
-            ],
-            scheduling_choice: Some(SchedulingChoice::SequenceBatching(ModelSequenceBatching {
-                max_sequence_idle_microseconds: MAX_SEQUENCE_IDLE_US,
-            })),
-            model_transaction_policy: Some(ModelTransactionPolicy { decoupled: true }),
-            ..Default::default()
-        }
-    }
-}
-
 #[tonic::async_trait]
-impl GrpcInferenceService for TritonSim {
-    async fn server_live(
-        &self,
-        _: Request<ServerLiveRequest>,
-    ) -> Result<Response<ServerLiveResponse>, Status> {
-        Ok(Response::new(ServerLiveResponse { live: true }))
+impl TritonModel for TritonSim {
+    fn config(&self) -> &ModelConfig {
+        &self.config
     }
 
-    async fn server_ready(
-        &self,
-        _: Request<ServerReadyRequest>,
-    ) -> Result<Response<ServerReadyResponse>, Status> {
-        Ok(Response::new(ServerReadyResponse {
-            ready: self.serving(),
-        }))
-    }
-
-    async fn model_ready(
-        &self,
-        r: Request<ModelReadyRequest>,
-    ) -> Result<Response<ModelReadyResponse>, Status> {
-        Ok(Response::new(ModelReadyResponse {
-            ready: self.serving() && r.get_ref().name == self.model,
-        }))
-    }
-
-    async fn model_config(
-        &self,
-        r: Request<ModelConfigRequest>,
-    ) -> Result<Response<ModelConfigResponse>, Status> {
-        if !self.serving() {
+    fn ready(&self) -> Result<(), Status> {
+        if self.behaviour == Behaviour::Unavailable {
             return Err(driver::unavailable());
         }
-        if r.get_ref().name != self.model {
-            return Err(Status::not_found(format!(
-                "sim-backend serves model `{}` only",
-                self.model
-            )));
-        }
-        Ok(Response::new(ModelConfigResponse {
-            config: Some(self.model_config()),
-        }))
+        Ok(())
     }
 
-    async fn model_infer(
-        &self,
-        _: Request<ModelInferRequest>,
-    ) -> Result<Response<ModelInferResponse>, Status> {
-        if !self.serving() {
-            return Err(driver::unavailable());
-        }
+    async fn infer(&self, _: ModelInferRequest) -> Result<ModelInferResponse, Status> {
         Err(Status::unimplemented(
             "the sim's model is decoupled: use ModelStreamInfer",
         ))
     }
 
-    type ModelStreamInferStream = ResponseStream<ModelStreamInferResponse>;
-
-    async fn model_stream_infer(
+    async fn stream(
         &self,
-        r: Request<Streaming<ModelInferRequest>>,
-    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        if !self.serving() {
-            return Err(driver::unavailable());
-        }
-        let dialect = TritonStream {
-            model: self.model.clone(),
+        requests: Streaming<ModelInferRequest>,
+    ) -> Result<ResponseStream<ModelStreamInferResponse>, Status> {
+        let responder = TritonStream {
+            model: self.config.name.clone(),
             recognizer: Recognizer::new(self.recognizer.clone(), self.sample_rate_hz),
             config: self.recognizer.clone(),
             sample_rate_hz: self.sample_rate_hz,
             sequence: None,
         };
-        Ok(Response::new(driver::respond(
-            r.into_inner(),
-            dialect,
-            self.behaviour,
-        )))
+        Ok(driver::respond(requests, responder, self.behaviour))
     }
 }
 
@@ -415,7 +325,7 @@ mod tests {
         let options = SimOptions::default();
         TritonSim {
             behaviour: Behaviour::Normal,
-            model: options.triton_model.clone(),
+            config: contract_config(&options.triton_model, "sim", Some(MAX_SEQUENCE_IDLE_US)),
             sample_rate_hz: 16_000,
             recognizer: options.recognizer_config(),
         }
@@ -424,7 +334,7 @@ mod tests {
     fn stream() -> TritonStream {
         let s = sim();
         TritonStream {
-            model: s.model.clone(),
+            model: s.config.name.clone(),
             config: s.recognizer.clone(),
             sample_rate_hz: 16_000,
             recognizer: Recognizer::new(s.recognizer, 16_000),
@@ -449,7 +359,7 @@ mod tests {
 
     #[test]
     fn the_adapter_reads_the_config_as_a_streaming_model() {
-        let shape = shape_of(&sim().model_config()).unwrap();
+        let shape = shape_of(sim().config()).unwrap();
         assert!(matches!(
             shape,
             speech_gateway::backend::triton::ModelShape::Streaming { .. }
