@@ -9,8 +9,8 @@
 //! | module | role |
 //! |---|---|
 //! | [`config`] | figment layering (defaults → TOML → `SGW_*` env → flags), validated once into typed values; one validator per section |
-//! | [`ingress`] | axum HTTP/WebSocket edge; [`ingress::v1`] is the v1 contract's codec, [`ingress::server`] the connection layer (timeouts, caps) |
-//! | [`session`] | the domain: one conversation, no transport types ([`session::engine`] is the loop) |
+//! | [`ingress`] | the HTTP/WebSocket edge: the [`Dialect`](ingress::dialect::Dialect) seam, one pre-upgrade [`gate`](ingress::gate), [`ingress::v1`] (the v1 contract and its wire types), [`ingress::server`] the connection layer (timeouts, caps) |
+//! | [`session`] | the domain: one conversation, no transport types ([`session::engine`] is the loop: upstream and failover episode, timeline, in-memory tests) |
 //! | [`router`] | routes, back-end health monitor (hysteresis), breakers per back end, least-loaded candidate order |
 //! | [`resilience`] | policy: circuit breaker, retry backoff and budget, admission limits |
 //! | [`security`] | listener TLS with certificate reload, back-end TLS files, JWT auth, per-IP connection limit, concurrent caps per key |

@@ -1,4 +1,4 @@
-//! The zero-compute back end (`speech-gateway sim-backend`) through the gateway's own Riva
+//! The zero-compute back end (`sim-backend`) through the gateway's own Riva
 //! and Triton adapters: marker audio comes back word for word with its stream times, the
 //! half-close finalises, transcript mode speaks on sound and not on silence, and each
 //! misbehaviour looks to the adapters as it should.

@@ -1,8 +1,8 @@
-//! The golden suite in CI: `speech-gateway eval`'s library runs the `ci` clips of
+//! The golden suite in CI: `sgw eval`'s library runs the `ci` clips of
 //! `golden/manifest.toml` through the real gateway (in-process, port 0) against the real
 //! local Triton (Whisper tiny.en on CPU, `scripts/local-triton.sh`) on both routes,
 //! accelerated, and fails when a clip breaks its ceiling. The full set (every clip at
-//! real time) is for reports: `speech-gateway eval --route default --route offline`.
+//! real time) is for reports: `sgw eval --route default --route offline`.
 //!
 //! Also: `scripts/make-golden.sh` remakes the committed synthetic clips bit for bit.
 

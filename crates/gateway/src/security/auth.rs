@@ -539,7 +539,7 @@ pub struct MintOptions {
     pub ttl: std::time::Duration,
 }
 
-/// Signs a token for development and tests (`speech-gateway token`): HS256 with a secret
+/// Signs a token for development and tests (`sgw token`): HS256 with a secret
 /// file, RS256 or ES256 with a PEM private key (the kind is read from the file).
 pub fn mint(key_file: &Path, opts: &MintOptions) -> Result<String, FileError> {
     use jsonwebtoken::{EncodingKey, Header};

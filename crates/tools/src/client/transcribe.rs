@@ -1,4 +1,4 @@
-//! The `speech-gateway transcribe` client: streams a WAV file to a gateway over client
+//! The `sgw transcribe` client: streams a WAV file to a gateway over client
 //! contract v1 (`/v1/audio/stream`), hands every server message to the caller as it
 //! arrives, and measures latency from the client's side of the wire the way DESIGN.md
 //! ("Latency, as measured by clients") defines it.

@@ -1,4 +1,4 @@
-//! `speech-gateway eval`: streams every golden clip through a gateway over contract v1 and
+//! `sgw eval`: streams every golden clip through a gateway over contract v1 and
 //! judges each transcript against its reference and ceilings.
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! The golden-fixture harness: `speech-gateway eval` streams the clips of
+//! The golden-fixture harness: `sgw eval` streams the clips of
 //! `golden/manifest.toml` through a gateway over contract v1 and judges WER (with the
 //! normaliser of [`crate::client::wer`]), latencies and words produced on silence
 //! against each clip's ceilings.

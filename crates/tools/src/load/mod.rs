@@ -1,4 +1,4 @@
-//! `speech-gateway load`: N concurrent real-time sessions against a gateway, bounded in
+//! `sgw load`: N concurrent real-time sessions against a gateway, bounded in
 //! time, with a live progress line; reports latencies, errors by code, sessions completed
 //! and failed, and the gateway's CPU and memory over the run.
 //!
