@@ -22,7 +22,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use crate::skeleton::triton::{self, TritonModel, contract_config};
+use crate::skeleton::triton::{self, TritonModel, completion, contract_config};
 use crate::skeleton::{ResponseStream, Running, ServerOptions};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -148,21 +148,6 @@ pub fn result(
     }
 }
 
-fn completion(id: &str) -> ModelInferResponse {
-    let mut parameters = HashMap::new();
-    parameters.insert(
-        "triton_final_response".to_string(),
-        InferParameter {
-            parameter_choice: Some(ParameterChoice::BoolParam(true)),
-        },
-    );
-    ModelInferResponse {
-        id: id.into(),
-        parameters,
-        ..Default::default()
-    }
-}
-
 #[tonic::async_trait]
 impl TritonModel for Svc {
     fn config(&self) -> &ModelConfig {
@@ -249,7 +234,7 @@ impl TritonModel for Svc {
                 } else if samples > final_at && !seen.audio.is_empty() {
                     responses.push(result(&seen.id, "so far", false, &[]));
                 }
-                responses.push(completion(&seen.id));
+                responses.push(completion("", &seen.id));
                 for r in responses {
                     if tx
                         .send(Ok(ModelStreamInferResponse {

@@ -10,7 +10,6 @@
 //! and the stream stays open, as with Triton. The outputs honour the batch dimension of
 //! the request's `AUDIO` (`[n]` → `[1]`, `[1, n]` → `[1, 1]`).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -22,7 +21,7 @@ use tonic::{Status, Streaming};
 use super::driver::{self, Responder};
 use super::recognizer::{Recognizer, RecognizerConfig, Word};
 use super::{Behaviour, SimOptions};
-use crate::skeleton::triton::{self, TritonModel, contract_config};
+use crate::skeleton::triton::{self, TritonModel, completion, contract_config};
 use crate::skeleton::{ResponseStream, ServerOptions};
 use sgw_proto::inference::infer_parameter::ParameterChoice;
 use sgw_proto::inference::model_infer_response::InferOutputTensor;
@@ -291,23 +290,6 @@ impl Outputs {
             raw_output_contents: raw,
             ..Default::default()
         }
-    }
-}
-
-/// The empty response that marks request `id` complete.
-fn completion(model: &str, id: &str) -> ModelInferResponse {
-    let mut parameters = HashMap::new();
-    parameters.insert(
-        "triton_final_response".to_string(),
-        InferParameter {
-            parameter_choice: Some(ParameterChoice::BoolParam(true)),
-        },
-    );
-    ModelInferResponse {
-        model_name: model.into(),
-        id: id.into(),
-        parameters,
-        ..Default::default()
     }
 }
 

@@ -3,18 +3,20 @@
 //! liveness, readiness and configuration queries answered here. What answers `ModelInfer`
 //! and `ModelStreamInfer` is a [`TritonModel`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use sgw_proto::inference::grpc_inference_service_server::{
     GrpcInferenceService, GrpcInferenceServiceServer,
 };
+use sgw_proto::inference::infer_parameter::ParameterChoice;
 use sgw_proto::inference::model_config::SchedulingChoice;
 use sgw_proto::inference::{
-    DataType, ModelConfig, ModelConfigRequest, ModelConfigResponse, ModelInferRequest,
-    ModelInferResponse, ModelInput, ModelOutput, ModelReadyRequest, ModelReadyResponse,
-    ModelSequenceBatching, ModelStreamInferResponse, ModelTransactionPolicy, ServerLiveRequest,
-    ServerLiveResponse, ServerReadyRequest, ServerReadyResponse,
+    DataType, InferParameter, ModelConfig, ModelConfigRequest, ModelConfigResponse,
+    ModelInferRequest, ModelInferResponse, ModelInput, ModelOutput, ModelReadyRequest,
+    ModelReadyResponse, ModelSequenceBatching, ModelStreamInferResponse, ModelTransactionPolicy,
+    ServerLiveRequest, ServerLiveResponse, ServerReadyRequest, ServerReadyResponse,
 };
 use speech_gateway::backend::triton::tensors;
 use tokio::net::TcpListener;
@@ -75,6 +77,24 @@ pub fn contract_config(name: &str, backend: &str, sequence_idle_us: Option<u64>)
         model_transaction_policy: Some(ModelTransactionPolicy {
             decoupled: sequence_idle_us.is_some(),
         }),
+        ..Default::default()
+    }
+}
+
+/// The empty response, flagged `triton_final_response`, that marks request `id` of a
+/// decoupled model complete.
+pub fn completion(model: &str, id: &str) -> ModelInferResponse {
+    let mut parameters = HashMap::new();
+    parameters.insert(
+        "triton_final_response".to_string(),
+        InferParameter {
+            parameter_choice: Some(ParameterChoice::BoolParam(true)),
+        },
+    );
+    ModelInferResponse {
+        model_name: model.into(),
+        id: id.into(),
+        parameters,
         ..Default::default()
     }
 }
