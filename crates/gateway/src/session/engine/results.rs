@@ -1,0 +1,164 @@
+//! The engine's results side: a back-end result placed on the session's timeline
+//! ([`super::timeline`]) and sent to the client as a partial or an append-only final, with
+//! its latency observed; the replay buffer cut at each final; rotation of streams that
+//! reached their back end's age cap; and the lag signal (`backend_lagging` /
+//! `backend_caught_up`) from what the back end says it has processed.
+
+use std::time::Instant;
+
+use futures::Sink;
+
+use super::super::{Event, Outcome, StatusState};
+use super::{Engine, Phase};
+use crate::backend::TranscriptEvent;
+
+impl<E> Engine<E>
+where
+    E: Sink<Event> + Unpin + Send,
+{
+    pub(super) async fn on_result(&mut self, ev: TranscriptEvent) -> Result<(), Outcome> {
+        let Some(up) = self.upstream.as_mut() else {
+            return Ok(());
+        };
+        // Anything heard proves the stream alive and ends a failure episode.
+        up.waiting_since = None;
+        if !up.heard {
+            up.heard = true;
+            up.lease.succeeded();
+            self.episode = None;
+        }
+        if let Some(processed) = ev.audio_processed_ms {
+            let offset = up.offset;
+            self.check_lag(self.timeline.ms(offset) + processed).await?;
+        }
+        if ev.is_progress() {
+            return Ok(());
+        }
+        let up = self.upstream.as_ref().expect("checked above");
+        let (is_final, received_at) = (ev.is_final, ev.received_at);
+        let mut placed = self
+            .timeline
+            .place(ev, up.offset, up.sent, self.config.word_timestamps);
+        let metrics = self.ctx.metrics.clone();
+        if !is_final {
+            let transcript = placed.transcript;
+            if transcript.text.is_empty() || !self.config.interim_results {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if let Some(at) = self.frames.arrival_of(transcript.timestamp_ms) {
+                metrics
+                    .partial_latency
+                    .observe(now.saturating_duration_since(at).as_secs_f64());
+            }
+            if !self.first_partial_sent {
+                self.first_partial_sent = true;
+                if let Some(at) = self.frames.arrival_of(placed.speech_start_ms.unwrap_or(0)) {
+                    metrics
+                        .first_partial
+                        .observe(now.saturating_duration_since(at).as_secs_f64());
+                }
+            }
+            self.last_partial = Some(transcript.clone());
+            self.emit(Event::Partial(transcript)).await?;
+            metrics
+                .relay_overhead
+                .observe(received_at.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        self.last_partial = None;
+        let cut_ms = self.timeline.cut_final(&mut placed);
+        if !placed.transcript.text.is_empty() {
+            let now = Instant::now();
+            let speech_end = self.frames.arrival_of(
+                placed
+                    .speech_end_ms
+                    .unwrap_or(placed.transcript.timestamp_ms),
+            );
+            let from = match (speech_end, self.end_received_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(at) = from {
+                metrics
+                    .final_latency
+                    .observe(now.saturating_duration_since(at).as_secs_f64());
+            }
+            self.emit(Event::Final(placed.transcript)).await?;
+            metrics
+                .relay_overhead
+                .observe(received_at.elapsed().as_secs_f64());
+        }
+        self.replay.cut(self.timeline.samples(cut_ms));
+        self.frames.cut(cut_ms);
+        let rotate = self.phase == Phase::Streaming
+            && self.upstream.as_ref().is_some_and(|u| {
+                u.lease
+                    .handle()
+                    .backend
+                    .max_stream_age()
+                    .is_some_and(|age| u.opened_at.elapsed() >= age)
+            });
+        if rotate {
+            return self.reopen_healthy("rotation").await;
+        }
+        Ok(())
+    }
+
+    /// The back end has processed session audio up to `processed_ms`. Its lag is the age
+    /// of the oldest audio it has not processed (zero when it has processed everything,
+    /// so a client that pauses is not taken for a lagging back end). Past
+    /// `session.lag_warning` the client is told once (`backend_lagging`), and again when
+    /// the lag is back under half of it (`backend_caught_up`).
+    async fn check_lag(&mut self, processed_ms: u64) -> Result<(), Outcome> {
+        let Some(warning) = self.ctx.limits.lag_warning else {
+            return Ok(());
+        };
+        let lag = if processed_ms >= self.timeline.total_ms() {
+            std::time::Duration::ZERO
+        } else {
+            match self.frames.arrival_of(processed_ms) {
+                Some(at) => at.elapsed(),
+                None => return Ok(()),
+            }
+        };
+        let lag_ms = lag.as_millis() as u64;
+        let (state, message) = if !self.lagging && lag > warning {
+            self.ctx.metrics.sessions_lagging.inc();
+            if let Some(suppressed) = self.ctx.logs.lagging.admit(Instant::now()) {
+                tracing::warn!(lag_ms, suppressed, "back-end results trail the audio");
+            }
+            (
+                StatusState::BackendLagging,
+                format!(
+                    "the recognition back end is {:.1} s behind the audio (more than \
+                     session.lag_warning, {:.1} s): it is overloaded, results will come late; \
+                     no audio is lost",
+                    lag.as_secs_f64(),
+                    warning.as_secs_f64()
+                ),
+            )
+        } else if self.lagging && lag < warning / 2 {
+            self.ctx.metrics.sessions_lagging.dec();
+            if let Some(suppressed) = self.ctx.logs.caught_up.admit(Instant::now()) {
+                tracing::info!(
+                    lag_ms,
+                    suppressed,
+                    "back-end results caught up with the audio"
+                );
+            }
+            (
+                StatusState::BackendCaughtUp,
+                format!(
+                    "results are back within {:.1} s of the audio",
+                    lag.as_secs_f64()
+                ),
+            )
+        } else {
+            return Ok(());
+        };
+        self.lagging = !self.lagging;
+        self.ticket.set_lagging(self.lagging);
+        self.emit(Event::Status { state, message }).await
+    }
+}
