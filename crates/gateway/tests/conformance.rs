@@ -22,18 +22,8 @@ fn repo() -> &'static Path {
     sgw_testkit::repo()
 }
 
-/// The venv's python (creating the venv on first use).
 fn python() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/py-env.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "scripts/py-env.sh failed: the conformance venv is needed (pip install from PyPI)"
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    sgw_testkit::conformance_python()
 }
 
 #[test]

@@ -29,6 +29,22 @@ pub fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
+/// The python of the venv with the official clients (`tests/conformance/requirements.txt`:
+/// NVIDIA's Riva and Triton clients, Deepgram's SDK), made by `scripts/py-env.sh` on first
+/// use.
+pub fn conformance_python() -> PathBuf {
+    let out = std::process::Command::new("bash")
+        .arg(repo().join("scripts/py-env.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "scripts/py-env.sh failed: the conformance venv is needed (pip install from PyPI)"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
+}
+
 /// A binary of this workspace (`speech-gateway`, `sim-backend`, `sgw`) in the same target
 /// directory as the running program: beside it (a binary) or one level up (a test, which
 /// runs from `target/<profile>/deps/`). `cargo nextest run` and `cargo test` on the

@@ -19,6 +19,7 @@ use std::borrow::Cow;
 use axum::extract::ws::Message;
 use axum::http::{HeaderMap, header};
 
+use crate::config::Config;
 use crate::security::auth::{self, AuthError};
 use crate::session::{CloseCause, Command, ErrorKind, Event, SessionError};
 
@@ -28,9 +29,19 @@ pub struct Upgrade<'a> {
     pub headers: &'a HeaderMap,
     /// The raw query string, if any.
     pub query: Option<&'a str>,
+    /// The gateway's configuration (routes, limits), for settings a dialect checks before
+    /// the upgrade.
+    pub config: &'a Config,
 }
 
 impl<'a> Upgrade<'a> {
+    /// Every query parameter, percent-decoded, in order (an unreadable query is empty).
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        self.query
+            .and_then(|q| serde_urlencoded::from_str(q).ok())
+            .unwrap_or_default()
+    }
+
     /// The first value of a query parameter, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
         serde_urlencoded::from_str::<Vec<(String, String)>>(self.query?)
@@ -53,6 +64,10 @@ impl<'a> Upgrade<'a> {
 pub trait Dialect: Sized + Send + Sync + 'static {
     /// The dialect's name: the `dialect` label of session metrics and of the session span.
     const NAME: &'static str;
+
+    /// WebSocket subprotocols the server selects when a client offers one (a browser that
+    /// cannot set headers sends its credential as a subprotocol).
+    const SUBPROTOCOLS: &'static [&'static str] = &[];
 
     /// The per-session codec for this request, or why the request cannot open a session
     /// (answered before the upgrade with 400 and [`Dialect::error_body`]). Dialects whose

@@ -10,11 +10,13 @@
 //! |---|---|
 //! | [`dialect`] | the `Dialect` trait: a client contract's codec, error body, close codes, credentials |
 //! | [`v1`] | the v1 contract (`/v1/audio/stream`): its dialect and its wire types |
+//! | [`deepgram`] | the Deepgram-compatible live dialect (`/v1/listen`) |
 //! | [`gate`] | the pre-upgrade checks every session endpoint shares, and their refusals |
 //! | [`socket`] | a WebSocket as a session, for any dialect (limits, close handshake) |
 //! | [`ops`] | `/health`, `/ready`, `/status`, `/metrics` |
 //! | [`server`] | the connection layer under axum (accept, TLS handshakes, HTTP/1.1 timeouts, connection caps) |
 
+pub mod deepgram;
 pub mod dialect;
 pub mod gate;
 pub mod ops;
@@ -34,6 +36,7 @@ use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::deepgram::Deepgram;
 use self::ops::{health, metrics, ready, status};
 use self::v1::V1;
 use crate::config::Config;
@@ -73,7 +76,9 @@ pub struct AppState {
 /// operational endpoints — `/status` and `/metrics` only when there is no admin listener.
 pub fn app(state: AppState) -> HttpRouter {
     // One line per client dialect.
-    let router = HttpRouter::new().route("/v1/audio/stream", get(socket::endpoint::<V1>));
+    let router = HttpRouter::new()
+        .route("/v1/audio/stream", get(socket::endpoint::<V1>))
+        .route("/v1/listen", get(socket::endpoint::<Deepgram>));
     operational(router, &state).with_state(state)
 }
 

@@ -32,6 +32,7 @@ pub async fn endpoint<D: Dialect>(
     let request = Upgrade {
         headers: &headers,
         query: query.as_deref(),
+        config: &state.config,
     };
     let admitted = match gate::check::<D>(&state, peer, &request) {
         Ok(a) => a,
@@ -43,7 +44,8 @@ pub async fn endpoint<D: Dialect>(
     };
     let (ticket, places) = admitted.into_parts();
     let limit = transport_limit(&state.config);
-    ws.max_message_size(limit)
+    ws.protocols(D::SUBPROTOCOLS.iter().copied())
+        .max_message_size(limit)
         .max_frame_size(limit)
         // tungstenite allocates its read buffer eagerly (128 KiB by default) and touches
         // all of it as audio streams through: per session that is twice the memory goal.

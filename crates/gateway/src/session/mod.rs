@@ -69,6 +69,12 @@ pub enum Command {
     End,
     /// Answered with a pong echoing `timestamp` as the client sent it.
     Ping(serde_json::Value),
+    /// The client is still there (counts against the idle timeout); no answer.
+    KeepAlive,
+    /// Finish the current utterance now: the back end finalises what it holds (the stream
+    /// is half-closed, and a partial it never finalised becomes a final), then the session
+    /// goes on with a new stream for the audio that follows.
+    Finalize,
     /// The codec could not make a command of a message; the session answers with this error.
     Reject(SessionError),
 }

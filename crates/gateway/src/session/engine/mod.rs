@@ -113,6 +113,9 @@ struct Engine<E> {
     first_partial_sent: bool,
     /// A `backend_lagging` status was sent and no `backend_caught_up` since.
     lagging: bool,
+    /// `Finalize` half-closed the stream: when it ends, its last partial becomes a final
+    /// and a new stream takes the audio since.
+    finalizing: bool,
     episode: Option<Episode>,
     /// When the next retry of a failed back end is due.
     retry_at: Option<tokio::time::Instant>,
@@ -150,6 +153,7 @@ where
             last_partial: None,
             first_partial_sent: false,
             lagging: false,
+            finalizing: false,
             episode: None,
             retry_at: None,
             flush_deadline: None,
@@ -301,6 +305,17 @@ where
                 .await
             }
             Command::Reject(err) => self.error(err).await,
+            Command::KeepAlive => Ok(()),
+            Command::Finalize => {
+                if self.phase == Phase::Streaming
+                    && let Some(u) = self.upstream.as_mut()
+                    && u.audio.is_some()
+                {
+                    u.audio = None; // half-close: the back end finalises what it holds
+                    self.finalizing = true;
+                }
+                Ok(())
+            }
             Command::Start(cfg) => match self.phase {
                 Phase::Idle => self.start(cfg).await,
                 Phase::Streaming | Phase::Ending => {
@@ -543,11 +558,21 @@ where
     /// Ends the session: a partial the back end never finalised is promoted to a final
     /// (so `end` always yields the last words), then the close.
     async fn finish(&mut self) -> Result<(), Outcome> {
+        self.promote_last_partial().await?;
+        Err(self.close().await)
+    }
+
+    /// A partial the back end never finalised becomes a final (its audio is cut from the
+    /// replay buffer like any final's).
+    async fn promote_last_partial(&mut self) -> Result<(), Outcome> {
         if let Some(mut last) = self.last_partial.take() {
             self.timeline.promote(&mut last);
+            let cut_ms = self.timeline.last_cut_ms();
+            self.replay.cut(self.timeline.samples(cut_ms));
+            self.frames.cut(cut_ms);
             self.emit(Event::Final(last)).await?;
         }
-        Err(self.close().await)
+        Ok(())
     }
 
     /// The last messages: the error that explains a limit, if any, then the close.

@@ -592,3 +592,58 @@ async fn a_client_that_stops_reading_is_cut_off_at_the_write_timeout() {
     assert_eq!(started.elapsed(), Duration::from_secs(3));
     drop((events, commands));
 }
+
+#[tokio::test(start_paused = true)]
+async fn finalize_turns_the_open_utterance_into_a_final_and_goes_on_on_a_new_stream() {
+    let mut s = Setup::default().start();
+    s.start();
+    s.send(Command::Audio(audio(0, 1_000).into()));
+    let mut a = s.opened().await;
+    a.read(bytes(1_000)).await;
+    a.answer(result(false, "hello", &[(100, 800)]));
+    assert_eq!(transcript(s.next().await).text, "hello");
+    s.send(Command::Finalize);
+    assert!(
+        a.read_to_end().await.is_empty(),
+        "finalize half-closes the stream"
+    );
+    // Audio that comes while the back end finishes is kept for the next stream.
+    s.send(Command::Audio(audio(1_000, 500).into()));
+    drop(a); // the back end ends the stream without a final of its own
+    let fin = s.next().await;
+    match &fin {
+        Event::Final(t) => assert_eq!((t.text.as_str(), t.duration_ms), ("hello", 1_000)),
+        other => panic!("expected the promoted final, got {other:?}"),
+    }
+    let mut b = s.opened().await;
+    assert_eq!(
+        b.read(bytes(500)).await,
+        audio(1_000, 500),
+        "exactly the audio since"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn end_right_after_finalize_still_transcribes_the_audio_that_followed() {
+    let mut s = Setup::default().start();
+    s.start();
+    s.send(Command::Audio(audio(0, 1_000).into()));
+    let mut a = s.opened().await;
+    a.read(bytes(1_000)).await;
+    s.send(Command::Finalize);
+    s.send(Command::Audio(audio(1_000, 1_000).into()));
+    s.send(Command::End);
+    assert!(a.read_to_end().await.is_empty());
+    a.answer(result(true, "one", &[(0, 1_000)]));
+    drop(a);
+    assert_eq!(transcript(s.next().await).text, "one");
+    // A stream for the second's audio, half-closed once it is replayed.
+    let mut b = s.opened().await;
+    assert_eq!(b.read_to_end().await, audio(1_000, 1_000));
+    b.answer(result(true, "two", &[(0, 900)]));
+    drop(b);
+    let two = transcript(s.next().await);
+    assert_eq!((two.text.as_str(), two.duration_ms), ("two", 900));
+    assert_eq!(s.next().await, Event::Close(CloseCause::Normal));
+    assert_eq!(s.outcome().await, Outcome::Completed);
+}

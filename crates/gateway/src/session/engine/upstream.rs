@@ -337,6 +337,15 @@ where
     }
 
     pub(super) async fn on_stream_end(&mut self) -> Result<(), Outcome> {
+        if std::mem::take(&mut self.finalizing) {
+            self.promote_last_partial().await?;
+            // Audio after the cut (sent while the back end finished) still needs a stream,
+            // even when `end` came meanwhile: the new one is half-closed once replayed.
+            let pending = self.timeline.total_ms() > self.timeline.last_cut_ms();
+            if self.phase == Phase::Streaming || pending {
+                return self.reopen_healthy("finalize").await;
+            }
+        }
         if self.phase == Phase::Ending {
             return self.finish().await;
         }

@@ -1,0 +1,571 @@
+//! The Deepgram-compatible live dialect (`GET /v1/listen`, upgraded to a WebSocket), so
+//! clients built on Deepgram's SDKs and voice-agent plugins reach the gateway's back ends
+//! by changing one base URL. The field names and message shapes follow Deepgram's public
+//! streaming contract; README "Deepgram-compatible API" says what maps to what and which
+//! query parameters are accepted but not honoured.
+//!
+//! - Settings come in the query string and start the session at once; `model` names a
+//!   route. `mulaw` / `alaw` audio is decoded to PCM16 here, at the edge.
+//! - Client text messages: `KeepAlive` (keeps the session alive), `Finalize` (the current
+//!   utterance becomes final now), `CloseStream` (flush, `Metadata`, close).
+//! - Server messages: `Results` (interim and final), `Metadata` before the close, `Error`,
+//!   and the gateway's own notices as `GatewayStatus` (SDKs skip types they do not know).
+//! - Credentials: `Authorization: Token …` or `Bearer …`, or the subprotocol pair
+//!   `token, …` that browsers use.
+//!
+//! Pure apart from the per-session counters: nothing here logs.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use axum::extract::ws::{CloseFrame, Message};
+use axum::http::header;
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::dialect::{Dialect, Upgrade};
+use crate::security::auth::AuthError;
+use crate::session::{
+    CloseCause, Command, ErrorKind, Event, SAMPLE_RATES, SessionError, StartConfig, StatusState,
+    Transcript,
+};
+
+/// Query parameters accepted and not honoured (Deepgram treats each as optional).
+pub const IGNORED_PARAMETERS: &[&str] = &[
+    "callback",
+    "callback_method",
+    "detect_entities",
+    "diarize",
+    "diarize_model",
+    "dictation",
+    "extra",
+    "filler_words",
+    "keyterm",
+    "keywords",
+    "language_hint",
+    "mip_opt_out",
+    "numerals",
+    "redact",
+    "replace",
+    "search",
+    "tag",
+    "utterance_end_ms",
+    "vad_events",
+    "version",
+];
+
+/// How the client's audio is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Linear16,
+    Mulaw,
+    Alaw,
+}
+
+/// One `/v1/listen` session's codec.
+#[derive(Debug)]
+pub struct Deepgram {
+    config: StartConfig,
+    encoding: Encoding,
+    request_id: String,
+    created: SystemTime,
+    model: String,
+    /// PCM16 samples received, for `Metadata.duration`.
+    samples: AtomicU64,
+}
+
+fn invalid(kind: ErrorKind, message: impl Into<String>) -> SessionError {
+    SessionError::new(kind, message)
+}
+
+fn flag(key: &str, value: &str) -> Result<bool, SessionError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(
+            ErrorKind::InvalidRequest,
+            format!("`{key}` must be true or false"),
+        )),
+    }
+}
+
+impl Deepgram {
+    fn from_query(request: &Upgrade<'_>) -> Result<Self, SessionError> {
+        let mut config = StartConfig {
+            language: "auto".into(),
+            interim_results: false,
+            punctuate: false,
+            profanity_filter: false,
+            sample_rate: 16_000,
+            word_timestamps: true,
+            model: None,
+            endpointing_ms: None,
+            custom: Vec::new(),
+        };
+        let mut encoding = Encoding::Linear16;
+        let mut sample_rate = None;
+        let mut model = None;
+        for (key, value) in request.query_pairs() {
+            match key.as_str() {
+                "model" => model = Some(value.to_ascii_lowercase()),
+                "language" => {
+                    let v = value.trim();
+                    if v.is_empty() || v.len() > 32 {
+                        return Err(invalid(
+                            ErrorKind::InvalidRequest,
+                            "`language` must be a language code such as en-US",
+                        ));
+                    }
+                    config.language = v.to_string();
+                }
+                "encoding" => {
+                    encoding = match value.to_ascii_lowercase().as_str() {
+                        "linear16" => Encoding::Linear16,
+                        "mulaw" => Encoding::Mulaw,
+                        "alaw" => Encoding::Alaw,
+                        other => {
+                            let shown: String = other.chars().take(32).collect();
+                            return Err(invalid(
+                                ErrorKind::AudioFormat,
+                                format!(
+                                    "encoding `{shown}` is not supported by this gateway: use \
+                                     linear16, mulaw or alaw"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                "sample_rate" => {
+                    sample_rate = Some(
+                        value
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|r| SAMPLE_RATES.contains(r))
+                            .ok_or_else(|| {
+                                invalid(
+                                    ErrorKind::AudioFormat,
+                                    "`sample_rate` must be an integer number of Hz between \
+                                     8000 and 48000",
+                                )
+                            })?,
+                    )
+                }
+                "channels" if value.trim() != "1" => {
+                    return Err(invalid(
+                        ErrorKind::AudioFormat,
+                        "`channels` must be 1: this gateway does not transcribe \
+                         multichannel audio yet",
+                    ));
+                }
+                "multichannel" => {
+                    flag(&key, &value)?;
+                }
+                "interim_results" => config.interim_results = flag(&key, &value)?,
+                "punctuate" | "smart_format" => {
+                    config.punctuate |= flag(&key, &value)?;
+                }
+                "profanity_filter" => config.profanity_filter = flag(&key, &value)?,
+                "endpointing" => {
+                    config.endpointing_ms = if value.eq_ignore_ascii_case("false") {
+                        None
+                    } else {
+                        let ms = value
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|ms| (10..=10_000).contains(ms))
+                            .ok_or_else(|| {
+                                invalid(
+                                    ErrorKind::InvalidRequest,
+                                    "`endpointing` must be false or a number of \
+                                     milliseconds between 10 and 10000",
+                                )
+                            })?;
+                        Some(ms)
+                    }
+                }
+                // Accepted and not honoured, as README lists; anything else is ignored
+                // too, as Deepgram does with parameters it does not know.
+                _ => {}
+            }
+        }
+        config.sample_rate = sample_rate.unwrap_or(match encoding {
+            Encoding::Linear16 => 16_000,
+            Encoding::Mulaw | Encoding::Alaw => 8_000,
+        });
+        let route = model.clone().unwrap_or_else(|| "default".to_string());
+        if request.config.route(&route).is_none() {
+            let known: Vec<&str> = request
+                .config
+                .routes
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
+            return Err(invalid(
+                ErrorKind::ModelUnavailable,
+                format!(
+                    "unknown model `{route}`: this gateway serves {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        config.model = Some(route.clone());
+        Ok(Deepgram {
+            config,
+            encoding,
+            request_id: uuid::Uuid::new_v4().to_string(),
+            created: SystemTime::now(),
+            model: route,
+            samples: AtomicU64::new(0),
+        })
+    }
+
+    fn audio(&self, bytes: Bytes) -> Bytes {
+        let pcm = match self.encoding {
+            Encoding::Linear16 => bytes,
+            Encoding::Mulaw => bytes.iter().flat_map(|&b| ulaw(b).to_le_bytes()).collect(),
+            Encoding::Alaw => bytes.iter().flat_map(|&b| alaw(b).to_le_bytes()).collect(),
+        };
+        self.samples
+            .fetch_add(pcm.len() as u64 / 2, Ordering::Relaxed);
+        pcm
+    }
+
+    fn results(&self, t: &Transcript, is_final: bool) -> Message {
+        let words: Vec<ResultWord<'_>> = t
+            .words
+            .iter()
+            .flatten()
+            .map(|w| ResultWord {
+                word: normalised(&w.word),
+                punctuated_word: &w.word,
+                start: w.start,
+                end: w.end,
+                confidence: w.confidence,
+            })
+            .collect();
+        let end = if is_final {
+            t.words
+                .as_ref()
+                .and_then(|w| w.last())
+                .map_or(t.timestamp_ms as f64 / 1000.0, |w| w.end)
+        } else {
+            t.timestamp_ms as f64 / 1000.0
+        };
+        let start = if is_final {
+            (end - t.duration_ms as f64 / 1000.0).max(0.0)
+        } else {
+            words.first().map_or(end, |w| w.start.min(end))
+        };
+        let results = Results {
+            kind: "Results",
+            channel_index: [0, 1],
+            duration: end - start,
+            start,
+            is_final,
+            speech_final: is_final,
+            from_finalize: false,
+            channel: Channel {
+                alternatives: [Alternative {
+                    transcript: &t.text,
+                    confidence: t.confidence,
+                    words,
+                }],
+            },
+            metadata: ResultsMetadata {
+                request_id: &self.request_id,
+                model_info: ModelInfo {
+                    name: &self.model,
+                    version: env!("CARGO_PKG_VERSION"),
+                    arch: "speech-gateway",
+                },
+                model_uuid: &self.request_id,
+            },
+        };
+        text(&results)
+    }
+
+    fn metadata(&self) -> Message {
+        let seconds =
+            self.samples.load(Ordering::Relaxed) as f64 / f64::from(self.config.sample_rate);
+        text(&json!({
+            "type": "Metadata",
+            "transaction_key": "deprecated",
+            "request_id": self.request_id,
+            "sha256": "",
+            "created": humantime_serde::re::humantime::format_rfc3339_millis(self.created).to_string(),
+            "duration": seconds,
+            "channels": 1,
+            "models": [self.request_id],
+            "model_info": {
+                self.request_id.clone(): {
+                    "name": self.model,
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "arch": "speech-gateway",
+                }
+            },
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct ResultWord<'a> {
+    word: String,
+    punctuated_word: &'a str,
+    start: f64,
+    end: f64,
+    confidence: f32,
+}
+
+#[derive(Serialize)]
+struct Alternative<'a> {
+    transcript: &'a str,
+    confidence: f32,
+    words: Vec<ResultWord<'a>>,
+}
+
+#[derive(Serialize)]
+struct Channel<'a> {
+    alternatives: [Alternative<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct ModelInfo<'a> {
+    name: &'a str,
+    version: &'a str,
+    arch: &'a str,
+}
+
+#[derive(Serialize)]
+struct ResultsMetadata<'a> {
+    request_id: &'a str,
+    model_info: ModelInfo<'a>,
+    model_uuid: &'a str,
+}
+
+#[derive(Serialize)]
+struct Results<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    channel_index: [u32; 2],
+    duration: f64,
+    start: f64,
+    is_final: bool,
+    speech_final: bool,
+    from_finalize: bool,
+    channel: Channel<'a>,
+    metadata: ResultsMetadata<'a>,
+}
+
+fn text(value: &impl Serialize) -> Message {
+    Message::Text(
+        serde_json::to_string(value)
+            .expect("messages always serialize")
+            .into(),
+    )
+}
+
+/// A word as Deepgram's `word` field spells it: lower case, without the punctuation
+/// around it (`punctuated_word` keeps the back end's spelling).
+fn normalised(word: &str) -> String {
+    word.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
+        .to_lowercase()
+}
+
+/// G.711 µ-law to linear PCM16.
+fn ulaw(byte: u8) -> i16 {
+    let u = !byte;
+    let exponent = (u >> 4) & 0x07;
+    let mantissa = i32::from(u & 0x0F);
+    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    if u & 0x80 != 0 {
+        -magnitude as i16
+    } else {
+        magnitude as i16
+    }
+}
+
+/// G.711 A-law to linear PCM16.
+fn alaw(byte: u8) -> i16 {
+    let a = byte ^ 0x55;
+    let exponent = (a >> 4) & 0x07;
+    let mantissa = i32::from(a & 0x0F);
+    let magnitude = if exponent == 0 {
+        (mantissa << 4) + 8
+    } else {
+        ((mantissa << 4) + 0x108) << (exponent - 1)
+    };
+    if a & 0x80 != 0 {
+        magnitude as i16
+    } else {
+        -magnitude as i16
+    }
+}
+
+impl Dialect for Deepgram {
+    const NAME: &'static str = "deepgram";
+    const SUBPROTOCOLS: &'static [&'static str] = &["token"];
+
+    fn accept(request: &Upgrade<'_>) -> Result<Self, SessionError> {
+        Self::from_query(request)
+    }
+
+    fn credentials<'a>(
+        request: &Upgrade<'a>,
+        _allow_query: bool,
+    ) -> Result<Option<Cow<'a, str>>, AuthError> {
+        if let Some(h) = request.authorization()? {
+            let (scheme, rest) = h.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+            let known =
+                scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer");
+            return match (known, rest.trim()) {
+                (true, key) if !key.is_empty() => Ok(Some(Cow::Borrowed(key))),
+                _ => Err(AuthError::Malformed),
+            };
+        }
+        // Browsers: `Sec-WebSocket-Protocol: token, KEY`.
+        let offered = request
+            .headers
+            .get(header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok());
+        Ok(offered.and_then(|list| {
+            let mut items = list.split(',').map(str::trim);
+            match (items.next(), items.next()) {
+                (Some(scheme), Some(key))
+                    if scheme.eq_ignore_ascii_case("token") && !key.is_empty() =>
+                {
+                    Some(Cow::Borrowed(key))
+                }
+                _ => None,
+            }
+        }))
+    }
+
+    fn opening(&self) -> Option<Command> {
+        Some(Command::Start(self.config.clone()))
+    }
+
+    fn decode(&self, msg: Message) -> Option<Command> {
+        match msg {
+            Message::Binary(bytes) => Some(Command::Audio(self.audio(bytes))),
+            Message::Text(text) => Some(control(text.as_str())),
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => None,
+        }
+    }
+
+    fn encode(&self, ev: &Event) -> Vec<Message> {
+        match ev {
+            Event::Partial(t) => vec![self.results(t, false)],
+            Event::Final(t) => vec![self.results(t, true)],
+            Event::Pong { .. } => Vec::new(),
+            Event::Error(e) => vec![text(&json!({
+                "type": "Error",
+                "variant": e.kind.label().to_ascii_lowercase(),
+                "code": e.kind.label(),
+                "description": e.message,
+                "message": e.message,
+            }))],
+            Event::Status { state, message } => vec![text(&json!({
+                "type": "GatewayStatus",
+                "state": status_name(*state),
+                "message": message,
+            }))],
+            Event::Close(cause) => {
+                let reason = match cause {
+                    CloseCause::Normal => "end of stream",
+                    CloseCause::GoingAway => "server shutting down",
+                    CloseCause::Error(kind) => kind.label(),
+                };
+                vec![
+                    self.metadata(),
+                    Message::Close(Some(CloseFrame {
+                        code: Self::close_code(*cause),
+                        reason: reason.into(),
+                    })),
+                ]
+            }
+        }
+    }
+
+    fn error_body(kind: ErrorKind, message: &str) -> Value {
+        json!({
+            "err_code": kind.label(),
+            "err_msg": message,
+            "request_id": uuid::Uuid::new_v4().to_string(),
+        })
+    }
+
+    fn close_code(cause: CloseCause) -> u16 {
+        super::v1::close_code(cause)
+    }
+}
+
+fn status_name(state: StatusState) -> &'static str {
+    match state {
+        StatusState::Failover => "failover",
+        StatusState::AudioGap => "audio_gap",
+        StatusState::BackendLagging => "backend_lagging",
+        StatusState::BackendCaughtUp => "backend_caught_up",
+    }
+}
+
+/// A client text message: `KeepAlive`, `Finalize` or `CloseStream`.
+fn control(text: &str) -> Command {
+    let kind = serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string));
+    match kind.as_deref() {
+        Some("KeepAlive") => Command::KeepAlive,
+        Some("Finalize") => Command::Finalize,
+        Some("CloseStream") => Command::End,
+        _ => Command::Reject(invalid(
+            ErrorKind::InvalidRequest,
+            "text messages must be JSON objects with a `type` of KeepAlive, Finalize or \
+             CloseStream; this one was ignored",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn g711_decodes_to_the_reference_values() {
+        // Silence and the extremes of each law.
+        assert_eq!(ulaw(0xFF), 0);
+        assert_eq!(ulaw(0x7F), 0);
+        assert_eq!(ulaw(0x80), 32_124);
+        assert_eq!(ulaw(0x00), -32_124);
+        assert_eq!(alaw(0xD5), 8);
+        assert_eq!(alaw(0x55), -8);
+        assert_eq!(alaw(0xAA), 32_256);
+        assert_eq!(alaw(0x2A), -32_256);
+    }
+
+    #[test]
+    fn control_messages() {
+        assert_eq!(control(r#"{"type":"KeepAlive"}"#), Command::KeepAlive);
+        assert_eq!(control(r#"{"type":"Finalize"}"#), Command::Finalize);
+        assert_eq!(control(r#"{"type":"CloseStream"}"#), Command::End);
+        assert!(matches!(control("nope"), Command::Reject(_)));
+    }
+
+    #[test]
+    fn the_readme_lists_every_parameter_accepted_and_not_honoured() {
+        let readme = include_str!("../../../../README.md");
+        for p in IGNORED_PARAMETERS {
+            assert!(
+                readme.contains(&format!("`{p}`")),
+                "README does not list `{p}`"
+            );
+        }
+    }
+
+    #[test]
+    fn words_are_normalised_and_keep_their_punctuated_form() {
+        assert_eq!(normalised("Hello,"), "hello");
+        assert_eq!(normalised("don't."), "don't");
+    }
+}

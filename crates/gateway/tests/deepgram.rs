@@ -1,0 +1,175 @@
+//! The Deepgram-compatible live dialect (`/v1/listen`) driven by Deepgram's official
+//! Python SDK (`deepgram-sdk`, through `tests/conformance/deepgram_client.py`) against the
+//! real gateway on port 0, in front of the scripted Riva double. The SDK parses every
+//! message into its typed models: a field the gateway got wrong fails here.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use sgw_testkit::Gateway;
+use sgw_testkit::riva_double::{Mode, RivaDouble};
+use speech_gateway::security::auth::{MintOptions, mint};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-deepgram";
+
+struct Setup {
+    gw: Gateway,
+    token: String,
+    _riva: RivaDouble,
+    _dir: tempfile::TempDir,
+}
+
+/// A gateway with JWT authentication in front of a Riva double that finals every
+/// `final_every_ms` of audio (and at the half-close).
+async fn setup(final_every_ms: u64) -> Setup {
+    let riva = RivaDouble::start(Mode::Auto { final_every_ms }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let gw = Gateway::start(&[
+        ("SGW_ROUTES__DEFAULT", riva.url()),
+        ("SGW_AUTH__ENABLED", "true".into()),
+        (
+            "SGW_AUTH__HS256_SECRET_FILE",
+            secret.to_string_lossy().into_owned(),
+        ),
+    ])
+    .await;
+    let token = mint(
+        &secret,
+        &MintOptions {
+            subject: Some("deepgram-sdk".into()),
+            audience: None,
+            issuer: None,
+            kid: None,
+            ttl: Duration::from_secs(600),
+        },
+    )
+    .unwrap();
+    Setup {
+        gw,
+        token,
+        _riva: riva,
+        _dir: dir,
+    }
+}
+
+/// Runs the SDK client; its JSON report.
+async fn sdk(gw: &Gateway, key: &str, extra: &[&str]) -> Value {
+    let script = sgw_testkit::repo().join("tests/conformance/deepgram_client.py");
+    let wav = sgw_testkit::repo().join("samples/hello.wav");
+    let mut cmd = Command::new(sgw_testkit::conformance_python());
+    cmd.arg(script)
+        .args(["--url", &format!("ws://{}", gw.addr), "--key", key])
+        .arg("--wav")
+        .arg(Path::new(&wav))
+        .args(extra);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the SDK client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn of_class<'a>(report: &'a Value, class: &str) -> Vec<&'a Value> {
+    report["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["class"] == class)
+        .collect()
+}
+
+/// `samples/hello.wav`: 65,502 samples at 16 kHz.
+const CLIP_SECONDS: f64 = 65_502.0 / 16_000.0;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_sdk_gets_interim_and_final_results_then_metadata() {
+    let s = setup(1_000).await;
+    let report = sdk(&s.gw, &s.token, &["--keepalive"]).await;
+    let results = of_class(&report, "ListenV1Results");
+    let interim = results.iter().filter(|r| r["is_final"] == false).count();
+    let finals: Vec<_> = results.iter().filter(|r| r["is_final"] == true).collect();
+    assert!(interim > 0, "interim results: {report}");
+    assert!(finals.len() >= 4, "a final per second of audio: {report}");
+    // Finals tile the audio in order, and their words sit inside their window.
+    let mut end = 0.0;
+    for f in &finals {
+        let start = f["start"].as_f64().unwrap();
+        let duration = f["duration"].as_f64().unwrap();
+        assert!(start >= end - 1e-6, "finals are append-only: {report}");
+        end = start + duration;
+        for w in f["words"].as_array().unwrap() {
+            assert!(w[1].as_f64().unwrap() >= start - 1e-6 && w[2].as_f64().unwrap() <= end + 1e-6);
+        }
+    }
+    assert!(
+        (end - CLIP_SECONDS).abs() < 0.01,
+        "finals cover the clip: {end}"
+    );
+    let ids: std::collections::HashSet<_> =
+        results.iter().map(|r| r["request_id"].clone()).collect();
+    assert_eq!(ids.len(), 1, "one request id per session");
+    // CloseStream: the last message is Metadata, with the audio's length.
+    let last = report["messages"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["class"], "ListenV1Metadata", "{report}");
+    assert!((last["duration"].as_f64().unwrap() - CLIP_SECONDS).abs() < 0.001);
+    assert_eq!(last["channels"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finalize_makes_the_open_utterance_final_and_the_stream_goes_on() {
+    // The double finals only at a half-close: every final here comes from Finalize or
+    // CloseStream.
+    let s = setup(600_000).await;
+    let report = sdk(&s.gw, &s.token, &["--finalize-after-ms", "1500"]).await;
+    let finals: Vec<_> = of_class(&report, "ListenV1Results")
+        .into_iter()
+        .filter(|r| r["is_final"] == true)
+        .collect();
+    assert_eq!(
+        finals.len(),
+        2,
+        "one final at Finalize, one at CloseStream: {report}"
+    );
+    let first_end = finals[0]["start"].as_f64().unwrap() + finals[0]["duration"].as_f64().unwrap();
+    assert!((1.4..=CLIP_SECONDS).contains(&first_end), "{report}");
+    let second_start = finals[1]["start"].as_f64().unwrap();
+    assert!(
+        (second_start - first_end).abs() < 1e-6,
+        "no audio lost or repeated: {report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_key_and_an_unknown_model_are_refused_before_the_upgrade() {
+    let s = setup(1_000).await;
+    let refused = sdk(&s.gw, "not-a-key", &[]).await;
+    assert_eq!(refused["refused"], 401, "{refused}");
+    let body: Value = serde_json::from_str(refused["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body["err_code"], "AUTHENTICATION_FAILED",
+        "Deepgram's error shape: {body}"
+    );
+    let refused = sdk(&s.gw, &s.token, &["--model", "nova-3"]).await;
+    assert_eq!(refused["refused"], 400, "{refused}");
+    assert!(
+        refused["body"]
+            .as_str()
+            .unwrap()
+            .contains("unknown model `nova-3`"),
+        "{refused}"
+    );
+}

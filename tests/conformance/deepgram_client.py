@@ -1,0 +1,104 @@
+"""Drive speech-gateway's Deepgram-compatible endpoint with Deepgram's official Python SDK.
+
+Usage:
+    deepgram_client.py --url ws://HOST:PORT --key KEY --wav FILE [--model NAME]
+                       [--finalize-after-ms MS] [--keepalive]
+
+Streams the WAV's samples (mono PCM16) through `client.listen.v1.connect(...)` in 100 ms
+chunks as fast as the socket takes them, optionally sends `Finalize` after some audio and a
+`KeepAlive`, then `CloseStream`, and prints one JSON object: every message the SDK parsed,
+by its SDK class name, with the fields the gateway's tests check. A refused connection
+prints {"refused": STATUS}.
+"""
+
+import argparse
+import json
+import threading
+import wave
+
+from deepgram import DeepgramClient, DeepgramClientEnvironment
+from deepgram.core.api_error import ApiError
+from deepgram.core.events import EventType
+from websockets.exceptions import InvalidStatus
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--key", required=True)
+    ap.add_argument("--wav", required=True)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--finalize-after-ms", type=int, default=0)
+    ap.add_argument("--keepalive", action="store_true")
+    args = ap.parse_args()
+
+    http = args.url.replace("ws://", "http://").replace("wss://", "https://")
+    env = DeepgramClientEnvironment(
+        base=http, production=args.url, agent=args.url, agent_rest=http
+    )
+    client = DeepgramClient(api_key=args.key, environment=env)
+
+    with wave.open(args.wav, "rb") as w:
+        rate = w.getframerate()
+        pcm = w.readframes(w.getnframes())
+    chunk = rate // 10 * 2
+
+    messages = []
+
+    def on_message(message) -> None:
+        kind = type(message).__name__
+        entry = {"class": kind}
+        if kind == "ListenV1Results":
+            alt = message.channel.alternatives[0]
+            entry.update(
+                is_final=message.is_final,
+                speech_final=message.speech_final,
+                start=message.start,
+                duration=message.duration,
+                transcript=alt.transcript,
+                words=[[w.word, w.start, w.end] for w in alt.words],
+                request_id=message.metadata.request_id,
+            )
+        elif kind == "ListenV1Metadata":
+            entry.update(duration=message.duration, channels=message.channels)
+        elif kind == "ListenV1Error":
+            entry.update(description=message.description)
+        messages.append(entry)
+
+    try:
+        with client.listen.v1.connect(
+            model=args.model,
+            encoding="linear16",
+            sample_rate=str(rate),
+            interim_results="true",
+            punctuate="true",
+        ) as socket:
+            socket.on(EventType.MESSAGE, on_message)
+            reader = threading.Thread(target=socket.start_listening)
+            reader.start()
+            sent_ms = 0
+            finalized = False
+            for i in range(0, len(pcm), chunk):
+                socket.send_media(pcm[i : i + chunk])
+                sent_ms += 100
+                if args.finalize_after_ms and not finalized and sent_ms >= args.finalize_after_ms:
+                    socket.send_finalize()
+                    finalized = True
+            if args.keepalive:
+                socket.send_keep_alive()
+            socket.send_close_stream()
+            reader.join(timeout=30)
+    except ApiError as e:
+        print(json.dumps({"refused": e.status_code}))
+        return
+    except InvalidStatus as e:
+        # The SDK maps the older websockets exception only; with websockets 15 the HTTP
+        # refusal reaches the caller as this one.
+        body = e.response.body.decode("utf-8", "replace") if e.response.body else ""
+        print(json.dumps({"refused": e.response.status_code, "body": body}))
+        return
+    print(json.dumps({"messages": messages}))
+
+
+if __name__ == "__main__":
+    main()
