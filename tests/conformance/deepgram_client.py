@@ -2,10 +2,10 @@
 
 Usage:
     deepgram_client.py --url ws://HOST:PORT --key KEY --wav FILE [--model NAME]
-                       [--finalize-after-ms MS] [--keepalive]
+                       [--finalize-after-ms MS] [--keepalive] [--realtime]
 
 Streams the WAV's samples (mono PCM16) through `client.listen.v1.connect(...)` in 100 ms
-chunks as fast as the socket takes them, optionally sends `Finalize` after some audio and a
+chunks as fast as the socket takes them (`--realtime`: one chunk per 100 ms), optionally sends `Finalize` after some audio and a
 `KeepAlive`, then `CloseStream`, and prints one JSON object: every message the SDK parsed,
 by its SDK class name, with the fields the gateway's tests check. A refused connection
 prints {"refused": STATUS}.
@@ -14,6 +14,7 @@ prints {"refused": STATUS}.
 import argparse
 import json
 import threading
+import time
 import wave
 
 from deepgram import DeepgramClient, DeepgramClientEnvironment
@@ -30,6 +31,7 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--finalize-after-ms", type=int, default=0)
     ap.add_argument("--keepalive", action="store_true")
+    ap.add_argument("--realtime", action="store_true")
     args = ap.parse_args()
 
     http = args.url.replace("ws://", "http://").replace("wss://", "https://")
@@ -78,7 +80,10 @@ def main() -> None:
             reader.start()
             sent_ms = 0
             finalized = False
-            for i in range(0, len(pcm), chunk):
+            t0 = time.monotonic()
+            for n, i in enumerate(range(0, len(pcm), chunk)):
+                if args.realtime:
+                    time.sleep(max(0.0, t0 + n * 0.1 - time.monotonic()))
                 socket.send_media(pcm[i : i + chunk])
                 sent_ms += 100
                 if args.finalize_after_ms and not finalized and sent_ms >= args.finalize_after_ms:
@@ -87,7 +92,7 @@ def main() -> None:
             if args.keepalive:
                 socket.send_keep_alive()
             socket.send_close_stream()
-            reader.join(timeout=30)
+            reader.join(timeout=60)
     except ApiError as e:
         print(json.dumps({"refused": e.status_code}))
         return

@@ -173,3 +173,73 @@ async fn a_wrong_key_and_an_unknown_model_are_refused_before_the_upgrade() {
         "{refused}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_settings_are_refused_in_deepgrams_shape_and_bad_messages_answered_in_band() {
+    use futures::{SinkExt, StreamExt};
+    use sgw_testkit::{attempt, tone};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let s = setup(1_000).await;
+    let auth = format!("Token {}", s.token);
+    let headers = [("authorization", auth.as_str())];
+    for (query, needle) in [
+        ("encoding=opus", "encoding `opus`"),
+        ("sample_rate=0", "sample_rate"),
+        ("channels=3", "channels"),
+        ("interim_results=maybe", "interim_results"),
+        ("endpointing=5", "endpointing"),
+    ] {
+        let url = format!("ws://{}/v1/listen?model=default&{query}", s.gw.addr);
+        let Err((status, _, body)) = attempt(&url, &headers).await else {
+            panic!("{query} was accepted");
+        };
+        assert_eq!(status, 400, "{query}: {body}");
+        let msg = body["err_msg"].as_str().unwrap();
+        assert!(msg.contains(needle), "{query}: {body}");
+    }
+
+    // In band: a text frame that is not a control message is answered with an Error
+    // message, and the session goes on to its results and Metadata.
+    let url = format!(
+        "ws://{}/v1/listen?model=default&encoding=linear16",
+        s.gw.addr
+    );
+    let mut ws = attempt(&url, &headers).await.expect("accepted");
+    ws.send(Message::Text("not json".into())).await.unwrap();
+    for _ in 0..3 {
+        ws.send(Message::Binary(tone(500, 16_000).into()))
+            .await
+            .unwrap();
+    }
+    ws.send(Message::Text(r#"{"type":"CloseStream"}"#.into()))
+        .await
+        .unwrap();
+    let mut types = Vec::new();
+    let mut close = None;
+    while let Some(Ok(m)) = ws.next().await {
+        match m {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                types.push(v["type"].as_str().unwrap().to_string());
+            }
+            Message::Close(f) => {
+                close = f.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        types.first().map(String::as_str),
+        Some("Error"),
+        "{types:?}"
+    );
+    assert!(types.iter().any(|t| t == "Results"), "{types:?}");
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("Metadata"),
+        "{types:?}"
+    );
+    assert_eq!(close, Some(1000));
+}

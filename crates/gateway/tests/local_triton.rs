@@ -433,3 +433,46 @@ async fn a_tritonserver_killed_mid_speech_fails_the_session_over_without_losing_
         "fault vs fault-free WER {drift:.3}"
     );
 }
+
+/// Deepgram's official Python SDK through `/v1/listen` to the real local Triton: the same
+/// speech, the same route, the same word error rate ceiling as v1's streaming route.
+#[tokio::test]
+async fn the_deepgram_sdk_transcribes_speech_through_the_real_triton() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{} {}", SENTENCES[0], SENTENCES[1]);
+    let wav = speech(dir.path(), "deepgram", &text, 16_000);
+    let gw = gateway().await;
+    let script = repo().join("tests/conformance/deepgram_client.py");
+    let mut cmd = Command::new(sgw_testkit::conformance_python());
+    cmd.arg(script)
+        .args(["--url", &format!("ws://{}", gw.addr), "--key", "unused"])
+        .arg("--wav")
+        .arg(&wav)
+        .arg("--realtime");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let messages = report["messages"].as_array().unwrap();
+    let finals: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["class"] == "ListenV1Results" && m["is_final"] == true)
+        .map(|m| m["transcript"].as_str().unwrap())
+        .collect();
+    let heard = finals.join(" ");
+    let w = wer(&text, &heard);
+    println!("deepgram sdk: WER {w:.3} `{heard}`");
+    assert!(w <= WER_CEILING, "WER {w:.3}: `{heard}`");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["class"] == "ListenV1Results" && m["is_final"] == false),
+        "interim results first: {report}"
+    );
+    assert_eq!(messages.last().unwrap()["class"], "ListenV1Metadata");
+}
