@@ -77,5 +77,8 @@ fuzz_target!(|data: &[u8]| {
             );
         }
         Command::Audio(_) => panic!("a text frame decoded as audio"),
+        Command::KeepAlive | Command::Finalize => {
+            panic!("v1 has no KeepAlive or Finalize message")
+        }
     }
 });
