@@ -3,8 +3,6 @@
 //! real gateway on port 0, in front of the scripted Riva double. The SDK parses every
 //! message into its typed models: a field the gateway got wrong fails here.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -56,31 +54,10 @@ async fn setup(final_every_ms: u64) -> Setup {
     }
 }
 
-/// Runs the SDK client; its JSON report.
+/// Runs the SDK client on `samples/hello.wav`; its JSON report.
 async fn sdk(gw: &Gateway, key: &str, extra: &[&str]) -> Value {
-    let script = sgw_testkit::repo().join("tests/conformance/deepgram_client.py");
     let wav = sgw_testkit::repo().join("samples/hello.wav");
-    let mut cmd = Command::new(sgw_testkit::conformance_python());
-    cmd.arg(script)
-        .args(["--url", &format!("ws://{}", gw.addr), "--key", key])
-        .arg("--wav")
-        .arg(Path::new(&wav))
-        .args(extra);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the SDK client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    sgw_testkit::deepgram_sdk(&format!("ws://{}", gw.addr), key, &wav, extra).await
 }
 
 fn of_class<'a>(report: &'a Value, class: &str) -> Vec<&'a Value> {

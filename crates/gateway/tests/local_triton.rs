@@ -442,22 +442,8 @@ async fn the_deepgram_sdk_transcribes_speech_through_the_real_triton() {
     let text = format!("{} {}", SENTENCES[0], SENTENCES[1]);
     let wav = speech(dir.path(), "deepgram", &text, 16_000);
     let gw = gateway().await;
-    let script = repo().join("tests/conformance/deepgram_client.py");
-    let mut cmd = Command::new(sgw_testkit::conformance_python());
-    cmd.arg(script)
-        .args(["--url", &format!("ws://{}", gw.addr), "--key", "unused"])
-        .arg("--wav")
-        .arg(&wav)
-        .arg("--realtime");
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let url = format!("ws://{}", gw.addr);
+    let report = sgw_testkit::deepgram_sdk(&url, "unused", &wav, &["--realtime"]).await;
     let messages = report["messages"].as_array().unwrap();
     let finals: Vec<&str> = messages
         .iter()

@@ -45,6 +45,33 @@ pub fn conformance_python() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
 }
 
+/// Runs Deepgram's official Python SDK (`tests/conformance/deepgram_client.py`) against
+/// `url` (`ws://HOST:PORT`) with `key`, streaming `wav`; its JSON report (every message the
+/// SDK parsed, or `{"refused": STATUS, "body": …}`). `extra`: more flags of the script.
+pub async fn deepgram_sdk(url: &str, key: &str, wav: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut cmd = std::process::Command::new(conformance_python());
+    cmd.arg(repo().join("tests/conformance/deepgram_client.py"))
+        .args(["--url", url, "--key", key])
+        .arg("--wav")
+        .arg(wav)
+        .args(extra);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("python runs"))
+        .await
+        .expect("the client task");
+    assert!(
+        out.status.success(),
+        "the Deepgram SDK client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// A binary of this workspace (`speech-gateway`, `sim-backend`, `sgw`) in the same target
 /// directory as the running program: beside it (a binary) or one level up (a test, which
 /// runs from `target/<profile>/deps/`). `cargo nextest run` and `cargo test` on the

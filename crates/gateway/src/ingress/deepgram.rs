@@ -93,16 +93,11 @@ fn flag(key: &str, value: &str) -> Result<bool, SessionError> {
 
 impl Deepgram {
     fn from_query(request: &Upgrade<'_>) -> Result<Self, SessionError> {
+        // Deepgram's defaults where they differ from the session's.
         let mut config = StartConfig {
-            language: "auto".into(),
             interim_results: false,
             punctuate: false,
-            profanity_filter: false,
-            sample_rate: 16_000,
-            word_timestamps: true,
-            model: None,
-            endpointing_ms: None,
-            custom: Vec::new(),
+            ..StartConfig::default()
         };
         let mut encoding = Encoding::Linear16;
         let mut sample_rate = None;
