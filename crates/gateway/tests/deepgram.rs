@@ -220,3 +220,47 @@ async fn bad_settings_are_refused_in_deepgrams_shape_and_bad_messages_answered_i
     );
     assert_eq!(close, Some(1000));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_client_is_closed_after_the_deepgram_idle_timeout() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let riva = RivaDouble::start(Mode::Auto {
+        final_every_ms: 1_000,
+    })
+    .await;
+    let gw = Gateway::start(&[
+        ("SGW_ROUTES__DEFAULT", riva.url()),
+        ("SGW_DEEPGRAM__IDLE_TIMEOUT", "1s".into()),
+    ])
+    .await;
+    let url = format!("ws://{}/v1/listen?model=default", gw.addr);
+    let mut ws = sgw_testkit::attempt(&url, &[]).await.expect("accepted");
+    let started = std::time::Instant::now();
+    let mut types = Vec::new();
+    let mut close = None;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        match m {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                types.push(format!("{} {}", v["type"], v["code"]));
+            }
+            Message::Close(f) => {
+                close = f.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    let waited = started.elapsed();
+    assert_eq!(close, Some(1008), "{types:?}");
+    assert_eq!(
+        types,
+        vec![
+            r#""Error" "SESSION_TIMEOUT""#.to_string(),
+            r#""Metadata" null"#.to_string()
+        ]
+    );
+    assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
+}

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawAuth, RawLimits, RawTls, Secret};
+use super::raw::{RawAuth, RawDeepgram, RawLimits, RawTls, Secret};
 use super::{ConfigError, duration_between, invalid};
 
 /// The listener's certificate files.
@@ -79,6 +79,25 @@ pub(super) fn validate_listener_tls(t: &RawTls) -> Result<Option<ListenerTls>, C
             "tls.cert and tls.key go together (both for TLS, neither for plain HTTP)",
         )),
     }
+}
+
+/// Settings of the Deepgram-compatible dialect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeepgramSettings {
+    /// `None`: `session.idle_timeout` applies.
+    pub idle_timeout: Option<Duration>,
+}
+
+pub(super) fn validate_deepgram(d: &RawDeepgram) -> Result<DeepgramSettings, ConfigError> {
+    if d.idle_timeout > Duration::from_secs(600) {
+        return Err(invalid(
+            "deepgram.idle_timeout",
+            "must be at most 10m (0s: off)",
+        ));
+    }
+    Ok(DeepgramSettings {
+        idle_timeout: (!d.idle_timeout.is_zero()).then_some(d.idle_timeout),
+    })
 }
 
 /// Shortest HS256 secret accepted: RFC 7518 §3.2 asks for a key as long as the hash.

@@ -43,7 +43,9 @@ use figment::value::Dict;
 pub use backends::{
     BackendProtocol, BackendTls, BackendUrl, HealthSettings, RivaSettings, Route, TritonSettings,
 };
-pub use edge::{AuthSettings, EdgeLimits, ListenerTls, MIN_HS256_SECRET, MIN_WRITE_BUFFER};
+pub use edge::{
+    AuthSettings, DeepgramSettings, EdgeLimits, ListenerTls, MIN_HS256_SECRET, MIN_WRITE_BUFFER,
+};
 pub use env::{EnvVars, env_defaults};
 pub use raw::*;
 pub use session::{LogConfig, SessionLimits};
@@ -72,6 +74,8 @@ pub struct Config {
     pub tls: Option<ListenerTls>,
     pub auth: AuthSettings,
     pub limits: EdgeLimits,
+    /// The Deepgram-compatible dialect (`/v1/listen`).
+    pub deepgram: DeepgramSettings,
     /// Routes in name order; each has at least one back end.
     pub routes: Vec<Route>,
 }
@@ -164,6 +168,7 @@ impl Config {
         let admission = session::validate_admission(&raw.admission, &routes)?;
         let tls = edge::validate_listener_tls(&raw.tls)?;
         let auth = edge::validate_auth(&raw.auth)?;
+        let deepgram = edge::validate_deepgram(&raw.deepgram)?;
         let admin_listen = if raw.admin_listen.trim().is_empty() {
             None
         } else {
@@ -194,6 +199,7 @@ impl Config {
             tls,
             auth,
             limits,
+            deepgram,
             routes,
         })
     }

@@ -35,6 +35,7 @@ pub struct RawConfig {
     pub backend_tls: RawBackendTls,
     pub auth: RawAuth,
     pub limits: RawLimits,
+    pub deepgram: RawDeepgram,
     /// Route name → back-end URLs. `start.config.model` selects a route; absent, `default`.
     #[serde(deserialize_with = "de_routes")]
     pub routes: BTreeMap<String, Vec<String>>,
@@ -462,7 +463,26 @@ impl Default for RawConfig {
             backend_tls: RawBackendTls::default(),
             auth: RawAuth::default(),
             limits: RawLimits::default(),
+            deepgram: RawDeepgram::default(),
             routes: BTreeMap::new(),
+        }
+    }
+}
+
+/// The Deepgram-compatible dialect (`/v1/listen`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDeepgram {
+    /// No audio and no message for this long closes a `/v1/listen` session, as Deepgram
+    /// does (10 s); `0s`: `session.idle_timeout` applies.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for RawDeepgram {
+    fn default() -> Self {
+        RawDeepgram {
+            idle_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -285,3 +285,17 @@ fn env_example_matches_the_code() {
     listed.sort();
     assert_eq!(listed, env_defaults());
 }
+
+#[test]
+fn deepgram_idle_timeout_is_bounded_and_zero_defers_to_the_session() {
+    let c = Config::load(None, with_default_route(), Dict::new()).unwrap();
+    assert_eq!(c.deepgram.idle_timeout, Some(Duration::from_secs(10)));
+    let mut env = with_default_route();
+    env.push(("SGW_DEEPGRAM__IDLE_TIMEOUT".into(), "11m".into()));
+    let e = Config::load(None, env, Dict::new()).unwrap_err();
+    assert!(e.to_string().contains("deepgram.idle_timeout"), "{e}");
+    let mut env = with_default_route();
+    env.push(("SGW_DEEPGRAM__IDLE_TIMEOUT".into(), "0s".into()));
+    let c = Config::load(None, env, Dict::new()).unwrap();
+    assert_eq!(c.deepgram.idle_timeout, None);
+}

@@ -97,6 +97,7 @@ impl Deepgram {
         let mut config = StartConfig {
             interim_results: false,
             punctuate: false,
+            idle_timeout: request.config.deepgram.idle_timeout,
             ..StartConfig::default()
         };
         let mut encoding = Encoding::Linear16;

@@ -38,6 +38,8 @@ pub struct StartConfig {
     pub model: Option<String>,
     pub endpointing_ms: Option<u32>,
     pub custom: Vec<(String, String)>,
+    /// The dialect's own idle rule; `None`: `session.idle_timeout`.
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 impl Default for StartConfig {
@@ -52,6 +54,7 @@ impl Default for StartConfig {
             model: None,
             endpointing_ms: None,
             custom: Vec::new(),
+            idle_timeout: None,
         }
     }
 }

@@ -596,8 +596,10 @@ where
             return None;
         }
         let limits = &self.ctx.limits;
-        let idle = limits
+        let idle = self
+            .config
             .idle_timeout
+            .or(limits.idle_timeout)
             .map(|d| (self.last_client_at + d, Limit::Idle));
         let max = limits
             .max_duration
@@ -613,10 +615,16 @@ where
     async fn on_limit(&mut self, which: Limit) -> Result<(), Outcome> {
         let limits = &self.ctx.limits;
         let message = match which {
-            Limit::Idle => format!(
-                "no message from the client for {} s (session.idle_timeout): the session is closed",
-                limits.idle_timeout.unwrap_or_default().as_secs()
-            ),
+            Limit::Idle => match self.config.idle_timeout {
+                Some(d) => format!(
+                    "no audio and no message from the client for {} s: the session is closed",
+                    d.as_secs_f64()
+                ),
+                None => format!(
+                    "no message from the client for {} s (session.idle_timeout): the session is closed",
+                    limits.idle_timeout.unwrap_or_default().as_secs()
+                ),
+            },
             Limit::MaxDuration => format!(
                 "the session reached its maximum length of {} s (session.max_duration): \
                  pending finals were sent; open a new session to go on",
