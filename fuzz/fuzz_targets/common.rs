@@ -18,6 +18,7 @@ pub fn check_event(ev: &TranscriptEvent) {
     // The session places the result on its timeline and the codec renders it; odd
     // floats (NaN confidence, huge times) must still serialise.
     let t = Transcript {
+        from_finalize: false,
         text: ev.text.clone(),
         confidence: ev.confidence,
         timestamp_ms: ev.audio_processed_ms.unwrap_or(0),

@@ -55,6 +55,7 @@ def main() -> None:
             entry.update(
                 is_final=message.is_final,
                 speech_final=message.speech_final,
+                from_finalize=message.from_finalize,
                 start=message.start,
                 duration=message.duration,
                 transcript=alt.transcript,

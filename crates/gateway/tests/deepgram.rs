@@ -121,6 +121,8 @@ async fn finalize_makes_the_open_utterance_final_and_the_stream_goes_on() {
         2,
         "one final at Finalize, one at CloseStream: {report}"
     );
+    assert_eq!(finals[0]["from_finalize"], true, "{report}");
+    assert_eq!(finals[1]["from_finalize"], false, "{report}");
     let first_end = finals[0]["start"].as_f64().unwrap() + finals[0]["duration"].as_f64().unwrap();
     assert!((1.4..=CLIP_SECONDS).contains(&first_end), "{report}");
     let second_start = finals[1]["start"].as_f64().unwrap();

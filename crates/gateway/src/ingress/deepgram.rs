@@ -261,7 +261,7 @@ impl Deepgram {
             start,
             is_final,
             speech_final: is_final,
-            from_finalize: false,
+            from_finalize: is_final && t.from_finalize,
             channel: Channel {
                 alternatives: [Alternative {
                     transcript: &t.text,

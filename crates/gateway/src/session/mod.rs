@@ -103,6 +103,9 @@ pub struct Transcript {
     pub duration_ms: u64,
     /// `None` when the client turned word timestamps off.
     pub words: Option<Vec<Word>>,
+    /// A final that the client's `Finalize` brought about (finalised early, or promoted
+    /// from the last partial); false for partials.
+    pub from_finalize: bool,
 }
 
 /// What the session tells its client.

@@ -197,6 +197,7 @@ mod tests {
     #[test]
     fn events_render_as_the_contract_shows() {
         let t = Transcript {
+            from_finalize: false,
             text: "Hello how are".into(),
             confidence: 0.5,
             timestamp_ms: 1500,

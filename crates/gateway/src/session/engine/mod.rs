@@ -567,6 +567,7 @@ where
     async fn promote_last_partial(&mut self) -> Result<(), Outcome> {
         if let Some(mut last) = self.last_partial.take() {
             self.timeline.promote(&mut last);
+            last.from_finalize = self.finalizing;
             let cut_ms = self.timeline.last_cut_ms();
             self.replay.cut(self.timeline.samples(cut_ms));
             self.frames.cut(cut_ms);

@@ -68,6 +68,7 @@ where
         }
         self.last_partial = None;
         let cut_ms = self.timeline.cut_final(&mut placed);
+        placed.transcript.from_finalize = self.finalizing;
         if !placed.transcript.text.is_empty() {
             let now = Instant::now();
             let speech_end = self.frames.arrival_of(

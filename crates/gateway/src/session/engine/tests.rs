@@ -612,7 +612,10 @@ async fn finalize_turns_the_open_utterance_into_a_final_and_goes_on_on_a_new_str
     drop(a); // the back end ends the stream without a final of its own
     let fin = s.next().await;
     match &fin {
-        Event::Final(t) => assert_eq!((t.text.as_str(), t.duration_ms), ("hello", 1_000)),
+        Event::Final(t) => {
+            assert_eq!((t.text.as_str(), t.duration_ms), ("hello", 1_000));
+            assert!(t.from_finalize, "the promoted final says Finalize made it");
+        }
         other => panic!("expected the promoted final, got {other:?}"),
     }
     let mut b = s.opened().await;
@@ -636,7 +639,8 @@ async fn end_right_after_finalize_still_transcribes_the_audio_that_followed() {
     assert!(a.read_to_end().await.is_empty());
     a.answer(result(true, "one", &[(0, 1_000)]));
     drop(a);
-    assert_eq!(transcript(s.next().await).text, "one");
+    let one = transcript(s.next().await);
+    assert_eq!((one.text.as_str(), one.from_finalize), ("one", true));
     // A stream for the second's audio, half-closed once it is replayed.
     let mut b = s.opened().await;
     assert_eq!(b.read_to_end().await, audio(1_000, 1_000));
@@ -644,6 +648,7 @@ async fn end_right_after_finalize_still_transcribes_the_audio_that_followed() {
     drop(b);
     let two = transcript(s.next().await);
     assert_eq!((two.text.as_str(), two.duration_ms), ("two", 900));
+    assert!(!two.from_finalize, "end, not Finalize, brought this one");
     assert_eq!(s.next().await, Event::Close(CloseCause::Normal));
     assert_eq!(s.outcome().await, Outcome::Completed);
 }

@@ -99,6 +99,7 @@ impl Timeline {
                 timestamp_ms,
                 duration_ms: 0,
                 words,
+                from_finalize: false,
             },
             speech_start_ms,
             speech_end_ms,

@@ -337,8 +337,9 @@ where
     }
 
     pub(super) async fn on_stream_end(&mut self) -> Result<(), Outcome> {
-        if std::mem::take(&mut self.finalizing) {
+        if self.finalizing {
             self.promote_last_partial().await?;
+            self.finalizing = false;
             // Audio after the cut (sent while the back end finished) still needs a stream,
             // even when `end` came meanwhile: the new one is half-closed once replayed.
             let pending = self.timeline.total_ms() > self.timeline.last_cut_ms();
