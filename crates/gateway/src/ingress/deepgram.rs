@@ -25,8 +25,9 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::dialect::{Dialect, Upgrade};
+use super::dialect::{Decoded, Dialect, Upgrade};
 use crate::security::auth::AuthError;
+use crate::session::audio::max_frame_bytes;
 use crate::session::{
     CloseCause, Command, ErrorKind, Event, SAMPLE_RATES, SessionError, StartConfig, StatusState,
     Transcript,
@@ -74,6 +75,9 @@ pub struct Deepgram {
     model: String,
     /// PCM16 samples received, for `Metadata.duration`.
     samples: AtomicU64,
+    /// Most PCM16 bytes of one session frame (`session.max_frame`): a longer message is
+    /// split into frames of this size (Deepgram takes any chunk size).
+    frame_bytes: usize,
 }
 
 fn invalid(kind: ErrorKind, message: impl Into<String>) -> SessionError {
@@ -207,6 +211,7 @@ impl Deepgram {
             ));
         }
         config.model = Some(route.clone());
+        let frame_bytes = max_frame_bytes(config.sample_rate, request.config.session.max_frame);
         Ok(Deepgram {
             config,
             encoding,
@@ -214,6 +219,7 @@ impl Deepgram {
             created: SystemTime::now(),
             model: route,
             samples: AtomicU64::new(0),
+            frame_bytes,
         })
     }
 
@@ -442,11 +448,22 @@ impl Dialect for Deepgram {
         Some(Command::Start(self.config.clone()))
     }
 
-    fn decode(&self, msg: Message) -> Option<Command> {
+    fn decode(&self, msg: Message) -> Decoded {
         match msg {
-            Message::Binary(bytes) => Some(Command::Audio(self.audio(bytes))),
-            Message::Text(text) => Some(control(text.as_str())),
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => None,
+            Message::Binary(bytes) => {
+                let mut pcm = self.audio(bytes);
+                if pcm.len() <= self.frame_bytes {
+                    return Decoded::One(Command::Audio(pcm));
+                }
+                let mut frames = Vec::with_capacity(pcm.len() / self.frame_bytes + 1);
+                while pcm.len() > self.frame_bytes {
+                    frames.push(Command::Audio(pcm.split_to(self.frame_bytes)));
+                }
+                frames.push(Command::Audio(pcm));
+                Decoded::Many(frames.into_iter())
+            }
+            Message::Text(text) => Decoded::One(control(text.as_str())),
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => Decoded::Nothing,
         }
     }
 

@@ -60,6 +60,37 @@ impl<'a> Upgrade<'a> {
     }
 }
 
+/// What one client message decodes to. Iterating it yields the commands in order; the
+/// usual case, one command, allocates nothing.
+#[derive(Debug)]
+pub enum Decoded {
+    Nothing,
+    One(Command),
+    Many(std::vec::IntoIter<Command>),
+}
+
+impl From<Option<Command>> for Decoded {
+    fn from(command: Option<Command>) -> Self {
+        command.map_or(Decoded::Nothing, Decoded::One)
+    }
+}
+
+impl Iterator for Decoded {
+    type Item = Command;
+
+    fn next(&mut self) -> Option<Command> {
+        match std::mem::replace(self, Decoded::Nothing) {
+            Decoded::Nothing => None,
+            Decoded::One(command) => Some(command),
+            Decoded::Many(mut rest) => {
+                let next = rest.next();
+                *self = Decoded::Many(rest);
+                next
+            }
+        }
+    }
+}
+
 /// One client contract. See the module docs.
 pub trait Dialect: Sized + Send + Sync + 'static {
     /// The dialect's name: the `dialect` label of session metrics and of the session span.
@@ -100,9 +131,10 @@ pub trait Dialect: Sized + Send + Sync + 'static {
         None
     }
 
-    /// One client message as a command; `None` for messages that mean nothing to the
-    /// session (control frames).
-    fn decode(&self, msg: Message) -> Option<Command>;
+    /// One client message as commands: none for messages that mean nothing to the session
+    /// (control frames), usually one, several when the dialect splits a message (audio
+    /// longer than a session frame).
+    fn decode(&self, msg: Message) -> Decoded;
 
     /// One session event as the messages the client gets (none, if the dialect has no
     /// such message). [`Event::Close`] renders the close frame.

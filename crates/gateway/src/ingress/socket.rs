@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt, future, stream};
 
-use super::dialect::{Dialect, Upgrade};
+use super::dialect::{Decoded, Dialect, Upgrade};
 use super::{AppState, WS_READ_BUFFER, gate, transport_limit};
 use crate::resilience::admission::Ticket;
 use crate::security::tls::PeerAddr;
@@ -86,12 +86,12 @@ async fn run<D: Dialect>(
                 Ok(m) => Some(decoder.decode(m)),
                 Err(e) => {
                     *done = true;
-                    read_error(e, limit).map(|err| Some(Command::Reject(err)))
+                    read_error(e, limit).map(|err| Decoded::One(Command::Reject(err)))
                 }
             };
             future::ready(next)
         })
-        .filter_map(future::ready);
+        .flat_map(stream::iter);
     let mut commands = Box::pin(stream::iter(codec.opening()).chain(received));
     let write_timeout = ctx.limits.write_timeout;
     let encoder = codec.clone();

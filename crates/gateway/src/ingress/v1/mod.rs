@@ -17,10 +17,8 @@ use serde_json::json;
 
 pub use self::decode::{CUSTOM_KEY_BYTES, CUSTOM_TOTAL_BYTES, CUSTOM_VALUE_BYTES, decode};
 use self::wire::{ErrorMessage, Final, Partial, Pong, ServerMessage, Status};
-use super::dialect::{Dialect, Upgrade};
-use crate::session::{
-    CloseCause, Command, ErrorKind, Event, SessionError, StatusState, Transcript, Word,
-};
+use super::dialect::{Decoded, Dialect, Upgrade};
+use crate::session::{CloseCause, ErrorKind, Event, SessionError, StatusState, Transcript, Word};
 
 /// The v1 dialect: settings come in the `start` message, credentials as
 /// `Authorization: Bearer` (or `?token=` when `auth.query_token` is on).
@@ -34,8 +32,8 @@ impl Dialect for V1 {
         Ok(V1)
     }
 
-    fn decode(&self, msg: Message) -> Option<Command> {
-        decode(msg)
+    fn decode(&self, msg: Message) -> Decoded {
+        decode(msg).into()
     }
 
     fn encode(&self, ev: &Event) -> Vec<Message> {
@@ -158,6 +156,7 @@ pub fn encode(ev: &Event) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::Command;
     use serde_json::Value;
 
     fn text(s: &str) -> Command {
