@@ -109,10 +109,17 @@ async fn run<D: Dialect>(
     // socket with unread input makes the kernel reset the connection, and the client
     // would lose the last messages (the final, or the error that explains the close).
     let _ = tokio::time::timeout(write_timeout, events.close()).await;
-    let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while commands.next().await.is_some() {}
-    })
-    .await;
+    // The deadline is polled first: a client that floods (pings) would otherwise spend the
+    // task's cooperative budget on reading and keep the linger from ever ending.
+    let linger = tokio::time::sleep(CLOSE_LINGER);
+    tokio::pin!(linger);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut linger => break,
+            next = commands.next() => if next.is_none() { break },
+        }
+    }
 }
 
 /// What the client must hear about a read error, if anything: a message above the size

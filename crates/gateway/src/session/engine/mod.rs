@@ -205,11 +205,17 @@ where
                     None => std::future::pending().await,
                 }
             };
+            // The session's deadlines come before its inputs: a client that always has
+            // something to read (a ping flood) spends the task's cooperative budget in
+            // the first ready branch, and deadlines polled after it would find the budget
+            // gone and never fire (seen under CPU load: a flooder still connected at 20 s).
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if self.close_cause != CloseCause::GoingAway => {
                     Step::Shutdown
                 }
+                _ = flush_timer => Step::FlushTimeout,
+                _ = limit_timer => Step::Limit(limit_at.map(|(_, which)| which).unwrap_or(Limit::Idle)),
                 cmd = commands.next() => match cmd {
                     Some(cmd) => Step::Command(cmd),
                     None => Step::ClientGone,
@@ -217,8 +223,6 @@ where
                 ev = upstream_event => Step::Upstream(ev),
                 _ = retry_timer => Step::Retry,
                 _ = stall_timer => Step::Stall,
-                _ = flush_timer => Step::FlushTimeout,
-                _ = limit_timer => Step::Limit(limit_at.map(|(_, which)| which).unwrap_or(Limit::Idle)),
             };
             let r = match step {
                 Step::Shutdown => self.begin_end(CloseCause::GoingAway).await,
