@@ -168,6 +168,7 @@ async fn bad_settings_are_refused_in_deepgrams_shape_and_bad_messages_answered_i
         ("channels=3", "channels"),
         ("interim_results=maybe", "interim_results"),
         ("endpointing=5", "endpointing"),
+        ("keywords=alpha:lots", "keywords"),
     ] {
         let url = format!("ws://{}/v1/listen?model=default&{query}", s.gw.addr);
         let Err((status, _, body)) = attempt(&url, &headers).await else {
@@ -265,4 +266,33 @@ async fn a_silent_client_is_closed_after_the_deepgram_idle_timeout() {
         ]
     );
     assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keywords_and_keyterms_reach_riva_as_speech_contexts() {
+    let riva = RivaDouble::start(Mode::Scripted).await;
+    let gw = Gateway::start(&[("SGW_ROUTES__DEFAULT", riva.url())]).await;
+    let url = format!(
+        "ws://{}/v1/listen?model=default&keywords=alpha:2&keywords=beta&keyterm=gamma%20delta",
+        gw.addr
+    );
+    let _ws = sgw_testkit::attempt(&url, &[]).await.expect("accepted");
+    // The settings come with the request: the stream opens before any audio.
+    let stream = riva.next_stream().await;
+    let contexts: Vec<(Vec<String>, f32)> = stream
+        .config
+        .config
+        .as_ref()
+        .unwrap()
+        .speech_contexts
+        .iter()
+        .map(|c| (c.phrases.clone(), c.boost))
+        .collect();
+    assert_eq!(
+        contexts,
+        vec![
+            (vec!["alpha".to_string()], 2.0),
+            (vec!["beta".to_string(), "gamma delta".to_string()], 1.0)
+        ]
+    );
 }

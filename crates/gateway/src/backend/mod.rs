@@ -41,6 +41,9 @@ pub struct RecognitionParams {
     /// Free-form key/value pairs forwarded to back ends that take them (Riva's
     /// `custom_configuration`).
     pub custom: Vec<(String, String)>,
+    /// Words or short phrases to favour, each with its boost (Riva's speech contexts);
+    /// back ends without phrase boosting ignore them.
+    pub phrases: Vec<(String, f32)>,
 }
 
 /// One word with times relative to the start of the back-end stream.

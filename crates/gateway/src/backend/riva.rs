@@ -22,7 +22,7 @@ use super::proto::grpc::health::v1::{
 };
 use super::proto::nvidia::riva::AudioEncoding;
 use super::proto::nvidia::riva::asr::{
-    EndpointingConfig, RecognitionConfig, RivaSpeechRecognitionConfigRequest,
+    EndpointingConfig, RecognitionConfig, RivaSpeechRecognitionConfigRequest, SpeechContext,
     StreamingRecognitionConfig, StreamingRecognitionResult, StreamingRecognizeRequest,
     StreamingRecognizeResponse, riva_speech_recognition_client::RivaSpeechRecognitionClient,
     streaming_recognize_request,
@@ -70,6 +70,7 @@ impl RivaBackend {
                 enable_automatic_punctuation: p.punctuate,
                 model: self.model.clone(),
                 custom_configuration: p.custom.iter().cloned().collect::<HashMap<_, _>>(),
+                speech_contexts: speech_contexts(&p.phrases),
                 endpointing_config: p.endpointing_ms.map(|ms| EndpointingConfig {
                     stop_history: Some(ms as i32),
                     ..Default::default()
@@ -326,6 +327,21 @@ pub(crate) fn map_result(r: &StreamingRecognitionResult, received_at: Instant) -
     }
 }
 
+/// Phrase hints as Riva takes them: one speech context per boost, in first-seen order.
+fn speech_contexts(phrases: &[(String, f32)]) -> Vec<SpeechContext> {
+    let mut contexts: Vec<SpeechContext> = Vec::new();
+    for (phrase, boost) in phrases {
+        match contexts.iter_mut().find(|c| c.boost == *boost) {
+            Some(c) => c.phrases.push(phrase.clone()),
+            None => contexts.push(SpeechContext {
+                phrases: vec![phrase.clone()],
+                boost: *boost,
+            }),
+        }
+    }
+    contexts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +368,11 @@ mod tests {
             interim_results: true,
             endpointing_ms: Some(700),
             custom: vec![("k".into(), "v".into())],
+            phrases: vec![
+                ("alpha".into(), 2.0),
+                ("beta gamma".into(), 2.0),
+                ("delta".into(), 10.0),
+            ],
         }
     }
 
@@ -373,6 +394,19 @@ mod tests {
             Some("v")
         );
         assert_eq!(rc.endpointing_config.unwrap().stop_history, Some(700));
+        // Phrase hints: one speech context per boost, phrases in the order given.
+        let contexts: Vec<(Vec<String>, f32)> = rc
+            .speech_contexts
+            .iter()
+            .map(|c| (c.phrases.clone(), c.boost))
+            .collect();
+        assert_eq!(
+            contexts,
+            vec![
+                (vec!["alpha".to_string(), "beta gamma".to_string()], 2.0),
+                (vec!["delta".to_string()], 10.0)
+            ]
+        );
         let mut p = params();
         p.language = "de-DE".into();
         p.endpointing_ms = None;

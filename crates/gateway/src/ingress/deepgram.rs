@@ -43,8 +43,6 @@ pub const IGNORED_PARAMETERS: &[&str] = &[
     "dictation",
     "extra",
     "filler_words",
-    "keyterm",
-    "keywords",
     "language_hint",
     "mip_opt_out",
     "numerals",
@@ -56,6 +54,32 @@ pub const IGNORED_PARAMETERS: &[&str] = &[
     "vad_events",
     "version",
 ];
+
+/// Most phrase hints (`keywords` and `keyterm` together) and bytes of one.
+pub const MAX_PHRASES: usize = 100;
+pub const MAX_PHRASE_BYTES: usize = 100;
+
+/// A `keywords` value: `word` or `word:intensifier` (the boost; 1 when absent).
+fn keyword(value: &str) -> Result<(String, f32), SessionError> {
+    let bad = || {
+        invalid(
+            ErrorKind::InvalidRequest,
+            "`keywords` are WORD or WORD:INTENSIFIER, the intensifier a number between -100 \
+             and 100",
+        )
+    };
+    let (word, boost) = match value.rsplit_once(':') {
+        Some((word, n)) => {
+            let boost = n.trim().parse::<f32>().map_err(|_| bad())?;
+            if !(-100.0..=100.0).contains(&boost) {
+                return Err(bad());
+            }
+            (word, boost)
+        }
+        None => (value, 1.0),
+    };
+    Ok((word.trim().to_string(), boost))
+}
 
 /// How the client's audio is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +191,26 @@ impl Deepgram {
                     config.punctuate |= flag(&key, &value)?;
                 }
                 "profanity_filter" => config.profanity_filter = flag(&key, &value)?,
+                "keywords" | "keyterm" => {
+                    let (phrase, boost) = if key == "keywords" {
+                        keyword(&value)?
+                    } else {
+                        (value.trim().to_string(), 1.0)
+                    };
+                    if phrase.is_empty() || phrase.len() > MAX_PHRASE_BYTES {
+                        return Err(invalid(
+                            ErrorKind::InvalidRequest,
+                            format!("`{key}` values are 1 to {MAX_PHRASE_BYTES} bytes"),
+                        ));
+                    }
+                    if config.phrases.len() == MAX_PHRASES {
+                        return Err(invalid(
+                            ErrorKind::InvalidRequest,
+                            format!("at most {MAX_PHRASES} `keywords` and `keyterm` in all"),
+                        ));
+                    }
+                    config.phrases.push((phrase, boost));
+                }
                 "endpointing" => {
                     config.endpointing_ms = if value.eq_ignore_ascii_case("false") {
                         None

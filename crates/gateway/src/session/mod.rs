@@ -38,6 +38,8 @@ pub struct StartConfig {
     pub model: Option<String>,
     pub endpointing_ms: Option<u32>,
     pub custom: Vec<(String, String)>,
+    /// Phrase hints with their boosts (see [`crate::backend::RecognitionParams::phrases`]).
+    pub phrases: Vec<(String, f32)>,
     /// The dialect's own idle rule; `None`: `session.idle_timeout`.
     pub idle_timeout: Option<std::time::Duration>,
 }
@@ -54,6 +56,7 @@ impl Default for StartConfig {
             model: None,
             endpointing_ms: None,
             custom: Vec::new(),
+            phrases: Vec::new(),
             idle_timeout: None,
         }
     }

@@ -85,6 +85,7 @@ pub fn params() -> RecognitionParams {
         interim_results: true,
         endpointing_ms: None,
         custom: Vec::new(),
+        phrases: Vec::new(),
     }
 }
 

@@ -412,6 +412,7 @@ where
             interim_results: self.config.interim_results,
             endpointing_ms: self.config.endpointing_ms,
             custom: self.config.custom.clone(),
+            phrases: self.config.phrases.clone(),
         }
     }
 
