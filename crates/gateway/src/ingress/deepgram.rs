@@ -29,8 +29,7 @@ use super::dialect::{Decoded, Dialect, Upgrade};
 use crate::security::auth::AuthError;
 use crate::session::audio::max_frame_bytes;
 use crate::session::{
-    CloseCause, Command, ErrorKind, Event, SAMPLE_RATES, SessionError, StartConfig, StatusState,
-    Transcript,
+    CloseCause, Command, ErrorKind, Event, SAMPLE_RATES, SessionError, StartConfig, Transcript,
 };
 
 /// Query parameters accepted and not honoured (Deepgram treats each as optional).
@@ -525,7 +524,7 @@ impl Dialect for Deepgram {
             }))],
             Event::Status { state, message } => vec![text(&json!({
                 "type": "GatewayStatus",
-                "state": status_name(*state),
+                "state": state.label(),
                 "message": message,
             }))],
             Event::Close(cause) => {
@@ -555,15 +554,6 @@ impl Dialect for Deepgram {
 
     fn close_code(cause: CloseCause) -> u16 {
         super::v1::close_code(cause)
-    }
-}
-
-fn status_name(state: StatusState) -> &'static str {
-    match state {
-        StatusState::Failover => "failover",
-        StatusState::AudioGap => "audio_gap",
-        StatusState::BackendLagging => "backend_lagging",
-        StatusState::BackendCaughtUp => "backend_caught_up",
     }
 }
 

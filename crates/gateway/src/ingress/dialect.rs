@@ -44,8 +44,7 @@ impl<'a> Upgrade<'a> {
 
     /// The first value of a query parameter, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        serde_urlencoded::from_str::<Vec<(String, String)>>(self.query?)
-            .ok()?
+        self.query_pairs()
             .into_iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v)

@@ -143,6 +143,18 @@ pub enum StatusState {
     BackendCaughtUp,
 }
 
+impl StatusState {
+    /// Stable name (the v1 contract's `state`; other dialects reuse it).
+    pub fn label(self) -> &'static str {
+        match self {
+            StatusState::Failover => "failover",
+            StatusState::AudioGap => "audio_gap",
+            StatusState::BackendLagging => "backend_lagging",
+            StatusState::BackendCaughtUp => "backend_caught_up",
+        }
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseCause {

@@ -18,7 +18,7 @@ use serde_json::json;
 pub use self::decode::{CUSTOM_KEY_BYTES, CUSTOM_TOTAL_BYTES, CUSTOM_VALUE_BYTES, decode};
 use self::wire::{ErrorMessage, Final, Partial, Pong, ServerMessage, Status};
 use super::dialect::{Decoded, Dialect, Upgrade};
-use crate::session::{CloseCause, ErrorKind, Event, SessionError, StatusState, Transcript, Word};
+use crate::session::{CloseCause, ErrorKind, Event, SessionError, Transcript, Word};
 
 /// The v1 dialect: settings come in the `start` message, credentials as
 /// `Authorization: Bearer` (or `?token=` when `auth.query_token` is on).
@@ -126,12 +126,7 @@ pub fn encode(ev: &Event) -> Message {
             recoverable: e.kind.recoverable(),
         }),
         Event::Status { state, message } => ServerMessage::Status(Status {
-            state: Cow::Borrowed(match state {
-                StatusState::Failover => "failover",
-                StatusState::AudioGap => "audio_gap",
-                StatusState::BackendLagging => "backend_lagging",
-                StatusState::BackendCaughtUp => "backend_caught_up",
-            }),
+            state: Cow::Borrowed(state.label()),
             message: Cow::Borrowed(message),
         }),
         Event::Close(cause) => {
