@@ -190,6 +190,7 @@ pub async fn serve_with_admin(
             .map(|(rate, burst)| Arc::new(ConnectLimiter::new(rate, burst))),
         sessions_per_ip: Quota::new(config.limits.max_sessions_per_ip),
         sessions_per_subject: Quota::new(config.limits.max_sessions_per_subject),
+        sessions_per_key: Quota::new(0),
         max_connections,
     };
     let addr = listener.local_addr()?;
@@ -216,7 +217,11 @@ pub async fn serve_with_admin(
     };
     if let Some(a) = &state.auth {
         reloadable.push(a.clone());
-        tracing::info!(keys = a.key_count(), "JWT authentication on");
+        let api_keys = a.api_keys().map_or(0, |k| k.len());
+        if let Some(k) = a.api_keys() {
+            reloadable.push(k.clone());
+        }
+        tracing::info!(keys = a.key_count(), api_keys, "authentication on");
     } else {
         tracing::warn!(
             "AUTHENTICATION IS DISABLED (auth.enabled = false): anyone who can reach this \

@@ -15,23 +15,41 @@ const SECRET: &str = "0123456789abcdef0123456789abcdef-deepgram";
 struct Setup {
     gw: Gateway,
     token: String,
+    /// An API key listed in the key file as `sdk` (no cap).
+    api_key: String,
+    /// An API key listed as `capped`, `max_sessions = 1`.
+    capped_key: String,
+    keys_file: std::path::PathBuf,
     _riva: RivaDouble,
     _dir: tempfile::TempDir,
 }
 
-/// A gateway with JWT authentication in front of a Riva double that finals every
-/// `final_every_ms` of audio (and at the half-close).
+/// A gateway with JWT and API-key authentication in front of a Riva double that finals
+/// every `final_every_ms` of audio (and at the half-close).
 async fn setup(final_every_ms: u64) -> Setup {
+    use speech_gateway::security::apikeys;
     let riva = RivaDouble::start(Mode::Auto { final_every_ms }).await;
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, SECRET).unwrap();
+    let api_key = apikeys::generate().unwrap();
+    let capped_key = apikeys::generate().unwrap();
+    let keys_file = dir.path().join("api-keys.toml");
+    std::fs::write(
+        &keys_file,
+        apikeys::entry("sdk", &api_key, 0) + &apikeys::entry("capped", &capped_key, 1),
+    )
+    .unwrap();
     let gw = Gateway::start(&[
         ("SGW_ROUTES__DEFAULT", riva.url()),
         ("SGW_AUTH__ENABLED", "true".into()),
         (
             "SGW_AUTH__HS256_SECRET_FILE",
             secret.to_string_lossy().into_owned(),
+        ),
+        (
+            "SGW_AUTH__API_KEYS_FILE",
+            keys_file.to_string_lossy().into_owned(),
         ),
     ])
     .await;
@@ -49,6 +67,9 @@ async fn setup(final_every_ms: u64) -> Setup {
     Setup {
         gw,
         token,
+        api_key,
+        capped_key,
+        keys_file,
         _riva: riva,
         _dir: dir,
     }
@@ -295,4 +316,116 @@ async fn keywords_and_keyterms_reach_riva_as_speech_contexts() {
             (vec!["beta".to_string(), "gamma delta".to_string()], 1.0)
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_key_from_the_key_file_opens_sessions_and_is_counted_by_name() {
+    let s = setup(1_000).await;
+    let report = sdk(&s.gw, &s.api_key, &[]).await;
+    assert!(
+        !of_class(&report, "ListenV1Results").is_empty(),
+        "results with an API key: {report}"
+    );
+    assert_eq!(of_class(&report, "ListenV1Metadata").len(), 1, "{report}");
+    s.gw.wait_metric("sgw_key_sessions_active{key=\"sdk\"}", 0.0)
+        .await;
+    assert_eq!(
+        s.gw.metric("sgw_key_sessions_total{key=\"sdk\"}").await,
+        Some(1.0)
+    );
+    let seconds =
+        s.gw.metric("sgw_audio_seconds_total{key=\"sdk\"}")
+            .await
+            .expect("the key's audio is counted");
+    assert!((seconds - CLIP_SECONDS).abs() < 0.01, "{seconds}");
+    // The key's name labels metrics; the key itself appears nowhere.
+    let (_, metrics) = s.gw.get("/metrics").await;
+    assert!(!metrics.contains(&s.api_key));
+
+    // A key shaped like one but not in the file; a JWT still works beside API keys.
+    let unknown = speech_gateway::security::apikeys::generate().unwrap();
+    let refused = sdk(&s.gw, &unknown, &[]).await;
+    assert_eq!(refused["refused"], 401, "{refused}");
+    assert!(
+        refused["body"]
+            .as_str()
+            .unwrap()
+            .contains("API key is not known"),
+        "{refused}"
+    );
+    assert_eq!(
+        s.gw.metric("sgw_auth_failures_total{reason=\"api_key\"}")
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_at_its_max_sessions_is_refused_with_429_until_one_ends() {
+    use sgw_testkit::attempt;
+
+    let s = setup(1_000).await;
+    let url = format!("ws://{}/v1/listen?model=default", s.gw.addr);
+    let auth = format!("Token {}", s.capped_key);
+    let headers = [("authorization", auth.as_str())];
+    let mut first = attempt(&url, &headers).await.expect("the first session");
+    let Err((status, head, body)) = attempt(&url, &headers).await else {
+        panic!("a second session past max_sessions = 1 was accepted");
+    };
+    assert_eq!(status, 429, "{body}");
+    assert!(head.iter().any(|(k, _)| k == "retry-after"), "{head:?}");
+    assert_eq!(body["err_code"], "RATE_LIMIT_EXCEEDED", "{body}");
+    assert!(
+        body["err_msg"].as_str().unwrap().contains("this API key"),
+        "{body}"
+    );
+    // Another key is not held back by it.
+    let other = format!("Token {}", s.api_key);
+    let mut ok = attempt(&url, &[("authorization", other.as_str())])
+        .await
+        .expect("another key's session");
+    assert_eq!(
+        s.gw.metric("sgw_rejections_total{reason=\"key_session_limit\"}")
+            .await,
+        Some(1.0)
+    );
+    first.close(None).await.unwrap();
+    ok.close(None).await.unwrap();
+    s.gw.wait_metric("sgw_key_sessions_active{key=\"capped\"}", 0.0)
+        .await;
+    let mut again = attempt(&url, &headers)
+        .await
+        .expect("a place once the first session ended");
+    again.close(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_key_file_reloads_on_sighup_and_a_removed_key_is_refused() {
+    use sgw_testkit::attempt;
+    use speech_gateway::security::apikeys;
+
+    let s = setup(1_000).await;
+    let url = format!("ws://{}/v1/listen?model=default", s.gw.addr);
+    let fresh = apikeys::generate().unwrap();
+    // The `sdk` key is revoked, a new one issued.
+    std::fs::write(
+        &s.keys_file,
+        apikeys::entry("fresh", &fresh, 0) + &apikeys::entry("capped", &s.capped_key, 1),
+    )
+    .unwrap();
+    // The gateway answers requests only once its SIGHUP handler is installed.
+    assert_eq!(s.gw.get("/health").await.0, 200);
+    // SAFETY: raising a signal this process handles (the gateway runs in it).
+    assert_eq!(unsafe { libc::raise(libc::SIGHUP) }, 0);
+    s.gw.wait_metric("sgw_reloads_total{what=\"api_keys\",result=\"ok\"}", 1.0)
+        .await;
+    let auth = format!("Token {fresh}");
+    attempt(&url, &[("authorization", auth.as_str())])
+        .await
+        .expect("the new key is accepted after the reload");
+    let revoked = format!("Token {}", s.api_key);
+    let Err((status, _, _)) = attempt(&url, &[("authorization", revoked.as_str())]).await else {
+        panic!("a revoked key was accepted");
+    };
+    assert_eq!(status, 401);
 }

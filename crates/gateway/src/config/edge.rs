@@ -20,7 +20,7 @@ pub struct ListenerTls {
     pub max_handshakes_per_ip: usize,
 }
 
-/// Where the JWT verification keys come from and what a token must say.
+/// Where the JWT verification keys and the API keys come from and what a token must say.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuthSettings {
     pub enabled: bool,
@@ -28,6 +28,8 @@ pub struct AuthSettings {
     pub hs256_secret_file: Option<PathBuf>,
     pub public_keys: Vec<PathBuf>,
     pub jwks: Option<PathBuf>,
+    /// API keys by hash (`auth.api_keys_file`).
+    pub api_keys_file: Option<PathBuf>,
     pub audience: Vec<String>,
     pub issuer: Vec<String>,
     pub leeway: Duration,
@@ -111,6 +113,7 @@ pub(super) fn validate_auth(a: &RawAuth) -> Result<AuthSettings, ConfigError> {
         hs256_secret_file: path_of(&a.hs256_secret_file),
         public_keys: a.public_keys.iter().map(PathBuf::from).collect(),
         jwks: path_of(&a.jwks),
+        api_keys_file: path_of(&a.api_keys_file),
         audience: a.audience.clone(),
         issuer: a.issuer.clone(),
         leeway: a.leeway,
@@ -133,12 +136,13 @@ pub(super) fn validate_auth(a: &RawAuth) -> Result<AuthSettings, ConfigError> {
     let has_keys = settings.hs256_secret.is_some()
         || settings.hs256_secret_file.is_some()
         || !settings.public_keys.is_empty()
-        || settings.jwks.is_some();
+        || settings.jwks.is_some()
+        || settings.api_keys_file.is_some();
     if settings.enabled && !has_keys {
         return Err(invalid(
             "auth",
             "auth is enabled but no key is configured: set auth.hs256_secret_file, \
-             auth.hs256_secret, auth.public_keys or auth.jwks (or auth.enabled = false for \
+             auth.hs256_secret, auth.public_keys, auth.jwks or auth.api_keys_file (or auth.enabled = false for \
              local development only)",
         ));
     }

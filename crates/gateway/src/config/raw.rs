@@ -131,6 +131,9 @@ pub struct RawAuth {
     pub public_keys: Vec<String>,
     /// A JWKS file (RS256 / ES256 keys, selected by `kid`).
     pub jwks: String,
+    /// A TOML file of API keys by SHA-256, with a name and an optional session cap each
+    /// (`security::apikeys`).
+    pub api_keys_file: String,
     /// Accepted `aud` values; empty: `aud` is not checked.
     #[serde(deserialize_with = "de_list")]
     pub audience: Vec<String>,
@@ -225,6 +228,7 @@ impl Default for RawAuth {
             hs256_secret_file: String::new(),
             public_keys: Vec::new(),
             jwks: String::new(),
+            api_keys_file: String::new(),
             audience: Vec::new(),
             issuer: Vec::new(),
             leeway: Duration::from_secs(30),

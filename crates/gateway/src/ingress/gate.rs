@@ -1,10 +1,11 @@
 //! The pre-upgrade gate every session endpoint shares. In this order: the per-IP
-//! connection rate (429), the Origin allow-list (403), the credentials (401), the per-IP
-//! and per-subject session caps (429), drain and admission (503). A refusal is counted
+//! connection rate (429), the Origin allow-list (403), the credentials (401), the per-IP,
+//! per-subject and per-API-key session caps (429), drain and admission (503). A refusal is counted
 //! and logged once, here, and answered in the dialect's error shape with `Retry-After`
 //! where waiting helps.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,17 +19,26 @@ use crate::security::quota::QuotaGuard;
 use crate::security::tls::PeerAddr;
 use crate::session::{ErrorKind, SessionError};
 
-/// A request the gate let through: its admission ticket and its places under the per-IP
-/// and per-subject caps, held for the life of the session.
+/// A request the gate let through: its admission ticket, the name of its API key (if it
+/// came with one), and its places under the per-IP, per-subject and per-key caps, held
+/// for the life of the session.
 pub struct Admitted {
     pub ticket: Ticket,
-    places: (Option<QuotaGuard<IpAddr>>, Option<QuotaGuard<String>>),
+    pub key: Option<Arc<str>>,
+    places: Places,
 }
 
+type Places = (
+    Option<QuotaGuard<IpAddr>>,
+    Option<QuotaGuard<String>>,
+    Option<QuotaGuard<Arc<str>>>,
+);
+
 impl Admitted {
-    /// The ticket for the session, and the places to hold until it ends.
-    pub fn into_parts(self) -> (Ticket, impl Send + 'static) {
-        (self.ticket, self.places)
+    /// The ticket for the session, its API key's name, and the places to hold until it
+    /// ends.
+    pub fn into_parts(self) -> (Ticket, Option<Arc<str>>, impl Send + 'static) {
+        (self.ticket, self.key, self.places)
     }
 }
 
@@ -85,11 +95,27 @@ pub fn check<D: Dialect>(
     let Some(ip_place) = state.sessions_per_ip.enter(&ip) else {
         return Err(Box::new(too_many_sessions::<D>(state, SessionCap::Ip)));
     };
-    let subject_place = match verified.and_then(|v: Verified| v.subject) {
+    let (subject, key) = match verified {
+        Some(Verified { subject, key }) => (subject, key),
+        None => (None, None),
+    };
+    let subject_place = match subject {
         None => None,
         Some(sub) => match state.sessions_per_subject.enter(&sub) {
             Some(place) => place,
             None => return Err(Box::new(too_many_sessions::<D>(state, SessionCap::Subject))),
+        },
+    };
+    let key_place = match &key {
+        None => None,
+        Some(k) => match state.sessions_per_key.enter_up_to(&k.name, k.max_sessions) {
+            Some(place) => place,
+            None => {
+                return Err(Box::new(too_many_sessions::<D>(
+                    state,
+                    SessionCap::Key(k.max_sessions),
+                )));
+            }
         },
     };
     let admitted = if state.draining.is_cancelled() {
@@ -102,7 +128,8 @@ pub fn check<D: Dialect>(
     match admitted {
         Ok(ticket) => Ok(Admitted {
             ticket,
-            places: (ip_place, subject_place),
+            key: key.map(|k| k.name.clone()),
+            places: (ip_place, subject_place, key_place),
         }),
         Err(why) => Err(Box::new(refuse::<D>(state, why))),
     }
@@ -167,6 +194,8 @@ pub fn retry_after_secs(state: &AppState) -> u64 {
 enum SessionCap {
     Ip,
     Subject,
+    /// An API key's own `max_sessions`.
+    Key(usize),
 }
 
 /// 429 for a client IP or token subject at its concurrent-session cap.
@@ -183,6 +212,12 @@ fn too_many_sessions<D: Dialect>(state: &AppState, cap: SessionCap) -> Response 
             "this token's subject",
             "limits.max_sessions_per_subject",
             state.sessions_per_subject.limit(),
+        ),
+        SessionCap::Key(limit) => (
+            "key_session_limit",
+            "this API key",
+            "its max_sessions in auth.api_keys_file",
+            limit,
         ),
     };
     state.ctx.metrics.rejected(reason);

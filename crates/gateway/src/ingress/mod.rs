@@ -68,6 +68,8 @@ pub struct AppState {
     pub sessions_per_ip: Arc<Quota<IpAddr>>,
     /// Live sessions per token subject (`limits.max_sessions_per_subject`).
     pub sessions_per_subject: Arc<Quota<String>>,
+    /// Live sessions per API key name (each key's own `max_sessions`).
+    pub sessions_per_key: Arc<Quota<Arc<str>>>,
     /// The main listener's connection cap in force (`limits.max_connections`, resolved).
     pub max_connections: usize,
 }

@@ -42,7 +42,7 @@ pub async fn endpoint<D: Dialect>(
         Ok(codec) => codec,
         Err(e) => return gate::bad_request::<D>(&state, &e),
     };
-    let (ticket, places) = admitted.into_parts();
+    let (ticket, key, places) = admitted.into_parts();
     let limit = transport_limit(&state.config);
     ws.protocols(D::SUBPROTOCOLS.iter().copied())
         .max_message_size(limit)
@@ -58,7 +58,7 @@ pub async fn endpoint<D: Dialect>(
             let tracker = state.sessions.clone();
             tracker.track_future(async move {
                 let _places = places;
-                run(socket, state.ctx, ticket, limit, codec).await
+                run(socket, state.ctx, ticket, key, limit, codec).await
             })
         })
 }
@@ -67,6 +67,7 @@ async fn run<D: Dialect>(
     socket: WebSocket,
     ctx: Arc<SessionContext>,
     ticket: Ticket,
+    key: Option<Arc<str>>,
     limit: usize,
     codec: D,
 ) {
@@ -98,7 +99,7 @@ async fn run<D: Dialect>(
     let mut events = Box::pin(sink.with_flat_map(move |ev| {
         stream::iter(encoder.encode(&ev).into_iter().map(Ok::<_, axum::Error>))
     }));
-    let outcome = session::run(ctx, D::NAME, ticket, &mut commands, &mut events).await;
+    let outcome = session::run(ctx, D::NAME, ticket, key, &mut commands, &mut events).await;
     if outcome == session::Outcome::SlowClient {
         // It does not read: nothing more can reach it. Dropping the socket closes it.
         return;

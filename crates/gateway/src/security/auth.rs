@@ -15,6 +15,10 @@
 //!   a list of strings) — a token without it, or with a number or `null` in its place,
 //!   is refused, so a token minted for another service of the same issuer gets nowhere.
 //!
+//! An API key (`auth.api_keys_file`, [`super::apikeys`]) is accepted in the same places:
+//! a credential that is not shaped like a JWT (three dot-separated parts) is looked up by
+//! its SHA-256 among the listed keys.
+//!
 //! Keys are re-read on SIGHUP and when their files change ([`super::reload`]), so a JWKS
 //! rotation needs no restart. The token, the secret and the claims are never logged;
 //! refusals are logged and counted by [`AuthError::reason`] only.
@@ -25,6 +29,7 @@ use std::sync::{Arc, RwLock};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
+use super::apikeys::{ApiKeys, KeyIdentity};
 use super::files::{self, FileError};
 use super::reload::{FileStamp, Reloadable};
 use crate::config::{AuthSettings, MIN_HS256_SECRET};
@@ -42,6 +47,7 @@ pub enum AuthError {
     WrongAudience,
     WrongIssuer,
     MissingClaim,
+    UnknownApiKey,
 }
 
 impl AuthError {
@@ -58,6 +64,7 @@ impl AuthError {
             AuthError::WrongAudience => "audience",
             AuthError::WrongIssuer => "issuer",
             AuthError::MissingClaim => "missing_claim",
+            AuthError::UnknownApiKey => "api_key",
         }
     }
 
@@ -80,6 +87,7 @@ impl AuthError {
                 "the token's issuer is not accepted (iss missing or not accepted)"
             }
             AuthError::MissingClaim => "the token lacks a required claim (exp)",
+            AuthError::UnknownApiKey => "the API key is not known to this gateway",
         }
     }
 }
@@ -89,6 +97,8 @@ impl AuthError {
 pub struct Verified {
     /// The `sub` claim (at most 256 characters kept), for `limits.max_sessions_per_subject`.
     pub subject: Option<String>,
+    /// The API key's entry, when the credential was an API key.
+    pub key: Option<Arc<KeyIdentity>>,
 }
 
 /// One verification key.
@@ -108,6 +118,7 @@ pub struct Authenticator {
     settings: AuthSettings,
     keys: RwLock<Arc<KeySet>>,
     stamp: FileStamp,
+    api_keys: Option<Arc<ApiKeys>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -123,20 +134,43 @@ impl Authenticator {
     pub fn load(settings: &AuthSettings) -> Result<Authenticator, FileError> {
         let keys = load_keys(settings)?;
         let files: Vec<&Path> = key_files(settings);
+        let api_keys = match &settings.api_keys_file {
+            Some(file) => Some(Arc::new(ApiKeys::load(file)?)),
+            None => None,
+        };
         Ok(Authenticator {
             settings: settings.clone(),
             keys: RwLock::new(Arc::new(keys)),
             stamp: FileStamp::new(&files),
+            api_keys,
         })
     }
 
-    /// How many keys are loaded (for the start-up log).
+    /// How many JWT verification keys are loaded (for the start-up log).
     pub fn key_count(&self) -> usize {
         self.keys.read().expect("keys lock").keys.len()
     }
 
-    /// Checks one token; on success, what the gateway needs of its claims.
+    /// The API keys, if `auth.api_keys_file` is set (reloaded on their own).
+    pub fn api_keys(&self) -> Option<&Arc<ApiKeys>> {
+        self.api_keys.as_ref()
+    }
+
+    /// Checks one credential — a JWT, or an API key when a key file is configured; on
+    /// success, what the gateway needs to know of it.
     pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
+        if !looks_like_jwt(token) {
+            let Some(api_keys) = &self.api_keys else {
+                return Err(AuthError::Malformed);
+            };
+            return match api_keys.lookup(token) {
+                Some(key) => Ok(Verified {
+                    subject: None,
+                    key: Some(key),
+                }),
+                None => Err(AuthError::UnknownApiKey),
+            };
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         if !matches!(
             header.alg,
@@ -231,7 +265,7 @@ impl Authenticator {
             Some(Value::String(s)) if !s.is_empty() => Some(s.chars().take(256).collect()),
             _ => None,
         };
-        Ok(Verified { subject })
+        Ok(Verified { subject, key: None })
     }
 }
 
@@ -250,6 +284,11 @@ impl Reloadable for Authenticator {
         *self.keys.write().expect("keys lock") = Arc::new(keys);
         Ok(())
     }
+}
+
+/// A JWT in compact form has three dot-separated parts; API keys have no dots.
+fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|&b| b == b'.').count() == 2
 }
 
 fn key_files(s: &AuthSettings) -> Vec<&Path> {
@@ -384,6 +423,7 @@ mod tests {
             hs256_secret_file: None,
             public_keys: vec![],
             jwks: None,
+            api_keys_file: None,
             audience: vec!["speech".into()],
             issuer: vec!["https://issuer.example".into()],
             leeway: Duration::from_secs(5),
@@ -409,6 +449,34 @@ mod tests {
 
     fn good_claims() -> serde_json::Value {
         serde_json::json!({"sub": "u1", "aud": "speech", "iss": "https://issuer.example", "exp": now() + 60})
+    }
+
+    #[test]
+    fn api_keys_and_jwts_side_by_side() {
+        use crate::security::apikeys;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys.toml");
+        let key = apikeys::generate().unwrap();
+        std::fs::write(&file, apikeys::entry("app", &key, 2)).unwrap();
+        let mut s = settings();
+        s.api_keys_file = Some(file);
+        let auth = Authenticator::load(&s).unwrap();
+        let v = auth.verify(&key).unwrap();
+        assert_eq!(v.subject, None);
+        assert_eq!(
+            v.key.as_deref().map(|k| (&*k.name, k.max_sessions)),
+            Some(("app", 2))
+        );
+        assert_eq!(
+            auth.verify("sgw_0000").map(|_| ()),
+            Err(AuthError::UnknownApiKey)
+        );
+        // A JWT is still a JWT (and says nothing of API keys).
+        let jwt = auth.verify(&token(good_claims(), SECRET)).unwrap();
+        assert_eq!(jwt.key, None);
+        // Without a key file, a credential that is not a JWT is malformed.
+        let plain = Authenticator::load(&settings()).unwrap();
+        assert_eq!(plain.verify(&key).map(|_| ()), Err(AuthError::Malformed));
     }
 
     #[test]

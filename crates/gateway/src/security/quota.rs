@@ -1,5 +1,5 @@
 //! Concurrent-use caps per key: connections or TLS handshakes per peer address, sessions
-//! per client IP or per token subject. A [`Quota`] counts what each key holds now; a
+//! per client IP, per token subject or per API key. A [`Quota`] counts what each key holds now; a
 //! [`QuotaGuard`] is one unit, given back when it is dropped, so a connection or session
 //! that ends by any path (error, panic, client gone) frees its place.
 //!
@@ -39,12 +39,18 @@ impl<K: Eq + Hash + Clone> Quota<K> {
     /// Takes one unit for `key`, or `None` when it already holds `limit`. With no cap
     /// there is nothing to give back, so `Some(None)` is returned without counting.
     pub fn enter(self: &Arc<Self>, key: &K) -> Option<Option<QuotaGuard<K>>> {
-        if self.limit == 0 {
+        self.enter_up_to(key, self.limit)
+    }
+
+    /// [`Self::enter`] with a cap of this key's own (an API key's `max_sessions`) in place
+    /// of the quota's.
+    pub fn enter_up_to(self: &Arc<Self>, key: &K, limit: usize) -> Option<Option<QuotaGuard<K>>> {
+        if limit == 0 {
             return Some(None);
         }
         let mut held = self.held.lock().expect("quota lock");
         let n = held.entry(key.clone()).or_insert(0);
-        if *n >= self.limit {
+        if *n >= limit {
             return None;
         }
         *n += 1;
@@ -101,6 +107,16 @@ mod tests {
         assert!(q.enter(&"a").is_some(), "a place was given back");
         drop((a2, b));
         assert_eq!(q.keys(), 0, "keys at zero are forgotten");
+    }
+
+    #[test]
+    fn a_key_of_its_own_cap() {
+        let q = Quota::new(0);
+        let held: Vec<_> = (0..3).map(|_| q.enter_up_to(&"k", 3).unwrap()).collect();
+        assert!(q.enter_up_to(&"k", 3).is_none());
+        assert!(q.enter_up_to(&"other", 1).unwrap().is_some());
+        drop(held);
+        assert_eq!(q.keys(), 0);
     }
 
     #[test]

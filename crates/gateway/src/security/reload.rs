@@ -55,24 +55,34 @@ impl FileStamp {
     }
 }
 
-/// Reloads `items` on SIGHUP and, if `interval` is set, when their files change. Runs
-/// until `stop` is cancelled.
-pub async fn watch(
+/// Reloads `items` on SIGHUP and, if `interval` is set, when their files change. The
+/// SIGHUP handler is installed before this returns (so a SIGHUP once the gateway listens
+/// never takes the default action, which would end the process); the future runs until
+/// `stop` is cancelled.
+pub fn watch(
     items: Vec<Arc<dyn Reloadable>>,
     interval: Option<Duration>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-) {
-    if items.is_empty() {
-        return;
-    }
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+) -> impl std::future::Future<Output = ()> + Send {
+    // Installed even with nothing to reload: SIGHUP is then taken and ignored.
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGHUP: reloads only on file change");
             None
         }
     };
+    watch_loop(items, interval, metrics, stop, hup)
+}
+
+async fn watch_loop(
+    items: Vec<Arc<dyn Reloadable>>,
+    interval: Option<Duration>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    mut hup: Option<tokio::signal::unix::Signal>,
+) {
     loop {
         let tick = async {
             match interval {

@@ -19,6 +19,12 @@ pub struct SessionLabels {
     pub outcome: String,
 }
 
+/// The API key's name from `auth.api_keys_file` (empty: no API key — a JWT, or no auth).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub key: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
     pub code: String,
@@ -104,7 +110,12 @@ pub struct Metrics {
     pub first_partial: Histogram,
     /// Adapter receipt of a back-end result → WebSocket frame written: the gateway's own cost.
     pub relay_overhead: Histogram,
-    pub audio_seconds: Counter<f64, AtomicU64>,
+    /// Audio accepted, by API key name (`key=""`: sessions without an API key).
+    pub audio_seconds: Family<KeyLabels, Counter<f64, AtomicU64>>,
+    /// Sessions opened with an API key, by its name.
+    pub key_sessions_total: Family<KeyLabels, Counter>,
+    /// Live sessions per API key name.
+    pub key_sessions_active: Family<KeyLabels, Gauge>,
     /// Audio held for replay by every live session (since each one's last final).
     pub replay_buffer_bytes: Gauge,
     /// Live sessions whose back end's results trail their audio (`backend_lagging`).
@@ -170,7 +181,9 @@ impl Metrics {
             final_latency: latency_histogram(),
             first_partial: latency_histogram(),
             relay_overhead: fine_histogram(),
-            audio_seconds: Counter::default(),
+            audio_seconds: Family::default(),
+            key_sessions_total: Family::default(),
+            key_sessions_active: Family::default(),
             replay_buffer_bytes: Gauge::default(),
             sessions_lagging: Gauge::default(),
             runtime_delay: Gauge::default(),
@@ -225,8 +238,18 @@ impl Metrics {
         );
         registry.register(
             "sgw_audio_seconds",
-            "Audio accepted from clients, in seconds",
+            "Audio accepted from clients, in seconds, by API key name (empty: no API key)",
             m.audio_seconds.clone(),
+        );
+        registry.register(
+            "sgw_key_sessions",
+            "Sessions opened with an API key, by the key's name",
+            m.key_sessions_total.clone(),
+        );
+        registry.register(
+            "sgw_key_sessions_active",
+            "Live sessions per API key name",
+            m.key_sessions_active.clone(),
         );
         registry.register(
             "sgw_replay_buffer_bytes",
@@ -329,6 +352,8 @@ impl Metrics {
             m.reloads_total.clone(),
         );
         registry.register_collector(Box::new(ProcessCollector));
+        // Sessions without an API key: a sample from the start, as before per-key labels.
+        m.audio_counter(None);
         Metrics { registry, ..m }
     }
 
@@ -348,6 +373,25 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    /// The audio counter of one session's key (resolved once per session: a frame costs
+    /// one atomic add).
+    pub fn audio_counter(&self, key: Option<&str>) -> Counter<f64, AtomicU64> {
+        self.audio_seconds
+            .get_or_create(&KeyLabels {
+                key: key.unwrap_or_default().into(),
+            })
+            .clone()
+    }
+
+    /// The live-sessions gauge of an API key (incremented when a session opens with it).
+    pub fn key_session_opened(&self, key: &str) -> Gauge {
+        let labels = KeyLabels { key: key.into() };
+        self.key_sessions_total.get_or_create(&labels).inc();
+        let active = self.key_sessions_active.get_or_create(&labels).clone();
+        active.inc();
+        active
     }
 
     pub fn error_sent(&self, code: &str) {
@@ -513,7 +557,9 @@ mod tests {
         m.error_sent("BUFFER_OVERFLOW");
         m.backend_request("riva://a:1", "ok", Duration::from_millis(3));
         m.set_backend_up("riva://a:1", true);
-        m.audio_seconds.inc_by(1.5);
+        m.audio_counter(None).inc_by(1.5);
+        m.audio_counter(Some("ios-app")).inc_by(2.0);
+        let _active = m.key_session_opened("ios-app");
         m.partial_latency.observe(0.1);
         m.failed_over("riva://a:1", "riva://b:2", Duration::from_millis(40));
         m.set_breaker_state("riva://a:1", 1);
@@ -527,7 +573,10 @@ mod tests {
             "sgw_errors_total{code=\"BUFFER_OVERFLOW\"} 1",
             "sgw_backend_requests_total{backend=\"riva://a:1\",outcome=\"ok\"} 1",
             "sgw_backend_up{backend=\"riva://a:1\"} 1",
-            "sgw_audio_seconds_total 1.5",
+            "sgw_audio_seconds_total{key=\"\"} 1.5",
+            "sgw_audio_seconds_total{key=\"ios-app\"} 2.0",
+            "sgw_key_sessions_total{key=\"ios-app\"} 1",
+            "sgw_key_sessions_active{key=\"ios-app\"} 1",
             "sgw_partial_latency_seconds_count 1",
             "sgw_final_latency_seconds_count 0",
             "sgw_first_partial_seconds_count 0",
@@ -547,7 +596,7 @@ mod tests {
     fn counters_are_described_under_their_sample_names() {
         let m = Metrics::new();
         m.error_sent("INTERNAL_ERROR");
-        m.audio_seconds.inc_by(0.5);
+        m.audio_counter(None).inc_by(0.5);
         let text = m.encode();
         for line in [
             "# TYPE sgw_errors_total counter",

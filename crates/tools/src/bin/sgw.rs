@@ -33,6 +33,10 @@ enum Command {
     /// Sign a JWT for development and tests (HS256 secret file, or RS256/ES256 private key
     /// PEM, e.g. from scripts/gen-certs.sh); prints the token.
     Token(TokenArgs),
+    /// Make a new API key: prints the key (give it to the client; it is shown once) and,
+    /// on stderr, its entry for `auth.api_keys_file` (only the key's SHA-256); with
+    /// `--append FILE` the entry is added to that file instead.
+    ApiKey(ApiKeyArgs),
     /// Stream the golden clips (golden/manifest.toml) through a gateway and judge WER,
     /// latency and words on silence against each clip's ceilings; exits 1 if any is broken.
     Eval(EvalArgs),
@@ -65,6 +69,18 @@ struct TokenArgs {
     /// Lifetime (`exp` = now + ttl).
     #[arg(long, value_parser = speech_gateway::config::parse_duration, default_value = "1h")]
     ttl: Duration,
+}
+
+#[derive(Args)]
+struct ApiKeyArgs {
+    /// The key's name: the `key` label of its metrics (1–64 of A–Z a–z 0–9 . _ -).
+    name: String,
+    /// Live sessions the key may hold (0: no per-key cap).
+    #[arg(long, default_value_t = 0)]
+    max_sessions: usize,
+    /// Append the entry to this key file (created if missing).
+    #[arg(long, value_name = "FILE")]
+    append: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -216,9 +232,35 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::ApiKey(args) => api_key(args),
         Command::Eval(args) => runtime.block_on(eval(args)),
         Command::Load(args) => runtime.block_on(load(args)),
     }
+}
+
+fn api_key(args: ApiKeyArgs) -> anyhow::Result<()> {
+    use speech_gateway::security::apikeys;
+    anyhow::ensure!(
+        apikeys::valid_name(&args.name),
+        "a key's name is 1–64 of A–Z a–z 0–9 . _ - (it labels the key's metrics)"
+    );
+    let key = apikeys::generate()?;
+    let entry = apikeys::entry(&args.name, &key, args.max_sessions);
+    match &args.append {
+        Some(file) => {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            writeln!(f, "\n{entry}")?;
+            eprintln!("appended `{}` to {}", args.name, file.display());
+        }
+        None => eprintln!("{entry}"),
+    }
+    println!("{key}");
+    Ok(())
 }
 
 async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {

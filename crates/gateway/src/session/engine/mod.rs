@@ -51,15 +51,19 @@ use super::{
 use crate::backend::{BackendError, RecognitionParams, TranscriptEvent};
 use crate::pcm::{pcm_bytes, pcm_samples};
 use crate::resilience::admission::{Refusal, Ticket};
+use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::AtomicU64;
 
 /// Replayed audio is sent in chunks of this many milliseconds.
 const REPLAY_CHUNK_MS: u64 = 100;
 
-/// Runs one session to its end and returns how it ended. `dialect` labels metrics.
+/// Runs one session to its end and returns how it ended. `dialect` labels metrics; `key`
+/// is the name of the API key the client came in with, if any (per-key metrics).
 pub async fn run<C, E>(
     ctx: Arc<SessionContext>,
     dialect: &'static str,
     ticket: Ticket,
+    key: Option<Arc<str>>,
     commands: C,
     events: E,
 ) -> Outcome
@@ -76,10 +80,15 @@ where
         sample_rate = field::Empty,
     );
     ctx.metrics.sessions_active.inc();
+    let key_active = key.as_deref().map(|k| ctx.metrics.key_session_opened(k));
     let metrics = ctx.metrics.clone();
-    let engine = Engine::new(ctx, ticket, events, span.clone());
+    let audio_seconds = metrics.audio_counter(key.as_deref());
+    let engine = Engine::new(ctx, ticket, events, span.clone(), audio_seconds);
     let outcome = engine.run(commands).instrument(span).await;
     metrics.sessions_active.dec();
+    if let Some(active) = key_active {
+        active.dec();
+    }
     metrics.session_ended(dialect, outcome.as_str());
     outcome
 }
@@ -99,6 +108,8 @@ struct Engine<E> {
     ticket: Ticket,
     events: E,
     span: Span,
+    /// `sgw_audio_seconds_total` of this session's API key.
+    audio_seconds: Counter<f64, AtomicU64>,
     phase: Phase,
     config: StartConfig,
     route: String,
@@ -134,13 +145,20 @@ impl<E> Engine<E>
 where
     E: Sink<Event> + Unpin + Send,
 {
-    fn new(ctx: Arc<SessionContext>, ticket: Ticket, events: E, span: Span) -> Self {
+    fn new(
+        ctx: Arc<SessionContext>,
+        ticket: Ticket,
+        events: E,
+        span: Span,
+        audio_seconds: Counter<f64, AtomicU64>,
+    ) -> Self {
         let replay_held = ctx.metrics.replay_buffer_bytes.clone();
         Engine {
             ctx,
             ticket,
             events,
             span,
+            audio_seconds,
             phase: Phase::Idle,
             config: StartConfig::default(),
             route: String::new(),
@@ -497,9 +515,7 @@ where
         let samples = chunk.len() as u64 / 2;
         let end_ms = self.timeline.advance(samples);
         self.frames.push(end_ms, at);
-        self.ctx
-            .metrics
-            .audio_seconds
+        self.audio_seconds
             .inc_by(samples as f64 / f64::from(self.timeline.rate()));
         if let Some(u) = self.upstream.as_mut() {
             u.send(chunk.clone(), samples);

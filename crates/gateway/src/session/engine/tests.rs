@@ -230,6 +230,7 @@ impl Setup {
             ctx,
             "test",
             ticket,
+            None,
             UnboundedReceiverStream::new(rx),
             events_tx,
         ));
