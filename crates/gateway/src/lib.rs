@@ -13,10 +13,11 @@
 //! | [`session`] | the domain: one conversation, no transport types ([`session::engine`] is the loop: upstream and failover episode, timeline, in-memory tests) |
 //! | [`router`] | routes, back-end health monitor (hysteresis), breakers per back end, least-loaded candidate order |
 //! | [`resilience`] | policy: circuit breaker, retry backoff and budget, admission limits |
-//! | [`security`] | listener TLS with certificate reload, back-end TLS files, JWT auth, per-IP connection limit, concurrent caps per key |
+//! | [`security`] | listener TLS with certificate reload, back-end TLS files, JWT and API-key auth, per-IP connection limit, concurrent caps per key |
 //! | [`backend`] | the `SpeechBackend` port and its adapters ([`backend::riva`], [`backend::triton`]); generated protobuf lives only here |
 //! | [`telemetry`] | tracing setup and the one module where metric names are spelled |
 //! | [`pcm`] | PCM16LE conversions shared by the session and the back-end adapters |
+//! | [`media`] | audio files (WAV, FLAC, MP3, Ogg Vorbis/Opus, MP4 AAC, WebM) to PCM16 planes, bounded |
 //! | [`error`] | error classes shared by every boundary |
 //!
 //! The generated protocol code is its own crate ([`sgw_proto`]); the test kit
@@ -30,6 +31,7 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod ingress;
+pub mod media;
 pub mod pcm;
 pub mod resilience;
 pub mod router;
