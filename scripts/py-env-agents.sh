@@ -21,9 +21,13 @@ log() { printf 'py-env-agents: %s\n' "$*" >&2; }
 
 [[ -f "$req" ]] || { log "missing $req"; exit 1; }
 
+# Tests run in parallel: one installs, the others wait for it.
+mkdir -p -- "$(dirname -- "$venv")"
+exec 9>"$venv.lock"
+flock 9
+
 if [[ ! -x "$py" ]]; then
   log "creating venv at $venv"
-  mkdir -p -- "$(dirname -- "$venv")"
   python3 -m venv "$venv" >&2
 fi
 

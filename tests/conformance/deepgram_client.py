@@ -3,12 +3,19 @@
 Usage:
     deepgram_client.py --url ws://HOST:PORT --key KEY --wav FILE [--model NAME]
                        [--finalize-after-ms MS] [--keepalive] [--realtime]
+    deepgram_client.py --url ws://HOST:PORT --key KEY --wav FILE --prerecorded
+                       [--model NAME] [--multichannel] [--utterances] [--raw-linear16]
 
 Streams the WAV's samples (mono PCM16) through `client.listen.v1.connect(...)` in 100 ms
 chunks as fast as the socket takes them (`--realtime`: one chunk per 100 ms), optionally sends `Finalize` after some audio and a
 `KeepAlive`, then `CloseStream`, and prints one JSON object: every message the SDK parsed,
 by its SDK class name, with the fields the gateway's tests check. A refused connection
 prints {"refused": STATUS}.
+
+--prerecorded: uploads the file (any format; --raw-linear16 sends the WAV's samples as raw
+audio with encoding/sample_rate/channels) through `client.listen.v1.media.transcribe_file`
+and prints the parsed response's fields: {"metadata": ..., "channels": [...],
+"utterances": [...]}; a refusal prints {"refused": STATUS, "body": ...}.
 """
 
 import argparse
@@ -32,6 +39,10 @@ def main() -> None:
     ap.add_argument("--finalize-after-ms", type=int, default=0)
     ap.add_argument("--keepalive", action="store_true")
     ap.add_argument("--realtime", action="store_true")
+    ap.add_argument("--prerecorded", action="store_true")
+    ap.add_argument("--multichannel", action="store_true")
+    ap.add_argument("--utterances", action="store_true")
+    ap.add_argument("--raw-linear16", action="store_true")
     args = ap.parse_args()
 
     http = args.url.replace("ws://", "http://").replace("wss://", "https://")
@@ -39,6 +50,9 @@ def main() -> None:
         base=http, production=args.url, agent=args.url, agent_rest=http
     )
     client = DeepgramClient(api_key=args.key, environment=env)
+    if args.prerecorded:
+        prerecorded(client, args)
+        return
 
     with wave.open(args.wav, "rb") as w:
         rate = w.getframerate()
@@ -104,6 +118,70 @@ def main() -> None:
         print(json.dumps({"refused": e.response.status_code, "body": body}))
         return
     print(json.dumps({"messages": messages}))
+
+
+def prerecorded(client, args) -> None:
+    options = dict(model=args.model, punctuate=True)
+    if args.multichannel:
+        options["multichannel"] = True
+    if args.utterances:
+        options["utterances"] = True
+    if args.raw_linear16:
+        with wave.open(args.wav, "rb") as w:
+            body = w.readframes(w.getnframes())
+            # transcribe_file has no sample_rate/channels arguments: they go as extra
+            # query parameters, as Deepgram documents them for raw audio.
+            options.update(
+                encoding="linear16",
+                request_options={
+                    "additional_query_parameters": {
+                        "sample_rate": w.getframerate(),
+                        "channels": w.getnchannels(),
+                    }
+                },
+            )
+    else:
+        with open(args.wav, "rb") as f:
+            body = f.read()
+    try:
+        response = client.listen.v1.media.transcribe_file(request=body, **options)
+    except ApiError as e:
+        print(json.dumps({"refused": e.status_code, "body": e.body}, default=str))
+        return
+    meta = response.metadata
+    out = {
+        "metadata": {
+            "request_id": meta.request_id,
+            "sha256": meta.sha256,
+            "created": meta.created.isoformat(),
+            "duration": meta.duration,
+            "channels": meta.channels,
+            "models": meta.models,
+        },
+        "channels": [
+            {
+                "transcript": ch.alternatives[0].transcript,
+                "confidence": ch.alternatives[0].confidence,
+                "words": [
+                    [w.word, w.start, w.end, w.punctuated_word] for w in ch.alternatives[0].words
+                ],
+            }
+            for ch in response.results.channels
+        ],
+        "utterances": None,
+    }
+    if response.results.utterances is not None:
+        out["utterances"] = [
+            {
+                "channel": u.channel,
+                "start": u.start,
+                "end": u.end,
+                "transcript": u.transcript,
+                "words": len(u.words or []),
+            }
+            for u in response.results.utterances
+        ]
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -193,6 +193,7 @@ pub async fn serve_with_admin(
         sessions_per_ip: Quota::new(config.limits.max_sessions_per_ip),
         sessions_per_subject: Quota::new(config.limits.max_sessions_per_subject),
         sessions_per_key: Quota::new(0),
+        files: Arc::new(tokio::sync::Semaphore::new(config.files.max_concurrent)),
         max_connections,
     };
     let addr = listener.local_addr()?;

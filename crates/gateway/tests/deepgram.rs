@@ -27,6 +27,11 @@ struct Setup {
 /// A gateway with JWT and API-key authentication in front of a Riva double that finals
 /// every `final_every_ms` of audio (and at the half-close).
 async fn setup(final_every_ms: u64) -> Setup {
+    setup_with(final_every_ms, &[]).await
+}
+
+/// [`setup`] with more `SGW_*` settings.
+async fn setup_with(final_every_ms: u64, extra: &[(&str, String)]) -> Setup {
     use speech_gateway::security::apikeys;
     let riva = RivaDouble::start(Mode::Auto { final_every_ms }).await;
     let dir = tempfile::tempdir().unwrap();
@@ -40,7 +45,7 @@ async fn setup(final_every_ms: u64) -> Setup {
         apikeys::entry("sdk", &api_key, 0) + &apikeys::entry("capped", &capped_key, 1),
     )
     .unwrap();
-    let gw = Gateway::start(&[
+    let mut env = vec![
         ("SGW_ROUTES__DEFAULT", riva.url()),
         ("SGW_AUTH__ENABLED", "true".into()),
         (
@@ -51,8 +56,9 @@ async fn setup(final_every_ms: u64) -> Setup {
             "SGW_AUTH__API_KEYS_FILE",
             keys_file.to_string_lossy().into_owned(),
         ),
-    ])
-    .await;
+    ];
+    env.extend(extra.iter().cloned());
+    let gw = Gateway::start(&env).await;
     let token = mint(
         &secret,
         &MintOptions {
@@ -428,4 +434,234 @@ async fn the_key_file_reloads_on_sighup_and_a_removed_key_is_refused() {
         panic!("a revoked key was accepted");
     };
     assert_eq!(status, 401);
+}
+
+/// Uploads `file` (under `samples/`) with the SDK's `transcribe_file`; its JSON report.
+async fn upload(gw: &Gateway, key: &str, file: &str, extra: &[&str]) -> Value {
+    let path = sgw_testkit::repo().join("samples").join(file);
+    let mut args = vec!["--prerecorded"];
+    args.extend_from_slice(extra);
+    sgw_testkit::deepgram_sdk(&format!("ws://{}", gw.addr), key, &path, &args).await
+}
+
+/// The words of one channel of a prerecorded report: (word, start, end).
+fn file_words(report: &Value, channel: usize) -> Vec<(String, f64, f64)> {
+    report["channels"][channel]["words"]
+        .as_array()
+        .unwrap_or_else(|| panic!("channel {channel}: {report}"))
+        .iter()
+        .map(|w| {
+            (
+                w[0].as_str().unwrap().to_string(),
+                w[1].as_f64().unwrap(),
+                w[2].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prerecorded_files_in_every_format_are_transcribed_through_the_sdk() {
+    let s = setup(1_000).await;
+    for file in [
+        "hello.wav",
+        "formats/hello.flac",
+        "formats/hello.mp3",
+        "formats/hello.ogg",
+        "formats/hello-vorbis.ogg",
+        "formats/hello.m4a",
+    ] {
+        let report = upload(&s.gw, &s.api_key, file, &[]).await;
+        let meta = &report["metadata"];
+        assert_eq!(meta["channels"], 1, "{file}: {report}");
+        let duration = meta["duration"].as_f64().unwrap();
+        assert!(
+            (duration - CLIP_SECONDS).abs() < 0.1,
+            "{file}: the decoded audio lasts {duration} s"
+        );
+        let bytes = std::fs::read(sgw_testkit::repo().join("samples").join(file)).unwrap();
+        assert_eq!(
+            meta["sha256"],
+            speech_gateway::security::apikeys::sha256_hex_bytes(&bytes),
+            "{file}"
+        );
+        // The double's words tile every 100 ms of what it received: all of the audio,
+        // once, in order.
+        let words = file_words(&report, 0);
+        assert_eq!(
+            words.len(),
+            (duration * 10.0).ceil() as usize,
+            "{file}: {report}"
+        );
+        let mut end = 0.0;
+        for (w, start, stop) in &words {
+            assert!(*start >= end - 1e-6, "{file}: words in order: {report}");
+            assert!(w.starts_with('w'), "{file}: {w}");
+            end = *stop;
+        }
+        assert!(
+            (end - duration).abs() < 0.01,
+            "{file}: {end} of {duration} s"
+        );
+        assert!(
+            !report["channels"][0]["transcript"]
+                .as_str()
+                .unwrap()
+                .is_empty()
+        );
+        assert!(report["utterances"].is_null(), "utterances only when asked");
+    }
+    s.gw.wait_metric(
+        "sgw_sessions_total{dialect=\"deepgram\",outcome=\"completed\"}",
+        6.0,
+    )
+    .await;
+    assert!(
+        s.gw.metric("sgw_audio_seconds_total{key=\"sdk\"}")
+            .await
+            .unwrap()
+            > 6.0 * 4.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stereo_call_is_transcribed_per_channel_with_utterances() {
+    let s = setup(1_000).await;
+    let report = upload(
+        &s.gw,
+        &s.token,
+        "formats/call-stereo.flac",
+        &["--multichannel", "--utterances"],
+    )
+    .await;
+    assert_eq!(report["metadata"]["channels"], 2, "{report}");
+    assert_eq!(report["channels"].as_array().unwrap().len(), 2, "{report}");
+    for channel in 0..2 {
+        assert_eq!(file_words(&report, channel).len(), 41, "{report}");
+    }
+    let utterances = report["utterances"].as_array().expect("utterances");
+    let of = |c: u64| utterances.iter().filter(|u| u["channel"] == c).count();
+    assert!(of(0) >= 4 && of(1) >= 4, "each channel's finals: {report}");
+    let starts: Vec<f64> = utterances
+        .iter()
+        .map(|u| u["start"].as_f64().unwrap())
+        .collect();
+    assert!(
+        starts.windows(2).all(|w| w[0] <= w[1]),
+        "in time order: {starts:?}"
+    );
+
+    // Without multichannel the channels are mixed into one transcript.
+    let mixed = upload(&s.gw, &s.token, "formats/call-stereo.flac", &[]).await;
+    assert_eq!(mixed["metadata"]["channels"], 2);
+    assert_eq!(mixed["channels"].as_array().unwrap().len(), 1, "{mixed}");
+
+    // Raw audio described by the query: the WAV's samples with encoding=linear16.
+    let raw = upload(&s.gw, &s.token, "hello.wav", &["--raw-linear16"]).await;
+    assert!(
+        (raw["metadata"]["duration"].as_f64().unwrap() - CLIP_SECONDS).abs() < 1e-3,
+        "{raw}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_uploads_get_deepgrams_error_shape_and_others_are_still_served() {
+    use speech_gateway::security::apikeys;
+    let s = setup_with(1_000, &[("SGW_FILES__MAX_BYTES", (64 * 1024).to_string())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let mp3 = std::fs::read(sgw_testkit::repo().join("samples/formats/hello.mp3")).unwrap();
+    let cases = [
+        (
+            write("text.bin", b"this is a text file, not audio at all"),
+            400,
+            "not audio",
+        ),
+        (write("cut.mp3", &mp3[..40]), 400, "audio"),
+        (
+            sgw_testkit::repo().join("samples/formats/hello.flac"),
+            413,
+            "larger than 65536 bytes",
+        ),
+    ];
+    for (path, status, needle) in cases {
+        let report = sgw_testkit::deepgram_sdk(
+            &format!("ws://{}", s.gw.addr),
+            &s.api_key,
+            &path,
+            &["--prerecorded"],
+        )
+        .await;
+        assert_eq!(report["refused"], status, "{}: {report}", path.display());
+        let body = &report["body"];
+        assert!(
+            body["err_code"].is_string(),
+            "Deepgram's error shape: {report}"
+        );
+        assert!(
+            body["err_msg"].as_str().unwrap().contains(needle),
+            "{}: {report}",
+            path.display()
+        );
+    }
+    // A URL body is refused (the gateway fetches nothing), and a wrong key is 401.
+    let client = reqwest_free_post(
+        s.gw.addr,
+        "/v1/listen?model=default",
+        &[
+            ("Authorization", format!("Token {}", s.api_key)),
+            ("Content-Type", "application/json".into()),
+        ],
+        br#"{"url":"http://169.254.169.254/latest/meta-data"}"#,
+    )
+    .await;
+    assert_eq!(client.0, 400, "{}", client.1);
+    assert!(
+        client.1.contains("does not fetch audio from URLs"),
+        "{}",
+        client.1
+    );
+    let wrong = upload(&s.gw, &apikeys::generate().unwrap(), "hello.wav", &[]).await;
+    assert_eq!(wrong["refused"], 401, "{wrong}");
+    // The gateway still serves: a good upload goes through.
+    let ok = upload(&s.gw, &s.api_key, "formats/hello.ogg", &[]).await;
+    assert_eq!(ok["metadata"]["channels"], 1, "{ok}");
+}
+
+/// A minimal HTTP/1.1 POST over a raw socket: (status, body).
+async fn reqwest_free_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -42,18 +42,19 @@ class RecordingWebSocket(aiohttp.ClientWebSocketResponse):
 
     log: dict = {"binary_frames": 0, "binary_bytes": 0, "text": [], "received": []}
 
+    # Logged once written: a write on a socket already closed raises, and is not sent.
     async def send_str(self, data: str, compress: int | None = None) -> None:
+        await super().send_str(data, compress)
         try:
             kind = json.loads(data).get("type", data)
         except (ValueError, AttributeError):
             kind = data
         self.log["text"].append(kind)
-        await super().send_str(data, compress)
 
     async def send_bytes(self, data: bytes, compress: int | None = None) -> None:
+        await super().send_bytes(data, compress)
         self.log["binary_frames"] += 1
         self.log["binary_bytes"] += len(data)
-        await super().send_bytes(data, compress)
 
     async def receive(self, *args, **kwargs):
         msg = await super().receive(*args, **kwargs)

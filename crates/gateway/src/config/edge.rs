@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawAuth, RawDeepgram, RawLimits, RawTls, Secret};
+use super::raw::{RawAuth, RawDeepgram, RawFiles, RawLimits, RawTls, Secret};
 use super::{ConfigError, duration_between, invalid};
 
 /// The listener's certificate files.
@@ -99,6 +99,51 @@ pub(super) fn validate_deepgram(d: &RawDeepgram) -> Result<DeepgramSettings, Con
     }
     Ok(DeepgramSettings {
         idle_timeout: (!d.idle_timeout.is_zero()).then_some(d.idle_timeout),
+    })
+}
+
+/// What one whole-file request may bring (`files.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLimits {
+    pub max_bytes: usize,
+    pub max_duration: Duration,
+    pub upload_timeout: Duration,
+    pub max_concurrent: usize,
+}
+
+/// Largest `files.max_bytes`: 2 GiB, Deepgram's own upload limit.
+pub const MAX_FILE_BYTES: usize = 2 * 1024 * 1024 * 1024;
+
+pub(super) fn validate_files(f: &RawFiles) -> Result<FileLimits, ConfigError> {
+    if !(1024..=MAX_FILE_BYTES).contains(&f.max_bytes) {
+        return Err(invalid(
+            "files.max_bytes",
+            "must be between 1024 bytes and 2 GiB",
+        ));
+    }
+    duration_between(
+        "files.max_duration",
+        f.max_duration,
+        Duration::from_secs(1),
+        Duration::from_secs(4 * 3600),
+    )?;
+    duration_between(
+        "files.upload_timeout",
+        f.upload_timeout,
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    )?;
+    if !(1..=1024).contains(&f.max_concurrent) {
+        return Err(invalid(
+            "files.max_concurrent",
+            "must be between 1 and 1024",
+        ));
+    }
+    Ok(FileLimits {
+        max_bytes: f.max_bytes,
+        max_duration: f.max_duration,
+        upload_timeout: f.upload_timeout,
+        max_concurrent: f.max_concurrent,
     })
 }
 

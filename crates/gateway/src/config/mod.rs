@@ -44,7 +44,8 @@ pub use backends::{
     BackendProtocol, BackendTls, BackendUrl, HealthSettings, RivaSettings, Route, TritonSettings,
 };
 pub use edge::{
-    AuthSettings, DeepgramSettings, EdgeLimits, ListenerTls, MIN_HS256_SECRET, MIN_WRITE_BUFFER,
+    AuthSettings, DeepgramSettings, EdgeLimits, FileLimits, ListenerTls, MAX_FILE_BYTES,
+    MIN_HS256_SECRET, MIN_WRITE_BUFFER,
 };
 pub use env::{EnvVars, env_defaults};
 pub use raw::*;
@@ -76,6 +77,8 @@ pub struct Config {
     pub limits: EdgeLimits,
     /// The Deepgram-compatible dialect (`/v1/listen`).
     pub deepgram: DeepgramSettings,
+    /// Whole-file requests (`POST /v1/listen`).
+    pub files: FileLimits,
     /// Routes in name order; each has at least one back end.
     pub routes: Vec<Route>,
 }
@@ -169,6 +172,7 @@ impl Config {
         let tls = edge::validate_listener_tls(&raw.tls)?;
         let auth = edge::validate_auth(&raw.auth)?;
         let deepgram = edge::validate_deepgram(&raw.deepgram)?;
+        let files = edge::validate_files(&raw.files)?;
         let admin_listen = if raw.admin_listen.trim().is_empty() {
             None
         } else {
@@ -200,6 +204,7 @@ impl Config {
             auth,
             limits,
             deepgram,
+            files,
             routes,
         })
     }

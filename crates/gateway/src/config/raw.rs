@@ -36,6 +36,7 @@ pub struct RawConfig {
     pub auth: RawAuth,
     pub limits: RawLimits,
     pub deepgram: RawDeepgram,
+    pub files: RawFiles,
     /// Route name → back-end URLs. `start.config.model` selects a route; absent, `default`.
     #[serde(deserialize_with = "de_routes")]
     pub routes: BTreeMap<String, Vec<String>>,
@@ -468,6 +469,7 @@ impl Default for RawConfig {
             auth: RawAuth::default(),
             limits: RawLimits::default(),
             deepgram: RawDeepgram::default(),
+            files: RawFiles::default(),
             routes: BTreeMap::new(),
         }
     }
@@ -481,6 +483,34 @@ pub struct RawDeepgram {
     /// does (10 s); `0s`: `session.idle_timeout` applies.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+}
+
+/// Whole-file transcription (`POST /v1/listen`): what one request may bring.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFiles {
+    /// Largest request body (HTTP 413 beyond).
+    pub max_bytes: usize,
+    /// Longest audio, checked as it decodes (HTTP 413 beyond).
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// The whole body must arrive within this long (HTTP 408 otherwise).
+    #[serde(with = "humantime_serde")]
+    pub upload_timeout: Duration,
+    /// Files being received or decoded at once (each holds its body and its samples);
+    /// beyond, HTTP 503 + `Retry-After`.
+    pub max_concurrent: usize,
+}
+
+impl Default for RawFiles {
+    fn default() -> Self {
+        RawFiles {
+            max_bytes: 64 * 1024 * 1024,
+            max_duration: Duration::from_secs(30 * 60),
+            upload_timeout: Duration::from_secs(60),
+            max_concurrent: 4,
+        }
+    }
 }
 
 impl Default for RawDeepgram {

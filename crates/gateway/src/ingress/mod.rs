@@ -10,7 +10,8 @@
 //! |---|---|
 //! | [`dialect`] | the `Dialect` trait: a client contract's codec, error body, close codes, credentials |
 //! | [`v1`] | the v1 contract (`/v1/audio/stream`): its dialect and its wire types |
-//! | [`deepgram`] | the Deepgram-compatible live dialect (`/v1/listen`) |
+//! | [`deepgram`] | the Deepgram-compatible API: the live dialect (`GET /v1/listen`) and prerecorded files (`POST /v1/listen`) |
+//! | [`files`] | whole-file requests: the body within `files.*`, decoding, one paced session per channel |
 //! | [`gate`] | the pre-upgrade checks every session endpoint shares, and their refusals |
 //! | [`socket`] | a WebSocket as a session, for any dialect (limits, close handshake) |
 //! | [`ops`] | `/health`, `/ready`, `/status`, `/metrics` |
@@ -18,6 +19,7 @@
 
 pub mod deepgram;
 pub mod dialect;
+pub mod files;
 pub mod gate;
 pub mod ops;
 pub mod server;
@@ -70,6 +72,8 @@ pub struct AppState {
     pub sessions_per_subject: Arc<Quota<String>>,
     /// Live sessions per API key name (each key's own `max_sessions`).
     pub sessions_per_key: Arc<Quota<Arc<str>>>,
+    /// Places for files being received or decoded (`files.max_concurrent`).
+    pub files: Arc<tokio::sync::Semaphore>,
     /// The main listener's connection cap in force (`limits.max_connections`, resolved).
     pub max_connections: usize,
 }
@@ -80,7 +84,10 @@ pub fn app(state: AppState) -> HttpRouter {
     // One line per client dialect.
     let router = HttpRouter::new()
         .route("/v1/audio/stream", get(socket::endpoint::<V1>))
-        .route("/v1/listen", get(socket::endpoint::<Deepgram>));
+        .route(
+            "/v1/listen",
+            get(socket::endpoint::<Deepgram>).post(deepgram::prerecorded::listen_file),
+        );
     operational(router, &state).with_state(state)
 }
 

@@ -210,7 +210,12 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The `sha256` of a key as the file spells it.
 pub fn sha256_hex(key: &str) -> String {
-    hex(&sha256(key.as_bytes()))
+    sha256_hex_bytes(key.as_bytes())
+}
+
+/// SHA-256 of any bytes, in hex (also the `sha256` of a prerecorded response).
+pub fn sha256_hex_bytes(bytes: &[u8]) -> String {
+    hex(&sha256(bytes))
 }
 
 /// A new key: `sgw_` and 64 hex digits (256 random bits from the system's generator).

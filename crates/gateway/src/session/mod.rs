@@ -42,6 +42,10 @@ pub struct StartConfig {
     pub phrases: Vec<(String, f32)>,
     /// The dialect's own idle rule; `None`: `session.idle_timeout`.
     pub idle_timeout: Option<std::time::Duration>,
+    /// The audio is a file, not a live source: the session takes the next frame only when
+    /// the back end has room for it (its queue under half of `session.queue`), so a file
+    /// streams as fast as the back end goes instead of overflowing its queue.
+    pub paced: bool,
 }
 
 impl Default for StartConfig {
@@ -58,6 +62,7 @@ impl Default for StartConfig {
             custom: Vec::new(),
             phrases: Vec::new(),
             idle_timeout: None,
+            paced: false,
         }
     }
 }

@@ -54,6 +54,9 @@ use crate::resilience::admission::{Refusal, Ticket};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::atomic::AtomicU64;
 
+/// How often a paced session (a file) looks again whether the back end has room.
+const PACE_CHECK: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Replayed audio is sent in chunks of this many milliseconds.
 const REPLAY_CHUNK_MS: u64 = 100;
 
@@ -217,6 +220,7 @@ where
                     None => std::future::pending().await,
                 }
             };
+            let takes_input = self.takes_input();
             let upstream_event = async {
                 match self.upstream.as_mut() {
                     Some(u) => u.events.next().await,
@@ -234,10 +238,11 @@ where
                 }
                 _ = flush_timer => Step::FlushTimeout,
                 _ = limit_timer => Step::Limit(limit_at.map(|(_, which)| which).unwrap_or(Limit::Idle)),
-                cmd = commands.next() => match cmd {
+                cmd = commands.next(), if takes_input => match cmd {
                     Some(cmd) => Step::Command(cmd),
                     None => Step::ClientGone,
                 },
+                () = tokio::time::sleep(PACE_CHECK), if !takes_input => Step::Paced,
                 ev = upstream_event => Step::Upstream(ev),
                 _ = retry_timer => Step::Retry,
                 _ = stall_timer => Step::Stall,
@@ -249,6 +254,11 @@ where
                     self.on_command(cmd).await
                 }
                 Step::Limit(which) => self.on_limit(which).await,
+                // A paced source waits for the back end, not idles.
+                Step::Paced => {
+                    self.last_client_at = tokio::time::Instant::now();
+                    Ok(())
+                }
                 Step::ClientGone => Err(Outcome::ClientGone),
                 Step::Upstream(Some(Ok(ev))) => self.on_result(ev).await,
                 Step::Upstream(Some(Err(e))) => self.on_stream_error(e).await,
@@ -272,6 +282,26 @@ where
             "session ended"
         );
         result
+    }
+
+    /// Whether the next client message is read now. Always, but for a paced source (a
+    /// file) while streaming: then only when the open stream's queue is under half of
+    /// `session.queue` (not while a stream is half-closed, or a back end is being retried:
+    /// the audio would only pile up in the replay buffer).
+    fn takes_input(&self) -> bool {
+        if !self.config.paced || self.phase != Phase::Streaming {
+            return true;
+        }
+        match &self.upstream {
+            Some(u) if u.audio.is_some() => {
+                let queued = u.queued.load(Ordering::Relaxed) as u128;
+                let limit =
+                    u128::from(self.timeline.rate()) * 2 * self.ctx.limits.queue.as_millis() / 1000;
+                queued * 2 <= limit
+            }
+            Some(_) => false,
+            None => self.retry_at.is_none(),
+        }
     }
 
     // ---- writing to the client ----
@@ -669,6 +699,8 @@ enum Step {
     Stall,
     FlushTimeout,
     Limit(Limit),
+    /// A paced source waited for the back end's queue.
+    Paced,
 }
 
 /// Which session limit ran out.

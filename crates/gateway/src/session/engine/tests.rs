@@ -531,6 +531,51 @@ async fn audio_beyond_the_queue_is_refused_by_name_not_dropped() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_paced_source_waits_for_the_back_end_instead_of_overflowing() {
+    let mut s = Setup {
+        limits: SessionLimits {
+            queue: Duration::from_secs(2),
+            ..limits()
+        },
+        ..Setup::default()
+    }
+    .start();
+    // A file: six frames of 1 s at once, four times what the queue holds.
+    s.send(Command::Start(StartConfig {
+        sample_rate: RATE,
+        paced: true,
+        ..StartConfig::default()
+    }));
+    for i in 0..6 {
+        s.send(Command::Audio(audio(i * 1_000, 1_000).into()));
+    }
+    s.send(Command::End);
+    let mut a = s.opened().await;
+    // The back end reads nothing for a while: the session takes no more than half the
+    // queue meanwhile (a second frame would exceed it), and refuses nothing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(s.events.try_recv().is_err(), "no event while waiting");
+    // Then it reads slowly; every sample arrives, in order, with nothing refused.
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.extend(a.read(bytes(1_000)).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(got, audio(0, 6_000));
+    assert!(
+        a.read_to_end().await.is_empty(),
+        "half-closed after the sixth"
+    );
+    a.answer(result(true, "done", &[(0, 6_000)]));
+    drop(a);
+    match s.next_result().await {
+        Event::Final(t) => assert_eq!(t.text, "done"),
+        other => panic!("expected the final, got {other:?}"),
+    }
+    assert_eq!(s.outcome().await, Outcome::Completed);
+}
+
+#[tokio::test(start_paused = true)]
 async fn when_every_back_end_keeps_failing_the_client_gets_model_unavailable() {
     let down = || {
         BackendError::new(

@@ -15,6 +15,8 @@
 //!
 //! Pure apart from the per-session counters: nothing here logs.
 
+pub mod prerecorded;
+
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -80,9 +82,9 @@ fn keyword(value: &str) -> Result<(String, f32), SessionError> {
     Ok((word.trim().to_string(), boost))
 }
 
-/// How the client's audio is encoded.
+/// How the client's raw audio is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Encoding {
+pub(crate) enum Encoding {
     Linear16,
     Mulaw,
     Alaw,
@@ -118,8 +120,27 @@ fn flag(key: &str, value: &str) -> Result<bool, SessionError> {
     }
 }
 
-impl Deepgram {
-    fn from_query(request: &Upgrade<'_>) -> Result<Self, SessionError> {
+/// The query settings of a `/v1/listen` request, live or prerecorded.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub config: StartConfig,
+    /// `encoding`, when the request names one (prerecorded: then the body is raw audio).
+    pub encoding: Option<Encoding>,
+    /// `channels` (raw audio only; 1 when absent).
+    pub channels: usize,
+    pub multichannel: bool,
+    /// Prerecorded: `utterances`, and `utt_split` (the word gap that splits them, s).
+    pub utterances: bool,
+    pub utt_split: f64,
+    pub route: String,
+}
+
+/// Most channels a request may name.
+pub const MAX_CHANNELS: usize = crate::media::MAX_CHANNELS;
+
+impl Settings {
+    /// Reads the query. `live`: the WebSocket, where audio is always raw and one channel.
+    pub(crate) fn from_query(request: &Upgrade<'_>, live: bool) -> Result<Self, SessionError> {
         // Deepgram's defaults where they differ from the session's.
         let mut config = StartConfig {
             interim_results: false,
@@ -127,9 +148,13 @@ impl Deepgram {
             idle_timeout: request.config.deepgram.idle_timeout,
             ..StartConfig::default()
         };
-        let mut encoding = Encoding::Linear16;
+        let mut encoding = None;
         let mut sample_rate = None;
         let mut model = None;
+        let mut channels = 1;
+        let mut multichannel = false;
+        let mut utterances = false;
+        let mut utt_split = 0.8;
         for (key, value) in request.query_pairs() {
             match key.as_str() {
                 "model" => model = Some(value.to_ascii_lowercase()),
@@ -144,7 +169,7 @@ impl Deepgram {
                     config.language = v.to_string();
                 }
                 "encoding" => {
-                    encoding = match value.to_ascii_lowercase().as_str() {
+                    encoding = Some(match value.to_ascii_lowercase().as_str() {
                         "linear16" => Encoding::Linear16,
                         "mulaw" => Encoding::Mulaw,
                         "alaw" => Encoding::Alaw,
@@ -154,11 +179,17 @@ impl Deepgram {
                                 ErrorKind::AudioFormat,
                                 format!(
                                     "encoding `{shown}` is not supported by this gateway: use \
-                                     linear16, mulaw or alaw"
+                                     linear16, mulaw or alaw{}",
+                                    if live {
+                                        ""
+                                    } else {
+                                        ", or send a file (WAV, FLAC, MP3, Ogg, M4A, WebM) \
+                                         without `encoding`"
+                                    }
                                 ),
                             ));
                         }
-                    }
+                    })
                 }
                 "sample_rate" => {
                     sample_rate = Some(
@@ -175,15 +206,41 @@ impl Deepgram {
                             })?,
                     )
                 }
-                "channels" if value.trim() != "1" => {
-                    return Err(invalid(
-                        ErrorKind::AudioFormat,
-                        "`channels` must be 1: this gateway does not transcribe \
-                         multichannel audio yet",
-                    ));
+                "channels" => {
+                    channels = value
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_CHANNELS).contains(n))
+                        .ok_or_else(|| {
+                            invalid(
+                                ErrorKind::AudioFormat,
+                                format!("`channels` must be a number from 1 to {MAX_CHANNELS}"),
+                            )
+                        })?;
+                    if live && channels != 1 {
+                        return Err(invalid(
+                            ErrorKind::AudioFormat,
+                            "`channels` must be 1 on the live stream: this gateway does not \
+                             transcribe live multichannel audio yet (send a file to \
+                             POST /v1/listen with multichannel=true)",
+                        ));
+                    }
                 }
-                "multichannel" => {
-                    flag(&key, &value)?;
+                "multichannel" => multichannel = flag(&key, &value)?,
+                "utterances" => utterances = flag(&key, &value)?,
+                "utt_split" => {
+                    utt_split = value
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| (0.0..=60.0).contains(s))
+                        .ok_or_else(|| {
+                            invalid(
+                                ErrorKind::InvalidRequest,
+                                "`utt_split` must be a number of seconds between 0 and 60",
+                            )
+                        })?;
                 }
                 "interim_results" => config.interim_results = flag(&key, &value)?,
                 "punctuate" | "smart_format" => {
@@ -234,10 +291,10 @@ impl Deepgram {
             }
         }
         config.sample_rate = sample_rate.unwrap_or(match encoding {
-            Encoding::Linear16 => 16_000,
-            Encoding::Mulaw | Encoding::Alaw => 8_000,
+            Some(Encoding::Mulaw | Encoding::Alaw) => 8_000,
+            _ => 16_000,
         });
-        let route = model.clone().unwrap_or_else(|| "default".to_string());
+        let route = model.unwrap_or_else(|| "default".to_string());
         if request.config.route(&route).is_none() {
             let known: Vec<&str> = request
                 .config
@@ -254,13 +311,29 @@ impl Deepgram {
             ));
         }
         config.model = Some(route.clone());
+        Ok(Settings {
+            config,
+            encoding,
+            channels,
+            multichannel,
+            utterances,
+            utt_split,
+            route,
+        })
+    }
+}
+
+impl Deepgram {
+    fn from_query(request: &Upgrade<'_>) -> Result<Self, SessionError> {
+        let settings = Settings::from_query(request, true)?;
+        let config = settings.config;
         let frame_bytes = max_frame_bytes(config.sample_rate, request.config.session.max_frame);
         Ok(Deepgram {
             config,
-            encoding,
+            encoding: settings.encoding.unwrap_or(Encoding::Linear16),
             request_id: uuid::Uuid::new_v4().to_string(),
             created: SystemTime::now(),
-            model: route,
+            model: settings.route,
             samples: AtomicU64::new(0),
             frame_bytes,
         })
@@ -419,7 +492,7 @@ fn normalised(word: &str) -> String {
 }
 
 /// G.711 µ-law to linear PCM16.
-fn ulaw(byte: u8) -> i16 {
+pub(crate) fn ulaw(byte: u8) -> i16 {
     let u = !byte;
     let exponent = (u >> 4) & 0x07;
     let mantissa = i32::from(u & 0x0F);
@@ -432,7 +505,7 @@ fn ulaw(byte: u8) -> i16 {
 }
 
 /// G.711 A-law to linear PCM16.
-fn alaw(byte: u8) -> i16 {
+pub(crate) fn alaw(byte: u8) -> i16 {
     let a = byte ^ 0x55;
     let exponent = (a >> 4) & 0x07;
     let mantissa = i32::from(a & 0x0F);
@@ -601,7 +674,7 @@ mod tests {
 
     #[test]
     fn the_readme_lists_every_parameter_accepted_and_not_honoured() {
-        let readme = include_str!("../../../../README.md");
+        let readme = include_str!("../../../../../README.md");
         for p in IGNORED_PARAMETERS {
             assert!(
                 readme.contains(&format!("`{p}`")),

@@ -1,0 +1,139 @@
+//! Whole-file transcription, for the endpoints that take a file in one HTTP request
+//! (`POST /v1/listen`): reading the body within `files.*`, decoding it on the blocking
+//! pool ([`crate::media`]), and running each channel through an ordinary session — the
+//! same routes, breakers, failover with replay and admission as a live stream. The file's
+//! audio is *paced* ([`StartConfig::paced`]): the session takes the next frame when the
+//! back end has room, so a file goes as fast as the back end transcribes it.
+//!
+//! Every request is bounded: its body by `files.max_bytes` (413) and
+//! `files.upload_timeout` (408), its audio by `files.max_duration` (413), and the files
+//! held at once by `files.max_concurrent` (503): each holds its body and its samples.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::channel::mpsc;
+use http_body_util::BodyExt;
+
+use crate::config::FileLimits;
+use crate::media::{self, MediaError, Pcm};
+use crate::resilience::admission::Ticket;
+use crate::session::audio::max_frame_bytes;
+use crate::session::{
+    self, Command, Event, Outcome, SessionContext, SessionError, StartConfig, Transcript,
+};
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body is larger than {limit} bytes (files.max_bytes)")]
+    TooLarge { limit: usize },
+    #[error("the body did not arrive within {seconds} s (files.upload_timeout)")]
+    Timeout { seconds: u64 },
+    #[error("the body could not be read: the connection broke")]
+    Broken,
+    #[error("the body is empty: send the audio file as the request body")]
+    Empty,
+}
+
+/// Reads a whole request body within the limits. A `Content-Length` above the limit is
+/// refused before anything is read.
+pub async fn read_body(
+    body: axum::body::Body,
+    content_length: Option<u64>,
+    limits: &FileLimits,
+) -> Result<Bytes, BodyError> {
+    let limit = limits.max_bytes;
+    if content_length.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let read = http_body_util::Limited::new(body, limit).collect();
+    let collected = tokio::time::timeout(limits.upload_timeout, read)
+        .await
+        .map_err(|_| BodyError::Timeout {
+            seconds: limits.upload_timeout.as_secs(),
+        })?;
+    match collected {
+        Ok(c) => {
+            let bytes = c.to_bytes();
+            if bytes.is_empty() {
+                return Err(BodyError::Empty);
+            }
+            Ok(bytes)
+        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge { limit }),
+        Err(_) => Err(BodyError::Broken),
+    }
+}
+
+/// Decodes a file on the blocking pool (it is CPU work), bounded by `files.max_duration`.
+pub async fn decode(bytes: Bytes, limits: &FileLimits) -> Result<Pcm, MediaError> {
+    let max_seconds = limits.max_duration.as_secs_f64();
+    tokio::task::spawn_blocking(move || media::decode(bytes, max_seconds))
+        .await
+        .unwrap_or_else(|_| Err(MediaError::Corrupt("the decoder failed".into())))
+}
+
+/// What one channel's session produced.
+#[derive(Debug)]
+pub struct FileTranscript {
+    /// Finals in order (append-only, as a live client gets them).
+    pub finals: Vec<Transcript>,
+    /// The error that ended the session early, if any (the finals before it stand).
+    pub error: Option<SessionError>,
+    pub outcome: Outcome,
+}
+
+/// Runs `samples` (PCM16 at `config.sample_rate`) through one session and collects its
+/// finals. `config` is used as given, with `paced` and no interim results.
+pub async fn transcribe(
+    ctx: Arc<SessionContext>,
+    dialect: &'static str,
+    ticket: Ticket,
+    key: Option<Arc<str>>,
+    mut config: StartConfig,
+    samples: Vec<i16>,
+) -> FileTranscript {
+    config.paced = true;
+    config.interim_results = false;
+    let frame = max_frame_bytes(config.sample_rate, ctx.limits.max_frame).max(2);
+    let bytes = crate::pcm::pcm_bytes(&samples);
+    drop(samples);
+    let frames = (0..bytes.len())
+        .step_by(frame)
+        .map(move |at| Command::Audio(bytes.slice(at..(at + frame).min(bytes.len()))));
+    // After `end` the "client" stays connected (pending) until the session closes.
+    let commands = futures::stream::iter(
+        std::iter::once(Command::Start(config))
+            .chain(frames)
+            .chain(std::iter::once(Command::End)),
+    )
+    .chain(futures::stream::pending());
+    // Finals and errors are few (one per utterance); partials are off.
+    let (events, mut received) = mpsc::unbounded::<Event>();
+    let outcome = session::run(ctx, dialect, ticket, key, commands, events).await;
+    let mut finals = Vec::new();
+    let mut error = None;
+    while let Ok(ev) = received.try_recv() {
+        match ev {
+            Event::Final(t) => finals.push(t),
+            Event::Error(e) if error.is_none() => error = Some(e),
+            _ => {}
+        }
+    }
+    FileTranscript {
+        finals,
+        error,
+        outcome,
+    }
+}
+
+/// The channels of `pcm` to transcribe: each on its own (`separate`), or mixed into one.
+pub fn channels(pcm: Pcm, separate: bool) -> Vec<Vec<i16>> {
+    if separate || pcm.channels.len() == 1 {
+        pcm.channels
+    } else {
+        vec![pcm.mixed()]
+    }
+}
