@@ -18,7 +18,7 @@ use speech_gateway::session::{Command, ErrorKind, Event};
 const MAX_MESSAGE_BYTES: usize = 256;
 
 fn rendered(ev: &Event) -> Value {
-    match encode(ev) {
+    match encode(ev).expect("v1 renders every event a v1 session sends") {
         Message::Text(t) => serde_json::from_str(t.as_str()).expect("events render as JSON"),
         other => panic!("events other than close render as text, got {other:?}"),
     }

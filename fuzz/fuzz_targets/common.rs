@@ -40,7 +40,7 @@ pub fn check_event(ev: &TranscriptEvent) {
     } else {
         Event::Partial(t)
     };
-    match encode(&ev) {
+    match encode(&ev).expect("v1 renders transcripts") {
         Message::Text(text) => {
             serde_json::from_str::<serde_json::Value>(text.as_str()).expect("valid JSON");
         }

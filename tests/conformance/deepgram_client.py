@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--finalize-after-ms", type=int, default=0)
     ap.add_argument("--keepalive", action="store_true")
     ap.add_argument("--realtime", action="store_true")
+    ap.add_argument("--vad-events", action="store_true")
+    ap.add_argument("--utterance-end-ms", type=int, default=0)
     ap.add_argument("--prerecorded", action="store_true")
     ap.add_argument("--multichannel", action="store_true")
     ap.add_argument("--utterances", action="store_true")
@@ -60,6 +62,11 @@ def main() -> None:
     chunk = rate // 10 * 2
 
     messages = []
+    cues = {}
+    if args.vad_events:
+        cues["vad_events"] = "true"
+    if args.utterance_end_ms:
+        cues["utterance_end_ms"] = str(args.utterance_end_ms)
 
     def on_message(message) -> None:
         kind = type(message).__name__
@@ -78,6 +85,10 @@ def main() -> None:
             )
         elif kind == "ListenV1Metadata":
             entry.update(duration=message.duration, channels=message.channels)
+        elif kind == "ListenV1SpeechStarted":
+            entry.update(timestamp=message.timestamp, channel=message.channel)
+        elif kind == "ListenV1UtteranceEnd":
+            entry.update(last_word_end=message.last_word_end, channel=message.channel)
         elif kind == "ListenV1Error":
             entry.update(description=message.description)
         messages.append(entry)
@@ -89,6 +100,7 @@ def main() -> None:
             sample_rate=str(rate),
             interim_results="true",
             punctuate="true",
+            **cues,
         ) as socket:
             socket.on(EventType.MESSAGE, on_message)
             reader = threading.Thread(target=socket.start_listening)

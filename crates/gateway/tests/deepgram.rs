@@ -665,3 +665,65 @@ async fn reqwest_free_post(
         .unwrap_or_default();
     (status, body)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn speech_started_comes_from_the_gateways_vad() {
+    let s = setup(1_000).await;
+    // 1 s of silence, then the clip: one onset, about a second in.
+    let dir = tempfile::tempdir().unwrap();
+    let clip = std::fs::read(sgw_testkit::repo().join("samples/hello.wav")).unwrap();
+    let mut samples = vec![0u8; 32_000];
+    samples.extend_from_slice(&clip[44..]);
+    let wav = dir.path().join("late.wav");
+    let mut file = Vec::new();
+    file.extend_from_slice(b"RIFF");
+    file.extend_from_slice(&(36 + samples.len() as u32).to_le_bytes());
+    file.extend_from_slice(b"WAVEfmt ");
+    file.extend_from_slice(&16u32.to_le_bytes());
+    file.extend_from_slice(&1u16.to_le_bytes());
+    file.extend_from_slice(&1u16.to_le_bytes());
+    file.extend_from_slice(&16_000u32.to_le_bytes());
+    file.extend_from_slice(&32_000u32.to_le_bytes());
+    file.extend_from_slice(&2u16.to_le_bytes());
+    file.extend_from_slice(&16u16.to_le_bytes());
+    file.extend_from_slice(b"data");
+    file.extend_from_slice(&(samples.len() as u32).to_le_bytes());
+    file.extend_from_slice(&samples);
+    std::fs::write(&wav, file).unwrap();
+    let report = sgw_testkit::deepgram_sdk(
+        &format!("ws://{}", s.gw.addr),
+        &s.token,
+        &wav,
+        &["--vad-events", "--utterance-end-ms", "1000"],
+    )
+    .await;
+    let started = of_class(&report, "ListenV1SpeechStarted");
+    assert_eq!(started.len(), 1, "{report}");
+    let at = started[0]["timestamp"].as_f64().unwrap();
+    assert!((1.0..1.4).contains(&at), "speech starts about 1 s in: {at}");
+    assert_eq!(started[0]["channel"], serde_json::json!([0, 1]));
+    // The double's words tile all the audio, silence included: no gap, no UtteranceEnd.
+    assert!(
+        of_class(&report, "ListenV1UtteranceEnd").is_empty(),
+        "{report}"
+    );
+    // utterance_end_ms needs interim results, as with Deepgram.
+    let url = format!(
+        "ws://{}/v1/listen?model=default&utterance_end_ms=1000",
+        s.gw.addr
+    );
+    let auth = format!("Token {}", s.token);
+    let Err((status, _, body)) =
+        sgw_testkit::attempt(&url, &[("authorization", auth.as_str())]).await
+    else {
+        panic!("utterance_end_ms without interim_results was accepted");
+    };
+    assert_eq!(status, 400);
+    assert!(
+        body["err_msg"]
+            .as_str()
+            .unwrap()
+            .contains("interim_results"),
+        "{body}"
+    );
+}

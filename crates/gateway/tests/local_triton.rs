@@ -462,3 +462,91 @@ async fn the_deepgram_sdk_transcribes_speech_through_the_real_triton() {
     );
     assert_eq!(messages.last().unwrap()["class"], "ListenV1Metadata");
 }
+
+/// `vad_events` and `utterance_end_ms` on real speech: 1 s of silence, a sentence, 2 s of
+/// silence, a sentence, 1 s of silence. (The words are not judged here: this streaming
+/// model misreads a sentence that follows a second of silence, through v1 alike.)
+#[tokio::test]
+async fn speech_started_and_utterance_end_follow_real_speech_and_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = speech(dir.path(), "cues-1", SENTENCES[0], 16_000);
+    let second = speech(dir.path(), "cues-2", SENTENCES[1], 16_000);
+    let silence = |secs: &str| {
+        let out = dir.path().join(format!("silence-{secs}.wav"));
+        run(Command::new("sox")
+            .args(["-n", "-r", "16000", "-c", "1", "-b", "16"])
+            .arg(&out)
+            .args(["trim", "0", secs]));
+        out
+    };
+    let (one, two) = (silence("1"), silence("2"));
+    let wav = dir.path().join("cues.wav");
+    run(Command::new("sox")
+        .args([&one, &first, &two, &second, &one])
+        .arg(&wav));
+    let seconds_of = |f: &Path| (std::fs::metadata(f).unwrap().len() - 44) as f64 / 32_000.0;
+    let second_starts = 1.0 + seconds_of(&first) + 2.0;
+    let gw = gateway().await;
+    let url = format!("ws://{}", gw.addr);
+    let report = sgw_testkit::deepgram_sdk(
+        &url,
+        "unused",
+        &wav,
+        &["--realtime", "--vad-events", "--utterance-end-ms", "1000"],
+    )
+    .await;
+    let messages = report["messages"].as_array().unwrap();
+    // SpeechStarted at each sentence (the gateway's VAD), UtteranceEnd in the gap.
+    let onsets: Vec<f64> = messages
+        .iter()
+        .filter(|m| m["class"] == "ListenV1SpeechStarted")
+        .map(|m| m["timestamp"].as_f64().unwrap())
+        .collect();
+    println!(
+        "deepgram sdk: speech started at {onsets:?} (sentences at 1.0 and {second_starts:.2} s)"
+    );
+    assert_eq!(onsets.len(), 2, "{report}");
+    assert!((0.9..1.5).contains(&onsets[0]), "{onsets:?}");
+    assert!(
+        onsets[1] > second_starts - 0.1 && onsets[1] < second_starts + 0.5,
+        "{onsets:?}"
+    );
+    let ends: Vec<f64> = messages
+        .iter()
+        .filter(|m| m["class"] == "ListenV1UtteranceEnd")
+        .map(|m| m["last_word_end"].as_f64().unwrap())
+        .collect();
+    println!("deepgram sdk: utterance ends after words ending at {ends:?}");
+    assert!(
+        ends.iter().any(|&e| e > 1.0 && e < second_starts),
+        "an UtteranceEnd in the gap between the sentences: {report}"
+    );
+}
+
+/// Deepgram's prerecorded API with the SDK's `transcribe_file`: a FLAC file of two
+/// sentences through the real local Triton, within the streaming route's WER ceiling.
+#[tokio::test]
+async fn a_prerecorded_file_is_transcribed_through_the_real_triton() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{} {}", SENTENCES[0], SENTENCES[1]);
+    let wav = speech(dir.path(), "prerecorded", &text, 16_000);
+    let flac = dir.path().join("prerecorded.flac");
+    run(Command::new("sox").arg(&wav).arg(&flac));
+    let gw = gateway().await;
+    let url = format!("ws://{}", gw.addr);
+    let started = std::time::Instant::now();
+    let report =
+        sgw_testkit::deepgram_sdk(&url, "unused", &flac, &["--prerecorded", "--utterances"]).await;
+    let took = started.elapsed().as_secs_f64();
+    let heard = report["channels"][0]["transcript"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{report}"));
+    let w = wer(&text, heard);
+    let duration = report["metadata"]["duration"].as_f64().unwrap();
+    println!("deepgram prerecorded: WER {w:.3}, {duration:.1} s of audio in {took:.1} s `{heard}`");
+    assert!(w <= WER_CEILING, "WER {w:.3}: `{heard}`");
+    assert!(
+        !report["utterances"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+}

@@ -206,7 +206,19 @@ async fn livekits_deepgram_plugin_transcribes_through_the_gateway() {
         .map(|t| t.as_str().unwrap())
         .collect();
     let (results, last) = received.split_at(received.len().saturating_sub(2));
-    assert!(results.iter().all(|t| *t == "Results"), "{report}");
+    // The plugin asks for vad_events: one SpeechStarted (the clip is one stretch of
+    // speech), the rest Results.
+    assert_eq!(
+        results.iter().filter(|t| **t == "SpeechStarted").count(),
+        1,
+        "{report}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|t| *t == "Results" || *t == "SpeechStarted"),
+        "{report}"
+    );
     assert_eq!(last, ["Metadata", "close 1000"], "{report}");
 
     // The gateway counted one completed Deepgram session.

@@ -46,6 +46,11 @@ pub struct StartConfig {
     /// the back end has room for it (its queue under half of `session.queue`), so a file
     /// streams as fast as the back end goes instead of overflowing its queue.
     pub paced: bool,
+    /// Send [`Event::SpeechStarted`] from the gateway's VAD (Deepgram's `vad_events`).
+    pub vad_events: bool,
+    /// Send [`Event::UtteranceEnd`] after a gap this long in the words (Deepgram's
+    /// `utterance_end_ms`).
+    pub utterance_end_ms: Option<u32>,
 }
 
 impl Default for StartConfig {
@@ -63,6 +68,8 @@ impl Default for StartConfig {
             phrases: Vec::new(),
             idle_timeout: None,
             paced: false,
+            vad_events: false,
+            utterance_end_ms: None,
         }
     }
 }
@@ -130,6 +137,16 @@ pub enum Event {
     Status {
         state: StatusState,
         message: String,
+    },
+    /// Speech began at this session time (ms), by the gateway's VAD; only when the start
+    /// asked for `vad_events`.
+    SpeechStarted {
+        at_ms: u64,
+    },
+    /// The words paused for `utterance_end_ms` after the word ending at this session time
+    /// (ms); only when the start asked for it.
+    UtteranceEnd {
+        last_word_end_ms: u64,
     },
     /// The last event of a session.
     Close(CloseCause),

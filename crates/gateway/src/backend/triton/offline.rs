@@ -120,14 +120,7 @@ impl Segmenter {
     }
 
     fn is_speech(&mut self, rate: u32, frame: &[i16]) -> bool {
-        let r = match rate {
-            8_000 => self.vad.predict_8khz(frame),
-            16_000 => self.vad.predict_16khz(frame),
-            32_000 => self.vad.predict_32khz(frame),
-            48_000 => self.vad.predict_48khz(frame),
-            _ => Ok(true),
-        };
-        r.unwrap_or(true)
+        crate::session::engine::cues::is_speech(&mut self.vad, rate, frame)
     }
 
     /// Feeds samples; returns every utterance that ended inside them.

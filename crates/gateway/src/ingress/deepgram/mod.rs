@@ -51,8 +51,6 @@ pub const IGNORED_PARAMETERS: &[&str] = &[
     "replace",
     "search",
     "tag",
-    "utterance_end_ms",
-    "vad_events",
     "version",
 ];
 
@@ -243,6 +241,22 @@ impl Settings {
                         })?;
                 }
                 "interim_results" => config.interim_results = flag(&key, &value)?,
+                "vad_events" => config.vad_events = flag(&key, &value)?,
+                "utterance_end_ms" => {
+                    let ms = value
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|ms| (1_000..=60_000).contains(ms))
+                        .ok_or_else(|| {
+                            invalid(
+                                ErrorKind::InvalidRequest,
+                                "`utterance_end_ms` must be a number of milliseconds between \
+                                 1000 and 60000",
+                            )
+                        })?;
+                    config.utterance_end_ms = Some(ms);
+                }
                 "punctuate" | "smart_format" => {
                     config.punctuate |= flag(&key, &value)?;
                 }
@@ -289,6 +303,12 @@ impl Settings {
                 // too, as Deepgram does with parameters it does not know.
                 _ => {}
             }
+        }
+        if config.utterance_end_ms.is_some() && !config.interim_results {
+            return Err(invalid(
+                ErrorKind::InvalidRequest,
+                "`utterance_end_ms` needs interim_results=true (as with Deepgram)",
+            ));
         }
         config.sample_rate = sample_rate.unwrap_or(match encoding {
             Some(Encoding::Mulaw | Encoding::Alaw) => 8_000,
@@ -594,6 +614,16 @@ impl Dialect for Deepgram {
                 "code": e.kind.label(),
                 "description": e.message,
                 "message": e.message,
+            }))],
+            Event::SpeechStarted { at_ms } => vec![text(&json!({
+                "type": "SpeechStarted",
+                "channel": [0, 1],
+                "timestamp": *at_ms as f64 / 1000.0,
+            }))],
+            Event::UtteranceEnd { last_word_end_ms } => vec![text(&json!({
+                "type": "UtteranceEnd",
+                "channel": [0, 1],
+                "last_word_end": *last_word_end_ms as f64 / 1000.0,
             }))],
             Event::Status { state, message } => vec![text(&json!({
                 "type": "GatewayStatus",

@@ -37,7 +37,7 @@ impl Dialect for V1 {
     }
 
     fn encode(&self, ev: &Event) -> Vec<Message> {
-        vec![encode(ev)]
+        encode(ev).into_iter().collect()
     }
 
     fn error_body(kind: ErrorKind, message: &str) -> serde_json::Value {
@@ -96,9 +96,11 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// Renders one event as a WebSocket message.
-pub fn encode(ev: &Event) -> Message {
+/// Renders one event as a WebSocket message; `None` for events v1 has no message for
+/// (speech cues, which a v1 start cannot ask for).
+pub fn encode(ev: &Event) -> Option<Message> {
     let wire = match ev {
+        Event::SpeechStarted { .. } | Event::UtteranceEnd { .. } => return None,
         Event::Partial(t) => ServerMessage::Partial(Partial {
             text: Cow::Borrowed(&t.text),
             confidence: t.confidence,
@@ -135,17 +137,17 @@ pub fn encode(ev: &Event) -> Message {
                 CloseCause::GoingAway => "server shutting down",
                 CloseCause::Error(kind) => error_code(*kind),
             };
-            return Message::Close(Some(CloseFrame {
+            return Some(Message::Close(Some(CloseFrame {
                 code: close_code(*cause),
                 reason: reason.into(),
-            }));
+            })));
         }
     };
-    Message::Text(
+    Some(Message::Text(
         serde_json::to_string(&wire)
             .expect("wire messages always serialize")
             .into(),
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -181,8 +183,8 @@ mod tests {
         }
     }
 
-    fn json(m: Message) -> Value {
-        match m {
+    fn json(m: Option<Message>) -> Value {
+        match m.expect("v1 renders this event") {
             Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
             other => panic!("{other:?}"),
         }
@@ -267,7 +269,7 @@ mod tests {
         assert_eq!(close_code(CloseCause::Error(ErrorKind::Internal)), 1011);
         assert_eq!(close_code(CloseCause::Normal), 1000);
         assert_eq!(close_code(CloseCause::GoingAway), 1001);
-        match encode(&Event::Close(CloseCause::Error(ErrorKind::Internal))) {
+        match encode(&Event::Close(CloseCause::Error(ErrorKind::Internal))).unwrap() {
             Message::Close(Some(f)) => {
                 assert_eq!((f.code, f.reason.as_str()), (1011, "INTERNAL_ERROR"))
             }

@@ -24,6 +24,7 @@
 //! Unit tests (`tests.rs`) drive the engine in memory: an in-memory back end whose
 //! streams the test reads and answers, channels for the client, paused tokio time.
 
+pub(crate) mod cues;
 mod results;
 mod timeline;
 mod upstream;
@@ -39,6 +40,7 @@ use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tracing::{Instrument, Span, field};
 
+use self::cues::{SpeechDetector, WordGaps};
 use self::timeline::Timeline;
 use self::upstream::{Episode, Upstream};
 
@@ -127,6 +129,10 @@ struct Engine<E> {
     first_partial_sent: bool,
     /// A `backend_lagging` status was sent and no `backend_caught_up` since.
     lagging: bool,
+    /// Speech onsets, when the start asked for `vad_events`.
+    speech: Option<SpeechDetector>,
+    /// Gaps in the words, for `utterance_end_ms`.
+    gaps: WordGaps,
     /// `Finalize` half-closed the stream: when it ends, its last partial becomes a final
     /// and a new stream takes the audio since.
     finalizing: bool,
@@ -175,6 +181,8 @@ where
             first_partial_sent: false,
             lagging: false,
             finalizing: false,
+            speech: None,
+            gaps: WordGaps::default(),
             episode: None,
             retry_at: None,
             flush_deadline: None,
@@ -444,6 +452,7 @@ where
             self.ctx.metrics.replay_buffer_bytes.clone(),
         );
         self.frames = FrameLog::new(limits.replay.as_millis() as u64);
+        self.speech = cfg.vad_events.then(|| SpeechDetector::new(backend_rate));
         self.config = cfg;
         self.phase = Phase::Streaming;
         tracing::info!("session started");
@@ -532,8 +541,29 @@ where
             // read buffer and a slice kept for replay would pin the whole buffer.
             _ => Bytes::copy_from_slice(&frame),
         };
+        let onset = self.speech.as_mut().and_then(|d| d.push(&chunk));
         self.accept(chunk, Instant::now());
-        Ok(())
+        if let Some(at_ms) = onset {
+            self.emit(Event::SpeechStarted { at_ms }).await?;
+        }
+        self.check_utterance_end().await
+    }
+
+    /// Sends `UtteranceEnd` when the words have paused for `utterance_end_ms` of audio
+    /// and no open partial holds words ([`cues::WordGaps`]).
+    async fn check_utterance_end(&mut self) -> Result<(), Outcome> {
+        let Some(gap) = self.config.utterance_end_ms else {
+            return Ok(());
+        };
+        let open_words = self
+            .last_partial
+            .as_ref()
+            .is_some_and(|p| !p.text.trim().is_empty());
+        let audio_ms = self.timeline.total_ms();
+        match self.gaps.check(audio_ms, u64::from(gap), open_words) {
+            Some(last_word_end_ms) => self.emit(Event::UtteranceEnd { last_word_end_ms }).await,
+            None => Ok(()),
+        }
     }
 
     /// Puts resampled audio (PCM16LE at the back end's rate) on the session timeline, in

@@ -59,6 +59,7 @@ where
                         .observe(now.saturating_duration_since(at).as_secs_f64());
                 }
             }
+            self.gaps.words_until(last_word_end_ms(&transcript));
             self.last_partial = Some(transcript.clone());
             self.emit(Event::Partial(transcript)).await?;
             metrics
@@ -85,6 +86,7 @@ where
                     .final_latency
                     .observe(now.saturating_duration_since(at).as_secs_f64());
             }
+            self.gaps.words_until(last_word_end_ms(&placed.transcript));
             self.emit(Event::Final(placed.transcript)).await?;
             metrics
                 .relay_overhead
@@ -162,4 +164,13 @@ where
         self.ticket.set_lagging(self.lagging);
         self.emit(Event::Status { state, message }).await
     }
+}
+
+/// Where a result's words end (session ms): its last word, or what it accounts for when it
+/// carries no word timings.
+fn last_word_end_ms(t: &crate::session::Transcript) -> u64 {
+    t.words
+        .as_ref()
+        .and_then(|w| w.last())
+        .map_or(t.timestamp_ms, |w| (w.end * 1000.0).round() as u64)
 }

@@ -576,6 +576,45 @@ async fn a_paced_source_waits_for_the_back_end_instead_of_overflowing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_utterance_end_follows_a_gap_in_the_words_once() {
+    let mut s = Setup::default().start();
+    s.send(Command::Start(StartConfig {
+        sample_rate: RATE,
+        utterance_end_ms: Some(1_000),
+        ..StartConfig::default()
+    }));
+    s.send(Command::Audio(audio(0, 1_000).into()));
+    let mut a = s.opened().await;
+    a.read(bytes(1_000)).await;
+    // Words up to 0.8 s, final.
+    a.answer(result(true, "hello", &[(100, 800)]));
+    assert!(matches!(s.next_result().await, Event::Final(_)));
+    // Audio runs on without words: at 1.8 s of audio the gap is 1 s.
+    for i in 0..4 {
+        s.send(Command::Audio(audio(1_000 + i * 250, 250).into()));
+    }
+    match s.next_result().await {
+        Event::UtteranceEnd { last_word_end_ms } => assert_eq!(last_word_end_ms, 800),
+        other => panic!("expected the utterance end, got {other:?}"),
+    }
+    // More silence: no second one; new words, then a gap: another.
+    s.send(Command::Audio(audio(2_000, 1_000).into()));
+    a.read(bytes(2_000)).await;
+    a.answer(result(false, "again", &[(2_100, 2_500)]));
+    assert!(matches!(s.next_result().await, Event::Partial(_)));
+    // An open partial with words holds the utterance end back, however long the audio.
+    s.send(Command::Audio(audio(3_000, 1_000).into()));
+    a.read(bytes(1_000)).await;
+    a.answer(result(true, "again", &[(2_100, 2_500)]));
+    assert!(matches!(s.next_result().await, Event::Final(_)));
+    s.send(Command::Audio(audio(4_000, 100).into()));
+    match s.next_result().await {
+        Event::UtteranceEnd { last_word_end_ms } => assert_eq!(last_word_end_ms, 2_500),
+        other => panic!("expected the second utterance end, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn when_every_back_end_keeps_failing_the_client_gets_model_unavailable() {
     let down = || {
         BackendError::new(
