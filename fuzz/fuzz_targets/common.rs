@@ -31,6 +31,7 @@ pub fn check_event(ev: &TranscriptEvent) {
                     start: w.start_ms as f64 / 1000.0,
                     end: w.end_ms as f64 / 1000.0,
                     confidence: w.confidence,
+                    speaker: w.speaker,
                 })
                 .collect(),
         ),

@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--keepalive", action="store_true")
     ap.add_argument("--realtime", action="store_true")
     ap.add_argument("--vad-events", action="store_true")
+    ap.add_argument("--diarize", action="store_true")
     ap.add_argument("--utterance-end-ms", type=int, default=0)
     ap.add_argument("--prerecorded", action="store_true")
     ap.add_argument("--multichannel", action="store_true")
@@ -67,6 +68,8 @@ def main() -> None:
         cues["vad_events"] = "true"
     if args.utterance_end_ms:
         cues["utterance_end_ms"] = str(args.utterance_end_ms)
+    if args.diarize:
+        cues["diarize"] = "true"
 
     def on_message(message) -> None:
         kind = type(message).__name__
@@ -81,6 +84,7 @@ def main() -> None:
                 duration=message.duration,
                 transcript=alt.transcript,
                 words=[[w.word, w.start, w.end] for w in alt.words],
+                speakers=[w.speaker for w in alt.words],
                 request_id=message.metadata.request_id,
             )
         elif kind == "ListenV1Metadata":
@@ -138,6 +142,8 @@ def prerecorded(client, args) -> None:
         options["multichannel"] = True
     if args.utterances:
         options["utterances"] = True
+    if args.diarize:
+        options["diarize"] = True
     if args.raw_linear16:
         with wave.open(args.wav, "rb") as w:
             body = w.readframes(w.getnframes())
@@ -175,7 +181,8 @@ def prerecorded(client, args) -> None:
                 "transcript": ch.alternatives[0].transcript,
                 "confidence": ch.alternatives[0].confidence,
                 "words": [
-                    [w.word, w.start, w.end, w.punctuated_word] for w in ch.alternatives[0].words
+                    [w.word, w.start, w.end, w.punctuated_word, w.speaker]
+                    for w in ch.alternatives[0].words
                 ],
             }
             for ch in response.results.channels
@@ -186,6 +193,7 @@ def prerecorded(client, args) -> None:
         out["utterances"] = [
             {
                 "channel": u.channel,
+                "speaker": u.speaker,
                 "start": u.start,
                 "end": u.end,
                 "transcript": u.transcript,

@@ -727,3 +727,48 @@ async fn speech_started_comes_from_the_gateways_vad() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn diarize_labels_words_by_speaker_live_and_in_files() {
+    let s = setup(1_000).await;
+    // Live: the double (asked for diarization) alternates speakers 1 and 2 every second;
+    // Deepgram numbers them from 0.
+    let report = sdk(&s.gw, &s.token, &["--diarize"]).await;
+    let finals: Vec<&Value> = of_class(&report, "ListenV1Results")
+        .into_iter()
+        .filter(|r| r["is_final"] == true)
+        .collect();
+    assert!(!finals.is_empty(), "{report}");
+    for f in &finals {
+        let words = f["words"].as_array().unwrap();
+        let speakers = f["speakers"].as_array().unwrap();
+        for (w, sp) in words.iter().zip(speakers) {
+            let second = (w[1].as_f64().unwrap() + 1e-6).floor() as u64;
+            assert_eq!(sp.as_u64(), Some(second % 2), "{w} {sp}: {report}");
+        }
+    }
+    // Without diarize, no speaker.
+    let plain = sdk(&s.gw, &s.token, &[]).await;
+    let any_speaker = of_class(&plain, "ListenV1Results")
+        .iter()
+        .flat_map(|r| r["speakers"].as_array().unwrap().clone())
+        .any(|sp| !sp.is_null());
+    assert!(!any_speaker, "{plain}");
+
+    // A file with utterances: a new utterance at each change of speaker.
+    let file = upload(&s.gw, &s.token, "hello.wav", &["--diarize", "--utterances"]).await;
+    let utterances = file["utterances"].as_array().expect("utterances");
+    assert_eq!(
+        utterances.len(),
+        5,
+        "one per second of the 4.1 s clip: {file}"
+    );
+    for (i, u) in utterances.iter().enumerate() {
+        assert_eq!(u["speaker"].as_u64(), Some(i as u64 % 2), "{file}");
+    }
+    let words = file["channels"][0]["words"].as_array().unwrap();
+    assert!(
+        words.iter().all(|w| w[4].is_u64()),
+        "every word has a speaker: {file}"
+    );
+}

@@ -365,12 +365,19 @@ impl RivaStreams for Service {
 /// Auto mode: a partial per chunk, a final every `final_every_ms` of stream audio and at
 /// half-close. A final's words tile the audio since the previous final in 100 ms words
 /// ("w<k>", k counted from the stream start), the last ending exactly at the audio received.
+/// With speaker diarization asked for, the words' speakers take turns every second.
 async fn auto_answer(mut s: DoubleStream, final_every_ms: u64, stats: Arc<Stats>) {
     let rate = s
         .config
         .config
         .as_ref()
         .map_or(16_000, |c| c.sample_rate_hertz.max(1)) as u64;
+    let diarize = s
+        .config
+        .config
+        .as_ref()
+        .and_then(|c| c.diarization_config.as_ref())
+        .is_some_and(|d| d.enable_speaker_diarization);
     let mut samples = 0u64;
     let mut last_final_ms = 0u64;
     let send_final = |from_ms: u64, to_ms: u64| {
@@ -390,7 +397,14 @@ async fn auto_answer(mut s: DoubleStream, final_every_ms: u64, stats: Arc<Stats>
             .join(" ");
         let refs: Vec<(&str, i32, i32)> =
             words.iter().map(|(w, a, b)| (w.as_str(), *a, *b)).collect();
-        final_result(&text, &refs, to_ms as f32 / 1000.0)
+        let mut result = final_result(&text, &refs, to_ms as f32 / 1000.0);
+        // With diarization asked for, speakers 1 and 2 take turns every second.
+        if diarize {
+            for w in &mut result.alternatives[0].words {
+                w.speaker_tag = (w.start_time / 1000) % 2 + 1;
+            }
+        }
+        result
     };
     loop {
         match s.inbound.recv().await {

@@ -44,6 +44,8 @@ pub struct RecognitionParams {
     /// Words or short phrases to favour, each with its boost (Riva's speech contexts);
     /// back ends without phrase boosting ignore them.
     pub phrases: Vec<(String, f32)>,
+    /// Label words by speaker (Riva's speaker diarization); back ends without it ignore it.
+    pub diarize: bool,
 }
 
 /// One word with times relative to the start of the back-end stream.
@@ -53,6 +55,8 @@ pub struct StreamWord {
     pub start_ms: u64,
     pub end_ms: u64,
     pub confidence: f32,
+    /// The speaker's label, when diarization is on and the back end gives one.
+    pub speaker: Option<u32>,
 }
 
 /// One result from the back end, times relative to the start of its stream.

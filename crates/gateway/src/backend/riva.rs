@@ -22,16 +22,19 @@ use super::proto::grpc::health::v1::{
 };
 use super::proto::nvidia::riva::AudioEncoding;
 use super::proto::nvidia::riva::asr::{
-    EndpointingConfig, RecognitionConfig, RivaSpeechRecognitionConfigRequest, SpeechContext,
-    StreamingRecognitionConfig, StreamingRecognitionResult, StreamingRecognizeRequest,
-    StreamingRecognizeResponse, riva_speech_recognition_client::RivaSpeechRecognitionClient,
-    streaming_recognize_request,
+    EndpointingConfig, RecognitionConfig, RivaSpeechRecognitionConfigRequest,
+    SpeakerDiarizationConfig, SpeechContext, StreamingRecognitionConfig,
+    StreamingRecognitionResult, StreamingRecognizeRequest, StreamingRecognizeResponse,
+    riva_speech_recognition_client::RivaSpeechRecognitionClient, streaming_recognize_request,
 };
 use super::{
     AudioStream, BackendError, EventStream, Health, RecognitionParams, SpeechBackend, StreamWord,
     TranscriptEvent,
 };
 use crate::config::{BackendUrl, RivaSettings};
+
+/// Most speakers Riva is asked to tell apart when a client asks for diarization.
+const MAX_SPEAKERS: i32 = 8;
 
 /// A Riva server, reached over `riva.connections` lazily connected channels.
 pub struct RivaBackend {
@@ -71,6 +74,10 @@ impl RivaBackend {
                 model: self.model.clone(),
                 custom_configuration: p.custom.iter().cloned().collect::<HashMap<_, _>>(),
                 speech_contexts: speech_contexts(&p.phrases),
+                diarization_config: p.diarize.then_some(SpeakerDiarizationConfig {
+                    enable_speaker_diarization: true,
+                    max_speaker_count: MAX_SPEAKERS,
+                }),
                 endpointing_config: p.endpointing_ms.map(|ms| EndpointingConfig {
                     stop_history: Some(ms as i32),
                     ..Default::default()
@@ -319,6 +326,8 @@ pub(crate) fn map_result(r: &StreamingRecognitionResult, received_at: Instant) -
                         start_ms: w.start_time.max(0) as u64,
                         end_ms: w.end_time.max(w.start_time).max(0) as u64,
                         confidence: w.confidence,
+                        // Riva labels speakers from 1; 0 means "no label".
+                        speaker: (w.speaker_tag > 0).then_some(w.speaker_tag as u32),
                     })
                     .collect()
             })
@@ -373,6 +382,7 @@ mod tests {
                 ("beta gamma".into(), 2.0),
                 ("delta".into(), 10.0),
             ],
+            diarize: true,
         }
     }
 
@@ -407,11 +417,19 @@ mod tests {
                 (vec!["delta".to_string()], 10.0)
             ]
         );
+        let diarization = rc.diarization_config.unwrap();
+        assert!(diarization.enable_speaker_diarization);
+        assert_eq!(diarization.max_speaker_count, MAX_SPEAKERS);
         let mut p = params();
         p.language = "de-DE".into();
         p.endpointing_ms = None;
+        p.diarize = false;
         let rc = b.streaming_config(&p).config.unwrap();
         assert_eq!(rc.language_code, "de-DE");
+        assert!(
+            rc.diarization_config.is_none(),
+            "no diarization unless asked"
+        );
         assert!(rc.endpointing_config.is_none());
     }
 
@@ -434,6 +452,7 @@ mod tests {
                         end_time: 450,
                         word: "world".into(),
                         confidence: 0.7,
+                        speaker_tag: 2,
                         ..Default::default()
                     },
                 ],
@@ -450,6 +469,7 @@ mod tests {
         assert_eq!(e.audio_processed_ms, Some(1250));
         assert_eq!(e.words[0].start_ms, 100);
         assert_eq!(e.words[0].end_ms, 400);
+        assert_eq!((e.words[0].speaker, e.words[1].speaker), (None, Some(2)));
         assert_eq!(
             e.words[1].end_ms, 500,
             "an end before the start is clamped to the start"

@@ -51,6 +51,8 @@ pub struct StartConfig {
     /// Send [`Event::UtteranceEnd`] after a gap this long in the words (Deepgram's
     /// `utterance_end_ms`).
     pub utterance_end_ms: Option<u32>,
+    /// Label words by speaker (Deepgram's `diarize`; Riva's speaker diarization).
+    pub diarize: bool,
 }
 
 impl Default for StartConfig {
@@ -70,6 +72,7 @@ impl Default for StartConfig {
             paced: false,
             vad_events: false,
             utterance_end_ms: None,
+            diarize: false,
         }
     }
 }
@@ -104,6 +107,8 @@ pub struct Word {
     pub start: f64,
     pub end: f64,
     pub confidence: f32,
+    /// The speaker's label (diarization), when the back end gives one.
+    pub speaker: Option<u32>,
 }
 
 /// A partial or final hypothesis in session time.

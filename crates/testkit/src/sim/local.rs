@@ -86,6 +86,7 @@ pub fn params() -> RecognitionParams {
         endpointing_ms: None,
         custom: Vec::new(),
         phrases: Vec::new(),
+        diarize: false,
     }
 }
 

@@ -214,6 +214,7 @@ fn parse_words(json: &[u8]) -> Result<Vec<StreamWord>, TensorError> {
                 start_ms: start,
                 end_ms: ((w.end.max(0.0) * 1000.0).round() as u64).max(start),
                 confidence: w.confidence.unwrap_or(0.0),
+                speaker: None,
             }
         })
         .collect())

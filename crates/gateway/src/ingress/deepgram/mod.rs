@@ -39,7 +39,6 @@ pub const IGNORED_PARAMETERS: &[&str] = &[
     "callback",
     "callback_method",
     "detect_entities",
-    "diarize",
     "diarize_model",
     "dictation",
     "extra",
@@ -242,6 +241,7 @@ impl Settings {
                 }
                 "interim_results" => config.interim_results = flag(&key, &value)?,
                 "vad_events" => config.vad_events = flag(&key, &value)?,
+                "diarize" => config.diarize = flag(&key, &value)?,
                 "utterance_end_ms" => {
                     let ms = value
                         .trim()
@@ -381,6 +381,7 @@ impl Deepgram {
                 start: w.start,
                 end: w.end,
                 confidence: w.confidence,
+                speaker: w.speaker.map(|s| s.saturating_sub(1)),
             })
             .collect();
         let end = if is_final {
@@ -454,6 +455,9 @@ struct ResultWord<'a> {
     start: f64,
     end: f64,
     confidence: f32,
+    /// Deepgram numbers speakers from 0; Riva from 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    speaker: Option<u32>,
 }
 
 #[derive(Serialize)]

@@ -284,6 +284,9 @@ struct FileWord {
     end: f64,
     confidence: f32,
     punctuated_word: String,
+    /// Deepgram numbers speakers from 0; Riva from 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    speaker: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -292,6 +295,9 @@ struct Utterance {
     end: f64,
     confidence: f32,
     channel: usize,
+    /// The speaker of the utterance's first word (with `diarize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    speaker: Option<u32>,
     transcript: String,
     words: Vec<FileWord>,
     id: String,
@@ -307,6 +313,7 @@ fn words_of(t: &Transcript) -> Vec<FileWord> {
             end: w.end,
             confidence: w.confidence,
             punctuated_word: w.word.clone(),
+            speaker: w.speaker.map(|s| s.saturating_sub(1)),
         })
         .collect()
 }
@@ -335,7 +342,7 @@ fn channel(r: &FileTranscript) -> Channel {
 }
 
 /// Utterances of every channel, in time order: each final, split further where its words
-/// are more than `split` seconds apart.
+/// are more than `split` seconds apart or the speaker changes.
 fn utterances(results: &[FileTranscript], split: f64) -> Vec<Utterance> {
     let mut out = Vec::new();
     for (channel, r) in results.iter().enumerate() {
@@ -358,7 +365,11 @@ fn utterances(results: &[FileTranscript], split: f64) -> Vec<Utterance> {
             }
             let mut group: Vec<FileWord> = Vec::new();
             for w in words {
-                if group.last().is_some_and(|last| w.start - last.end > split) {
+                // A pause longer than `split`, or another speaker, starts a new one.
+                if group
+                    .last()
+                    .is_some_and(|last| w.start - last.end > split || last.speaker != w.speaker)
+                {
                     out.push(from_words(channel, std::mem::take(&mut group)));
                 }
                 group.push(w);
@@ -395,6 +406,7 @@ fn utterance(
         end,
         confidence,
         channel,
+        speaker: words.first().and_then(|w| w.speaker),
         transcript,
         words,
         id: uuid::Uuid::new_v4().to_string(),
@@ -420,6 +432,7 @@ mod tests {
                         start,
                         end,
                         confidence: 0.8,
+                        speaker: None,
                     })
                     .collect(),
             ),

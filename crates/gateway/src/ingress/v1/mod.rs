@@ -203,6 +203,7 @@ mod tests {
                 start: 0.0,
                 end: 0.30000001,
                 confidence: 0.5,
+                speaker: None,
             }]),
         };
         let p = json(encode(&Event::Partial(t.clone())));

@@ -470,6 +470,7 @@ where
             endpointing_ms: self.config.endpointing_ms,
             custom: self.config.custom.clone(),
             phrases: self.config.phrases.clone(),
+            diarize: self.config.diarize,
         }
     }
 

@@ -307,6 +307,7 @@ fn result(is_final: bool, text: &str, words: &[(u64, u64)]) -> TranscriptEvent {
                 start_ms,
                 end_ms,
                 confidence: 0.9,
+                speaker: None,
             })
             .collect(),
         received_at: Instant::now(),

@@ -89,6 +89,7 @@ impl Timeline {
                     start: (offset_ms + w.start_ms) as f64 / 1000.0,
                     end: (offset_ms + w.end_ms) as f64 / 1000.0,
                     confidence: w.confidence,
+                    speaker: w.speaker,
                 })
                 .collect()
         });
@@ -148,6 +149,7 @@ mod tests {
                     start_ms,
                     end_ms,
                     confidence: 0.9,
+                    speaker: None,
                 })
                 .collect(),
             received_at: Instant::now(),
