@@ -1,7 +1,9 @@
 //! Runs chaos scenarios against real processes: `sim-backend` processes (killed with
 //! SIGKILL, restarted, misbehaving), the fault-injecting proxy in front of some of them,
 //! and the gateway itself as a child process, with marker-audio clients streaming at
-//! real time through its v1 contract.
+//! real time through its v1 contract or, if the scenario says `dialect = "deepgram"`, its
+//! Deepgram-compatible one (`/v1/listen`). Only the wire differs ([`Dialect`]'s methods
+//! below); the session loop and the judging are the same for both.
 //!
 //! Marker audio names itself (block `k` → word `w{k}` at the zero-compute back end), so
 //! the fault-free transcript is known by construction: `w1 … wN` for N blocks sent. A
@@ -21,7 +23,8 @@ use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::report::ScenarioReport;
-use super::scenario::{Action, BackendSpec, Scenario};
+use super::scenario::{Action, BackendSpec, Dialect, Scenario};
+use crate::client::deepgram;
 use sgw_testkit::proxy::{Fault, FaultProxy};
 use sgw_testkit::sim::marker::{marker_audio, marker_word};
 use speech_gateway::config::BackendProtocol;
@@ -65,7 +68,8 @@ pub enum SessionEnd {
     Refused {
         status: u16,
     },
-    /// Closed without the contract's goodbye (no error, not 1000).
+    /// Closed without the contract's goodbye: no error, and not 1000 (or, Deepgram, 1000
+    /// without `Metadata` before it).
     Dropped {
         close: Option<u16>,
     },
@@ -287,7 +291,8 @@ async fn run_one(programs: &Programs, s: &Scenario, out: &Path) -> anyhow::Resul
     wait_up(gw_addr, &mut gateway).await?;
 
     let blocks = (s.audio.as_millis() as u64 / BLOCK_MS) as usize;
-    let ws_url = format!("ws://{gw_addr}/v1/audio/stream");
+    let dialect = s.dialect;
+    let ws_url = dialect.url(gw_addr);
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..s.sessions {
@@ -295,7 +300,7 @@ async fn run_one(programs: &Programs, s: &Scenario, out: &Path) -> anyhow::Resul
         let delay = s.stagger * i as u32;
         clients.spawn(async move {
             tokio::time::sleep(delay).await;
-            run_session(&url, blocks).await
+            run_session(dialect, &url, blocks).await
         });
     }
     let mut faults = s.faults.clone();
@@ -383,9 +388,93 @@ async fn wait_up(addr: SocketAddr, gateway: &mut Child) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One client: marker audio at real time in 100 ms frames, then `end`, reading
-/// everything until the close.
-pub async fn run_session(url: &str, blocks: usize) -> SessionResult {
+/// A server text message as the session loop reads it, whatever the dialect.
+#[derive(Debug, PartialEq)]
+enum Heard {
+    /// A final's text (marker words).
+    Final(String),
+    /// A status notice's state (`failover`, `audio_gap`, …).
+    Status(String),
+    /// An error; `recoverable` is `None` when the message does not say (Deepgram): then
+    /// the close decides (1000: it was not fatal).
+    Error {
+        code: String,
+        recoverable: Option<bool>,
+    },
+    /// The message the contract sends just before a normal close (Deepgram's `Metadata`).
+    Goodbye,
+    Other,
+}
+
+/// The wire: where a client connects, what it says first and last, how it reads the
+/// server. Everything else about a chaos session is the same in every dialect.
+impl Dialect {
+    fn url(self, gw: SocketAddr) -> String {
+        match self {
+            Dialect::V1 => format!("ws://{gw}/v1/audio/stream"),
+            Dialect::Deepgram => deepgram::live_url(&format!("ws://{gw}"), "default", SAMPLE_RATE),
+        }
+    }
+
+    /// The first message (Deepgram takes its settings from the URL).
+    fn opening(self) -> Option<Message> {
+        match self {
+            Dialect::V1 => {
+                let start = ClientMessage::Start {
+                    config: Some(StartSettings {
+                        sample_rate: Some(SAMPLE_RATE),
+                        ..StartSettings::default()
+                    }),
+                };
+                Some(Message::Text(start.to_text().into()))
+            }
+            Dialect::Deepgram => None,
+        }
+    }
+
+    /// After the audio: flush and close.
+    fn closing(self) -> Message {
+        match self {
+            Dialect::V1 => Message::Text(ClientMessage::End.to_text().into()),
+            Dialect::Deepgram => Message::Text(deepgram::CLOSE_STREAM.into()),
+        }
+    }
+
+    /// Whether a normal close must follow [`Heard::Goodbye`].
+    fn needs_goodbye(self) -> bool {
+        self == Dialect::Deepgram
+    }
+
+    fn hear(self, text: &str) -> Heard {
+        match self {
+            Dialect::V1 => match ServerMessage::parse(text) {
+                Some(ServerMessage::Final(f)) => Heard::Final(f.text.into_owned()),
+                Some(ServerMessage::Status(st)) => Heard::Status(st.state.into_owned()),
+                Some(ServerMessage::Error(e)) => Heard::Error {
+                    code: e.code.into_owned(),
+                    recoverable: Some(e.recoverable),
+                },
+                _ => Heard::Other,
+            },
+            Dialect::Deepgram => match deepgram::ServerMessage::parse(text) {
+                Some(deepgram::ServerMessage::Results(r)) if r.is_final => {
+                    Heard::Final(r.transcript().to_string())
+                }
+                Some(deepgram::ServerMessage::GatewayStatus { state }) => Heard::Status(state),
+                Some(deepgram::ServerMessage::Error { code }) => Heard::Error {
+                    code,
+                    recoverable: None,
+                },
+                Some(deepgram::ServerMessage::Metadata {}) => Heard::Goodbye,
+                _ => Heard::Other,
+            },
+        }
+    }
+}
+
+/// One client: marker audio at real time in 100 ms frames, then the dialect's end
+/// (`end` / `CloseStream`), reading everything until the close.
+pub async fn run_session(dialect: Dialect, url: &str, blocks: usize) -> SessionResult {
     let mut result = SessionResult {
         end: SessionEnd::Hung,
         blocks_sent: blocks,
@@ -414,20 +503,15 @@ pub async fn run_session(url: &str, blocks: usize) -> SessionResult {
     let frame_bytes = (u64::from(SAMPLE_RATE) * FRAME_MS / 1000 * 2) as usize;
     let writer = async move {
         let send_all = async {
-            let start = ClientMessage::Start {
-                config: Some(StartSettings {
-                    sample_rate: Some(SAMPLE_RATE),
-                    ..StartSettings::default()
-                }),
-            };
-            tx.send(Message::Text(start.to_text().into())).await?;
+            if let Some(opening) = dialect.opening() {
+                tx.send(opening).await?;
+            }
             let t0 = tokio::time::Instant::now();
             for (i, frame) in audio.chunks(frame_bytes).enumerate() {
                 tokio::time::sleep_until(t0 + Duration::from_millis(FRAME_MS * i as u64)).await;
                 tx.send(Message::Binary(frame.to_vec().into())).await?;
             }
-            tx.send(Message::Text(ClientMessage::End.to_text().into()))
-                .await
+            tx.send(dialect.closing()).await
         };
         // A send fails once the gateway has closed: the reader reports why.
         let _: Result<(), _> = send_all.await;
@@ -437,7 +521,11 @@ pub async fn run_session(url: &str, blocks: usize) -> SessionResult {
     let audio_ms = blocks as u64 * BLOCK_MS;
     let reader = async {
         let mut words: Vec<u16> = Vec::new();
+        // A fatal error's code (v1 says which are); Deepgram's errors do not say, so the
+        // close decides (`maybe_error`).
         let mut error_code: Option<String> = None;
+        let mut maybe_error: Option<String> = None;
+        let mut goodbye = false;
         let mut last = Instant::now();
         let t0 = Instant::now();
         let end = loop {
@@ -450,34 +538,39 @@ pub async fn run_session(url: &str, blocks: usize) -> SessionResult {
             }
             last = now;
             match msg {
-                Some(Ok(Message::Text(t))) => match ServerMessage::parse(t.as_str()) {
-                    Some(ServerMessage::Final(f)) => words.extend(
-                        f.text
-                            .split_whitespace()
-                            .map(|w| marker_word(w).unwrap_or(0)),
-                    ),
-                    Some(ServerMessage::Status(st)) if st.state == "failover" => {
-                        result.failover_statuses += 1
+                Some(Ok(Message::Text(t))) => match dialect.hear(t.as_str()) {
+                    Heard::Final(text) => {
+                        words.extend(text.split_whitespace().map(|w| marker_word(w).unwrap_or(0)))
                     }
-                    Some(ServerMessage::Status(st)) if st.state == "audio_gap" => {
-                        result.audio_gap_statuses += 1
-                    }
-                    Some(ServerMessage::Error(e)) if !e.recoverable => {
-                        error_code = Some(e.code.into_owned());
-                    }
+                    Heard::Status(state) if state == "failover" => result.failover_statuses += 1,
+                    Heard::Status(state) if state == "audio_gap" => result.audio_gap_statuses += 1,
+                    Heard::Error {
+                        code,
+                        recoverable: Some(false),
+                    } => error_code = Some(code),
+                    Heard::Error {
+                        code,
+                        recoverable: None,
+                    } => maybe_error = Some(code),
+                    Heard::Goodbye => goodbye = true,
                     _ => {}
                 },
                 Some(Ok(Message::Close(frame))) => {
                     let code = frame.map(|f| u16::from(f.code));
-                    break match (&error_code, code) {
-                        (Some(c), _) => SessionEnd::Failed { code: c.clone() },
-                        (None, Some(1000)) => SessionEnd::Completed,
-                        (None, close) => SessionEnd::Dropped { close },
+                    break if let Some(c) = &error_code {
+                        SessionEnd::Failed { code: c.clone() }
+                    } else if code == Some(1000) && (goodbye || !dialect.needs_goodbye()) {
+                        SessionEnd::Completed
+                    } else if let (Some(c), false) = (&maybe_error, code == Some(1000)) {
+                        // Not a normal close: the error was fatal.
+                        SessionEnd::Failed { code: c.clone() }
+                    } else {
+                        SessionEnd::Dropped { close: code }
                     };
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
-                    break match &error_code {
+                    break match error_code.as_ref().or(maybe_error.as_ref()) {
                         Some(c) => SessionEnd::Failed { code: c.clone() },
                         None => SessionEnd::Dropped { close: None },
                     };
@@ -662,6 +755,46 @@ pub fn load_scenarios(path: &Path, only: &[String]) -> anyhow::Result<Vec<Scenar
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_dialects_are_heard_alike() {
+        let v1 = [
+            r#"{"type":"final","text":"w1 w2","confidence":1.0,"is_end_of_utterance":true,"timestamp_ms":1000,"duration_ms":1000}"#,
+            r#"{"type":"partial","text":"w3","confidence":0.0,"timestamp_ms":1500}"#,
+            r#"{"type":"status","state":"failover","message":"m"}"#,
+            r#"{"type":"error","code":"MODEL_UNAVAILABLE","message":"m","recoverable":false}"#,
+        ];
+        let deepgram = [
+            r#"{"type":"Results","is_final":true,"channel":{"alternatives":[{"transcript":"w1 w2"}]}}"#,
+            r#"{"type":"Results","is_final":false,"channel":{"alternatives":[{"transcript":"w3"}]}}"#,
+            r#"{"type":"GatewayStatus","state":"failover","message":"m"}"#,
+            r#"{"type":"Error","code":"MODEL_UNAVAILABLE","description":"m"}"#,
+        ];
+        let heard = |d: Dialect, m: &[&str]| m.iter().map(|t| d.hear(t)).collect::<Vec<_>>();
+        let (a, b) = (heard(Dialect::V1, &v1), heard(Dialect::Deepgram, &deepgram));
+        assert_eq!(a[..3], b[..3]);
+        assert_eq!(a[0], Heard::Final("w1 w2".into()));
+        assert_eq!(a[1], Heard::Other);
+        assert_eq!(a[2], Heard::Status("failover".into()));
+        assert!(matches!(
+            &a[3],
+            Heard::Error {
+                recoverable: Some(false),
+                ..
+            }
+        ));
+        assert!(matches!(
+            &b[3],
+            Heard::Error {
+                recoverable: None,
+                ..
+            }
+        ));
+        assert_eq!(
+            Dialect::Deepgram.hear(r#"{"type":"Metadata","duration":8.0}"#),
+            Heard::Goodbye
+        );
+    }
 
     #[test]
     fn compare_finds_lost_repeated_and_foreign_words() {

@@ -25,6 +25,10 @@ pub struct Scenario {
     /// Delay between session starts.
     #[serde(with = "humantime_serde", default = "default_stagger")]
     pub stagger: Duration,
+    /// The client contract every session speaks: `v1` (`/v1/audio/stream`, the default)
+    /// or `deepgram` (`/v1/listen`).
+    #[serde(default)]
+    pub dialect: Dialect,
     /// Marker audio each session streams at real time.
     #[serde(with = "humantime_serde")]
     pub audio: Duration,
@@ -42,6 +46,17 @@ pub struct Scenario {
 
 fn default_stagger() -> Duration {
     Duration::from_millis(100)
+}
+
+/// The WebSocket contract the clients speak; the marker audio and its judging are the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// The gateway's own contract, `/v1/audio/stream`.
+    #[default]
+    V1,
+    /// Deepgram's live streaming contract, `/v1/listen`.
+    Deepgram,
 }
 
 /// One zero-compute back-end process (`sim-backend`).

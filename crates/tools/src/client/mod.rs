@@ -1,16 +1,19 @@
 //! Client tools that speak the gateway's WebSocket contract (v1): the `transcribe`
-//! command and the pieces it is built from.
+//! command and the pieces it is built from; and a minimal client side of the
+//! Deepgram-compatible live dialect, for the chaos suite.
 //!
 //! | module | role |
 //! |---|---|
 //! | [`connect`] | opening a `ws://` / `wss://` socket with a bearer token (and a CA file) |
 //! | [`wav`] | PCM16 mono WAV reading (and writing, for tests) |
+//! | [`deepgram`] | `/v1/listen`: the URL, `CloseStream`, the server messages a client reads |
 //! | [`events`] | server messages of contract v1, parsed leniently |
 //! | [`transcribe`] | streams a WAV file to the gateway, paced, and reports what came back |
 //! | [`latency`] | the client-side latency rules and nearest-rank percentiles |
 //! | [`render`] | terminal output: the in-place partial line and the latency table |
 
 pub mod connect;
+pub mod deepgram;
 pub mod events;
 pub mod latency;
 pub mod render;
