@@ -22,6 +22,7 @@ fi
 
 step "python test venv (tests/conformance/requirements.txt)"
 bash scripts/py-env.sh >/dev/null
+bash scripts/py-env-agents.sh >/dev/null
 
 step "local Triton (scripts/local-triton.sh)"
 started_triton=0

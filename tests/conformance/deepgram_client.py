@@ -59,8 +59,9 @@ def main() -> None:
 
     with wave.open(args.wav, "rb") as w:
         rate = w.getframerate()
+        nchannels = w.getnchannels()
         pcm = w.readframes(w.getnframes())
-    chunk = rate // 10 * 2
+    chunk = rate // 10 * 2 * nchannels
 
     messages = []
     cues = {}
@@ -70,6 +71,10 @@ def main() -> None:
         cues["utterance_end_ms"] = str(args.utterance_end_ms)
     if args.diarize:
         cues["diarize"] = "true"
+    if nchannels > 1:
+        cues["channels"] = str(nchannels)
+        if args.multichannel:
+            cues["multichannel"] = "true"
 
     def on_message(message) -> None:
         kind = type(message).__name__
@@ -85,6 +90,7 @@ def main() -> None:
                 transcript=alt.transcript,
                 words=[[w.word, w.start, w.end] for w in alt.words],
                 speakers=[w.speaker for w in alt.words],
+                channel_index=message.channel_index,
                 request_id=message.metadata.request_id,
             )
         elif kind == "ListenV1Metadata":

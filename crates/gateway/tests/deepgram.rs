@@ -192,7 +192,7 @@ async fn bad_settings_are_refused_in_deepgrams_shape_and_bad_messages_answered_i
     for (query, needle) in [
         ("encoding=opus", "encoding `opus`"),
         ("sample_rate=0", "sample_rate"),
-        ("channels=3", "channels"),
+        ("channels=9", "channels"),
         ("interim_results=maybe", "interim_results"),
         ("endpointing=5", "endpointing"),
         ("keywords=alpha:lots", "keywords"),
@@ -771,4 +771,151 @@ async fn diarize_labels_words_by_speaker_live_and_in_files() {
         words.iter().all(|w| w[4].is_u64()),
         "every word has a speaker: {file}"
     );
+}
+
+/// A WAV file of `channels` interleaved planes of PCM16 at 16 kHz.
+fn wav_file(path: &std::path::Path, planes: &[Vec<i16>]) {
+    let channels = planes.len() as u16;
+    let frames = planes[0].len();
+    let mut data = Vec::with_capacity(frames * planes.len() * 2);
+    for i in 0..frames {
+        for p in planes {
+            data.extend_from_slice(&p[i].to_le_bytes());
+        }
+    }
+    let mut file = Vec::new();
+    file.extend_from_slice(b"RIFF");
+    file.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    file.extend_from_slice(b"WAVEfmt ");
+    file.extend_from_slice(&16u32.to_le_bytes());
+    file.extend_from_slice(&1u16.to_le_bytes());
+    file.extend_from_slice(&channels.to_le_bytes());
+    file.extend_from_slice(&16_000u32.to_le_bytes());
+    file.extend_from_slice(&(32_000 * u32::from(channels)).to_le_bytes());
+    file.extend_from_slice(&(2 * channels).to_le_bytes());
+    file.extend_from_slice(&16u16.to_le_bytes());
+    file.extend_from_slice(b"data");
+    file.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    file.extend_from_slice(&data);
+    std::fs::write(path, file).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_multichannel_transcribes_each_channel_as_its_own_session() {
+    let s = setup(1_000).await;
+    let clip = std::fs::read(sgw_testkit::repo().join("samples/hello.wav")).unwrap();
+    let left: Vec<i16> = clip[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let right: Vec<i16> = left.iter().rev().copied().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("stereo.wav");
+    wav_file(&wav, &[left, right]);
+
+    let report = sgw_testkit::deepgram_sdk(
+        &format!("ws://{}", s.gw.addr),
+        &s.token,
+        &wav,
+        &["--multichannel"],
+    )
+    .await;
+    let results = of_class(&report, "ListenV1Results");
+    for channel in 0..2u64 {
+        let finals: Vec<&&Value> = results
+            .iter()
+            .filter(|r| r["is_final"] == true && r["channel_index"][0] == channel)
+            .collect();
+        assert!(finals.len() >= 4, "channel {channel}: {report}");
+        assert!(finals.iter().all(|r| r["channel_index"][1] == 2));
+        let end = finals
+            .iter()
+            .map(|r| r["start"].as_f64().unwrap() + r["duration"].as_f64().unwrap())
+            .fold(0.0, f64::max);
+        assert!(
+            (end - CLIP_SECONDS).abs() < 0.01,
+            "channel {channel}: {end}"
+        );
+    }
+    let metadata = of_class(&report, "ListenV1Metadata");
+    assert_eq!(
+        metadata.len(),
+        1,
+        "one Metadata for the connection: {report}"
+    );
+    assert_eq!(metadata[0]["channels"], 2);
+    assert!((metadata[0]["duration"].as_f64().unwrap() - CLIP_SECONDS).abs() < 0.001);
+    s.gw.wait_metric(
+        "sgw_sessions_total{dialect=\"deepgram\",outcome=\"completed\"}",
+        2.0,
+    )
+    .await;
+
+    // channels=2 without multichannel: the channels are mixed into one session.
+    let mixed =
+        sgw_testkit::deepgram_sdk(&format!("ws://{}", s.gw.addr), &s.token, &wav, &[]).await;
+    let indexes: std::collections::HashSet<String> = of_class(&mixed, "ListenV1Results")
+        .iter()
+        .map(|r| r["channel_index"].to_string())
+        .collect();
+    assert_eq!(indexes.len(), 1, "{mixed}");
+    assert!(indexes.contains("[0,1]"), "{indexes:?}");
+    assert_eq!(of_class(&mixed, "ListenV1Metadata")[0]["channels"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multichannel_message_of_broken_frames_is_answered_in_band() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = setup(1_000).await;
+    let url = format!(
+        "ws://{}/v1/listen?model=default&channels=2&multichannel=true",
+        s.gw.addr
+    );
+    let auth = format!("Token {}", s.token);
+    let mut ws = sgw_testkit::attempt(&url, &[("authorization", auth.as_str())])
+        .await
+        .expect("accepted");
+    // 3 bytes: not a whole stereo frame (4 bytes).
+    ws.send(Message::Binary(vec![0u8; 3].into())).await.unwrap();
+    ws.send(Message::Binary(vec![0u8; 6_400].into()))
+        .await
+        .unwrap();
+    ws.send(Message::Text(r#"{"type":"CloseStream"}"#.into()))
+        .await
+        .unwrap();
+    let mut errors = 0;
+    let mut metadata = 0;
+    let mut close = None;
+    while let Some(Ok(m)) = ws.next().await {
+        match m {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                match v["type"].as_str() {
+                    Some("Error") => {
+                        errors += 1;
+                        assert!(
+                            v["description"]
+                                .as_str()
+                                .unwrap()
+                                .contains("whole sample frames"),
+                            "{v}"
+                        );
+                    }
+                    Some("Metadata") => metadata += 1,
+                    _ => {}
+                }
+            }
+            Message::Close(f) => {
+                close = f.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    // Each channel's session says so (the message was not transcribed), and the
+    // connection goes on to its Metadata and a clean close.
+    assert_eq!(errors, 2);
+    assert_eq!(metadata, 1);
+    assert_eq!(close, Some(1000));
 }

@@ -139,6 +139,26 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     /// such message). [`Event::Close`] renders the close frame.
     fn encode(&self, ev: &Event) -> Vec<Message>;
 
+    /// Channels the client's audio interleaves. With more than one, each channel is a
+    /// session of its own (the socket fans out, [`Dialect::decode_channels`] splits the
+    /// messages and [`Dialect::encode_channel`] renders each channel's events).
+    fn channels(&self) -> usize {
+        1
+    }
+
+    /// One message of a multichannel connection as commands for channels (`None`: every
+    /// channel, e.g. a control message). Called only when [`Dialect::channels`] > 1.
+    fn decode_channels(&self, msg: Message) -> Vec<(Option<usize>, Command)> {
+        self.decode(msg).map(|c| (None, c)).collect()
+    }
+
+    /// An event of channel `channel`'s session (multichannel); the connection's close is
+    /// rendered once, by [`Dialect::encode`].
+    fn encode_channel(&self, channel: usize, ev: &Event) -> Vec<Message> {
+        let _ = channel;
+        self.encode(ev)
+    }
+
     /// The body of a refusal before the upgrade, in the dialect's error shape.
     fn error_body(kind: ErrorKind, message: &str) -> serde_json::Value;
 

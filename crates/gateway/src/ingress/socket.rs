@@ -2,8 +2,15 @@
 //! the transport's limits, and runs the session engine with the dialect's codec between
 //! the socket and the engine; at the end it closes the socket with the write deadline and
 //! reads briefly for the client's close, so the last messages are not lost to a reset.
+//!
+//! A dialect whose client interleaves several channels ([`Dialect::channels`] > 1) gets
+//! one session per channel on the one socket ([`run_channels`]): each holds an admission
+//! place, the client's messages are split between them, their events are written as they
+//! come, and the connection closes once every channel's session has — or at once when one
+//! fails.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
@@ -15,10 +22,10 @@ use super::dialect::{Decoded, Dialect, Upgrade};
 use super::{AppState, WS_READ_BUFFER, gate, transport_limit};
 use crate::resilience::admission::Ticket;
 use crate::security::tls::PeerAddr;
-use crate::session::{self, Command, ErrorKind, SessionContext, SessionError};
+use crate::session::{self, CloseCause, Command, ErrorKind, Event, SessionContext, SessionError};
 
 /// How long a closed session waits for the client's close frame.
-const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// The session endpoint of dialect `D` (see [`gate`] for what is checked before the
 /// upgrade).
@@ -43,6 +50,27 @@ pub async fn endpoint<D: Dialect>(
         Err(e) => return gate::bad_request::<D>(&state, &e),
     };
     let (ticket, key, places) = admitted.into_parts();
+    // A multichannel connection holds one admission place per channel.
+    let mut tickets = vec![ticket];
+    for _ in 1..codec.channels() {
+        match state.admission.admit() {
+            Some(t) => tickets.push(t),
+            None => {
+                let retry_after = gate::retry_after_secs(&state);
+                state.ctx.metrics.rejected("global_limit");
+                return gate::refusal::<D>(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    Some(retry_after),
+                    ErrorKind::RateLimitExceeded,
+                    &format!(
+                        "the gateway has no place for {} sessions (one per channel); retry \
+                         after {retry_after} s",
+                        codec.channels()
+                    ),
+                );
+            }
+        }
+    }
     let limit = transport_limit(&state.config);
     ws.protocols(D::SUBPROTOCOLS.iter().copied())
         .max_message_size(limit)
@@ -58,7 +86,12 @@ pub async fn endpoint<D: Dialect>(
             let tracker = state.sessions.clone();
             tracker.track_future(async move {
                 let _places = places;
-                run(socket, state.ctx, ticket, key, limit, codec).await
+                if tickets.len() > 1 {
+                    run_channels(socket, state.ctx, tickets, key, limit, codec).await
+                } else {
+                    let ticket = tickets.pop().expect("one ticket");
+                    run(socket, state.ctx, ticket, key, limit, codec).await
+                }
             })
         })
 }
@@ -104,12 +137,156 @@ async fn run<D: Dialect>(
         // It does not read: nothing more can reach it. Dropping the socket closes it.
         return;
     }
-    // Closing handshake. Our close frame (or, when the client closed first, the echo of
-    // its close frame that the WebSocket layer queued) goes out now, within the write
-    // deadline; then read (and discard) until the client's close, briefly. Dropping a
-    // socket with unread input makes the kernel reset the connection, and the client
-    // would lose the last messages (the final, or the error that explains the close).
-    let _ = tokio::time::timeout(write_timeout, events.close()).await;
+    close_and_linger::<Event, _, _>(&mut events, &mut commands, write_timeout).await;
+}
+
+/// Events queued from the channels' sessions to the writer, and commands queued to each
+/// session: small, so a client that does not read holds back its sessions (which then
+/// hit the write deadline), and one that floods holds back its own reading.
+const CHANNEL_QUEUE: usize = 16;
+
+/// A multichannel connection: one session per channel (each already holds its admission
+/// ticket). A reader splits the client's messages between the sessions, a writer sends
+/// their events; the connection closes when every session has closed, or at once with
+/// the first that fails.
+async fn run_channels<D: Dialect>(
+    socket: WebSocket,
+    ctx: Arc<SessionContext>,
+    tickets: Vec<Ticket>,
+    key: Option<Arc<str>>,
+    limit: usize,
+    codec: D,
+) {
+    let codec = Arc::new(codec);
+    let channels = tickets.len();
+    let write_timeout = ctx.limits.write_timeout;
+    let (mut sink, mut input) = socket.split();
+    let (event_tx, mut event_rx) = futures::channel::mpsc::channel::<(usize, Event)>(CHANNEL_QUEUE);
+    let mut command_txs = Vec::with_capacity(channels);
+    let mut sessions = Vec::with_capacity(channels);
+    for (channel, ticket) in tickets.into_iter().enumerate() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Command>(CHANNEL_QUEUE);
+        command_txs.push(tx);
+        let commands =
+            stream::iter(codec.opening()).chain(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let events = event_tx.clone().with(move |ev| {
+            future::ready(Ok::<_, futures::channel::mpsc::SendError>((channel, ev)))
+        });
+        sessions.push(tokio::spawn(session::run(
+            ctx.clone(),
+            D::NAME,
+            ticket,
+            key.clone(),
+            Box::pin(commands),
+            Box::pin(events),
+        )));
+    }
+    drop(event_tx);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let reader = async {
+        let txs = command_txs;
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                next = input.next() => next,
+            };
+            let commands = match next {
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(m)) => codec.decode_channels(m),
+                Some(Err(e)) => {
+                    if let Some(err) = read_error(e, limit) {
+                        for tx in &txs {
+                            // Full queue: that session is busy ending anyway.
+                            let _ = tx.try_send(Command::Reject(err.clone()));
+                        }
+                    }
+                    break;
+                }
+            };
+            // A send waits while that session's queue is full (the client's reading is
+            // held back), but not past the end of the connection.
+            let deliver = async {
+                for (target, command) in commands {
+                    match target {
+                        Some(channel) => {
+                            if let Some(tx) = txs.get(channel) {
+                                let _ = tx.send(command).await;
+                            }
+                        }
+                        None => {
+                            for tx in &txs {
+                                let _ = tx.send(command.clone()).await;
+                            }
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = deliver => {}
+            }
+        }
+        // Dropping the senders tells the sessions the client is gone (they end as
+        // `client_gone` unless they already closed).
+        drop(txs);
+    };
+    let writer = async {
+        let _stop = stop.clone().drop_guard();
+        let mut open = channels;
+        let mut cause: Option<CloseCause> = None;
+        while let Some((channel, ev)) = event_rx.next().await {
+            if let Event::Close(c) = ev {
+                open -= 1;
+                let failed = matches!(c, CloseCause::Error(_));
+                if failed || cause.is_none() || c == CloseCause::GoingAway {
+                    cause = Some(c);
+                }
+                if failed || open == 0 {
+                    break;
+                }
+                continue;
+            }
+            for m in codec.encode_channel(channel, &ev) {
+                match tokio::time::timeout(write_timeout, sink.send(m)).await {
+                    Ok(Ok(())) => {}
+                    // The client is gone, or does not read: nothing more reaches it.
+                    _ => return None,
+                }
+            }
+        }
+        cause
+    };
+    let (cause, ()) = tokio::join!(writer, reader);
+    // Whatever the others were doing, their client is gone now: let them end.
+    drop(event_rx);
+    if let Some(cause) = cause {
+        for m in codec.encode(&Event::Close(cause)) {
+            if !matches!(
+                tokio::time::timeout(write_timeout, sink.send(m)).await,
+                Ok(Ok(()))
+            ) {
+                break;
+            }
+        }
+        close_and_linger::<Message, _, _>(&mut sink, &mut input, write_timeout).await;
+    }
+    for s in sessions {
+        let _ = s.await;
+    }
+}
+
+/// The closing handshake. Our close frame (or, when the client closed first, the echo of
+/// its close frame that the WebSocket layer queued) goes out now, within the write
+/// deadline; then read (and discard) until the client's close, briefly. Dropping a socket
+/// with unread input makes the kernel reset the connection, and the client would lose the
+/// last messages (the final, or the error that explains the close).
+async fn close_and_linger<T, W, R>(events: &mut W, input: &mut R, write_timeout: Duration)
+where
+    W: futures::Sink<T> + Unpin,
+    R: futures::Stream + Unpin,
+{
+    let _ = tokio::time::timeout(write_timeout, SinkExt::close(events)).await;
     // The deadline is polled first: a client that floods (pings) would otherwise spend the
     // task's cooperative budget on reading and keep the linger from ever ending.
     let linger = tokio::time::sleep(CLOSE_LINGER);
@@ -118,7 +295,7 @@ async fn run<D: Dialect>(
         tokio::select! {
             biased;
             () = &mut linger => break,
-            next = commands.next() => if next.is_none() { break },
+            next = input.next() => if next.is_none() { break },
         }
     }
 }

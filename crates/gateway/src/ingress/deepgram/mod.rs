@@ -95,8 +95,12 @@ pub struct Deepgram {
     request_id: String,
     created: SystemTime,
     model: String,
-    /// PCM16 samples received, for `Metadata.duration`.
+    /// PCM16 samples received per channel, for `Metadata.duration`.
     samples: AtomicU64,
+    /// Channels interleaved in the client's audio (`channels`).
+    wire_channels: usize,
+    /// Sessions: one per channel with `multichannel=true`, else one (channels mixed).
+    sessions: usize,
     /// Most PCM16 bytes of one session frame (`session.max_frame`): a longer message is
     /// split into frames of this size (Deepgram takes any chunk size).
     frame_bytes: usize,
@@ -215,14 +219,6 @@ impl Settings {
                                 format!("`channels` must be a number from 1 to {MAX_CHANNELS}"),
                             )
                         })?;
-                    if live && channels != 1 {
-                        return Err(invalid(
-                            ErrorKind::AudioFormat,
-                            "`channels` must be 1 on the live stream: this gateway does not \
-                             transcribe live multichannel audio yet (send a file to \
-                             POST /v1/listen with multichannel=true)",
-                        ));
-                    }
                 }
                 "multichannel" => multichannel = flag(&key, &value)?,
                 "utterances" => utterances = flag(&key, &value)?,
@@ -355,22 +351,74 @@ impl Deepgram {
             created: SystemTime::now(),
             model: settings.route,
             samples: AtomicU64::new(0),
+            wire_channels: settings.channels,
+            sessions: if settings.multichannel {
+                settings.channels
+            } else {
+                1
+            },
             frame_bytes,
         })
     }
 
-    fn audio(&self, bytes: Bytes) -> Bytes {
-        let pcm = match self.encoding {
+    /// A binary message as PCM16 planes: one per session (each channel with
+    /// `multichannel`, else the channels mixed into one). A message must hold whole
+    /// sample frames (2 bytes × channels for linear16, 1 × channels for G.711).
+    fn planes(&self, bytes: Bytes) -> Result<Vec<Bytes>, SessionError> {
+        let pcm: Bytes = match self.encoding {
             Encoding::Linear16 => bytes,
             Encoding::Mulaw => bytes.iter().flat_map(|&b| ulaw(b).to_le_bytes()).collect(),
             Encoding::Alaw => bytes.iter().flat_map(|&b| alaw(b).to_le_bytes()).collect(),
         };
+        let n = self.wire_channels;
+        let frame = 2 * n;
+        if n > 1 && !pcm.len().is_multiple_of(frame) {
+            return Err(invalid(
+                ErrorKind::AudioFormat,
+                format!(
+                    "a binary message of {} channels must hold whole sample frames ({} bytes \
+                     of linear16 each); this one ({} bytes) was not transcribed",
+                    n,
+                    frame,
+                    pcm.len()
+                ),
+            ));
+        }
         self.samples
-            .fetch_add(pcm.len() as u64 / 2, Ordering::Relaxed);
-        pcm
+            .fetch_add((pcm.len() / frame) as u64, Ordering::Relaxed);
+        if n == 1 {
+            return Ok(vec![pcm]);
+        }
+        let samples = pcm
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]));
+        if self.sessions == 1 {
+            let all: Vec<i16> = samples.collect();
+            let mixed: Vec<i16> = all
+                .chunks_exact(n)
+                .map(|f| (f.iter().map(|&s| i32::from(s)).sum::<i32>() / n as i32) as i16)
+                .collect();
+            return Ok(vec![crate::pcm::pcm_bytes(&mixed)]);
+        }
+        let mut planes = vec![Vec::with_capacity(pcm.len() / n); n];
+        for (i, s) in samples.enumerate() {
+            planes[i % n].extend_from_slice(&s.to_le_bytes());
+        }
+        Ok(planes.into_iter().map(Bytes::from).collect())
     }
 
-    fn results(&self, t: &Transcript, is_final: bool) -> Message {
+    /// PCM16 audio as session frames of at most `session.max_frame` (Deepgram takes any
+    /// chunk size).
+    fn frames(&self, mut pcm: Bytes) -> Vec<Command> {
+        let mut frames = Vec::with_capacity(pcm.len() / self.frame_bytes.max(1) + 1);
+        while pcm.len() > self.frame_bytes {
+            frames.push(Command::Audio(pcm.split_to(self.frame_bytes)));
+        }
+        frames.push(Command::Audio(pcm));
+        frames
+    }
+
+    fn results(&self, t: &Transcript, is_final: bool, channel: usize) -> Message {
         let words: Vec<ResultWord<'_>> = t
             .words
             .iter()
@@ -399,7 +447,7 @@ impl Deepgram {
         };
         let results = Results {
             kind: "Results",
-            channel_index: [0, 1],
+            channel_index: [channel as u32, self.sessions as u32],
             duration: end - start,
             start,
             is_final,
@@ -435,7 +483,7 @@ impl Deepgram {
             "sha256": "",
             "created": humantime_serde::re::humantime::format_rfc3339_millis(self.created).to_string(),
             "duration": seconds,
-            "channels": 1,
+            "channels": self.wire_channels,
             "models": [self.request_id],
             "model_info": {
                 self.request_id.clone(): {
@@ -591,26 +639,54 @@ impl Dialect for Deepgram {
     fn decode(&self, msg: Message) -> Decoded {
         match msg {
             Message::Binary(bytes) => {
-                let mut pcm = self.audio(bytes);
+                let pcm = match self.planes(bytes) {
+                    Ok(mut planes) => planes.swap_remove(0),
+                    Err(e) => return Decoded::One(Command::Reject(e)),
+                };
                 if pcm.len() <= self.frame_bytes {
                     return Decoded::One(Command::Audio(pcm));
                 }
-                let mut frames = Vec::with_capacity(pcm.len() / self.frame_bytes + 1);
-                while pcm.len() > self.frame_bytes {
-                    frames.push(Command::Audio(pcm.split_to(self.frame_bytes)));
-                }
-                frames.push(Command::Audio(pcm));
-                Decoded::Many(frames.into_iter())
+                Decoded::Many(self.frames(pcm).into_iter())
             }
             Message::Text(text) => Decoded::One(control(text.as_str())),
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) => Decoded::Nothing,
         }
     }
 
+    fn channels(&self) -> usize {
+        self.sessions
+    }
+
+    fn decode_channels(&self, msg: Message) -> Vec<(Option<usize>, Command)> {
+        match msg {
+            Message::Binary(bytes) => match self.planes(bytes) {
+                Ok(planes) => planes
+                    .into_iter()
+                    .enumerate()
+                    .flat_map(|(channel, pcm)| {
+                        self.frames(pcm)
+                            .into_iter()
+                            .map(move |c| (Some(channel), c))
+                    })
+                    .collect(),
+                Err(e) => vec![(None, Command::Reject(e))],
+            },
+            other => self.decode(other).map(|c| (None, c)).collect(),
+        }
+    }
+
+    fn encode_channel(&self, channel: usize, ev: &Event) -> Vec<Message> {
+        match ev {
+            Event::Partial(t) => vec![self.results(t, false, channel)],
+            Event::Final(t) => vec![self.results(t, true, channel)],
+            other => self.encode(other),
+        }
+    }
+
     fn encode(&self, ev: &Event) -> Vec<Message> {
         match ev {
-            Event::Partial(t) => vec![self.results(t, false)],
-            Event::Final(t) => vec![self.results(t, true)],
+            Event::Partial(t) => vec![self.results(t, false, 0)],
+            Event::Final(t) => vec![self.results(t, true, 0)],
             Event::Pong { .. } => Vec::new(),
             Event::Error(e) => vec![text(&json!({
                 "type": "Error",
