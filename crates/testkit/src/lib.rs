@@ -72,6 +72,30 @@ pub async fn deepgram_sdk(url: &str, key: &str, wav: &Path, extra: &[&str]) -> s
     })
 }
 
+/// Runs OpenAI's official Python SDK (`tests/conformance/openai_client.py`) against the
+/// gateway at `url` (`http://host:port`) with `args`; its JSON report.
+pub async fn openai_sdk(url: &str, key: &str, args: &[&str]) -> serde_json::Value {
+    let mut cmd = std::process::Command::new(conformance_python());
+    cmd.arg(repo().join("tests/conformance/openai_client.py"))
+        .args(["--url", url, "--key", key])
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("python runs"))
+        .await
+        .expect("the client task");
+    assert!(
+        out.status.success(),
+        "the OpenAI SDK client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// A binary of this workspace (`speech-gateway`, `sim-backend`, `sgw`) in the same target
 /// directory as the running program: beside it (a binary) or one level up (a test, which
 /// runs from `target/<profile>/deps/`). `cargo nextest run` and `cargo test` on the

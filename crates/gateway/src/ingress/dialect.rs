@@ -13,6 +13,10 @@
 //! ```
 //!
 //! A dialect's methods are pure: they never log or count (the caller does, once).
+//!
+//! [`Contract`] is the part every client contract has, WebSocket or plain HTTP (its name,
+//! credentials, error shape): the gate takes any contract, so an HTTP endpoint (a file
+//! upload) is refused in its own API's shape too.
 
 use std::borrow::Cow;
 
@@ -90,19 +94,12 @@ impl Iterator for Decoded {
     }
 }
 
-/// One client contract. See the module docs.
-pub trait Dialect: Sized + Send + Sync + 'static {
+/// What every client contract has, on a WebSocket or plain HTTP: its name, where its
+/// clients put their credentials, and the shape of its error answers (the pre-upgrade
+/// [`super::gate`] needs nothing more).
+pub trait Contract: Sized + Send + Sync + 'static {
     /// The dialect's name: the `dialect` label of session metrics and of the session span.
     const NAME: &'static str;
-
-    /// WebSocket subprotocols the server selects when a client offers one (a browser that
-    /// cannot set headers sends its credential as a subprotocol).
-    const SUBPROTOCOLS: &'static [&'static str] = &[];
-
-    /// The per-session codec for this request, or why the request cannot open a session
-    /// (answered before the upgrade with 400 and [`Dialect::error_body`]). Dialects whose
-    /// clients put their settings in the query string read them here.
-    fn accept(request: &Upgrade<'_>) -> Result<Self, SessionError>;
 
     /// The client's credential (a JWT or API key), if it sent one. `allow_query`:
     /// `auth.query_token` is on. The default is v1's: `Authorization: Bearer …`, else
@@ -123,6 +120,21 @@ pub trait Dialect: Sized + Send + Sync + 'static {
             .filter(|t| !t.is_empty())
             .map(Cow::Owned))
     }
+
+    /// The body of a refusal (before an upgrade, or of an HTTP request), in the dialect's error shape.
+    fn error_body(kind: ErrorKind, message: &str) -> serde_json::Value;
+}
+
+/// A client contract on a WebSocket. See the module docs.
+pub trait Dialect: Contract {
+    /// WebSocket subprotocols the server selects when a client offers one (a browser that
+    /// cannot set headers sends its credential as a subprotocol).
+    const SUBPROTOCOLS: &'static [&'static str] = &[];
+
+    /// The per-session codec for this request, or why the request cannot open a session
+    /// (answered before the upgrade with 400 and [`Dialect::error_body`]). Dialects whose
+    /// clients put their settings in the query string read them here.
+    fn accept(request: &Upgrade<'_>) -> Result<Self, SessionError>;
 
     /// Commands the session runs before the client's first message (a dialect whose
     /// settings come with the request starts the session at once).
@@ -158,9 +170,6 @@ pub trait Dialect: Sized + Send + Sync + 'static {
         let _ = channel;
         self.encode(ev)
     }
-
-    /// The body of a refusal before the upgrade, in the dialect's error shape.
-    fn error_body(kind: ErrorKind, message: &str) -> serde_json::Value;
 
     /// The WebSocket close code that ends a session for `cause`.
     fn close_code(cause: CloseCause) -> u16;

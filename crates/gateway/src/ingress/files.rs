@@ -23,6 +23,7 @@ use crate::session::audio::max_frame_bytes;
 use crate::session::{
     self, Command, Event, Outcome, SessionContext, SessionError, StartConfig, Transcript,
 };
+use tokio_util::task::TaskTracker;
 
 /// Why a body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,16 +86,18 @@ pub struct FileTranscript {
     pub outcome: Outcome,
 }
 
-/// Runs `samples` (PCM16 at `config.sample_rate`) through one session and collects its
-/// finals. `config` is used as given, with `paced` and no interim results.
-pub async fn transcribe(
+/// Starts one session on `samples` (PCM16 at `config.sample_rate`), tracked by `tracker`
+/// (a shutdown waits for it to flush); its events as they come, and its outcome. `config`
+/// is used as given, with `paced` and no interim results.
+pub fn start(
     ctx: Arc<SessionContext>,
+    tracker: &TaskTracker,
     dialect: &'static str,
     ticket: Ticket,
     key: Option<Arc<str>>,
     mut config: StartConfig,
     samples: Vec<i16>,
-) -> FileTranscript {
+) -> (mpsc::Receiver<Event>, tokio::task::JoinHandle<Outcome>) {
     config.paced = true;
     config.interim_results = false;
     let frame = max_frame_bytes(config.sample_rate, ctx.limits.max_frame).max(2);
@@ -110,18 +113,37 @@ pub async fn transcribe(
             .chain(std::iter::once(Command::End)),
     )
     .chain(futures::stream::pending());
-    // Finals and errors are few (one per utterance); partials are off.
-    let (events, mut received) = mpsc::unbounded::<Event>();
-    let outcome = session::run(ctx, dialect, ticket, key, commands, events).await;
+    // Bounded: a reader that stops (an HTTP client that stopped reading a stream) holds
+    // the session back until its write deadline.
+    let (events, received) = mpsc::channel::<Event>(EVENT_QUEUE);
+    let task = tracker.spawn(session::run(ctx, dialect, ticket, key, commands, events));
+    (received, task)
+}
+
+/// Events a file session may have waiting for its reader.
+const EVENT_QUEUE: usize = 64;
+
+/// Runs `samples` through one session ([`start`]) and collects its finals.
+pub async fn transcribe(
+    ctx: Arc<SessionContext>,
+    tracker: &TaskTracker,
+    dialect: &'static str,
+    ticket: Ticket,
+    key: Option<Arc<str>>,
+    config: StartConfig,
+    samples: Vec<i16>,
+) -> FileTranscript {
+    let (mut received, task) = start(ctx, tracker, dialect, ticket, key, config, samples);
     let mut finals = Vec::new();
     let mut error = None;
-    while let Ok(ev) = received.try_recv() {
+    while let Some(ev) = received.next().await {
         match ev {
             Event::Final(t) => finals.push(t),
             Event::Error(e) if error.is_none() => error = Some(e),
             _ => {}
         }
     }
+    let outcome = task.await.unwrap_or(Outcome::Failed);
     FileTranscript {
         finals,
         error,

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::dialect::{Dialect, Upgrade};
+use super::dialect::{Contract, Upgrade};
 use crate::config::Config;
 use crate::resilience::admission::{Refusal, Ticket};
 use crate::security::auth::{AuthError, Verified};
@@ -44,11 +44,32 @@ impl Admitted {
 
 /// Runs every check; the response is the refusal to send (boxed: it is large, and the
 /// refusal is the rare path).
-pub fn check<D: Dialect>(
+pub fn check<D: Contract>(
     state: &AppState,
     peer: PeerAddr,
     request: &Upgrade<'_>,
 ) -> Result<Admitted, Box<Response>> {
+    let (ip, verified) = authenticate_from::<D>(state, peer, request)?;
+    admit::<D>(state, ip, verified)
+}
+
+/// The checks of a request that opens no session (a listing): the connection rate, the
+/// Origin and the credentials.
+pub fn authenticate<D: Contract>(
+    state: &AppState,
+    peer: PeerAddr,
+    request: &Upgrade<'_>,
+) -> Result<(), Box<Response>> {
+    authenticate_from::<D>(state, peer, request).map(|_| ())
+}
+
+type Authenticated = (IpAddr, Option<Verified>);
+
+fn authenticate_from<D: Contract>(
+    state: &AppState,
+    peer: PeerAddr,
+    request: &Upgrade<'_>,
+) -> Result<Authenticated, Box<Response>> {
     let ip = client_ip(&state.config, request.headers, peer);
     if let Some(limiter) = &state.limiter
         && let Err(wait) = limiter.check(ip)
@@ -92,6 +113,15 @@ pub fn check<D: Dialect>(
             }
         }
     };
+    Ok((ip, verified))
+}
+
+/// The session caps (per IP, subject, API key), drain and admission.
+fn admit<D: Contract>(
+    state: &AppState,
+    ip: IpAddr,
+    verified: Option<Verified>,
+) -> Result<Admitted, Box<Response>> {
     let Some(ip_place) = state.sessions_per_ip.enter(&ip) else {
         return Err(Box::new(too_many_sessions::<D>(state, SessionCap::Ip)));
     };
@@ -136,13 +166,13 @@ pub fn check<D: Dialect>(
 }
 
 /// 400 for a request the dialect cannot open a session from (its settings).
-pub fn bad_request<D: Dialect>(state: &AppState, e: &SessionError) -> Response {
+pub fn bad_request<D: Contract>(state: &AppState, e: &SessionError) -> Response {
     state.ctx.metrics.rejected("bad_request");
     refusal::<D>(StatusCode::BAD_REQUEST, None, e.kind, &e.message)
 }
 
 /// A refusal in the dialect's shape, with `Retry-After` when given.
-pub fn refusal<D: Dialect>(
+pub fn refusal<D: Contract>(
     status: StatusCode,
     retry_after: Option<u64>,
     kind: ErrorKind,
@@ -158,7 +188,7 @@ pub fn refusal<D: Dialect>(
 }
 
 /// 401 with the dialect's body and a `WWW-Authenticate` challenge.
-fn unauthenticated<D: Dialect>(state: &AppState, why: AuthError) -> Response {
+fn unauthenticated<D: Contract>(state: &AppState, why: AuthError) -> Response {
     state.ctx.metrics.rejected("unauthenticated");
     state.ctx.metrics.auth_failed(why.reason());
     tracing::info!(
@@ -199,7 +229,7 @@ enum SessionCap {
 }
 
 /// 429 for a client IP or token subject at its concurrent-session cap.
-fn too_many_sessions<D: Dialect>(state: &AppState, cap: SessionCap) -> Response {
+fn too_many_sessions<D: Contract>(state: &AppState, cap: SessionCap) -> Response {
     let (reason, who, key, limit) = match cap {
         SessionCap::Ip => (
             "ip_session_limit",
@@ -233,7 +263,7 @@ fn too_many_sessions<D: Dialect>(state: &AppState, cap: SessionCap) -> Response 
 }
 
 /// 503 with `Retry-After`: draining, overloaded, or at the session limit.
-fn refuse<D: Dialect>(state: &AppState, why: Refusal) -> Response {
+fn refuse<D: Contract>(state: &AppState, why: Refusal) -> Response {
     state.ctx.metrics.rejected(why.as_str());
     let retry_after = retry_after_secs(state);
     let message = match why {

@@ -11,6 +11,7 @@
 //! | [`dialect`] | the `Dialect` trait: a client contract's codec, error body, close codes, credentials |
 //! | [`v1`] | the v1 contract (`/v1/audio/stream`): its dialect and its wire types |
 //! | [`deepgram`] | the Deepgram-compatible API: the live dialect (`GET /v1/listen`) and prerecorded files (`POST /v1/listen`) |
+//! | [`openai`] | the OpenAI-compatible API: `POST /v1/audio/transcriptions`, `GET /v1/models` |
 //! | [`files`] | whole-file requests: the body within `files.*`, decoding, one paced session per channel |
 //! | [`gate`] | the pre-upgrade checks every session endpoint shares, and their refusals |
 //! | [`socket`] | a WebSocket as a session, for any dialect (limits, close handshake) |
@@ -21,6 +22,7 @@ pub mod deepgram;
 pub mod dialect;
 pub mod files;
 pub mod gate;
+pub mod openai;
 pub mod ops;
 pub mod server;
 pub mod socket;
@@ -87,7 +89,14 @@ pub fn app(state: AppState) -> HttpRouter {
         .route(
             "/v1/listen",
             get(socket::endpoint::<Deepgram>).post(deepgram::prerecorded::listen_file),
-        );
+        )
+        .route(
+            "/v1/audio/transcriptions",
+            // The form is read within files.max_bytes by the handler itself.
+            axum::routing::post(openai::transcriptions::create)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/v1/models", get(openai::models));
     operational(router, &state).with_state(state)
 }
 

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::dialect::{Decoded, Dialect, Upgrade};
+use super::dialect::{Contract, Decoded, Dialect, Upgrade};
 use crate::security::auth::AuthError;
 use crate::session::audio::max_frame_bytes;
 use crate::session::{
@@ -593,13 +593,8 @@ pub(crate) fn alaw(byte: u8) -> i16 {
     }
 }
 
-impl Dialect for Deepgram {
+impl Contract for Deepgram {
     const NAME: &'static str = "deepgram";
-    const SUBPROTOCOLS: &'static [&'static str] = &["token"];
-
-    fn accept(request: &Upgrade<'_>) -> Result<Self, SessionError> {
-        Self::from_query(request)
-    }
 
     fn credentials<'a>(
         request: &Upgrade<'a>,
@@ -630,6 +625,22 @@ impl Dialect for Deepgram {
                 _ => None,
             }
         }))
+    }
+
+    fn error_body(kind: ErrorKind, message: &str) -> Value {
+        json!({
+            "err_code": kind.label(),
+            "err_msg": message,
+            "request_id": uuid::Uuid::new_v4().to_string(),
+        })
+    }
+}
+
+impl Dialect for Deepgram {
+    const SUBPROTOCOLS: &'static [&'static str] = &["token"];
+
+    fn accept(request: &Upgrade<'_>) -> Result<Self, SessionError> {
+        Self::from_query(request)
     }
 
     fn opening(&self) -> Option<Command> {
@@ -725,14 +736,6 @@ impl Dialect for Deepgram {
                 ]
             }
         }
-    }
-
-    fn error_body(kind: ErrorKind, message: &str) -> Value {
-        json!({
-            "err_code": kind.label(),
-            "err_msg": message,
-            "request_id": uuid::Uuid::new_v4().to_string(),
-        })
     }
 
     fn close_code(cause: CloseCause) -> u16 {

@@ -150,18 +150,15 @@ pub async fn listen_file(
     let runs = channels.into_iter().zip(tickets).map(|(samples, ticket)| {
         files::transcribe(
             state.ctx.clone(),
-            <Deepgram as crate::ingress::dialect::Dialect>::NAME,
+            &state.sessions,
+            <Deepgram as crate::ingress::dialect::Contract>::NAME,
             ticket,
             key.clone(),
             config.clone(),
             samples,
         )
     });
-    // Tracked like a live session, so a shutdown waits for it to flush.
-    let results = state
-        .sessions
-        .track_future(futures::future::join_all(runs))
-        .await;
+    let results = futures::future::join_all(runs).await;
     drop(places);
     if let Some(failed) = results.iter().find(|r| r.outcome != Outcome::Completed) {
         let e = failed.error.clone().unwrap_or_else(|| {

@@ -17,7 +17,7 @@ use serde_json::json;
 
 pub use self::decode::{CUSTOM_KEY_BYTES, CUSTOM_TOTAL_BYTES, CUSTOM_VALUE_BYTES, decode};
 use self::wire::{ErrorMessage, Final, Partial, Pong, ServerMessage, Status};
-use super::dialect::{Decoded, Dialect, Upgrade};
+use super::dialect::{Contract, Decoded, Dialect, Upgrade};
 use crate::session::{CloseCause, ErrorKind, Event, SessionError, Transcript, Word};
 
 /// The v1 dialect: settings come in the `start` message, credentials as
@@ -25,9 +25,20 @@ use crate::session::{CloseCause, ErrorKind, Event, SessionError, Transcript, Wor
 #[derive(Debug, Default)]
 pub struct V1;
 
-impl Dialect for V1 {
+impl Contract for V1 {
     const NAME: &'static str = "v1";
 
+    fn error_body(kind: ErrorKind, message: &str) -> serde_json::Value {
+        json!({
+            "type": "error",
+            "code": error_code(kind),
+            "message": message,
+            "recoverable": kind.recoverable(),
+        })
+    }
+}
+
+impl Dialect for V1 {
     fn accept(_request: &Upgrade<'_>) -> Result<Self, SessionError> {
         Ok(V1)
     }
@@ -38,15 +49,6 @@ impl Dialect for V1 {
 
     fn encode(&self, ev: &Event) -> Vec<Message> {
         encode(ev).into_iter().collect()
-    }
-
-    fn error_body(kind: ErrorKind, message: &str) -> serde_json::Value {
-        json!({
-            "type": "error",
-            "code": error_code(kind),
-            "message": message,
-            "recoverable": kind.recoverable(),
-        })
     }
 
     fn close_code(cause: CloseCause) -> u16 {

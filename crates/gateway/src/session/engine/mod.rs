@@ -129,6 +129,9 @@ struct Engine<E> {
     first_partial_sent: bool,
     /// A `backend_lagging` status was sent and no `backend_caught_up` since.
     lagging: bool,
+    /// Session time up to which the open stream was fed from the replay buffer when it
+    /// opened (results before it are not judged for lag).
+    replayed_until_ms: u64,
     /// Speech onsets, when the start asked for `vad_events`.
     speech: Option<SpeechDetector>,
     /// Gaps in the words, for `utterance_end_ms`.
@@ -183,6 +186,7 @@ where
             finalizing: false,
             speech: None,
             gaps: WordGaps::default(),
+            replayed_until_ms: 0,
             episode: None,
             retry_at: None,
             flush_deadline: None,

@@ -383,6 +383,54 @@ async fn the_client_is_told_when_the_session_moves_to_another_back_end() {
     }
 }
 
+// Real time: the frame log keeps arrival instants of the system clock, which paused tokio
+// time does not move.
+#[tokio::test]
+async fn the_replay_after_a_failover_is_not_taken_for_lag() {
+    let mut s = Setup {
+        limits: SessionLimits {
+            lag_warning: Some(Duration::from_millis(200)),
+            ..limits()
+        },
+        ..Setup::default()
+    }
+    .start();
+    s.start();
+    for i in 0..3 {
+        s.send(Command::Audio(audio(i * 1_000, 1_000).into()));
+    }
+    let a = s.opened().await;
+    // The audio ages: it arrived 400 ms before the failure.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    a.fail();
+    let b = s.opened().await;
+    assert!(matches!(
+        s.next().await,
+        Event::Status {
+            state: StatusState::Failover,
+            ..
+        }
+    ));
+    // The new stream works through the 3 s of replay: half-way is not lag.
+    let mut half = result(false, "part", &[(0, 400)]);
+    half.audio_processed_ms = Some(1_500);
+    b.answer(half);
+    match s.next().await {
+        Event::Partial(_) => {}
+        other => panic!("expected the partial and no lag notice, got {other:?}"),
+    }
+    // Past the replay, a back end that trails fresh audio is lagging.
+    s.send(Command::Audio(audio(3_000, 1_000).into()));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut behind = result(false, "part", &[(0, 400)]);
+    behind.audio_processed_ms = Some(3_100);
+    b.answer(behind);
+    match s.next().await {
+        Event::Status { state, .. } => assert_eq!(state, StatusState::BackendLagging),
+        other => panic!("expected the lag notice, got {other:?}"),
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn finals_stay_append_only_when_a_late_result_reaches_back_before_the_cut() {
     let mut s = Setup::default().start();

@@ -204,6 +204,8 @@ where
                     let samples = c.len() as u64 / 2;
                     up.send(c, samples);
                 }
+                // The replayed audio arrived long ago: its age is not the new back end's lag.
+                self.replayed_until_ms = self.timeline.total_ms();
                 if self.phase == Phase::Ending {
                     up.audio = None;
                 }

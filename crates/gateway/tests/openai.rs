@@ -1,0 +1,269 @@
+//! The OpenAI-compatible transcription API (`POST /v1/audio/transcriptions`,
+//! `GET /v1/models`) driven by OpenAI's official Python SDK (`openai`, through
+//! `tests/conformance/openai_client.py`) against the real gateway on port 0, in front of
+//! the scripted Riva double. The SDK parses every answer into its typed models (or its
+//! stream events): a field the gateway got wrong fails here.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sgw_testkit::Gateway;
+use sgw_testkit::riva_double::{Mode, RivaDouble};
+use speech_gateway::security::apikeys;
+use speech_gateway::security::auth::{MintOptions, mint};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-openai";
+
+struct Setup {
+    gw: Gateway,
+    token: String,
+    api_key: String,
+    _riva: RivaDouble,
+    _dir: tempfile::TempDir,
+}
+
+/// A gateway with JWT and API-key authentication in front of a Riva double that finals
+/// every second of audio (words `w<k>`, one per 100 ms).
+async fn setup(extra: &[(&str, String)]) -> Setup {
+    let riva = RivaDouble::start(Mode::Auto {
+        final_every_ms: 1_000,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let api_key = apikeys::generate().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(&keys, apikeys::entry("openai-sdk", &api_key, 0)).unwrap();
+    let mut env = vec![
+        ("SGW_ROUTES__DEFAULT", riva.url()),
+        ("SGW_AUTH__ENABLED", "true".into()),
+        (
+            "SGW_AUTH__HS256_SECRET_FILE",
+            secret.to_string_lossy().into_owned(),
+        ),
+        (
+            "SGW_AUTH__API_KEYS_FILE",
+            keys.to_string_lossy().into_owned(),
+        ),
+    ];
+    env.extend(extra.iter().cloned());
+    let gw = Gateway::start(&env).await;
+    let token = mint(
+        &secret,
+        &MintOptions {
+            subject: Some("openai-sdk".into()),
+            audience: None,
+            issuer: None,
+            kid: None,
+            ttl: Duration::from_secs(600),
+        },
+    )
+    .unwrap();
+    Setup {
+        gw,
+        token,
+        api_key,
+        _riva: riva,
+        _dir: dir,
+    }
+}
+
+fn sample(name: &str) -> String {
+    sgw_testkit::repo()
+        .join("samples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+async fn sdk(s: &Setup, key: &str, args: &[&str]) -> Value {
+    sgw_testkit::openai_sdk(&format!("http://{}", s.gw.addr), key, args).await
+}
+
+/// What the double says for `samples/hello.wav` (4.09 s): 41 words of 100 ms.
+fn expected_text() -> String {
+    (0..41)
+        .map(|k| format!("w{k}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_response_format_through_the_official_sdk() {
+    let s = setup(&[]).await;
+    let file = sample("formats/hello.mp3");
+    let json = sdk(&s, &s.api_key, &["--file", &file]).await;
+    assert_eq!(json["type"], "Transcription", "{json}");
+    assert_eq!(json["result"]["text"], expected_text(), "{json}");
+    assert_eq!(json["result"]["usage"]["type"], "duration");
+
+    let text = sdk(&s, &s.token, &["--file", &file, "--format", "text"]).await;
+    assert_eq!(text["result"].as_str().unwrap().trim(), expected_text());
+
+    let srt = sdk(&s, &s.token, &["--file", &file, "--format", "srt"]).await;
+    let srt = srt["result"].as_str().unwrap();
+    assert!(
+        srt.starts_with("1\n00:00:00,000 --> 00:00:01,000\nw0 w1"),
+        "{srt}"
+    );
+    assert_eq!(srt.matches(" --> ").count(), 5, "a cue per final: {srt}");
+
+    let vtt = sdk(&s, &s.token, &["--file", &file, "--format", "vtt"]).await;
+    let vtt = vtt["result"].as_str().unwrap();
+    assert!(
+        vtt.starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n"),
+        "{vtt}"
+    );
+
+    let verbose = sdk(
+        &s,
+        &s.token,
+        &[
+            "--file",
+            &file,
+            "--format",
+            "verbose_json",
+            "--granularity",
+            "word",
+            "--granularity",
+            "segment",
+        ],
+    )
+    .await;
+    assert_eq!(verbose["type"], "TranscriptionVerbose", "{verbose}");
+    let r = &verbose["result"];
+    assert!((r["duration"].as_f64().unwrap() - 4.09).abs() < 0.1, "{r}");
+    assert_eq!(r["segments"].as_array().unwrap().len(), 5, "{r}");
+    let words = r["words"].as_array().unwrap();
+    assert_eq!(words.len(), 41, "{r}");
+    assert_eq!(words[3]["word"], "w3");
+    assert!((words[3]["start"].as_f64().unwrap() - 0.3).abs() < 1e-6);
+    // Words only: no segments.
+    let only_words = sdk(
+        &s,
+        &s.token,
+        &[
+            "--file",
+            &file,
+            "--format",
+            "verbose_json",
+            "--granularity",
+            "word",
+        ],
+    )
+    .await;
+    assert!(only_words["result"]["segments"].is_null(), "{only_words}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_sends_a_delta_per_final_then_done() {
+    let s = setup(&[]).await;
+    let report = sdk(&s, &s.token, &["--file", &sample("hello.wav"), "--stream"]).await;
+    let events = report["result"].as_array().expect("events");
+    let (done, deltas) = events.split_last().unwrap();
+    assert_eq!(done["type"], "transcript.text.done", "{report}");
+    assert_eq!(done["text"], expected_text());
+    assert_eq!(deltas.len(), 5, "a delta per final: {report}");
+    let joined: String = deltas
+        .iter()
+        .map(|d| {
+            assert_eq!(d["type"], "transcript.text.delta");
+            d["delta"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(joined, expected_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn models_lists_the_routes_and_bad_requests_get_openais_errors() {
+    let s = setup(&[("SGW_FILES__MAX_BYTES", (64 * 1024).to_string())]).await;
+    let models = sdk(&s, &s.token, &["--models"]).await;
+    assert_eq!(models["result"], serde_json::json!(["default"]));
+
+    let dir = tempfile::tempdir().unwrap();
+    let text_file = dir.path().join("notes.txt");
+    std::fs::write(&text_file, "not audio at all, just some text").unwrap();
+    let text_file = text_file.to_string_lossy().into_owned();
+    let wav = sample("hello.wav");
+    let ogg = sample("formats/hello.ogg");
+    let cases: [(&str, Vec<&str>, u16, &str); 5] = [
+        ("not audio", vec!["--file", &text_file], 400, "not audio"),
+        (
+            "unknown model",
+            vec!["--file", &ogg, "--model", "whisper-1"],
+            404,
+            "model_not_found",
+        ),
+        (
+            "unsupported format",
+            vec!["--file", &ogg, "--format", "diarized_json"],
+            400,
+            "response_format",
+        ),
+        (
+            "over the limit",
+            vec!["--file", &wav],
+            413,
+            "file_too_large",
+        ),
+        ("wrong key", vec!["--file", &ogg], 401, "invalid_api_key"),
+    ];
+    for (what, args, status, needle) in cases {
+        let key = if what == "wrong key" {
+            "sgw_wrong"
+        } else {
+            s.token.as_str()
+        };
+        let report = sdk(&s, key, &args).await;
+        let error = &report["error"];
+        assert_eq!(error["status"], status, "{what}: {report}");
+        let body = &error["body"]["error"];
+        assert!(
+            body["message"].is_string() && body["type"].is_string(),
+            "{what}: {report}"
+        );
+        assert!(report.to_string().contains(needle), "{what}: {report}");
+    }
+    // A form without `file` (the SDK always sends one): a raw multipart request.
+    let (status, body) = post_form(s.gw.addr, &s.token, "model", "default").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("`file` is required"), "{body}");
+    // Still serving (Opus decodes a few ms longer than the WAV: 42 words of the double).
+    let ok = sdk(&s, &s.api_key, &["--file", &ogg]).await;
+    let text = ok["result"]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{ok}"));
+    assert!(text.starts_with(&expected_text()), "{ok}");
+}
+
+/// A multipart POST with one text field: (status, body).
+async fn post_form(
+    addr: std::net::SocketAddr,
+    token: &str,
+    name: &str,
+    value: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = format!(
+        "--XBOUNDARY\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n--XBOUNDARY--\r\n"
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\n\
+         Content-Type: multipart/form-data; boundary=XBOUNDARY\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
