@@ -550,3 +550,32 @@ async fn a_prerecorded_file_is_transcribed_through_the_real_triton() {
         "{report}"
     );
 }
+
+/// OpenAI's SDK (`audio.transcriptions.create`) through `/v1/audio/transcriptions` to the
+/// real local Triton: an Ogg Vorbis file of two sentences, within the streaming route's
+/// WER ceiling, also as server-sent events.
+#[tokio::test]
+async fn the_openai_sdk_transcribes_a_file_through_the_real_triton() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{} {}", SENTENCES[0], SENTENCES[1]);
+    let wav = speech(dir.path(), "openai", &text, 16_000);
+    let ogg = dir.path().join("openai.ogg");
+    run(Command::new("sox").arg(&wav).arg(&ogg));
+    let gw = gateway().await;
+    let url = format!("http://{}", gw.addr);
+    let file = ogg.to_string_lossy().into_owned();
+    let report = sgw_testkit::openai_sdk(&url, "unused", &["--file", &file]).await;
+    let heard = report["result"]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{report}"));
+    let w = wer(&text, heard);
+    println!("openai transcriptions: WER {w:.3} `{heard}`");
+    assert!(w <= WER_CEILING, "WER {w:.3}: `{heard}`");
+    let streamed = sgw_testkit::openai_sdk(&url, "unused", &["--file", &file, "--stream"]).await;
+    let done = streamed["result"]
+        .as_array()
+        .and_then(|e| e.last())
+        .unwrap_or_else(|| panic!("{streamed}"));
+    assert_eq!(done["type"], "transcript.text.done", "{streamed}");
+    assert!(wer(&text, done["text"].as_str().unwrap()) <= WER_CEILING, "{streamed}");
+}
