@@ -11,7 +11,10 @@
 # the same audio and cadence (the baseline of the added latency). Prints the load report and
 # the CPU used by the sim and the load client over the run. Reports go to target/bench/N/.
 # GATEWAY_BIN runs another build as the gateway (A/B). SIM_ARGS adds sim-backend flags (e.g. "--final-words 1": a final every word, so the
-# replay buffer stays small). Everything listens on 127.0.0.1 and stops at the end.
+# replay buffer stays small). DIALECT=deepgram makes the gateway's sessions speak Deepgram's
+# /v1/listen instead of v1 (`sgw load --dialect`; same audio, pacing and report; the
+# direct baseline is Riva either way); reports then go to target/bench/N-deepgram/. OUT=dir
+# overrides the report directory. Everything listens on 127.0.0.1 and stops at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,7 +32,15 @@ sgw_bin=$bin_dir/sgw
   echo "bench-load: build first: cargo build --release --bin speech-gateway --bin sim-backend --bin sgw" >&2
   exit 1
 }
-out="target/bench/$sessions"
+dialect=${DIALECT:-v1}
+case $dialect in
+  v1) out=${OUT:-target/bench/$sessions} ;;
+  deepgram) out=${OUT:-target/bench/$sessions-deepgram} ;;
+  *)
+    echo "bench-load: DIALECT must be v1 or deepgram, not $dialect" >&2
+    exit 1
+    ;;
+esac
 mkdir -p "$out"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -62,7 +73,7 @@ hz=$(getconf CLK_TCK)
 read -r sim_u0 sim_s0 < <(ticks "$sim_pid")
 read -r gw_u0 gw_s0 < <(ticks "$gw_pid")
 start=$(date +%s.%N)
-"$sgw_bin" load --url "ws://127.0.0.1:$gw_port/v1/audio/stream" --sessions "$sessions" \
+"$sgw_bin" load --url "ws://127.0.0.1:$gw_port/v1/audio/stream" --dialect "$dialect" --sessions "$sessions" \
   --duration "$duration" --ramp "$ramp" --pid "$gw_pid" --clips samples/hello.wav \
   --direct-riva "127.0.0.1:$riva_port" --direct-sessions "$direct" --out "$out" &
 load_pid=$!

@@ -577,5 +577,8 @@ async fn the_openai_sdk_transcribes_a_file_through_the_real_triton() {
         .and_then(|e| e.last())
         .unwrap_or_else(|| panic!("{streamed}"));
     assert_eq!(done["type"], "transcript.text.done", "{streamed}");
-    assert!(wer(&text, done["text"].as_str().unwrap()) <= WER_CEILING, "{streamed}");
+    assert!(
+        wer(&text, done["text"].as_str().unwrap()) <= WER_CEILING,
+        "{streamed}"
+    );
 }

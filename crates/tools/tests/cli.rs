@@ -1,11 +1,18 @@
 //! The binaries as operators and users run them: `speech-gateway serve` in front of a Riva
-//! double, stopped with SIGTERM, and `sgw transcribe` streaming a WAV through it.
+//! double, stopped with SIGTERM, and `sgw transcribe` streaming a WAV through it; `sgw
+//! eval` and `sgw load` over the Deepgram dialect (`--dialect deepgram`) through a gateway
+//! in front of the zero-compute back end (their v1 paths: crates/gateway/tests/harness.rs).
 
+use std::path::Path;
 use std::process::Command;
 
-use sgw_testkit::GatewayProcess;
+use serde_json::Value;
 use sgw_testkit::riva_double::{Mode, RivaDouble};
+use sgw_testkit::sim::SimOptions;
+use sgw_testkit::sim::local::{self as sim};
+use sgw_testkit::{Gateway, GatewayProcess};
 use sgw_tools::client::wav::write_wav;
+use speech_gateway::config::BackendProtocol;
 
 const SGW: &str = env!("CARGO_BIN_EXE_sgw");
 
@@ -116,4 +123,135 @@ fn transcribe_reports_an_unreadable_file() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mono") || err.contains("channels"), "{err}");
+}
+
+/// A gateway in front of the zero-compute Riva back end, whose transcript is "hello …".
+async fn gateway_on_the_sim() -> (sim::SimServer, Gateway) {
+    let server = sim::start(
+        BackendProtocol::Riva,
+        SimOptions {
+            vocabulary: vec!["hello".into()],
+            ..SimOptions::default()
+        },
+    )
+    .await;
+    let gw = Gateway::with_backends(&[format!("riva://{}", server.addr)]).await;
+    gw.wait_ready().await;
+    (server, gw)
+}
+
+/// Runs `sgw ARGS…` off the async runtime; panics with its stderr unless it succeeds.
+async fn sgw(args: Vec<String>) -> std::process::Output {
+    let out = tokio::task::spawn_blocking(move || Command::new(SGW).args(&args).output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sgw {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn eval_over_deepgram_judges_the_clip_as_v1_does() {
+    let (_sim, gw) = gateway_on_the_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("clips")).unwrap();
+    std::fs::copy(
+        sgw_testkit::repo().join("samples/hello.wav"),
+        dir.path().join("clips/hello.wav"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("manifest.toml"),
+        "[[clip]]\nid = \"hello\"\naudio = \"clips/hello.wav\"\ntext = \"hello hello\"\n\
+         language = \"en-US\"\ntags = [\"t\"]\nwer_ceiling = 10.0\nsource = \"test\"\n\
+         licence = \"test\"\n",
+    )
+    .unwrap();
+    let mut clips = Vec::new();
+    for dialect in ["v1", "deepgram"] {
+        let out = dir.path().join(dialect);
+        let args = [
+            "eval",
+            "--dialect",
+            dialect,
+            "--url",
+            &gw.ws_url(),
+            "--speed",
+            "8",
+            "--manifest",
+            &dir.path().join("manifest.toml").display().to_string(),
+            "--expected",
+            &dir.path().join("none").display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ];
+        sgw(args.iter().map(|a| a.to_string()).collect()).await;
+        let report = json(&out.join("report.json"));
+        clips.push(report["clips"][0].clone());
+        if dialect == "deepgram" {
+            assert!(
+                report["url"].as_str().unwrap().ends_with("/v1/listen"),
+                "{}",
+                report["url"]
+            );
+        }
+    }
+    let (v1, dg) = (&clips[0], &clips[1]);
+    assert!(dg["passed"].as_bool().unwrap(), "{dg}");
+    assert_eq!(dg["close_code"], 1000);
+    assert!(dg["hypothesis"].as_str().unwrap().contains("hello"), "{dg}");
+    for key in ["hypothesis", "wer", "word_errors", "finals"] {
+        assert_eq!(v1[key], dg[key], "{key}: v1 {v1}\ndeepgram {dg}");
+    }
+    // Latencies measured on the Deepgram wire too (interims at start + duration, finals
+    // from their last word's end).
+    assert!(dg["partial"]["count"].as_u64().unwrap() > 0, "{dg}");
+    assert!(dg["final"]["count"].as_u64().unwrap() > 0, "{dg}");
+}
+
+#[tokio::test]
+async fn load_over_deepgram_completes_every_session_and_measures_latency() {
+    let (_sim, gw) = gateway_on_the_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "load",
+        "--dialect",
+        "deepgram",
+        "--url",
+        &gw.ws_url(),
+        "--sessions",
+        "3",
+        "--duration",
+        "2s",
+        "--ramp",
+        "300ms",
+        "--gap",
+        "300ms",
+        "--clips",
+        &sgw_testkit::repo()
+            .join("samples/hello.wav")
+            .display()
+            .to_string(),
+        "--out",
+        &dir.path().display().to_string(),
+    ];
+    sgw(args.iter().map(|a| a.to_string()).collect()).await;
+    let report = json(&dir.path().join("load.json"));
+    assert_eq!(report["dialect"], "deepgram");
+    let g = &report["gateway"];
+    assert_eq!(
+        (g["completed"].as_u64(), g["failed"].as_u64()),
+        (Some(3), Some(0)),
+        "{g}"
+    );
+    assert!(g["partial"]["count"].as_u64().unwrap() > 0, "{g}");
+    assert!(g["final"]["count"].as_u64().unwrap() > 0, "{g}");
+    assert_eq!(g["errors"], serde_json::json!({}), "{g}");
 }

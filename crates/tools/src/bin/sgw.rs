@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use sgw_tools::client::dialect::Dialect;
 use sgw_tools::client::transcribe::{self, LiveLine, TranscribeOptions};
 use sgw_tools::client::wav;
 
@@ -88,9 +89,14 @@ struct EvalArgs {
     /// The golden manifest.
     #[arg(long, default_value = "golden/manifest.toml")]
     manifest: PathBuf,
-    /// The gateway's v1 endpoint.
+    /// The gateway's v1 endpoint (with --dialect deepgram, the same gateway's /v1/listen
+    /// is used).
     #[arg(long, default_value = "ws://127.0.0.1:8080/v1/audio/stream")]
     url: String,
+    /// The contract the clips are streamed over: v1 (/v1/audio/stream) or deepgram
+    /// (/v1/listen, the route as `model`); judged the same way.
+    #[arg(long, value_enum, default_value_t = Dialect::V1)]
+    dialect: Dialect,
     /// Pacing: 1 = real time, 4 = four times as fast.
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
@@ -122,9 +128,14 @@ struct EvalArgs {
 
 #[derive(Args)]
 struct LoadArgs {
-    /// The gateway's v1 endpoint.
+    /// The gateway's v1 endpoint (with --dialect deepgram, the same gateway's /v1/listen
+    /// is used).
     #[arg(long, default_value = "ws://127.0.0.1:8080/v1/audio/stream")]
     url: String,
+    /// The contract the sessions speak: v1 (/v1/audio/stream) or deepgram (/v1/listen);
+    /// the same pacing, latency rules and report.
+    #[arg(long, value_enum, default_value_t = Dialect::V1)]
+    dialect: Dialect,
     /// Concurrent real-time sessions.
     #[arg(long, default_value_t = 10)]
     sessions: usize,
@@ -302,9 +313,9 @@ async fn eval(args: EvalArgs) -> anyhow::Result<()> {
         expected_dir: expected.then_some(args.expected),
         write_expected: args.write_expected,
     };
-    let results = golden::eval::run(&manifest, &opts).await?;
+    let results = golden::eval::run_with_dialect(&manifest, &opts, args.dialect).await?;
     let report = EvalReport::new(
-        &opts.url,
+        &args.dialect.endpoint(&opts.url),
         opts.speed,
         opts.concurrency,
         &opts.routes,
@@ -342,7 +353,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         direct_sessions: args.direct_sessions,
         progress: true,
     };
-    let report = load::run(&opts).await?;
+    let report = load::run_with_dialect(&opts, args.dialect).await?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     std::fs::write(
@@ -360,6 +371,7 @@ async fn run_transcribe(args: TranscribeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let opts = TranscribeOptions {
         url: args.url,
+        dialect: Dialect::V1,
         ca: args.ca,
         speed: args.speed,
         frame_ms: 100,

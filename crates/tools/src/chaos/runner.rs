@@ -2,8 +2,8 @@
 //! SIGKILL, restarted, misbehaving), the fault-injecting proxy in front of some of them,
 //! and the gateway itself as a child process, with marker-audio clients streaming at
 //! real time through its v1 contract or, if the scenario says `dialect = "deepgram"`, its
-//! Deepgram-compatible one (`/v1/listen`). Only the wire differs ([`Dialect`]'s methods
-//! below); the session loop and the judging are the same for both.
+//! Deepgram-compatible one (`/v1/listen`). Only the wire differs ([`Dialect`]'s methods,
+//! shared with `eval` and `load`); the session loop and the judging are the same for both.
 //!
 //! Marker audio names itself (block `k` → word `w{k}` at the zero-compute back end), so
 //! the fault-free transcript is known by construction: `w1 … wN` for N blocks sent. A
@@ -24,11 +24,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::report::ScenarioReport;
 use super::scenario::{Action, BackendSpec, Dialect, Scenario};
-use crate::client::deepgram;
+use crate::client::dialect::Ask;
+use crate::client::events::ClientEvent;
 use sgw_testkit::proxy::{Fault, FaultProxy};
 use sgw_testkit::sim::marker::{marker_audio, marker_word};
 use speech_gateway::config::BackendProtocol;
-use speech_gateway::ingress::v1::wire::{ClientMessage, ServerMessage, StartSettings};
 use speech_gateway::telemetry::exposition;
 
 /// Marker block length: one word per block.
@@ -292,7 +292,7 @@ async fn run_one(programs: &Programs, s: &Scenario, out: &Path) -> anyhow::Resul
 
     let blocks = (s.audio.as_millis() as u64 / BLOCK_MS) as usize;
     let dialect = s.dialect;
-    let ws_url = dialect.url(gw_addr);
+    let ws_url = dialect.url(&format!("ws://{gw_addr}"), &ask());
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..s.sessions {
@@ -395,80 +395,37 @@ enum Heard {
     Final(String),
     /// A status notice's state (`failover`, `audio_gap`, …).
     Status(String),
-    /// An error; `recoverable` is `None` when the message does not say (Deepgram): then
-    /// the close decides (1000: it was not fatal).
     Error {
         code: String,
-        recoverable: Option<bool>,
+        recoverable: bool,
     },
     /// The message the contract sends just before a normal close (Deepgram's `Metadata`).
     Goodbye,
     Other,
 }
 
-/// The wire: where a client connects, what it says first and last, how it reads the
-/// server. Everything else about a chaos session is the same in every dialect.
-impl Dialect {
-    fn url(self, gw: SocketAddr) -> String {
-        match self {
-            Dialect::V1 => format!("ws://{gw}/v1/audio/stream"),
-            Dialect::Deepgram => deepgram::live_url(&format!("ws://{gw}"), "default", SAMPLE_RATE),
-        }
+/// What every chaos session asks: marker audio at 16 kHz on the default route, no
+/// punctuation (marker words are bare).
+fn ask() -> Ask {
+    Ask {
+        route: Some("default".into()),
+        punctuate: false,
+        ..Ask::new(SAMPLE_RATE)
     }
+}
 
-    /// The first message (Deepgram takes its settings from the URL).
-    fn opening(self) -> Option<Message> {
-        match self {
-            Dialect::V1 => {
-                let start = ClientMessage::Start {
-                    config: Some(StartSettings {
-                        sample_rate: Some(SAMPLE_RATE),
-                        ..StartSettings::default()
-                    }),
-                };
-                Some(Message::Text(start.to_text().into()))
-            }
-            Dialect::Deepgram => None,
-        }
-    }
-
-    /// After the audio: flush and close.
-    fn closing(self) -> Message {
-        match self {
-            Dialect::V1 => Message::Text(ClientMessage::End.to_text().into()),
-            Dialect::Deepgram => Message::Text(deepgram::CLOSE_STREAM.into()),
-        }
-    }
-
-    /// Whether a normal close must follow [`Heard::Goodbye`].
-    fn needs_goodbye(self) -> bool {
-        self == Dialect::Deepgram
-    }
-
-    fn hear(self, text: &str) -> Heard {
-        match self {
-            Dialect::V1 => match ServerMessage::parse(text) {
-                Some(ServerMessage::Final(f)) => Heard::Final(f.text.into_owned()),
-                Some(ServerMessage::Status(st)) => Heard::Status(st.state.into_owned()),
-                Some(ServerMessage::Error(e)) => Heard::Error {
-                    code: e.code.into_owned(),
-                    recoverable: Some(e.recoverable),
-                },
-                _ => Heard::Other,
-            },
-            Dialect::Deepgram => match deepgram::ServerMessage::parse(text) {
-                Some(deepgram::ServerMessage::Results(r)) if r.is_final => {
-                    Heard::Final(r.transcript().to_string())
-                }
-                Some(deepgram::ServerMessage::GatewayStatus { state }) => Heard::Status(state),
-                Some(deepgram::ServerMessage::Error { code }) => Heard::Error {
-                    code,
-                    recoverable: None,
-                },
-                Some(deepgram::ServerMessage::Metadata {}) => Heard::Goodbye,
-                _ => Heard::Other,
-            },
-        }
+/// The wire is the dialect's ([`crate::client::dialect`]); this is what a chaos session
+/// keeps of a message.
+fn hear(dialect: Dialect, text: &str) -> Heard {
+    match dialect.read(text) {
+        ClientEvent::Final(f) => Heard::Final(f.text.into_owned()),
+        ClientEvent::Status(st) => Heard::Status(st.state.into_owned()),
+        ClientEvent::Error(e) => Heard::Error {
+            code: e.code.into_owned(),
+            recoverable: e.recoverable,
+        },
+        ClientEvent::Metadata => Heard::Goodbye,
+        _ => Heard::Other,
     }
 }
 
@@ -503,15 +460,15 @@ pub async fn run_session(dialect: Dialect, url: &str, blocks: usize) -> SessionR
     let frame_bytes = (u64::from(SAMPLE_RATE) * FRAME_MS / 1000 * 2) as usize;
     let writer = async move {
         let send_all = async {
-            if let Some(opening) = dialect.opening() {
-                tx.send(opening).await?;
+            if let Some(opening) = dialect.opening(&ask()) {
+                tx.send(Message::text(opening)).await?;
             }
             let t0 = tokio::time::Instant::now();
             for (i, frame) in audio.chunks(frame_bytes).enumerate() {
                 tokio::time::sleep_until(t0 + Duration::from_millis(FRAME_MS * i as u64)).await;
                 tx.send(Message::Binary(frame.to_vec().into())).await?;
             }
-            tx.send(dialect.closing()).await
+            tx.send(Message::text(dialect.closing())).await
         };
         // A send fails once the gateway has closed: the reader reports why.
         let _: Result<(), _> = send_all.await;
@@ -521,10 +478,8 @@ pub async fn run_session(dialect: Dialect, url: &str, blocks: usize) -> SessionR
     let audio_ms = blocks as u64 * BLOCK_MS;
     let reader = async {
         let mut words: Vec<u16> = Vec::new();
-        // A fatal error's code (v1 says which are); Deepgram's errors do not say, so the
-        // close decides (`maybe_error`).
+        // A fatal error's code.
         let mut error_code: Option<String> = None;
-        let mut maybe_error: Option<String> = None;
         let mut goodbye = false;
         let mut last = Instant::now();
         let t0 = Instant::now();
@@ -538,7 +493,7 @@ pub async fn run_session(dialect: Dialect, url: &str, blocks: usize) -> SessionR
             }
             last = now;
             match msg {
-                Some(Ok(Message::Text(t))) => match dialect.hear(t.as_str()) {
+                Some(Ok(Message::Text(t))) => match hear(dialect, t.as_str()) {
                     Heard::Final(text) => {
                         words.extend(text.split_whitespace().map(|w| marker_word(w).unwrap_or(0)))
                     }
@@ -546,12 +501,8 @@ pub async fn run_session(dialect: Dialect, url: &str, blocks: usize) -> SessionR
                     Heard::Status(state) if state == "audio_gap" => result.audio_gap_statuses += 1,
                     Heard::Error {
                         code,
-                        recoverable: Some(false),
+                        recoverable: false,
                     } => error_code = Some(code),
-                    Heard::Error {
-                        code,
-                        recoverable: None,
-                    } => maybe_error = Some(code),
                     Heard::Goodbye => goodbye = true,
                     _ => {}
                 },
@@ -559,18 +510,15 @@ pub async fn run_session(dialect: Dialect, url: &str, blocks: usize) -> SessionR
                     let code = frame.map(|f| u16::from(f.code));
                     break if let Some(c) = &error_code {
                         SessionEnd::Failed { code: c.clone() }
-                    } else if code == Some(1000) && (goodbye || !dialect.needs_goodbye()) {
+                    } else if code == Some(1000) && (goodbye || !dialect.says_goodbye()) {
                         SessionEnd::Completed
-                    } else if let (Some(c), false) = (&maybe_error, code == Some(1000)) {
-                        // Not a normal close: the error was fatal.
-                        SessionEnd::Failed { code: c.clone() }
                     } else {
                         SessionEnd::Dropped { close: code }
                     };
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
-                    break match error_code.as_ref().or(maybe_error.as_ref()) {
+                    break match error_code.as_ref() {
                         Some(c) => SessionEnd::Failed { code: c.clone() },
                         None => SessionEnd::Dropped { close: None },
                     };
@@ -765,33 +713,26 @@ mod tests {
             r#"{"type":"error","code":"MODEL_UNAVAILABLE","message":"m","recoverable":false}"#,
         ];
         let deepgram = [
-            r#"{"type":"Results","is_final":true,"channel":{"alternatives":[{"transcript":"w1 w2"}]}}"#,
-            r#"{"type":"Results","is_final":false,"channel":{"alternatives":[{"transcript":"w3"}]}}"#,
+            r#"{"type":"Results","is_final":true,"start":0.0,"duration":1.0,"channel":{"alternatives":[{"transcript":"w1 w2"}]}}"#,
+            r#"{"type":"Results","is_final":false,"start":1.0,"duration":0.5,"channel":{"alternatives":[{"transcript":"w3"}]}}"#,
             r#"{"type":"GatewayStatus","state":"failover","message":"m"}"#,
             r#"{"type":"Error","code":"MODEL_UNAVAILABLE","description":"m"}"#,
         ];
-        let heard = |d: Dialect, m: &[&str]| m.iter().map(|t| d.hear(t)).collect::<Vec<_>>();
+        let heard = |d: Dialect, m: &[&str]| m.iter().map(|t| hear(d, t)).collect::<Vec<_>>();
         let (a, b) = (heard(Dialect::V1, &v1), heard(Dialect::Deepgram, &deepgram));
-        assert_eq!(a[..3], b[..3]);
+        assert_eq!(a, b);
         assert_eq!(a[0], Heard::Final("w1 w2".into()));
         assert_eq!(a[1], Heard::Other);
         assert_eq!(a[2], Heard::Status("failover".into()));
         assert!(matches!(
             &a[3],
             Heard::Error {
-                recoverable: Some(false),
-                ..
-            }
-        ));
-        assert!(matches!(
-            &b[3],
-            Heard::Error {
-                recoverable: None,
+                recoverable: false,
                 ..
             }
         ));
         assert_eq!(
-            Dialect::Deepgram.hear(r#"{"type":"Metadata","duration":8.0}"#),
+            hear(Dialect::Deepgram, r#"{"type":"Metadata","duration":8.0}"#),
             Heard::Goodbye
         );
     }

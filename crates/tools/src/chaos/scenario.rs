@@ -48,16 +48,9 @@ fn default_stagger() -> Duration {
     Duration::from_millis(100)
 }
 
-/// The WebSocket contract the clients speak; the marker audio and its judging are the same.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Dialect {
-    /// The gateway's own contract, `/v1/audio/stream`.
-    #[default]
-    V1,
-    /// Deepgram's live streaming contract, `/v1/listen`.
-    Deepgram,
-}
+/// The WebSocket contract the clients speak (`v1`, `deepgram`); the marker audio and its
+/// judging are the same.
+pub use crate::client::dialect::Dialect;
 
 /// One zero-compute back-end process (`sim-backend`).
 #[derive(Debug, Clone, Deserialize)]

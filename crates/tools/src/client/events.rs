@@ -19,6 +19,9 @@ pub enum ClientEvent {
     Error(ServerError<'static>),
     Pong(Pong<'static>),
     Status(Status<'static>),
+    /// Deepgram's `Metadata`, the last message before a normal close (v1 has none; see
+    /// [`super::dialect`]).
+    Metadata,
     /// Not a message of the contract (an unknown type, fields that do not fit, not JSON),
     /// kept as it came.
     Other(Value),

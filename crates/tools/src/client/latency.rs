@@ -202,6 +202,7 @@ pub(super) fn measure(
             ClientEvent::Error(_)
             | ClientEvent::Pong(_)
             | ClientEvent::Status(_)
+            | ClientEvent::Metadata
             | ClientEvent::Other(_) => {}
         }
     }

@@ -1,11 +1,12 @@
-//! Client tools that speak the gateway's WebSocket contract (v1): the `transcribe`
-//! command and the pieces it is built from; and a minimal client side of the
-//! Deepgram-compatible live dialect, for the chaos suite.
+//! Client tools that speak the gateway's WebSocket contracts: the `transcribe` command
+//! and the pieces it is built from, over v1 or the Deepgram-compatible live dialect
+//! ([`dialect`]: the four things in which they differ; `eval`, `load` and `chaos` share it).
 //!
 //! | module | role |
 //! |---|---|
 //! | [`connect`] | opening a `ws://` / `wss://` socket with a bearer token (and a CA file) |
 //! | [`wav`] | PCM16 mono WAV reading (and writing, for tests) |
+//! | [`dialect`] | v1 or Deepgram: the URL, the first and last message, reading a server message as v1's |
 //! | [`deepgram`] | `/v1/listen`: the URL, `CloseStream`, the server messages a client reads |
 //! | [`events`] | server messages of contract v1, parsed leniently |
 //! | [`transcribe`] | streams a WAV file to the gateway, paced, and reports what came back |
@@ -14,6 +15,7 @@
 
 pub mod connect;
 pub mod deepgram;
+pub mod dialect;
 pub mod events;
 pub mod latency;
 pub mod render;

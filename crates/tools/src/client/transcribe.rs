@@ -1,7 +1,9 @@
 //! The `sgw transcribe` client: streams a WAV file to a gateway over client
-//! contract v1 (`/v1/audio/stream`), hands every server message to the caller as it
-//! arrives, and measures latency from the client's side of the wire the way DESIGN.md
-//! ("Latency, as measured by clients") defines it.
+//! contract v1 (`/v1/audio/stream`) or the Deepgram-compatible dialect (`/v1/listen`,
+//! [`TranscribeOptions::dialect`]: only the wire differs, see [`super::dialect`]), hands
+//! every server message to the caller as it arrives (as v1's events), and measures
+//! latency from the client's side of the wire the way DESIGN.md ("Latency, as measured by
+//! clients") defines it.
 //!
 //! The session runs as one `select!` loop that both sends paced frames and reads server
 //! messages, so no state is shared between tasks. Everything needed for latency (the
@@ -17,12 +19,12 @@ use serde::Serialize;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use super::dialect::{Ask, Dialect};
 pub use super::events::{ClientEvent, Final, Partial, ServerError, Word};
 use super::latency::{self, Arrival, FrameRecord, SessionLog};
 pub use super::latency::{LatencySamples, LatencyStats, LatencySummary, speech_onset_frame};
 pub use super::render::{LiveLine, render_live, render_report};
 use super::wav::Wav;
-use speech_gateway::ingress::v1::wire::{ClientMessage, StartSettings};
 
 /// How long the client waits, after sending `end` (and after each later message), for
 /// the server to answer or close before giving up.
@@ -30,8 +32,11 @@ pub const END_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct TranscribeOptions {
-    /// `ws://HOST:PORT/v1/audio/stream` or `wss://…`.
+    /// `ws://HOST:PORT/v1/audio/stream` or `wss://…` (for Deepgram, the same gateway's
+    /// `/v1/listen` is used: [`Dialect::endpoint`]).
     pub url: String,
+    /// The contract spoken (v1 by default).
+    pub dialect: Dialect,
     /// For `wss://`: a CA file trusted besides the system's roots.
     pub ca: Option<std::path::PathBuf>,
     /// Pacing: 1.0 = real time, 2.0 = twice as fast, 0 = as fast as the socket allows.
@@ -54,6 +59,7 @@ impl TranscribeOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            dialect: Dialect::V1,
             ca: None,
             speed: 1.0,
             frame_ms: 100,
@@ -124,19 +130,16 @@ fn frame_samples(sample_rate: u32, frame_ms: u32) -> anyhow::Result<usize> {
     Ok(((u64::from(sample_rate) * u64::from(frame_ms) / 1000) as usize).max(1))
 }
 
-/// The `start` message: the WAV's own rate (the gateway resamples), optional fields only
-/// when given, both booleans always so the server never has to guess our intent.
-fn start_message(sample_rate: u32, opts: &TranscribeOptions) -> ClientMessage<'static> {
-    ClientMessage::Start {
-        config: Some(StartSettings {
-            sample_rate: Some(sample_rate),
-            encoding: Some("pcm_s16le".into()),
-            word_timestamps: Some(opts.word_timestamps),
-            interim_results: Some(opts.interim_results),
-            language: opts.language.clone(),
-            model: opts.model.clone(),
-            ..StartSettings::default()
-        }),
+/// What the session asks for: the WAV's own rate (the gateway resamples), the options'
+/// route, language and flags.
+fn ask(sample_rate: u32, opts: &TranscribeOptions) -> Ask {
+    Ask {
+        sample_rate,
+        route: opts.model.clone(),
+        language: opts.language.clone(),
+        interim_results: opts.interim_results,
+        word_timestamps: opts.word_timestamps,
+        punctuate: true,
     }
 }
 
@@ -149,8 +152,8 @@ fn send_deadline(t0: Instant, start_sample: usize, sample_rate: u32, speed: f64)
     t0 + Duration::from_secs_f64(start_sample as f64 / f64::from(sample_rate) / speed)
 }
 
-/// Connects, sends `start`, paced frames and `end`, and logs every send and arrival
-/// until the server closes.
+/// Connects, sends the dialect's opening (v1's `start`), paced frames and its closing
+/// (`end` / `CloseStream`), and logs every send and arrival until the server closes.
 async fn run_session(
     wav: &Wav,
     opts: &TranscribeOptions,
@@ -164,13 +167,16 @@ async fn run_session(
         );
     }
     let frame_len = frame_samples(wav.sample_rate, opts.frame_ms)?;
-    let ws = super::connect::open(&opts.url, opts.token.as_deref(), opts.ca.as_deref()).await?;
+    let dialect = opts.dialect;
+    let ask = ask(wav.sample_rate, opts);
+    let url = dialect.url(&opts.url, &ask);
+    let ws = super::connect::open(&url, opts.token.as_deref(), opts.ca.as_deref()).await?;
     let (mut sink, mut stream) = ws.split();
-    sink.send(Message::text(
-        start_message(wav.sample_rate, opts).to_text(),
-    ))
-    .await
-    .context("sending start")?;
+    if let Some(opening) = dialect.opening(&ask) {
+        sink.send(Message::text(opening))
+            .await
+            .context("sending start")?;
+    }
 
     let chunks: Vec<&[i16]> = wav.samples.chunks(frame_len).collect();
     let t0 = Instant::now();
@@ -198,7 +204,7 @@ async fn run_session(
             message = stream.next() => match message {
                 None => break,
                 Some(Ok(Message::Text(text))) => {
-                    let event = ClientEvent::parse(text.as_str());
+                    let event = dialect.read(text.as_str());
                     on_event(&event);
                     let at = Instant::now();
                     log.arrivals.push(Arrival { at, event });
@@ -230,7 +236,7 @@ async fn run_session(
                         next += 1;
                     })
                 } else {
-                    sink.send(Message::text(ClientMessage::End.to_text())).await.map(|()| {
+                    sink.send(Message::text(dialect.closing())).await.map(|()| {
                         let at = Instant::now();
                         log.end_sent = Some(at);
                         idle_deadline = Some(at + end_timeout);
@@ -281,7 +287,10 @@ fn build_report(wav: &Wav, log: &SessionLog, speech_frame: Option<usize>) -> Tra
                 final_index += 1;
             }
             ClientEvent::Error(e) => errors.push(e.clone()),
-            ClientEvent::Pong(_) | ClientEvent::Status(_) | ClientEvent::Other(_) => {}
+            ClientEvent::Pong(_)
+            | ClientEvent::Status(_)
+            | ClientEvent::Metadata
+            | ClientEvent::Other(_) => {}
         }
     }
     TranscribeReport {
@@ -492,7 +501,7 @@ mod tests {
         assert_eq!(
             start["config"],
             json!({"sample_rate":16000,"encoding":"pcm_s16le","word_timestamps":true,
-            "interim_results":true,"language":"en","model":"fast"})
+            "interim_results":true,"punctuate":true,"language":"en","model":"fast"})
         );
         assert_eq!(
             (seen.frames, seen.samples, seen.got_end),

@@ -1,5 +1,7 @@
-//! `sgw eval`: streams every golden clip through a gateway over contract v1 and
-//! judges each transcript against its reference and ceilings.
+//! `sgw eval`: streams every golden clip through a gateway over contract v1 (or, with
+//! [`run_with_dialect`], Deepgram's `/v1/listen`: only the wire differs, see
+//! [`crate::client::dialect`]) and judges each transcript against its reference and
+//! ceilings, the same way whatever the dialect.
 
 use std::path::PathBuf;
 
@@ -8,6 +10,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::manifest::{Clip, Manifest};
+use crate::client::dialect::Dialect;
 use crate::client::latency::{LatencySamples, LatencyStats};
 use crate::client::transcribe::{self, TranscribeOptions};
 use crate::client::wav::read_wav_file;
@@ -73,8 +76,17 @@ pub struct ClipResult {
     pub problems: Vec<String>,
 }
 
-/// Runs the clips of `manifest` (filtered by the options) on every route.
+/// Runs the clips of `manifest` (filtered by the options) on every route, over v1.
 pub async fn run(manifest: &Manifest, opts: &EvalOptions) -> anyhow::Result<Vec<ClipResult>> {
+    run_with_dialect(manifest, opts, Dialect::V1).await
+}
+
+/// [`run`] over `dialect` (`opts.url` names the gateway; [`Dialect::endpoint`]).
+pub async fn run_with_dialect(
+    manifest: &Manifest,
+    opts: &EvalOptions,
+    dialect: Dialect,
+) -> anyhow::Result<Vec<ClipResult>> {
     if opts.routes.is_empty() {
         bail!("no route to run");
     }
@@ -104,7 +116,7 @@ pub async fn run(manifest: &Manifest, opts: &EvalOptions) -> anyhow::Result<Vec<
         .collect();
     let mut results: Vec<(usize, ClipResult)> = futures::stream::iter(jobs)
         .map(|(i, route, clip)| async move {
-            let result = run_clip(manifest, clip, route, opts).await;
+            let result = run_clip(manifest, clip, route, opts, dialect).await;
             eprintln!(
                 "eval: {route}/{}: WER {:.3}{}",
                 clip.id,
@@ -133,7 +145,13 @@ pub async fn run(manifest: &Manifest, opts: &EvalOptions) -> anyhow::Result<Vec<
     Ok(results)
 }
 
-async fn run_clip(manifest: &Manifest, clip: &Clip, route: &str, opts: &EvalOptions) -> ClipResult {
+async fn run_clip(
+    manifest: &Manifest,
+    clip: &Clip,
+    route: &str,
+    opts: &EvalOptions,
+    dialect: Dialect,
+) -> ClipResult {
     let mut result = ClipResult {
         route: route.to_string(),
         id: clip.id.clone(),
@@ -153,6 +171,7 @@ async fn run_clip(manifest: &Manifest, clip: &Clip, route: &str, opts: &EvalOpti
         }
     };
     let mut t = TranscribeOptions::new(opts.url.clone());
+    t.dialect = dialect;
     t.speed = opts.speed;
     t.token = opts.token.clone();
     t.language = Some(clip.language.clone());

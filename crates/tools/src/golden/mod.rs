@@ -1,7 +1,7 @@
-//! The golden-fixture harness: `sgw eval` streams the clips of
-//! `golden/manifest.toml` through a gateway over contract v1 and judges WER (with the
-//! normaliser of [`crate::client::wer`]), latencies and words produced on silence
-//! against each clip's ceilings.
+//! The golden-fixture harness: `sgw eval` streams the clips of `golden/manifest.toml`
+//! through a gateway over contract v1 (or Deepgram's `/v1/listen`, `--dialect deepgram`)
+//! and judges WER (with the normaliser of [`crate::client::wer`]), latencies and words
+//! produced on silence against each clip's ceilings.
 //!
 //! | module | role |
 //! |---|---|

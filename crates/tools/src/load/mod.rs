@@ -1,6 +1,8 @@
 //! `sgw load`: N concurrent real-time sessions against a gateway, bounded in
 //! time, with a live progress line; reports latencies, errors by code, sessions completed
-//! and failed, and the gateway's CPU and memory over the run.
+//! and failed, and the gateway's CPU and memory over the run. Sessions speak v1 or, with
+//! [`run_with_dialect`], Deepgram's `/v1/listen`: only the wire differs
+//! ([`crate::client::dialect`]); pacing, latency and the report are the same.
 //!
 //! Sessions start evenly over `--ramp`, each streams clips from `--clips` in a loop at
 //! real time (one frame per `--frame-ms`, `--gap` of silence after each pass), and all of them send `end` when `--duration`
@@ -32,9 +34,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use speech_gateway::ingress::v1::wire::{ClientMessage, StartSettings};
 use tokio::time::Instant;
 
+use crate::client::dialect::{Ask, Dialect};
 use crate::client::wav::read_wav_file;
 pub use report::LoadReport;
 use report::{PathReport, ResourceReport};
@@ -44,7 +46,8 @@ use speech_gateway::telemetry::process;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// The gateway's v1 endpoint (`ws://HOST:PORT/v1/audio/stream`).
+    /// The gateway's v1 endpoint (`ws://HOST:PORT/v1/audio/stream`); Deepgram sessions
+    /// use the same gateway's `/v1/listen` ([`Dialect::endpoint`]).
     pub url: String,
     pub sessions: usize,
     /// From the first session's start to every session's `end`.
@@ -192,22 +195,27 @@ fn ws_addr(url: &str) -> Option<SocketAddr> {
         .next()
 }
 
-fn start_message(clip: &Clip, route: Option<&str>) -> String {
-    ClientMessage::Start {
-        config: Some(StartSettings {
-            sample_rate: Some(clip.sample_rate),
-            encoding: Some("pcm_s16le".into()),
-            interim_results: Some(true),
-            word_timestamps: Some(true),
-            model: route.map(str::to_string),
-            ..StartSettings::default()
-        }),
-    }
-    .to_text()
+/// Where a session playing `clip` connects, and its first message.
+fn opening(
+    dialect: Dialect,
+    url: &str,
+    clip: &Clip,
+    route: Option<&str>,
+) -> (String, Option<String>) {
+    let ask = Ask {
+        route: route.map(str::to_string),
+        ..Ask::new(clip.sample_rate)
+    };
+    (dialect.url(url, &ask), dialect.opening(&ask))
 }
 
-/// Runs the load and returns its report.
+/// Runs the load over v1 and returns its report.
 pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
+    run_with_dialect(opts, Dialect::V1).await
+}
+
+/// [`run`] with the gateway's sessions speaking `dialect`.
+pub async fn run_with_dialect(opts: &LoadOptions, dialect: Dialect) -> anyhow::Result<LoadReport> {
     if opts.sessions == 0 {
         bail!("--sessions must be at least 1");
     }
@@ -216,10 +224,10 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
     }
     let fd_limit = raise_fd_limit();
     let clips: Arc<Vec<Clip>> = Arc::new(load_clips(&opts.clips, opts.frame_ms, opts.gap)?);
-    let starts: Arc<Vec<String>> = Arc::new(
+    let starts: Arc<Vec<(String, Option<String>)>> = Arc::new(
         clips
             .iter()
-            .map(|c| start_message(c, opts.route.as_deref()))
+            .map(|c| opening(dialect, &opts.url, c, opts.route.as_deref()))
             .collect(),
     );
     let probe = Probe {
@@ -239,12 +247,7 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
     let mut tasks = tokio::task::JoinSet::new();
     let spread = |i: usize, n: usize| t0 + opts.ramp.mul_f64(i as f64 / n.max(1) as f64);
     for i in 0..opts.sessions {
-        let (clips, starts, stats, url) = (
-            clips.clone(),
-            starts.clone(),
-            gateway.clone(),
-            opts.url.clone(),
-        );
+        let (clips, starts, stats) = (clips.clone(), starts.clone(), gateway.clone());
         let plan = Plan {
             start_at: spread(i, opts.sessions),
             stop_at,
@@ -252,7 +255,8 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
         };
         tasks.spawn(async move {
             let k = i % clips.len();
-            session::ws_session(&url, &starts[k], &clips[k], plan, &stats).await;
+            let (url, opening) = &starts[k];
+            session::ws_session(dialect, url, opening.as_deref(), &clips[k], plan, &stats).await;
         });
     }
     if let Some(addr) = opts.direct_riva {
@@ -325,7 +329,8 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
         opts.sessions,
     );
     Ok(LoadReport {
-        url: opts.url.clone(),
+        url: dialect.endpoint(&opts.url),
+        dialect,
         sessions: opts.sessions,
         duration_seconds: opts.duration.as_secs_f64(),
         ramp_seconds: opts.ramp.as_secs_f64(),

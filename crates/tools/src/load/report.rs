@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::histogram::Percentiles;
 use super::session::PathStats;
+use crate::client::dialect::Dialect;
 use speech_gateway::telemetry::process::ProcessSample;
 
 /// One path's sessions (through the gateway, or direct to the back end).
@@ -147,7 +148,10 @@ pub struct Added {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
+    /// The endpoint the sessions spoke to.
     pub url: String,
+    /// The contract they spoke.
+    pub dialect: Dialect,
     pub sessions: usize,
     pub duration_seconds: f64,
     pub ramp_seconds: f64,
@@ -197,9 +201,10 @@ impl LoadReport {
 
     pub fn markdown(&self) -> String {
         let mut md = format!(
-            "# Load\n\n`{}`: {} sessions, {} s (ramp {} s), {} ms frames at real time, {} clip(s); \
-             peak active {}; open-file limit {}.\n\n",
+            "# Load\n\n`{}` ({}): {} sessions, {} s (ramp {} s), {} ms frames at real time, \
+             {} clip(s); peak active {}; open-file limit {}.\n\n",
             self.url,
+            self.dialect.name(),
             self.sessions,
             self.duration_seconds,
             self.ramp_seconds,

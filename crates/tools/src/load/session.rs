@@ -1,12 +1,14 @@
-//! One load session, on either path: a WebSocket client of contract v1 through the
-//! gateway ([`ws_session`]), or a Riva `StreamingRecognize` client straight to the back
-//! end ([`direct_session`]) — the baseline that makes the gateway's own cost visible. Both
-//! pace the same frames at real time and measure latency the same way:
+//! One load session, on either path: a WebSocket client through the gateway
+//! ([`ws_session`], contract v1 or the Deepgram dialect: [`Dialect`] says how to open,
+//! close and read, the loop is the same), or a Riva `StreamingRecognize` client straight
+//! to the back end ([`direct_session`]) — the baseline that makes the gateway's own cost
+//! visible. All pace the same frames at real time and measure latency the same way:
 //!
 //! - partial: arrival − send time of the frame that ends where the result says it
-//!   accounts (`timestamp_ms` on the WebSocket, `audio_processed` from Riva);
+//!   accounts (`timestamp_ms` on v1, `start + duration` on Deepgram, `audio_processed`
+//!   from Riva);
 //! - final: arrival − send time of the frame holding its last word's end (or of `end` /
-//!   the half-close when that came first or there are no word times).
+//!   `CloseStream` / the half-close when that came first or there are no word times).
 //!
 //! The direct client is a test tool and, like `sim`, one of the few places outside
 //! `backend/` that use the generated protobuf types (it speaks the back end's protocol).
@@ -18,11 +20,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use speech_gateway::ingress::v1::wire::{ClientMessage, ServerMessage};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::histogram::LatencyHistogram;
+use crate::client::dialect::Dialect;
+use crate::client::events::ClientEvent;
 use sgw_proto::nvidia::riva::AudioEncoding;
 use sgw_proto::nvidia::riva::asr::riva_speech_recognition_client::RivaSpeechRecognitionClient;
 use sgw_proto::nvidia::riva::asr::streaming_recognize_request::StreamingRequest;
@@ -176,8 +179,15 @@ fn latency(from: Option<Instant>, to: Instant) -> Option<Duration> {
     from.filter(|f| *f <= to).map(|f| to - f)
 }
 
-/// One WebSocket session through the gateway.
-pub async fn ws_session(url: &str, start: &str, clip: &Clip, plan: Plan, stats: &PathStats) {
+/// One WebSocket session through the gateway: `url` and `opening` are `dialect`'s.
+pub async fn ws_session(
+    dialect: Dialect,
+    url: &str,
+    opening: Option<&str>,
+    clip: &Clip,
+    plan: Plan,
+    stats: &PathStats,
+) {
     tokio::time::sleep_until(plan.start_at).await;
     stats.started.fetch_add(1, Ordering::Relaxed);
     let config = tungstenite::protocol::WebSocketConfig::default()
@@ -196,7 +206,7 @@ pub async fn ws_session(url: &str, start: &str, clip: &Clip, plan: Plan, stats: 
         }
     };
     stats
-        .live(drive_ws(&mut ws, start, clip, plan, stats))
+        .live(drive_ws(&mut ws, dialect, opening, clip, plan, stats))
         .await;
 }
 
@@ -207,22 +217,28 @@ fn short(s: &str) -> String {
 type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Streams until `plan.stop_at`, sends `end`, waits for the close. `Err` names why the
-/// session failed (an error code, a close code, a timeout).
+/// Sends the opening (v1's `start`), streams until `plan.stop_at`, sends the closing
+/// (`end` / `CloseStream`), waits for the close. `Err` names why the session failed (an
+/// error code, a close code, a timeout).
 async fn drive_ws(
     ws: &mut WsStream,
-    start: &str,
+    dialect: Dialect,
+    opening: Option<&str>,
     clip: &Clip,
     plan: Plan,
     stats: &PathStats,
 ) -> Result<(), String> {
-    ws.send(Message::text(start))
-        .await
-        .map_err(|e| format!("send: {}", short(&e.to_string())))?;
+    if let Some(opening) = opening {
+        ws.send(Message::text(opening))
+            .await
+            .map_err(|e| format!("send: {}", short(&e.to_string())))?;
+    }
     let mut pace = Pace::new(clip, plan.frame);
     let mut fatal: Option<String> = None;
     // A result came: the start was accepted.
     let mut served = false;
+    // Deepgram's `Metadata` came: its goodbye before a normal close.
+    let mut goodbye = !dialect.says_goodbye();
     loop {
         let close_by = pace.end_sent.map(|e| e + CLOSE_TIMEOUT);
         tokio::select! {
@@ -230,16 +246,15 @@ async fn drive_ws(
                 let at = Instant::now();
                 match message {
                     Some(Ok(Message::Text(text))) => {
-                        let Some(msg) = ServerMessage::parse(text.as_str()) else { continue };
-                        match msg {
-                            ServerMessage::Partial(p) => {
+                        match dialect.read(text.as_str()) {
+                            ClientEvent::Partial(p) => {
                                 served = true;
                                 stats.partials.fetch_add(1, Ordering::Relaxed);
                                 if let Some(l) = latency(pace.sent.reaching(p.timestamp_ms as f64), at) {
                                     stats.partial.record(l);
                                 }
                             }
-                            ServerMessage::Final(f) => {
+                            ClientEvent::Final(f) => {
                                 served = true;
                                 stats.finals.fetch_add(1, Ordering::Relaxed);
                                 let word_end = f.words.iter().flatten().map(|w| w.end * 1000.0).reduce(f64::max);
@@ -248,10 +263,10 @@ async fn drive_ws(
                                 }
                             }
                             // Counted with the errors, as `status:STATE` (what clients were told).
-                            ServerMessage::Status(st) => {
+                            ClientEvent::Status(st) => {
                                 stats.error(format!("status:{}", st.state));
                             }
-                            ServerMessage::Error(e) => {
+                            ClientEvent::Error(e) => {
                                 let code = e.code.into_owned();
                                 if code == "RATE_LIMIT_EXCEEDED" && !served {
                                     // The start was refused (route limit, or a route shedding
@@ -264,14 +279,16 @@ async fn drive_ws(
                                     stats.error(code);
                                 }
                             }
-                            ServerMessage::Pong(_) => {}
+                            ClientEvent::Metadata => goodbye = true,
+                            ClientEvent::Pong(_) | ClientEvent::Other(_) => {}
                         }
                     }
                     Some(Ok(Message::Close(frame))) => {
                         let code = frame.map_or(1005, |f| u16::from(f.code));
                         return match (fatal, code, pace.end_sent) {
                             (Some(f), _, _) => Err(f),
-                            (None, 1000, Some(_)) => Ok(()),
+                            (None, 1000, Some(_)) if goodbye => Ok(()),
+                            (None, 1000, Some(_)) => Err("close 1000 without Metadata".into()),
                             (None, code, _) => Err(format!("close {code}")),
                         };
                     }
@@ -283,7 +300,7 @@ async fn drive_ws(
             _ = pace.ticks.tick(), if pace.end_sent.is_none() => {
                 let now = Instant::now();
                 if now >= plan.stop_at {
-                    ws.send(Message::text(ClientMessage::End.to_text())).await
+                    ws.send(Message::text(dialect.closing())).await
                         .map_err(|e| format!("send: {}", short(&e.to_string())))?;
                     pace.end_sent = Some(Instant::now());
                 } else {
