@@ -77,8 +77,8 @@ fuzz_target!(|data: &[u8]| {
             );
         }
         Command::Audio(_) => panic!("a text frame decoded as audio"),
-        Command::KeepAlive | Command::Finalize => {
-            panic!("v1 has no KeepAlive or Finalize message")
+        Command::KeepAlive | Command::Finalize | Command::Reply(_) => {
+            panic!("v1 has no KeepAlive, Finalize or dialect reply")
         }
     }
 });

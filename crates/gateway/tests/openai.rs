@@ -267,3 +267,100 @@ async fn post_form(
         .unwrap_or(0);
     (status, text)
 }
+
+async fn realtime(s: &Setup, args: &[&str]) -> Vec<Value> {
+    let wav = sgw_testkit::repo().join("samples/hello.wav");
+    let report =
+        sgw_testkit::openai_realtime(&format!("http://{}", s.gw.addr), &s.api_key, &wav, args)
+            .await;
+    report["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("{report}"))
+}
+
+/// Transcripts joined, a word repeated across a boundary said once: the double's finals
+/// tile its stream in 100 ms words, and a final that ends inside a word (resampled 24 kHz
+/// audio does not fall on its 100 ms grid) names that word again in the next final.
+fn joined(texts: &[&str]) -> String {
+    let mut words: Vec<&str> = Vec::new();
+    for w in texts.iter().flat_map(|t| t.split_whitespace()) {
+        if words.last() != Some(&w) {
+            words.push(w);
+        }
+    }
+    words.join(" ")
+}
+
+fn of_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == ty).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn realtime_transcription_with_server_vad_through_the_official_sdk() {
+    let s = setup(&[]).await;
+    let events = realtime(&s, &[]).await;
+    assert_eq!(events[0]["type"], "session.created", "{events:?}");
+    assert_eq!(events[0]["session_type"], "transcription");
+    assert_eq!(of_type(&events, "session.updated").len(), 1, "{events:?}");
+    assert!(
+        !of_type(&events, "input_audio_buffer.speech_started").is_empty(),
+        "{events:?}"
+    );
+    assert!(!of_type(&events, "conversation.item.input_audio_transcription.delta").is_empty());
+    let completed = of_type(
+        &events,
+        "conversation.item.input_audio_transcription.completed",
+    );
+    let text: Vec<&str> = completed
+        .iter()
+        .map(|c| c["transcript"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined(&text), expected_text(), "{events:?}");
+    // Every completed item was committed first, with distinct item ids chained in order.
+    let committed = of_type(&events, "input_audio_buffer.committed");
+    assert_eq!(committed.len(), completed.len(), "{events:?}");
+    for (i, (c, d)) in committed.iter().zip(&completed).enumerate() {
+        assert_eq!(c["item_id"], d["item_id"]);
+        if i > 0 {
+            assert_eq!(c["previous_item_id"], committed[i - 1]["item_id"]);
+        }
+    }
+    assert!(of_type(&events, "error").is_empty(), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn realtime_manual_commit_makes_one_item_and_bad_events_get_errors() {
+    let s = setup(&[]).await;
+    let events = realtime(&s, &["--manual", "--bad"]).await;
+    let errors: Vec<String> = of_type(&events, "error")
+        .iter()
+        .map(|e| e["error"]["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(errors.len(), 4, "{events:?}");
+    for (message, needle) in errors.iter().zip([
+        "before session.update",
+        "unknown event type",
+        "not valid base64",
+        "empty buffer",
+    ]) {
+        assert!(message.contains(needle), "{message} / {needle}");
+    }
+    assert!(
+        of_type(&events, "error")
+            .iter()
+            .all(|e| e["error"]["type"] == "invalid_request_error"),
+        "{events:?}"
+    );
+    // Manual turns: no speech events of the server's VAD, one item for the one commit.
+    assert!(of_type(&events, "input_audio_buffer.speech_started").is_empty());
+    let completed = of_type(
+        &events,
+        "conversation.item.input_audio_transcription.completed",
+    );
+    assert_eq!(completed.len(), 1, "{events:?}");
+    assert_eq!(
+        joined(&[completed[0]["transcript"].as_str().unwrap()]),
+        expected_text()
+    );
+}

@@ -96,6 +96,32 @@ pub async fn openai_sdk(url: &str, key: &str, args: &[&str]) -> serde_json::Valu
     })
 }
 
+/// Runs OpenAI's SDK realtime client (`tests/conformance/openai_realtime.py`) against the
+/// gateway at `url` (`http://host:port`) with `args`; its JSON report.
+pub async fn openai_realtime(url: &str, key: &str, wav: &Path, args: &[&str]) -> serde_json::Value {
+    let mut cmd = std::process::Command::new(conformance_python());
+    cmd.arg(repo().join("tests/conformance/openai_realtime.py"))
+        .args(["--url", url, "--key", key])
+        .arg("--wav")
+        .arg(wav)
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("python runs"))
+        .await
+        .expect("the client task");
+    assert!(
+        out.status.success(),
+        "the OpenAI realtime client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// A binary of this workspace (`speech-gateway`, `sim-backend`, `sgw`) in the same target
 /// directory as the running program: beside it (a binary) or one level up (a test, which
 /// runs from `target/<profile>/deps/`). `cargo nextest run` and `cargo test` on the

@@ -72,6 +72,12 @@ pub enum Decoded {
     Many(std::vec::IntoIter<Command>),
 }
 
+impl From<Command> for Decoded {
+    fn from(command: Command) -> Self {
+        Decoded::One(command)
+    }
+}
+
 impl From<Option<Command>> for Decoded {
     fn from(command: Option<Command>) -> Self {
         command.map_or(Decoded::Nothing, Decoded::One)
@@ -135,6 +141,12 @@ pub trait Dialect: Contract {
     /// (answered before the upgrade with 400 and [`Dialect::error_body`]). Dialects whose
     /// clients put their settings in the query string read them here.
     fn accept(request: &Upgrade<'_>) -> Result<Self, SessionError>;
+
+    /// Messages the client gets as soon as the connection is open, before any event (a
+    /// dialect whose server speaks first, e.g. `session.created`).
+    fn greeting(&self) -> Vec<Message> {
+        Vec::new()
+    }
 
     /// Commands the session runs before the client's first message (a dialect whose
     /// settings come with the request starts the session at once).

@@ -96,7 +96,11 @@ pub fn app(state: AppState) -> HttpRouter {
             axum::routing::post(openai::transcriptions::create)
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
-        .route("/v1/models", get(openai::models));
+        .route("/v1/models", get(openai::models))
+        .route(
+            "/v1/realtime",
+            get(socket::endpoint::<openai::realtime::Realtime>),
+        );
     operational(router, &state).with_state(state)
 }
 

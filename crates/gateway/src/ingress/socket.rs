@@ -105,7 +105,15 @@ async fn run<D: Dialect>(
     codec: D,
 ) {
     let codec = Arc::new(codec);
-    let (sink, socket_stream) = socket.split();
+    let (mut sink, socket_stream) = socket.split();
+    for m in codec.greeting() {
+        if !matches!(
+            tokio::time::timeout(ctx.limits.write_timeout, sink.send(m)).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+    }
     // The command stream ends at the client's close or a read error. A message above the
     // size limit is a read error the client must hear about: it becomes a
     // `MESSAGE_TOO_LARGE` error (the session then closes with 1009).

@@ -98,6 +98,9 @@ pub enum Command {
     Finalize,
     /// The codec could not make a command of a message; the session answers with this error.
     Reject(SessionError),
+    /// A dialect's own answer to a client message (an acknowledgement the engine has no
+    /// part in), sent back in order with the session's events as [`Event::Reply`].
+    Reply(std::sync::Arc<str>),
 }
 
 /// A word in session time (seconds since the session's first audio sample).
@@ -153,6 +156,10 @@ pub enum Event {
     UtteranceEnd {
         last_word_end_ms: u64,
     },
+    /// A [`Command::Finalize`] is done: every final it brought about was sent.
+    Finalized,
+    /// A dialect's own message ([`Command::Reply`]), passed through.
+    Reply(std::sync::Arc<str>),
     /// The last event of a session.
     Close(CloseCause),
 }

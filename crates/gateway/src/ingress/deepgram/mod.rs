@@ -698,7 +698,7 @@ impl Dialect for Deepgram {
         match ev {
             Event::Partial(t) => vec![self.results(t, false, 0)],
             Event::Final(t) => vec![self.results(t, true, 0)],
-            Event::Pong { .. } => Vec::new(),
+            Event::Pong { .. } | Event::Finalized | Event::Reply(_) => Vec::new(),
             Event::Error(e) => vec![text(&json!({
                 "type": "Error",
                 "variant": e.kind.label().to_ascii_lowercase(),

@@ -5,12 +5,14 @@
 //!   answered as `json`, `text`, `srt`, `vtt` or `verbose_json`, or streamed as server-sent
 //!   `transcript.text.delta` / `transcript.text.done` events.
 //! - `GET /v1/models`: the routes, as OpenAI's model list.
+//! - `GET /v1/realtime` ([`realtime`]): the realtime transcription WebSocket.
 //!
 //! Errors are OpenAI's `{"error": {"message", "type", "param", "code"}}` with the matching
 //! status. Credentials: `Authorization: Bearer` with a JWT or an API key (or `?token=`
 //! where allowed), as v1 takes them. README "OpenAI-compatible API" says which fields are
 //! honoured and which are accepted and ignored.
 
+pub mod realtime;
 pub mod transcriptions;
 
 use axum::extract::{ConnectInfo, RawQuery, State};

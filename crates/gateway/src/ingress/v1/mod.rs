@@ -102,7 +102,10 @@ fn round3(x: f64) -> f64 {
 /// (speech cues, which a v1 start cannot ask for).
 pub fn encode(ev: &Event) -> Option<Message> {
     let wire = match ev {
-        Event::SpeechStarted { .. } | Event::UtteranceEnd { .. } => return None,
+        Event::SpeechStarted { .. }
+        | Event::UtteranceEnd { .. }
+        | Event::Finalized
+        | Event::Reply(_) => return None,
         Event::Partial(t) => ServerMessage::Partial(Partial {
             text: Cow::Borrowed(&t.text),
             confidence: t.confidence,

@@ -370,6 +370,7 @@ where
             }
             Command::Reject(err) => self.error(err).await,
             Command::KeepAlive => Ok(()),
+            Command::Reply(text) => self.emit(Event::Reply(text)).await,
             Command::Finalize => {
                 if self.phase == Phase::Streaming
                     && let Some(u) = self.upstream.as_mut()
@@ -377,8 +378,13 @@ where
                 {
                     u.audio = None; // half-close: the back end finalises what it holds
                     self.finalizing = true;
+                    return Ok(());
                 }
-                Ok(())
+                if self.finalizing {
+                    return Ok(()); // the one under way answers for both
+                }
+                // Nothing open to finalise (no audio yet, or a failover under way): done.
+                self.emit(Event::Finalized).await
             }
             Command::Start(cfg) => match self.phase {
                 Phase::Idle => self.start(cfg).await,

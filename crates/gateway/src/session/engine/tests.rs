@@ -752,6 +752,11 @@ async fn finalize_turns_the_open_utterance_into_a_final_and_goes_on_on_a_new_str
         }
         other => panic!("expected the promoted final, got {other:?}"),
     }
+    assert_eq!(
+        s.next().await,
+        Event::Finalized,
+        "then the Finalize is done"
+    );
     let mut b = s.opened().await;
     assert_eq!(
         b.read(bytes(500)).await,
@@ -775,6 +780,7 @@ async fn end_right_after_finalize_still_transcribes_the_audio_that_followed() {
     drop(a);
     let one = transcript(s.next().await);
     assert_eq!((one.text.as_str(), one.from_finalize), ("one", true));
+    assert_eq!(s.next().await, Event::Finalized, "the Finalize is done");
     // A stream for the second's audio, half-closed once it is replayed.
     let mut b = s.opened().await;
     assert_eq!(b.read_to_end().await, audio(1_000, 1_000));

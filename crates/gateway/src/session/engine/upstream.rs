@@ -342,6 +342,7 @@ where
         if self.finalizing {
             self.promote_last_partial().await?;
             self.finalizing = false;
+            self.emit(Event::Finalized).await?;
             // Audio after the cut (sent while the back end finished) still needs a stream,
             // even when `end` came meanwhile: the new one is half-closed once replayed.
             let pending = self.timeline.total_ms() > self.timeline.last_cut_ms();
