@@ -582,3 +582,43 @@ async fn the_openai_sdk_transcribes_a_file_through_the_real_triton() {
         "{streamed}"
     );
 }
+
+/// The realtime transcription WebSocket on the real local Triton: OpenAI's SDK (server
+/// VAD) and NVIDIA's realtime client, the same two sentences, within the streaming route's
+/// WER ceiling.
+#[tokio::test]
+async fn realtime_clients_transcribe_speech_through_the_real_triton() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{} {}", SENTENCES[0], SENTENCES[1]);
+    let wav = speech(dir.path(), "realtime", &text, 16_000);
+    // OpenAI's format is 24 kHz: made by sox, so the client sends clean 24 kHz audio (a
+    // crude client-side resampler, Python's audioop, costs this model 0.22 of WER).
+    let wav24 = speech(dir.path(), "realtime-24k", &text, 24_000);
+    let gw = gateway().await;
+    let report = sgw_testkit::openai_realtime(
+        &format!("http://{}", gw.addr),
+        "unused",
+        &wav24,
+        &["--speed", "2", "--quiet-s", "4"],
+    )
+    .await;
+    let heard: Vec<&str> = report["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "conversation.item.input_audio_transcription.completed")
+        .map(|e| e["transcript"].as_str().unwrap())
+        .collect();
+    let heard = heard.join(" ");
+    let w = wer(&text, &heard);
+    println!("openai realtime: WER {w:.3} `{heard}`");
+    assert!(w <= WER_CEILING, "WER {w:.3}: `{heard}` {report}");
+
+    let nvidia = sgw_testkit::riva_realtime(&gw.addr.to_string(), "", &wav).await;
+    let heard = nvidia["final"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{nvidia}"));
+    let w = wer(&text, heard);
+    println!("nvidia realtime client: WER {w:.3} `{heard}`");
+    assert!(w <= WER_CEILING, "WER {w:.3}: `{heard}` {nvidia}");
+}

@@ -364,3 +364,45 @@ async fn realtime_manual_commit_makes_one_item_and_bad_events_get_errors() {
         expected_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nvidias_realtime_client_transcribes_a_wav_file() {
+    let s = setup(&[]).await;
+    let wav = sgw_testkit::repo().join("samples/hello.wav");
+    // The API key mints the session; the client offers it back as its subprotocol.
+    let report = sgw_testkit::riva_realtime(&s.gw.addr.to_string(), &s.api_key, &wav).await;
+    let completed = report["completed"].as_array().expect("completed");
+    let (last, items) = completed.split_last().expect("results");
+    assert_eq!(last["last"], true, "{report}");
+    assert!(items.iter().all(|c| c["last"] == false), "{report}");
+    let texts: Vec<&str> = items
+        .iter()
+        .map(|c| c["transcript"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined(&texts), expected_text(), "{report}");
+    // The last result carries the whole text, and is what the client keeps.
+    assert_eq!(
+        joined(&[report["final"].as_str().unwrap()]),
+        expected_text(),
+        "{report}"
+    );
+    assert_eq!(
+        s.gw.metric("sgw_key_sessions_total{key=\"openai-sdk\"}")
+            .await,
+        Some(1.0)
+    );
+    // Without the key the mint is refused, as the client expects (401).
+    let refused = std::process::Command::new(sgw_testkit::conformance_python())
+        .arg(sgw_testkit::repo().join("tests/conformance/riva_realtime.py"))
+        .args(["--server", &s.gw.addr.to_string(), "--key", "sgw_wrong"])
+        .arg("--wav")
+        .arg(&wav)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

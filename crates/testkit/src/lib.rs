@@ -122,6 +122,31 @@ pub async fn openai_realtime(url: &str, key: &str, wav: &Path, args: &[&str]) ->
     })
 }
 
+/// Runs NVIDIA's realtime ASR client (`tests/conformance/riva_realtime.py`) against the
+/// gateway at `server` (`host:port`) with `key` as its mint key; its JSON report.
+pub async fn riva_realtime(server: &str, key: &str, wav: &Path) -> serde_json::Value {
+    let mut cmd = std::process::Command::new(conformance_python());
+    cmd.arg(repo().join("tests/conformance/riva_realtime.py"))
+        .args(["--server", server, "--key", key])
+        .arg("--wav")
+        .arg(wav);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("python runs"))
+        .await
+        .expect("the client task");
+    assert!(
+        out.status.success(),
+        "NVIDIA's realtime client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// A binary of this workspace (`speech-gateway`, `sim-backend`, `sgw`) in the same target
 /// directory as the running program: beside it (a binary) or one level up (a test, which
 /// runs from `target/<profile>/deps/`). `cargo nextest run` and `cargo test` on the

@@ -100,6 +100,10 @@ pub fn app(state: AppState) -> HttpRouter {
         .route(
             "/v1/realtime",
             get(socket::endpoint::<openai::realtime::Realtime>),
+        )
+        .route(
+            "/v1/realtime/transcription_sessions",
+            axum::routing::post(openai::transcription_sessions),
         );
     operational(router, &state).with_state(state)
 }

@@ -114,6 +114,56 @@ pub async fn models(
     axum::Json(json!({ "object": "list", "data": data })).into_response()
 }
 
+/// `POST /v1/realtime/transcription_sessions`: the session mint NVIDIA's realtime client
+/// calls before it connects. It answers the session's defaults (the beta shape the client
+/// edits and sends back in `transcription_session.update`) and a `client_secret` the client
+/// then offers as the `realtime-token.…` subprotocol: the caller's own credential (the
+/// gateway keeps no ephemeral secrets), or `none` when authentication is off.
+pub async fn transcription_sessions(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<PeerAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let request = Upgrade {
+        headers: &headers,
+        query: query.as_deref(),
+        config: &state.config,
+    };
+    if let Err(refusal) = gate::authenticate::<OpenAi>(&state, peer, &request) {
+        return *refusal;
+    }
+    let secret = match state.auth {
+        Some(_) => OpenAi::credentials(&request, state.config.auth.query_token)
+            .ok()
+            .flatten()
+            .map(|c| c.into_owned())
+            .unwrap_or_default(),
+        None => "none".to_string(),
+    };
+    let default_route = state
+        .config
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .find(|r| *r == "default")
+        .or_else(|| state.config.routes.first().map(|r| r.name.as_str()))
+        .unwrap_or("default");
+    let expires_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() + 3_600);
+    axum::Json(json!({
+        "id": format!("sess_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        "object": "realtime.transcription_session",
+        "input_audio_format": "pcm16",
+        "input_audio_params": {"sample_rate_hz": 16_000, "num_channels": 1},
+        "input_audio_transcription": {"model": default_route, "language": "en-US", "prompt": ""},
+        "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
+        "client_secret": {"value": secret, "expires_at": expires_at},
+    }))
+    .into_response()
+}
+
 /// The route a request's `model` names, or OpenAI's "model not found" answer (404).
 pub(crate) fn route<'a>(state: &'a AppState, model: &str) -> Result<&'a str, Box<Response>> {
     let name = model.trim().to_ascii_lowercase();

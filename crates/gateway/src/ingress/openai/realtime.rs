@@ -43,29 +43,54 @@ const MAX_PHRASE_BYTES: usize = 100;
 /// The client's audio format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
-    /// PCM16LE at 24 kHz (`audio/pcm`).
-    Pcm,
-    /// G.711 µ-law at 8 kHz (`audio/pcmu`).
+    /// PCM16LE at this rate (`audio/pcm` is 24 kHz; the beta `pcm16` of NVIDIA's client
+    /// takes `input_audio_params.sample_rate_hz`).
+    Pcm(u32),
+    /// G.711 µ-law at 8 kHz (`audio/pcmu`, beta `g711_ulaw`).
     Pcmu,
-    /// G.711 A-law at 8 kHz (`audio/pcma`).
+    /// G.711 A-law at 8 kHz (`audio/pcma`, beta `g711_alaw`).
     Pcma,
+    /// NVIDIA's `none`: the appended bytes are a file's, WAV header first (read at the
+    /// first append; raw PCM16 at this rate when there is no header).
+    Container(u32),
 }
 
 impl Format {
     fn rate(self) -> u32 {
         match self {
-            Format::Pcm => 24_000,
+            Format::Pcm(rate) | Format::Container(rate) => rate,
             Format::Pcmu | Format::Pcma => 8_000,
         }
     }
 
     fn name(self) -> &'static str {
         match self {
-            Format::Pcm => "audio/pcm",
+            Format::Pcm(_) => "audio/pcm",
             Format::Pcmu => "audio/pcmu",
             Format::Pcma => "audio/pcma",
+            Format::Container(_) => "none",
         }
     }
+
+    fn beta_name(self) -> &'static str {
+        match self {
+            Format::Pcm(_) => "pcm16",
+            Format::Pcmu => "g711_ulaw",
+            Format::Pcma => "g711_alaw",
+            Format::Container(_) => "none",
+        }
+    }
+}
+
+/// Which client family the connection serves: OpenAI's (GA events, `session.created`
+/// first) or NVIDIA's realtime client (`riva.client.realtime`: `conversation.created`
+/// first, a commit after every append, `input_audio_buffer.done` at the end, and a last
+/// `completed` with `is_last_result`). NVIDIA's client offers the `realtime-token.…`
+/// subprotocol, which tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    OpenAi,
+    Nvidia,
 }
 
 /// What the session was configured with (the first `session.update`).
@@ -78,6 +103,11 @@ struct Settings {
     /// `turn_detection: null`: items end at the client's commits only.
     manual: bool,
     silence_ms: Option<u32>,
+    /// NVIDIA's `recognition_config`, `speaker_diarization` and `word_boosting`.
+    punctuate: bool,
+    profanity_filter: bool,
+    diarize: bool,
+    boosts: Vec<(String, f32)>,
 }
 
 /// The state both directions share: the reader configures, the writer numbers items.
@@ -98,6 +128,12 @@ struct State {
     speaking: bool,
     /// Commits sent and not yet answered by a Finalize.
     commits: u32,
+    /// The session was configured with the beta `transcription_session.update`.
+    beta: bool,
+    /// A `Container` session starts at the first append (its header gives the rate).
+    started: bool,
+    /// NVIDIA: every final's text, for the last result.
+    all_text: Vec<String>,
 }
 
 /// One realtime connection's codec.
@@ -106,6 +142,7 @@ pub struct Realtime {
     routes: Vec<String>,
     default_route: String,
     max_frame: std::time::Duration,
+    flavor: Flavor,
     event_ids: AtomicU64,
     /// A random prefix, so item and event ids differ between connections.
     prefix: String,
@@ -139,12 +176,31 @@ impl Realtime {
         Message::Text(value.to_string().into())
     }
 
+    /// The beta session object (`transcription_session.updated`; NVIDIA's client reads it
+    /// back as its configuration).
+    fn beta_session_object(&self, s: &Settings) -> Value {
+        json!({
+            "id": format!("sess_{}", self.prefix),
+            "object": "realtime.transcription_session",
+            "input_audio_format": s.format.beta_name(),
+            "input_audio_params": {"sample_rate_hz": s.format.rate(), "num_channels": 1},
+            "input_audio_transcription": {
+                "model": s.model,
+                "language": s.language,
+                "prompt": s.prompt.clone().unwrap_or_default(),
+            },
+            "turn_detection": if s.manual { Value::Null } else {
+                json!({"type": "server_vad", "silence_duration_ms": s.silence_ms.unwrap_or(500)})
+            },
+        })
+    }
+
     /// The session object of `session.created` / `session.updated`.
     fn session_object(&self, s: Option<&Settings>) -> Value {
-        let format = s.map_or(Format::Pcm, |s| s.format);
+        let format = s.map_or(Format::Pcm(24_000), |s| s.format);
         let mut fmt = json!({"type": format.name()});
-        if format == Format::Pcm {
-            fmt["rate"] = json!(24_000);
+        if let Format::Pcm(rate) = format {
+            fmt["rate"] = json!(rate);
         }
         let turn_detection = match s {
             Some(s) if s.manual => Value::Null,
@@ -175,28 +231,84 @@ impl Realtime {
         })
     }
 
-    /// `session.update`: the first starts the session; later ones may not change it.
-    fn update(&self, event: &Value) -> Decoded {
+    /// `session.update` (GA) or `transcription_session.update` (beta, and NVIDIA's client):
+    /// the first starts the session; later ones may not change the format or the model.
+    fn update(&self, event: &Value, beta: bool) -> Decoded {
         let session = &event["session"];
         if !session.is_object() {
             return invalid(
                 ErrorKind::InvalidRequest,
-                "session.update needs a `session` object",
+                "the update needs a `session` object",
             )
             .into();
         }
+        let settings = match if beta {
+            self.beta_settings(session)
+        } else {
+            self.ga_settings(session)
+        } {
+            Ok(s) => s,
+            Err(e) => return Command::Reject(e).into(),
+        };
+        if !self.routes.contains(&settings.model) {
+            return invalid(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "unknown transcription model `{}`: this gateway serves {}",
+                    settings.model.chars().take(64).collect::<String>(),
+                    self.routes.join(", ")
+                ),
+            )
+            .into();
+        }
+        let mut state = self.state.lock().expect("realtime state");
+        if let Some(current) = state.settings.clone() {
+            if current.format != settings.format || current.model != settings.model {
+                return invalid(
+                    ErrorKind::InvalidRequest,
+                    "the audio format and the model are set by the first update and cannot \
+                     change",
+                )
+                .into();
+            }
+            drop(state);
+            return self.reply(self.updated(&current, beta)).into();
+        }
+        state.beta = beta;
+        let answer = self.updated(&settings, beta);
+        let deferred = matches!(settings.format, Format::Container(_));
+        let config = start_config(&settings);
+        state.settings = Some(settings);
+        state.started = !deferred;
+        drop(state);
+        if deferred {
+            // The file's header, at the first append, says the rate.
+            return self.reply(answer).into();
+        }
+        Decoded::Many(vec![Command::Start(config), self.reply(answer)].into_iter())
+    }
+
+    fn updated(&self, s: &Settings, beta: bool) -> Value {
+        if beta {
+            json!({"type": "transcription_session.updated", "session": self.beta_session_object(s)})
+        } else {
+            json!({"type": "session.updated", "session": self.session_object(Some(s))})
+        }
+    }
+
+    /// The GA shape: `session.type`, `audio.input.{format, transcription, turn_detection}`.
+    fn ga_settings(&self, session: &Value) -> Result<Settings, SessionError> {
         if let Some(t) = session.get("type").and_then(Value::as_str)
             && t != "transcription"
         {
-            return invalid(
+            return Err(SessionError::new(
                 ErrorKind::InvalidRequest,
                 format!(
                     "this gateway serves transcription sessions only (session.type \
                      \"transcription\"), not `{}`",
                     t.chars().take(32).collect::<String>()
                 ),
-            )
-            .into();
+            ));
         }
         let input = &session["audio"]["input"];
         let format = match input["format"]["type"].as_str() {
@@ -204,116 +316,124 @@ impl Realtime {
                 if let Some(rate) = input["format"]["rate"].as_u64()
                     && rate != 24_000
                 {
-                    return invalid(
+                    return Err(SessionError::new(
                         ErrorKind::AudioFormat,
                         "audio/pcm is 24000 Hz (the gateway resamples for the back end)",
-                    )
-                    .into();
+                    ));
                 }
-                Format::Pcm
+                Format::Pcm(24_000)
             }
             Some("audio/pcmu") => Format::Pcmu,
             Some("audio/pcma") => Format::Pcma,
-            Some(other) => {
-                return invalid(
-                    ErrorKind::AudioFormat,
-                    format!(
-                        "input format `{}` is not supported: use audio/pcm (24 kHz), audio/pcmu \
-                         or audio/pcma",
-                        other.chars().take(32).collect::<String>()
-                    ),
-                )
-                .into();
-            }
+            Some(other) => return Err(unsupported_format(other)),
         };
-        let transcription = &input["transcription"];
+        let turn = &input["turn_detection"];
+        Ok(Settings {
+            format,
+            model: self.model_of(&input["transcription"]),
+            language: language_of(&input["transcription"]),
+            prompt: prompt_of(&input["transcription"]),
+            manual: turn.is_null() && input.get("turn_detection").is_some(),
+            silence_ms: turn_settings(turn)?,
+            punctuate: true,
+            profanity_filter: false,
+            diarize: false,
+            boosts: Vec::new(),
+        })
+    }
+
+    /// The beta shape: `input_audio_format`, `input_audio_transcription`, `turn_detection`,
+    /// and NVIDIA's `input_audio_params.sample_rate_hz`.
+    fn beta_settings(&self, session: &Value) -> Result<Settings, SessionError> {
+        let params_rate = session["input_audio_params"]["sample_rate_hz"]
+            .as_u64()
+            .map(|r| r as u32);
+        // OpenAI's beta pcm16 is 24 kHz; NVIDIA's client says its rate (16 kHz by default).
+        let default_rate = match self.flavor {
+            Flavor::Nvidia => 16_000,
+            Flavor::OpenAi => 24_000,
+        };
+        let rate = params_rate.unwrap_or(default_rate);
+        if !crate::session::SAMPLE_RATES.contains(&rate) {
+            return Err(SessionError::new(
+                ErrorKind::AudioFormat,
+                "input_audio_params.sample_rate_hz must be between 8000 and 48000",
+            ));
+        }
+        if session["input_audio_params"]["num_channels"]
+            .as_u64()
+            .is_some_and(|n| n != 1)
+        {
+            return Err(SessionError::new(
+                ErrorKind::AudioFormat,
+                "input_audio_params.num_channels must be 1 on the realtime API",
+            ));
+        }
+        let format = match session["input_audio_format"].as_str() {
+            None | Some("pcm16") => Format::Pcm(rate),
+            Some("g711_ulaw") => Format::Pcmu,
+            Some("g711_alaw") => Format::Pcma,
+            Some("none") => Format::Container(rate),
+            Some(other) => return Err(unsupported_format(other)),
+        };
+        let turn = &session["turn_detection"];
+        let recognition = &session["recognition_config"];
+        let boosts = session["word_boosting"]["word_boosting_list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|_| session["word_boosting"]["enable_word_boosting"] != false)
+            .flat_map(|entry| {
+                let boost = entry["boost"].as_f64().unwrap_or(1.0) as f32;
+                entry["phrases"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(move |p| (p.trim().to_string(), boost))
+            })
+            .filter(|(p, _)| !p.is_empty() && p.len() <= MAX_PHRASE_BYTES)
+            .take(MAX_PHRASES)
+            .collect();
+        // NVIDIA's endpointing: `stop_history` (ms of silence) ends an utterance.
+        let silence_ms = match session["endpointing_config"]["stop_history"].as_u64() {
+            Some(ms) if ms > 0 => Some(ms.clamp(10, 10_000) as u32),
+            _ => turn_settings(turn)?,
+        };
+        Ok(Settings {
+            format,
+            model: self.model_of(&session["input_audio_transcription"]),
+            language: language_of(&session["input_audio_transcription"]),
+            prompt: prompt_of(&session["input_audio_transcription"]),
+            manual: turn.is_null() && session.get("turn_detection").is_some(),
+            silence_ms,
+            punctuate: recognition["enable_automatic_punctuation"]
+                .as_bool()
+                .unwrap_or(true),
+            profanity_filter: recognition["enable_profanity_filter"]
+                .as_bool()
+                .unwrap_or(false),
+            diarize: session["speaker_diarization"]["enable_speaker_diarization"] == true,
+            boosts,
+        })
+    }
+
+    /// The transcription `model` names a route; absent (or a model name NVIDIA's client
+    /// sends by default that is not a route), the default route.
+    fn model_of(&self, transcription: &Value) -> String {
         let model = transcription["model"]
             .as_str()
             .map(|m| m.trim().to_ascii_lowercase())
-            .unwrap_or_else(|| self.default_route.clone());
-        if !self.routes.contains(&model) {
-            return invalid(
-                ErrorKind::InvalidRequest,
-                format!(
-                    "unknown transcription model `{}`: this gateway serves {}",
-                    model.chars().take(64).collect::<String>(),
-                    self.routes.join(", ")
-                ),
-            )
-            .into();
+            .filter(|m| !m.is_empty());
+        match model {
+            Some(m) if self.routes.contains(&m) || self.flavor == Flavor::OpenAi => m,
+            _ => self.default_route.clone(),
         }
-        let language = transcription["language"]
-            .as_str()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && l.len() <= 32)
-            .map(str::to_string);
-        let prompt = transcription["prompt"]
-            .as_str()
-            .filter(|p| !p.trim().is_empty())
-            .map(|p| p.chars().take(4096).collect::<String>());
-        let turn = &input["turn_detection"];
-        let manual = turn.is_null() && input.get("turn_detection").is_some();
-        if let Some(t) = turn.get("type").and_then(Value::as_str)
-            && t != "server_vad"
-        {
-            return invalid(
-                ErrorKind::InvalidRequest,
-                "turn_detection is server_vad or null (semantic_vad is not offered)",
-            )
-            .into();
-        }
-        let silence_ms = turn["silence_duration_ms"]
-            .as_u64()
-            .map(|ms| ms.clamp(10, 10_000) as u32);
-        let settings = Settings {
-            format,
-            model,
-            language,
-            prompt,
-            manual,
-            silence_ms,
-        };
-        let mut state = self.state.lock().expect("realtime state");
-        if let Some(current) = &state.settings {
-            if current.format != settings.format || current.model != settings.model {
-                return invalid(
-                    ErrorKind::InvalidRequest,
-                    "the audio format and the model are set by the first session.update and \
-                     cannot change",
-                )
-                .into();
-            }
-            let current = current.clone();
-            drop(state);
-            return self
-                .reply(json!({"type": "session.updated", "session": self.session_object(Some(&current))}))
-                .into();
-        }
-        let config = StartConfig {
-            sample_rate: format.rate(),
-            model: Some(settings.model.clone()),
-            language: settings.language.clone().unwrap_or_else(|| "auto".into()),
-            phrases: phrases(settings.prompt.as_deref()),
-            interim_results: true,
-            punctuate: true,
-            vad_events: !settings.manual,
-            endpointing_ms: if settings.manual {
-                None
-            } else {
-                settings.silence_ms
-            },
-            ..StartConfig::default()
-        };
-        let answer =
-            json!({"type": "session.updated", "session": self.session_object(Some(&settings))});
-        state.settings = Some(settings);
-        drop(state);
-        Decoded::Many(vec![Command::Start(config), self.reply(answer)].into_iter())
     }
 
     fn append(&self, event: &Value) -> Decoded {
-        let state = self.state.lock().expect("realtime state");
-        let Some(format) = state.settings.as_ref().map(|s| s.format) else {
+        let mut state = self.state.lock().expect("realtime state");
+        let Some(settings) = state.settings.clone() else {
             return invalid(
                 ErrorKind::InvalidRequest,
                 "input_audio_buffer.append before session.update: configure the transcription \
@@ -321,7 +441,6 @@ impl Realtime {
             )
             .into();
         };
-        drop(state);
         let Some(b64) = event["audio"].as_str() else {
             return invalid(
                 ErrorKind::InvalidRequest,
@@ -329,35 +448,66 @@ impl Realtime {
             )
             .into();
         };
-        let raw = match base64::engine::general_purpose::STANDARD.decode(b64) {
-            Ok(r) => r,
-            Err(_) => {
-                return invalid(
-                    ErrorKind::InvalidRequest,
-                    "`audio` is not valid base64; this append was not transcribed",
-                )
-                .into();
-            }
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64) else {
+            return invalid(
+                ErrorKind::InvalidRequest,
+                "`audio` is not valid base64; this append was not transcribed",
+            )
+            .into();
         };
-        self.state.lock().expect("realtime state").uncommitted += raw.len() as u64;
-        let pcm: Bytes = match format {
-            Format::Pcm => Bytes::from(raw),
+        state.uncommitted += raw.len() as u64;
+        let mut commands = Vec::new();
+        let pcm: Bytes = match settings.format {
+            Format::Pcm(_) => Bytes::from(raw),
             Format::Pcmu => raw.iter().flat_map(|&b| ulaw(b).to_le_bytes()).collect(),
             Format::Pcma => raw.iter().flat_map(|&b| alaw(b).to_le_bytes()).collect(),
+            Format::Container(rate) => {
+                let mut bytes = Bytes::from(raw);
+                if !state.started {
+                    // The file's header decides the rate the session starts with.
+                    let (rate, offset) = match wav_header(&bytes) {
+                        Some(Ok(h)) => h,
+                        Some(Err(why)) => return invalid(ErrorKind::AudioFormat, why).into(),
+                        None => (rate, 0),
+                    };
+                    let mut s = settings.clone();
+                    s.format = Format::Container(rate);
+                    commands.push(Command::Start(start_config(&s)));
+                    state.settings = Some(s);
+                    state.started = true;
+                    bytes = bytes.slice(offset.min(bytes.len())..);
+                }
+                bytes
+            }
         };
-        let frame = max_frame_bytes(format.rate(), self.max_frame).max(2);
+        let rate = state.settings.as_ref().map_or(16_000, |s| s.format.rate());
+        drop(state);
+        let frame = max_frame_bytes(rate, self.max_frame).max(2);
         let mut pcm = pcm;
-        let mut frames = Vec::with_capacity(pcm.len() / frame + 1);
         while pcm.len() > frame {
-            frames.push(Command::Audio(pcm.split_to(frame)));
+            commands.push(Command::Audio(pcm.split_to(frame)));
         }
         if !pcm.is_empty() {
-            frames.push(Command::Audio(pcm));
+            commands.push(Command::Audio(pcm));
         }
-        Decoded::Many(frames.into_iter())
+        // NVIDIA's client: `runtime_config.force_eou` ends the utterance after this audio.
+        if event["runtime_config"]["force_eou"]
+            .as_str()
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || event["runtime_config"]["force_eou"].as_bool() == Some(true)
+        {
+            commands.push(Command::Finalize);
+        }
+        Decoded::Many(commands.into_iter())
     }
 
     fn commit(&self) -> Decoded {
+        // NVIDIA's client commits after every append: its commits mean "take what was
+        // appended", which the gateway does anyway.
+        if self.flavor == Flavor::Nvidia {
+            self.state.lock().expect("realtime state").uncommitted = 0;
+            return Decoded::Nothing;
+        }
         let mut state = self.state.lock().expect("realtime state");
         if state.settings.is_none() {
             return invalid(
@@ -442,13 +592,19 @@ impl Realtime {
             "item_id": item,
             "previous_item_id": previous,
         })));
-        out.push(self.text(json!({
+        let mut completed = json!({
             "type": "conversation.item.input_audio_transcription.completed",
             "item_id": item,
             "content_index": 0,
             "transcript": transcript,
             "usage": {"type": "duration", "seconds": (duration_ms as f64 / 1000.0).ceil()},
-        })));
+        });
+        if self.flavor == Flavor::Nvidia {
+            // NVIDIA's client reads `is_last_result` (the last one ends its loop).
+            completed["is_last_result"] = json!(false);
+            state.all_text.push(transcript.clone());
+        }
+        out.push(self.text(completed));
         state.item += 1;
         state.delta_sent.clear();
         state.speaking = false;
@@ -499,6 +655,117 @@ impl Realtime {
     }
 }
 
+/// A WAV header at the start of `bytes`: `Some(Ok((rate, offset of the samples)))`,
+/// `Some(Err(why))` for a WAV this API cannot take, `None` when there is no header.
+fn wav_header(bytes: &[u8]) -> Option<Result<(u32, usize), String>> {
+    if bytes.len() < 12 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return None;
+    }
+    let mut at = 12;
+    let mut rate = None;
+    while at + 8 <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let size = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]])
+            as usize;
+        let body = at + 8;
+        if id == b"fmt " && body + 16 <= bytes.len() {
+            let format = u16::from_le_bytes([bytes[body], bytes[body + 1]]);
+            let channels = u16::from_le_bytes([bytes[body + 2], bytes[body + 3]]);
+            let r = u32::from_le_bytes([
+                bytes[body + 4],
+                bytes[body + 5],
+                bytes[body + 6],
+                bytes[body + 7],
+            ]);
+            let bits = u16::from_le_bytes([bytes[body + 14], bytes[body + 15]]);
+            if format != 1 || channels != 1 || bits != 16 {
+                return Some(Err(
+                    "the WAV must be mono 16-bit PCM on the realtime API".to_string()
+                ));
+            }
+            if !crate::session::SAMPLE_RATES.contains(&r) {
+                return Some(Err(format!(
+                    "the WAV is sampled at {r} Hz: 8000 to 48000 Hz are taken"
+                )));
+            }
+            rate = Some(r);
+        }
+        if id == b"data" {
+            return Some(
+                rate.map(|r| (r, body))
+                    .ok_or_else(|| "the WAV has no fmt chunk before its data".to_string()),
+            );
+        }
+        at = body + size + (size & 1);
+    }
+    Some(Err(
+        "the first append must hold the whole WAV header".to_string()
+    ))
+}
+
+fn unsupported_format(name: &str) -> SessionError {
+    SessionError::new(
+        ErrorKind::AudioFormat,
+        format!(
+            "input format `{}` is not supported: use audio/pcm (24 kHz), audio/pcmu or \
+             audio/pcma (beta: pcm16, g711_ulaw, g711_alaw)",
+            name.chars().take(32).collect::<String>()
+        ),
+    )
+}
+
+fn language_of(transcription: &Value) -> Option<String> {
+    transcription["language"]
+        .as_str()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && l.len() <= 32)
+        .map(str::to_string)
+}
+
+fn prompt_of(transcription: &Value) -> Option<String> {
+    transcription["prompt"]
+        .as_str()
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| p.chars().take(4096).collect::<String>())
+}
+
+/// `turn_detection`: `server_vad` (its `silence_duration_ms`) or `null`.
+fn turn_settings(turn: &Value) -> Result<Option<u32>, SessionError> {
+    if let Some(t) = turn.get("type").and_then(Value::as_str)
+        && t != "server_vad"
+    {
+        return Err(SessionError::new(
+            ErrorKind::InvalidRequest,
+            "turn_detection is server_vad or null (semantic_vad is not offered)",
+        ));
+    }
+    Ok(turn["silence_duration_ms"]
+        .as_u64()
+        .map(|ms| ms.clamp(10, 10_000) as u32))
+}
+
+/// The session's start from the settings.
+fn start_config(s: &Settings) -> StartConfig {
+    StartConfig {
+        sample_rate: s.format.rate(),
+        model: Some(s.model.clone()),
+        language: s.language.clone().unwrap_or_else(|| "auto".into()),
+        phrases: {
+            let mut p = phrases(s.prompt.as_deref());
+            p.extend(s.boosts.iter().cloned());
+            p.truncate(MAX_PHRASES);
+            p
+        },
+        interim_results: true,
+        punctuate: s.punctuate,
+        profanity_filter: s.profanity_filter,
+        diarize: s.diarize,
+        vad_events: !s.manual,
+        endpointing_ms: if s.manual { None } else { s.silence_ms },
+        ..StartConfig::default()
+    }
+}
+
 /// Phrase hints from a prompt: its comma- or line-separated items of 1–100 bytes.
 fn phrases(prompt: Option<&str>) -> Vec<(String, f32)> {
     prompt
@@ -519,6 +786,8 @@ impl Contract for Realtime {
         allow_query: bool,
     ) -> Result<Option<std::borrow::Cow<'a, str>>, crate::security::auth::AuthError> {
         // Browsers: `Sec-WebSocket-Protocol: realtime, openai-insecure-api-key.KEY`.
+        // NVIDIA's client: `realtime, realtime-token.SECRET` (the secret its session mint
+        // returned: see `transcription_sessions`).
         if let Some(list) = request
             .headers
             .get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
@@ -526,7 +795,10 @@ impl Contract for Realtime {
             && let Some(key) = list
                 .split(',')
                 .map(str::trim)
-                .find_map(|p| p.strip_prefix("openai-insecure-api-key."))
+                .find_map(|p| {
+                    p.strip_prefix("openai-insecure-api-key.")
+                        .or_else(|| p.strip_prefix("realtime-token."))
+                })
                 .filter(|k| !k.is_empty())
         {
             return Ok(Some(std::borrow::Cow::Borrowed(key)));
@@ -562,7 +834,20 @@ impl Dialect for Realtime {
         } else {
             routes.first().cloned().unwrap_or_default()
         };
+        // NVIDIA's client authenticates with a `realtime-token.…` subprotocol.
+        let nvidia = request
+            .headers
+            .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().starts_with("realtime-token."));
         Ok(Realtime {
+            flavor: if nvidia {
+                Flavor::Nvidia
+            } else {
+                Flavor::OpenAi
+            },
             routes,
             default_route,
             max_frame: request.config.session.max_frame,
@@ -573,7 +858,15 @@ impl Dialect for Realtime {
     }
 
     fn greeting(&self) -> Vec<Message> {
-        vec![self.text(json!({"type": "session.created", "session": self.session_object(None)}))]
+        match self.flavor {
+            Flavor::OpenAi => vec![self.text(
+                json!({"type": "session.created", "session": self.session_object(None)}),
+            )],
+            Flavor::Nvidia => vec![self.text(json!({
+                "type": "conversation.created",
+                "conversation": {"id": format!("conv_{}", self.prefix), "object": "realtime.conversation"},
+            }))],
+        }
     }
 
     fn decode(&self, msg: Message) -> Decoded {
@@ -597,7 +890,10 @@ impl Dialect for Realtime {
             .into();
         };
         match event["type"].as_str() {
-            Some("session.update") => self.update(&event),
+            Some("session.update") => self.update(&event, false),
+            Some("transcription_session.update") => self.update(&event, true),
+            // NVIDIA's client: no more audio; the session flushes and ends.
+            Some("input_audio_buffer.done") => Command::End.into(),
             Some("input_audio_buffer.append") => self.append(&event),
             Some("input_audio_buffer.commit") => self.commit(),
             Some("input_audio_buffer.clear") => self.clear(),
@@ -647,10 +943,26 @@ impl Dialect for Realtime {
                     CloseCause::GoingAway => "server shutting down",
                     CloseCause::Error(kind) => kind.label(),
                 };
-                vec![Message::Close(Some(CloseFrame {
+                let mut out = Vec::with_capacity(2);
+                if self.flavor == Flavor::Nvidia {
+                    // NVIDIA's client stops at the result marked last: the whole text.
+                    let mut state = self.state.lock().expect("realtime state");
+                    let transcript = std::mem::take(&mut state.all_text).join(" ");
+                    let item = self.item_id(state.item);
+                    drop(state);
+                    out.push(self.text(json!({
+                        "type": "conversation.item.input_audio_transcription.completed",
+                        "item_id": item,
+                        "content_index": 0,
+                        "transcript": transcript,
+                        "is_last_result": true,
+                    })));
+                }
+                out.push(Message::Close(Some(CloseFrame {
                     code: Self::close_code(*cause),
                     reason: reason.into(),
-                }))]
+                })));
+                out
             }
         }
     }
