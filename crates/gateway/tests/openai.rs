@@ -406,3 +406,79 @@ async fn nvidias_realtime_client_transcribes_a_wav_file() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// The next text event as JSON, or `{"close": code}`.
+async fn next(ws: &mut sgw_testkit::Ws) -> Value {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(Message::Close(f))) => {
+                return serde_json::json!({"close": f.map(|f| u16::from(f.code))});
+            }
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn realtime_refuses_an_unsupported_format_and_an_oversized_append_in_openais_shape() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = setup(&[]).await;
+    let url = format!("ws://{}/v1/realtime?intent=transcription", s.gw.addr);
+    let auth = format!("Bearer {}", s.api_key);
+    let mut ws = sgw_testkit::attempt(&url, &[("authorization", auth.as_str())])
+        .await
+        .expect("accepted");
+    assert_eq!(next(&mut ws).await["type"], "session.created");
+    let update = |format: &str| {
+        serde_json::json!({"type": "session.update", "session": {"type": "transcription",
+            "audio": {"input": {"format": {"type": format}}}}})
+        .to_string()
+    };
+    ws.send(Message::Text(update("audio/opus").into()))
+        .await
+        .unwrap();
+    let e = next(&mut ws).await;
+    assert_eq!(e["type"], "error", "{e}");
+    assert_eq!(e["error"]["type"], "invalid_request_error");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("audio/opus"),
+        "{e}"
+    );
+    // The session goes on: a good update is taken.
+    ws.send(Message::Text(update("audio/pcm").into()))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut ws).await["type"], "session.updated");
+    // 15 MB of base64: above limits.max_message_bytes; the client is told, then the
+    // connection closes with 1009 (the message cannot be read).
+    let big = format!(
+        r#"{{"type":"input_audio_buffer.append","audio":"{}"}}"#,
+        "A".repeat(15 * 1024 * 1024)
+    );
+    let _ = ws.send(Message::Text(big.into())).await;
+    let e = next(&mut ws).await;
+    assert_eq!(e["type"], "error", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("above the limit"),
+        "{e}"
+    );
+    assert_eq!(next(&mut ws).await["close"], 1009);
+    // Others are not disturbed.
+    let wav = sgw_testkit::repo().join("samples/hello.wav");
+    let report = sgw_testkit::riva_realtime(&s.gw.addr.to_string(), &s.api_key, &wav).await;
+    assert!(
+        report["final"].as_str().is_some_and(|t| !t.is_empty()),
+        "{report}"
+    );
+}
