@@ -8,9 +8,6 @@ use std::time::Duration;
 use serde_json::Value;
 use sgw_testkit::Gateway;
 use sgw_testkit::riva_double::{Mode, RivaDouble};
-use speech_gateway::security::auth::{MintOptions, mint};
-
-const SECRET: &str = "0123456789abcdef0123456789abcdef-deepgram";
 
 struct Setup {
     gw: Gateway,
@@ -32,52 +29,17 @@ async fn setup(final_every_ms: u64) -> Setup {
 
 /// [`setup`] with more `SGW_*` settings.
 async fn setup_with(final_every_ms: u64, extra: &[(&str, String)]) -> Setup {
-    use speech_gateway::security::apikeys;
     let riva = RivaDouble::start(Mode::Auto { final_every_ms }).await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    let api_key = apikeys::generate().unwrap();
-    let capped_key = apikeys::generate().unwrap();
-    let keys_file = dir.path().join("api-keys.toml");
-    std::fs::write(
-        &keys_file,
-        apikeys::entry("sdk", &api_key, 0) + &apikeys::entry("capped", &capped_key, 1),
-    )
-    .unwrap();
-    let mut env = vec![
-        ("SGW_ROUTES__DEFAULT", riva.url()),
-        ("SGW_AUTH__ENABLED", "true".into()),
-        (
-            "SGW_AUTH__HS256_SECRET_FILE",
-            secret.to_string_lossy().into_owned(),
-        ),
-        (
-            "SGW_AUTH__API_KEYS_FILE",
-            keys_file.to_string_lossy().into_owned(),
-        ),
-    ];
-    env.extend(extra.iter().cloned());
-    let gw = Gateway::start(&env).await;
-    let token = mint(
-        &secret,
-        &MintOptions {
-            subject: Some("deepgram-sdk".into()),
-            audience: None,
-            issuer: None,
-            kid: None,
-            ttl: Duration::from_secs(600),
-        },
-    )
-    .unwrap();
+    let s = sgw_testkit::Secured::start(&riva.url(), &[("sdk", 0), ("capped", 1)], extra).await;
+    let [api_key, capped_key]: [String; 2] = s.api_keys.try_into().unwrap();
     Setup {
-        gw,
-        token,
+        gw: s.gw,
+        token: s.token,
         api_key,
         capped_key,
-        keys_file,
+        keys_file: s.keys_file,
         _riva: riva,
-        _dir: dir,
+        _dir: s.dir,
     }
 }
 

@@ -4,15 +4,9 @@
 //! the scripted Riva double. The SDK parses every answer into its typed models (or its
 //! stream events): a field the gateway got wrong fails here.
 
-use std::time::Duration;
-
 use serde_json::Value;
 use sgw_testkit::Gateway;
 use sgw_testkit::riva_double::{Mode, RivaDouble};
-use speech_gateway::security::apikeys;
-use speech_gateway::security::auth::{MintOptions, mint};
-
-const SECRET: &str = "0123456789abcdef0123456789abcdef-openai";
 
 struct Setup {
     gw: Gateway,
@@ -29,43 +23,13 @@ async fn setup(extra: &[(&str, String)]) -> Setup {
         final_every_ms: 1_000,
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    let api_key = apikeys::generate().unwrap();
-    let keys = dir.path().join("keys.toml");
-    std::fs::write(&keys, apikeys::entry("openai-sdk", &api_key, 0)).unwrap();
-    let mut env = vec![
-        ("SGW_ROUTES__DEFAULT", riva.url()),
-        ("SGW_AUTH__ENABLED", "true".into()),
-        (
-            "SGW_AUTH__HS256_SECRET_FILE",
-            secret.to_string_lossy().into_owned(),
-        ),
-        (
-            "SGW_AUTH__API_KEYS_FILE",
-            keys.to_string_lossy().into_owned(),
-        ),
-    ];
-    env.extend(extra.iter().cloned());
-    let gw = Gateway::start(&env).await;
-    let token = mint(
-        &secret,
-        &MintOptions {
-            subject: Some("openai-sdk".into()),
-            audience: None,
-            issuer: None,
-            kid: None,
-            ttl: Duration::from_secs(600),
-        },
-    )
-    .unwrap();
+    let s = sgw_testkit::Secured::start(&riva.url(), &[("openai-sdk", 0)], extra).await;
     Setup {
-        gw,
-        token,
-        api_key,
+        gw: s.gw,
+        token: s.token,
+        api_key: s.api_keys[0].clone(),
         _riva: riva,
-        _dir: dir,
+        _dir: s.dir,
     }
 }
 

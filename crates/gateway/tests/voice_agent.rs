@@ -11,9 +11,6 @@ use std::time::Duration;
 use serde_json::Value;
 use sgw_testkit::Gateway;
 use sgw_testkit::riva_double::{Mode, RivaDouble};
-use speech_gateway::security::auth::{MintOptions, mint};
-
-const SECRET: &str = "0123456789abcdef0123456789abcdef-voice-agent";
 
 /// `samples/hello.wav`: 65,502 samples at 16 kHz.
 const CLIP_SECONDS: f64 = 65_502.0 / 16_000.0;
@@ -25,41 +22,19 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
-/// A gateway with JWT authentication in front of a Riva double that finals every second
+/// A gateway with JWT (and API-key) authentication in front of a Riva double that finals every second
 /// of audio (and at the half-close).
 async fn setup() -> Setup {
     let riva = RivaDouble::start(Mode::Auto {
         final_every_ms: 1_000,
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    let gw = Gateway::start(&[
-        ("SGW_ROUTES__DEFAULT", riva.url()),
-        ("SGW_AUTH__ENABLED", "true".into()),
-        (
-            "SGW_AUTH__HS256_SECRET_FILE",
-            secret.to_string_lossy().into_owned(),
-        ),
-    ])
-    .await;
-    let token = mint(
-        &secret,
-        &MintOptions {
-            subject: Some("livekit-agent".into()),
-            audience: None,
-            issuer: None,
-            kid: None,
-            ttl: Duration::from_secs(600),
-        },
-    )
-    .unwrap();
+    let s = sgw_testkit::Secured::start(&riva.url(), &[("livekit-agent", 0)], &[]).await;
     Setup {
-        gw,
-        token,
+        gw: s.gw,
+        token: s.token,
         _riva: riva,
-        _dir: dir,
+        _dir: s.dir,
     }
 }
 
@@ -240,8 +215,9 @@ async fn the_plugin_reports_a_refused_key_as_a_non_retryable_error() {
     let error = errors[0]["error"].as_str().unwrap();
     assert!(error.contains("status_code=401"), "{report}");
     assert!(report["finals"].as_array().unwrap().is_empty(), "{report}");
+    // Not a JWT, so looked up (and not found) among the API keys.
     assert_eq!(
-        s.gw.metric("sgw_auth_failures_total{reason=\"malformed\"}")
+        s.gw.metric("sgw_auth_failures_total{reason=\"api_key\"}")
             .await,
         Some(1.0)
     );

@@ -487,3 +487,69 @@ pub fn tone(ms: u64, rate: u32) -> Vec<u8> {
 pub fn bytes_for(ms: u64, rate: u32) -> usize {
     (rate as u64 * ms / 1000) as usize * 2
 }
+
+/// A gateway with authentication on: an HS256 secret for JWTs and an API key file, as the
+/// dialect tests use it.
+pub struct Secured {
+    pub gw: Gateway,
+    /// A JWT (`sub` = the first key's name), valid for 10 minutes.
+    pub token: String,
+    /// The API keys, in the order [`Secured::start`] named them.
+    pub api_keys: Vec<String>,
+    pub keys_file: std::path::PathBuf,
+    /// Holds the secret and key files.
+    pub dir: tempfile::TempDir,
+}
+
+impl Secured {
+    /// Starts a gateway whose default route is `route`, with JWT and API-key
+    /// authentication: one key per `(name, max_sessions)` of `keys` (at least one);
+    /// `extra` are more `SGW_*` settings.
+    pub async fn start(route: &str, keys: &[(&str, usize)], extra: &[(&str, String)]) -> Secured {
+        use speech_gateway::security::apikeys;
+        use speech_gateway::security::auth::{MintOptions, mint};
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef-secured").unwrap();
+        let api_keys: Vec<String> = keys.iter().map(|_| apikeys::generate().unwrap()).collect();
+        let keys_file = dir.path().join("api-keys.toml");
+        let entries: String = keys
+            .iter()
+            .zip(&api_keys)
+            .map(|((name, max), key)| apikeys::entry(name, key, *max))
+            .collect();
+        std::fs::write(&keys_file, entries).unwrap();
+        let mut env = vec![
+            ("SGW_ROUTES__DEFAULT", route.to_string()),
+            ("SGW_AUTH__ENABLED", "true".into()),
+            (
+                "SGW_AUTH__HS256_SECRET_FILE",
+                secret.to_string_lossy().into_owned(),
+            ),
+            (
+                "SGW_AUTH__API_KEYS_FILE",
+                keys_file.to_string_lossy().into_owned(),
+            ),
+        ];
+        env.extend(extra.iter().cloned());
+        let gw = Gateway::start(&env).await;
+        let token = mint(
+            &secret,
+            &MintOptions {
+                subject: keys.first().map(|(name, _)| name.to_string()),
+                audience: None,
+                issuer: None,
+                kid: None,
+                ttl: Duration::from_secs(600),
+            },
+        )
+        .unwrap();
+        Secured {
+            gw,
+            token,
+            api_keys,
+            keys_file,
+            dir,
+        }
+    }
+}

@@ -45,22 +45,22 @@ pub fn conformance_python() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
 }
 
-/// Runs Deepgram's official Python SDK (`tests/conformance/deepgram_client.py`) against
-/// `url` (`ws://HOST:PORT`) with `key`, streaming `wav`; its JSON report (every message the
-/// SDK parsed, or `{"refused": STATUS, "body": …}`). `extra`: more flags of the script.
-pub async fn deepgram_sdk(url: &str, key: &str, wav: &Path, extra: &[&str]) -> serde_json::Value {
+/// Runs one of the official-client scripts of `tests/conformance/` with `args` in the
+/// conformance venv; the JSON object it prints. `what` names the client in failures.
+pub async fn python_client(
+    what: &str,
+    script: &str,
+    args: Vec<std::ffi::OsString>,
+) -> serde_json::Value {
     let mut cmd = std::process::Command::new(conformance_python());
-    cmd.arg(repo().join("tests/conformance/deepgram_client.py"))
-        .args(["--url", url, "--key", key])
-        .arg("--wav")
-        .arg(wav)
-        .args(extra);
+    cmd.arg(repo().join("tests/conformance").join(script))
+        .args(args);
     let out = tokio::task::spawn_blocking(move || cmd.output().expect("python runs"))
         .await
         .expect("the client task");
     assert!(
         out.status.success(),
-        "the Deepgram SDK client failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -70,81 +70,49 @@ pub async fn deepgram_sdk(url: &str, key: &str, wav: &Path, extra: &[&str]) -> s
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+fn os_args(head: &[&str], path: Option<(&str, &Path)>, tail: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = head.iter().map(Into::into).collect();
+    if let Some((flag, path)) = path {
+        args.push(flag.into());
+        args.push(path.into());
+    }
+    args.extend(tail.iter().map(Into::into));
+    args
+}
+
+/// Runs Deepgram's official Python SDK (`tests/conformance/deepgram_client.py`) against
+/// `url` (`ws://HOST:PORT`) with `key`, streaming `wav`; its JSON report (every message the
+/// SDK parsed, or `{"refused": STATUS, "body": …}`). `extra`: more flags of the script.
+pub async fn deepgram_sdk(url: &str, key: &str, wav: &Path, extra: &[&str]) -> serde_json::Value {
+    let args = os_args(&["--url", url, "--key", key], Some(("--wav", wav)), extra);
+    python_client("the Deepgram SDK client", "deepgram_client.py", args).await
 }
 
 /// Runs OpenAI's official Python SDK (`tests/conformance/openai_client.py`) against the
 /// gateway at `url` (`http://host:port`) with `args`; its JSON report.
 pub async fn openai_sdk(url: &str, key: &str, args: &[&str]) -> serde_json::Value {
-    let mut cmd = std::process::Command::new(conformance_python());
-    cmd.arg(repo().join("tests/conformance/openai_client.py"))
-        .args(["--url", url, "--key", key])
-        .args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("python runs"))
-        .await
-        .expect("the client task");
-    assert!(
-        out.status.success(),
-        "the OpenAI SDK client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    let args = os_args(&["--url", url, "--key", key], None, args);
+    python_client("the OpenAI SDK client", "openai_client.py", args).await
 }
 
 /// Runs OpenAI's SDK realtime client (`tests/conformance/openai_realtime.py`) against the
 /// gateway at `url` (`http://host:port`) with `args`; its JSON report.
 pub async fn openai_realtime(url: &str, key: &str, wav: &Path, args: &[&str]) -> serde_json::Value {
-    let mut cmd = std::process::Command::new(conformance_python());
-    cmd.arg(repo().join("tests/conformance/openai_realtime.py"))
-        .args(["--url", url, "--key", key])
-        .arg("--wav")
-        .arg(wav)
-        .args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("python runs"))
-        .await
-        .expect("the client task");
-    assert!(
-        out.status.success(),
-        "the OpenAI realtime client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    let args = os_args(&["--url", url, "--key", key], Some(("--wav", wav)), args);
+    python_client("the OpenAI realtime client", "openai_realtime.py", args).await
 }
 
 /// Runs NVIDIA's realtime ASR client (`tests/conformance/riva_realtime.py`) against the
 /// gateway at `server` (`host:port`) with `key` as its mint key; its JSON report.
 pub async fn riva_realtime(server: &str, key: &str, wav: &Path) -> serde_json::Value {
-    let mut cmd = std::process::Command::new(conformance_python());
-    cmd.arg(repo().join("tests/conformance/riva_realtime.py"))
-        .args(["--server", server, "--key", key])
-        .arg("--wav")
-        .arg(wav);
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("python runs"))
-        .await
-        .expect("the client task");
-    assert!(
-        out.status.success(),
-        "NVIDIA's realtime client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let args = os_args(
+        &["--server", server, "--key", key],
+        Some(("--wav", wav)),
+        &[],
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    python_client("NVIDIA's realtime client", "riva_realtime.py", args).await
 }
 
 /// A binary of this workspace (`speech-gateway`, `sim-backend`, `sgw`) in the same target

@@ -16,14 +16,69 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 use http_body_util::BodyExt;
 
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+
+use super::dialect::Contract;
+use super::{AppState, gate};
 use crate::config::FileLimits;
 use crate::media::{self, MediaError, Pcm};
 use crate::resilience::admission::Ticket;
 use crate::session::audio::max_frame_bytes;
 use crate::session::{
-    self, Command, Event, Outcome, SessionContext, SessionError, StartConfig, Transcript,
+    self, Command, ErrorKind, Event, Outcome, SessionContext, SessionError, StartConfig, Transcript,
 };
 use tokio_util::task::TaskTracker;
+
+/// A place among `files.max_concurrent`, held while the file is received, decoded and
+/// transcribed; or the 503 + `Retry-After` refusal in the contract's shape.
+pub fn take_place<C: Contract>(
+    state: &AppState,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Box<Response>> {
+    state.files.clone().try_acquire_owned().map_err(|_| {
+        let retry_after = gate::retry_after_secs(state);
+        state.ctx.metrics.rejected("file_limit");
+        Box::new(gate::refusal::<C>(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(retry_after),
+            ErrorKind::RateLimitExceeded,
+            &format!(
+                "the gateway is taking {} files at once (files.max_concurrent); retry after \
+                 {retry_after} s",
+                state.config.files.max_concurrent
+            ),
+        ))
+    })
+}
+
+/// The request's `Content-Length`, if it is a number.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// The answer when a file's session did not complete: the error that ended it (or an
+/// internal one), with the status it means for an HTTP client and `Retry-After` where
+/// waiting helps.
+pub fn failure<C: Contract>(state: &AppState, error: Option<SessionError>) -> Response {
+    let e = error.unwrap_or_else(|| {
+        SessionError::new(ErrorKind::Internal, "the transcription did not complete")
+    });
+    let status = match e.kind {
+        ErrorKind::ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::SessionTimeout => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let retry = matches!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+    )
+    .then(|| gate::retry_after_secs(state));
+    gate::refusal::<C>(status, retry, e.kind, &e.message)
+}
 
 /// Why a body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,7 +11,7 @@
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
@@ -22,7 +22,7 @@ use crate::ingress::files::{self, BodyError, FileTranscript};
 use crate::ingress::{AppState, gate};
 use crate::media::{self, MediaError, Pcm};
 use crate::security::tls::PeerAddr;
-use crate::session::{ErrorKind, Outcome, SessionError, Transcript};
+use crate::session::{ErrorKind, Outcome, Transcript};
 
 /// `POST /v1/listen`.
 pub async fn listen_file(
@@ -63,24 +63,11 @@ pub async fn listen_file(
              or audio/*)",
         );
     }
-    let Ok(_file_place) = state.files.clone().try_acquire_owned() else {
-        let retry_after = gate::retry_after_secs(&state);
-        state.ctx.metrics.rejected("file_limit");
-        return gate::refusal::<Deepgram>(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(retry_after),
-            ErrorKind::RateLimitExceeded,
-            &format!(
-                "the gateway is taking {} files at once (files.max_concurrent); retry after \
-                 {retry_after} s",
-                state.config.files.max_concurrent
-            ),
-        );
+    let _file_place = match files::take_place::<Deepgram>(&state) {
+        Ok(p) => p,
+        Err(refusal) => return *refusal,
     };
-    let content_length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let content_length = files::content_length(&headers);
     let bytes = match files::read_body(body, content_length, &state.config.files).await {
         Ok(b) => b,
         Err(e) => {
@@ -161,23 +148,7 @@ pub async fn listen_file(
     let results = futures::future::join_all(runs).await;
     drop(places);
     if let Some(failed) = results.iter().find(|r| r.outcome != Outcome::Completed) {
-        let e = failed.error.clone().unwrap_or_else(|| {
-            SessionError::new(ErrorKind::Internal, "the transcription did not complete")
-        });
-        let status = match e.kind {
-            ErrorKind::ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::SessionTimeout => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let mut response = gate::refusal::<Deepgram>(status, None, e.kind, &e.message);
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(gate::retry_after_secs(&state)),
-            );
-        }
-        return response;
+        return files::failure::<Deepgram>(&state, failed.error.clone());
     }
     let body = FileResponse {
         metadata: Metadata {

@@ -164,6 +164,23 @@ pub async fn transcription_sessions(
     .into_response()
 }
 
+/// Most phrase hints a `prompt` (or NVIDIA's word boosting) gives, and bytes of one (as
+/// Deepgram's `keywords`).
+pub(crate) const MAX_PHRASES: usize = 100;
+pub(crate) const MAX_PHRASE_BYTES: usize = 100;
+
+/// Phrase hints from a prompt: its comma- or line-separated items of 1–100 bytes, boost 1.
+pub(crate) fn prompt_phrases(prompt: Option<&str>) -> Vec<(String, f32)> {
+    prompt
+        .unwrap_or_default()
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && p.len() <= MAX_PHRASE_BYTES)
+        .take(MAX_PHRASES)
+        .map(|p| (p.to_string(), 1.0))
+        .collect()
+}
+
 /// The route a request's `model` names, or OpenAI's "model not found" answer (404).
 pub(crate) fn route<'a>(state: &'a AppState, model: &str) -> Result<&'a str, Box<Response>> {
     let name = model.trim().to_ascii_lowercase();

@@ -36,9 +36,7 @@ use crate::session::{
     CloseCause, Command, ErrorKind, Event, SessionError, StartConfig, Transcript,
 };
 
-/// Most phrase hints a `prompt` gives, and bytes of one.
-const MAX_PHRASES: usize = 100;
-const MAX_PHRASE_BYTES: usize = 100;
+use super::{MAX_PHRASE_BYTES, MAX_PHRASES, prompt_phrases};
 
 /// The client's audio format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -751,7 +749,7 @@ fn start_config(s: &Settings) -> StartConfig {
         model: Some(s.model.clone()),
         language: s.language.clone().unwrap_or_else(|| "auto".into()),
         phrases: {
-            let mut p = phrases(s.prompt.as_deref());
+            let mut p = prompt_phrases(s.prompt.as_deref());
             p.extend(s.boosts.iter().cloned());
             p.truncate(MAX_PHRASES);
             p
@@ -764,18 +762,6 @@ fn start_config(s: &Settings) -> StartConfig {
         endpointing_ms: if s.manual { None } else { s.silence_ms },
         ..StartConfig::default()
     }
-}
-
-/// Phrase hints from a prompt: its comma- or line-separated items of 1–100 bytes.
-fn phrases(prompt: Option<&str>) -> Vec<(String, f32)> {
-    prompt
-        .unwrap_or_default()
-        .split([',', '\n'])
-        .map(str::trim)
-        .filter(|p| !p.is_empty() && p.len() <= MAX_PHRASE_BYTES)
-        .take(MAX_PHRASES)
-        .map(|p| (p.to_string(), 1.0))
-        .collect()
 }
 
 impl Contract for Realtime {

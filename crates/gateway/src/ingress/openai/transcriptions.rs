@@ -10,22 +10,18 @@
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest, Multipart, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::{OpenAi, error, route};
+use super::{OpenAi, error, prompt_phrases, route};
 use crate::ingress::dialect::{Contract, Upgrade};
 use crate::ingress::files::{self, BodyError};
 use crate::ingress::{AppState, gate};
 use crate::media::MediaError;
 use crate::security::tls::PeerAddr;
-use crate::session::{ErrorKind, Event, Outcome, StartConfig, Transcript};
-
-/// Most phrase hints a `prompt` gives, and bytes of one (as Deepgram's `keywords`).
-const MAX_PHRASES: usize = 100;
-const MAX_PHRASE_BYTES: usize = 100;
+use crate::session::{Event, Outcome, StartConfig, Transcript};
 
 /// What the form asked for.
 #[derive(Debug, Default)]
@@ -77,25 +73,12 @@ pub async fn create(
         Ok(a) => a,
         Err(refusal) => return *refusal,
     };
-    let Ok(_file_place) = state.files.clone().try_acquire_owned() else {
-        let retry_after = gate::retry_after_secs(&state);
-        state.ctx.metrics.rejected("file_limit");
-        return gate::refusal::<OpenAi>(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(retry_after),
-            ErrorKind::RateLimitExceeded,
-            &format!(
-                "the gateway is taking {} files at once (files.max_concurrent); retry after \
-                 {retry_after} s",
-                state.config.files.max_concurrent
-            ),
-        );
+    let _file_place = match files::take_place::<OpenAi>(&state) {
+        Ok(p) => p,
+        Err(refusal) => return *refusal,
     };
     let limits = state.config.files.clone();
-    let content_length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let content_length = files::content_length(&headers);
     if content_length.is_some_and(|n| n > limits.max_bytes as u64) {
         return too_large(&state, limits.max_bytes);
     }
@@ -176,7 +159,7 @@ pub async fn create(
         sample_rate: pcm.sample_rate,
         model: Some(route),
         language: form.language.clone().unwrap_or_else(|| "auto".into()),
-        phrases: phrases(form.prompt.as_deref()),
+        phrases: prompt_phrases(form.prompt.as_deref()),
         punctuate: true,
         ..StartConfig::default()
     };
@@ -206,29 +189,7 @@ pub async fn create(
     }
     drop(places);
     if task.await.unwrap_or(Outcome::Failed) != Outcome::Completed {
-        let e = failure.unwrap_or_else(|| {
-            crate::session::SessionError::new(
-                ErrorKind::Internal,
-                "the transcription did not complete",
-            )
-        });
-        let status = match e.kind {
-            ErrorKind::ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::SessionTimeout => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let mut response = gate::refusal::<OpenAi>(status, None, e.kind, &e.message);
-        if matches!(
-            status,
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
-        ) {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(gate::retry_after_secs(&state)),
-            );
-        }
-        return response;
+        return files::failure::<OpenAi>(&state, failure);
     }
     render(&form, &finals, duration)
 }
@@ -350,18 +311,6 @@ fn form_error(message: &str) -> FormError {
         "invalid_request",
         &format!("the multipart form could not be read: {message}"),
     ))
-}
-
-/// Phrase hints from a prompt: its comma- or line-separated items of 1–100 bytes.
-fn phrases(prompt: Option<&str>) -> Vec<(String, f32)> {
-    prompt
-        .unwrap_or_default()
-        .split([',', '\n'])
-        .map(str::trim)
-        .filter(|p| !p.is_empty() && p.len() <= MAX_PHRASE_BYTES)
-        .take(MAX_PHRASES)
-        .map(|p| (p.to_string(), 1.0))
-        .collect()
 }
 
 /// Server-sent events: a `transcript.text.delta` per final as it comes, then
@@ -537,13 +486,13 @@ mod tests {
         assert_eq!(timestamp(3_723.456, ','), "01:02:03,456");
         assert_eq!(timestamp(0.0, '.'), "00:00:00.000");
         assert_eq!(
-            phrases(Some("Riva, Triton\n speech-gateway ,,")),
+            prompt_phrases(Some("Riva, Triton\n speech-gateway ,,")),
             vec![
                 ("Riva".to_string(), 1.0),
                 ("Triton".to_string(), 1.0),
                 ("speech-gateway".to_string(), 1.0)
             ]
         );
-        assert!(phrases(None).is_empty());
+        assert!(prompt_phrases(None).is_empty());
     }
 }
