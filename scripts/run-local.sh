@@ -73,6 +73,7 @@ cat >&2 <<MSG
 
 speech-gateway is up: ws://$listen/v1/audio/stream  (status: http://$listen/status)
   routes: default -> asr_stream (streaming), offline -> asr_offline (gateway VAD)
+  open http://$listen/ to talk to it (live captions from your microphone, or drop a WAV)
 Try it from another shell:
   $sgw transcribe samples/hello.wav --url ws://$listen/v1/audio/stream
   $sgw transcribe samples/hello.wav --url ws://$listen/v1/audio/stream --model offline

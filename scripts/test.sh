@@ -11,13 +11,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
-step "test tools (espeak-ng, sox; shellcheck, promtool from prometheus; openssl for gen-certs.sh)"
+step "test tools (espeak-ng, sox; shellcheck, promtool from prometheus; openssl for gen-certs.sh; chromium for the page test)"
 if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v sox >/dev/null 2>&1 ||
   ! command -v shellcheck >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1 ||
-  ! command -v openssl >/dev/null 2>&1; then
+  ! command -v openssl >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
   if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); else sudo=(); fi
   "${sudo[@]}" apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq espeak-ng sox shellcheck prometheus openssl >&2
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq espeak-ng sox shellcheck prometheus openssl chromium >&2
 fi
 
 step "python test venv (tests/conformance/requirements.txt)"

@@ -12,7 +12,9 @@
 //! | [`skeleton`] | one gRPC server skeleton per protocol (Riva, Triton) that the sim and the doubles share |
 //! | [`proxy`] | a fault-injecting TCP proxy (resets, blackhole, added delay) for the chaos suite |
 //! | [`gateway`] | the gateway under test (in process, or as its own process), v1 clients, test audio; re-exported at the root |
+//! | [`browser`] | headless Chromium driven over the DevTools protocol (page tests), with a WAV file as its microphone |
 
+pub mod browser;
 pub mod gateway;
 pub mod proxy;
 pub mod riva_double;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawAuth, RawDeepgram, RawFiles, RawLimits, RawTls, Secret};
+use super::raw::{RawAuth, RawDeepgram, RawFiles, RawLimits, RawPage, RawTls, Secret, Switch};
 use super::{ConfigError, duration_between, invalid};
 
 /// The listener's certificate files.
@@ -99,6 +99,43 @@ pub(super) fn validate_deepgram(d: &RawDeepgram) -> Result<DeepgramSettings, Con
     }
     Ok(DeepgramSettings {
         idle_timeout: (!d.idle_timeout.is_zero()).then_some(d.idle_timeout),
+    })
+}
+
+/// The live-captions page (`GET /` and its assets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSettings {
+    /// Whether the page is served (resolved from `page.enabled` and `auth.enabled`).
+    pub enabled: bool,
+    /// `page.enabled` as given; `None`: unset, decided by `auth.enabled`.
+    pub explicit: Option<bool>,
+}
+
+/// `page.enabled` is a tri-state: unset follows authentication (on without it, off with
+/// it: a gateway with tokens does not advertise a page unless asked to), `true` / `false`
+/// decide either way.
+pub(super) fn validate_page(p: &RawPage, auth_enabled: bool) -> Result<PageSettings, ConfigError> {
+    let explicit = match &p.enabled {
+        None => None,
+        Some(Switch::Bool(b)) => Some(*b),
+        Some(Switch::Text(t)) => match t.trim().to_ascii_lowercase().as_str() {
+            "" => None,
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                return Err(invalid(
+                    "page.enabled",
+                    format!(
+                        "`{t}` is not true, false or empty (unset: on when auth.enabled is \
+                         false, off when it is true)"
+                    ),
+                ));
+            }
+        },
+    };
+    Ok(PageSettings {
+        enabled: explicit.unwrap_or(!auth_enabled),
+        explicit,
     })
 }
 

@@ -98,6 +98,8 @@ fn flatten(value: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
         )),
         Value::Bool(_, b) => out.push((prefix.to_string(), b.to_string())),
         Value::Array(_, a) if a.is_empty() => out.push((prefix.to_string(), String::new())),
+        // an optional setting left unset (`page.enabled`): listed empty
+        Value::Empty(..) => out.push((prefix.to_string(), String::new())),
         other => out.push((prefix.to_string(), format!("{other:?}"))),
     }
 }

@@ -17,7 +17,7 @@
 //! | [`raw`] | the serde shapes and their defaults |
 //! | [`env`] | the `SGW_*` variables as a figment provider, and the listing `.env.example` is checked against |
 //! | [`backends`] | back-end URLs, routes, the Riva / Triton / health sections |
-//! | [`edge`] | the client-facing edge: listener TLS, authentication, abuse limits |
+//! | [`edge`] | the client-facing edge: listener TLS, authentication, abuse limits, the captions page |
 //! | [`session`] | logging, per-session limits, and the resilience policy sections (breaker, retry, admission) |
 //!
 //! Each section has one validator, `validate_<section>(raw) -> Result<typed, ConfigError>`;
@@ -45,7 +45,7 @@ pub use backends::{
 };
 pub use edge::{
     AuthSettings, DeepgramSettings, EdgeLimits, FileLimits, ListenerTls, MAX_FILE_BYTES,
-    MIN_HS256_SECRET, MIN_WRITE_BUFFER,
+    MIN_HS256_SECRET, MIN_WRITE_BUFFER, PageSettings,
 };
 pub use env::{EnvVars, env_defaults};
 pub use raw::*;
@@ -79,6 +79,8 @@ pub struct Config {
     pub deepgram: DeepgramSettings,
     /// Whole-file requests (`POST /v1/listen`).
     pub files: FileLimits,
+    /// The live-captions page (`GET /`).
+    pub page: PageSettings,
     /// Routes in name order; each has at least one back end.
     pub routes: Vec<Route>,
 }
@@ -173,6 +175,7 @@ impl Config {
         let auth = edge::validate_auth(&raw.auth)?;
         let deepgram = edge::validate_deepgram(&raw.deepgram)?;
         let files = edge::validate_files(&raw.files)?;
+        let page = edge::validate_page(&raw.page, auth.enabled)?;
         let admin_listen = if raw.admin_listen.trim().is_empty() {
             None
         } else {
@@ -205,6 +208,7 @@ impl Config {
             limits,
             deepgram,
             files,
+            page,
             routes,
         })
     }

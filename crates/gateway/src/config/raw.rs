@@ -37,6 +37,7 @@ pub struct RawConfig {
     pub limits: RawLimits,
     pub deepgram: RawDeepgram,
     pub files: RawFiles,
+    pub page: RawPage,
     /// Route name → back-end URLs. `start.config.model` selects a route; absent, `default`.
     #[serde(deserialize_with = "de_routes")]
     pub routes: BTreeMap<String, Vec<String>>,
@@ -470,6 +471,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             deepgram: RawDeepgram::default(),
             files: RawFiles::default(),
+            page: RawPage::default(),
             routes: BTreeMap::new(),
         }
     }
@@ -483,6 +485,25 @@ pub struct RawDeepgram {
     /// does (10 s); `0s`: `session.idle_timeout` applies.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+}
+
+/// The live-captions page (`GET /`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPage {
+    /// Serve the page. Unset (absent, or empty in the environment): on when `auth.enabled`
+    /// is false, off when it is true; `true` / `false` decide either way.
+    pub enabled: Option<Switch>,
+}
+
+/// A setting that may be left unset: a boolean as TOML writes it, or the text of an
+/// environment variable (`true`, `false`, or empty for unset), checked by the section's
+/// validator so a wrong value is refused with its key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Switch {
+    Bool(bool),
+    Text(String),
 }
 
 /// Whole-file transcription (`POST /v1/listen`): what one request may bring.

@@ -299,3 +299,57 @@ fn deepgram_idle_timeout_is_bounded_and_zero_defers_to_the_session() {
     let c = Config::load(None, env, Dict::new()).unwrap();
     assert_eq!(c.deepgram.idle_timeout, None);
 }
+
+/// `page.enabled` is a tri-state: unset follows authentication (on without it, off with
+/// it), `true` / `false` decide; an empty variable is unset; anything else is refused.
+#[test]
+fn page_enabled_is_a_tri_state_that_follows_auth_when_unset() {
+    let load = |extra: &[(&str, &str)]| {
+        let mut env = vars(&[("SGW_ROUTES__DEFAULT", "riva://127.0.0.1:50051")]);
+        env.extend(vars(extra));
+        Config::load(None, env, Dict::new())
+    };
+    let secret = "x".repeat(32);
+    let auth_on = [("SGW_AUTH__HS256_SECRET", "0123456789abcdef0123456789abcdef")];
+    let auth_off = [("SGW_AUTH__ENABLED", "false")];
+    let with = |base: &[(&'static str, &'static str)], page: &'static str| {
+        let mut v = base.to_vec();
+        v.push(("SGW_PAGE__ENABLED", page));
+        v
+    };
+    // unset: follows auth
+    let c = load(&auth_off).unwrap();
+    assert_eq!((c.page.enabled, c.page.explicit), (true, None));
+    let c = load(&auth_on).unwrap();
+    assert_eq!((c.page.enabled, c.page.explicit), (false, None));
+    // empty (as .env.example lists it): unset
+    let c = load(&with(&auth_on, "")).unwrap();
+    assert_eq!((c.page.enabled, c.page.explicit), (false, None));
+    let c = load(&with(&auth_off, " ")).unwrap();
+    assert!(c.page.enabled);
+    // explicit either way
+    let c = load(&with(&auth_on, "true")).unwrap();
+    assert_eq!((c.page.enabled, c.page.explicit), (true, Some(true)));
+    let c = load(&with(&auth_off, "false")).unwrap();
+    assert_eq!((c.page.enabled, c.page.explicit), (false, Some(false)));
+    // anything else names the key
+    let e = load(&with(&auth_off, "maybe")).unwrap_err().to_string();
+    assert!(e.contains("page.enabled") && e.contains("maybe"), "{e}");
+    let e = load(&with(&auth_off, "1")).unwrap_err().to_string();
+    assert!(e.contains("page.enabled"), "{e}");
+    // TOML: a boolean, or absent
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.toml");
+    std::fs::write(&file, "[page]\nenabled = true\n").unwrap();
+    let env = vars(&[
+        ("SGW_ROUTES__DEFAULT", "riva://127.0.0.1:50051"),
+        ("SGW_AUTH__HS256_SECRET", &secret),
+    ]);
+    let c = Config::load(Some(&file), env.clone(), Dict::new()).unwrap();
+    assert_eq!((c.page.enabled, c.page.explicit), (true, Some(true)));
+    std::fs::write(&file, "[page]\nenabled = \"on\"\n").unwrap();
+    let e = Config::load(Some(&file), env, Dict::new())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("page.enabled"), "{e}");
+}

@@ -16,6 +16,7 @@
 //! | [`gate`] | the pre-upgrade checks every session endpoint shares, and their refusals |
 //! | [`socket`] | a WebSocket as a session, for any dialect (limits, close handshake) |
 //! | [`ops`] | `/health`, `/ready`, `/status`, `/metrics` |
+//! | [`page`] | the live-captions page (`GET /` and its assets; `page.enabled`) |
 //! | [`server`] | the connection layer under axum (accept, TLS handshakes, HTTP/1.1 timeouts, connection caps) |
 
 pub mod deepgram;
@@ -24,6 +25,7 @@ pub mod files;
 pub mod gate;
 pub mod openai;
 pub mod ops;
+pub mod page;
 pub mod server;
 pub mod socket;
 pub mod v1;
@@ -104,7 +106,9 @@ pub fn app(state: AppState) -> HttpRouter {
         .route(
             "/v1/realtime/transcription_sessions",
             axum::routing::post(openai::transcription_sessions),
-        );
+        )
+        // The live-captions page and its assets (none when page.enabled is off: 404).
+        .merge(page::router(&state.config));
     operational(router, &state).with_state(state)
 }
 
