@@ -139,6 +139,8 @@ struct Engine<E> {
     /// `Finalize` half-closed the stream: when it ends, its last partial becomes a final
     /// and a new stream takes the audio since.
     finalizing: bool,
+    /// Finalizes asked for while one was under way, still to run.
+    finalize_again: u32,
     episode: Option<Episode>,
     /// When the next retry of a failed back end is due.
     retry_at: Option<tokio::time::Instant>,
@@ -184,6 +186,7 @@ where
             first_partial_sent: false,
             lagging: false,
             finalizing: false,
+            finalize_again: 0,
             speech: None,
             gaps: WordGaps::default(),
             replayed_until_ms: 0,
@@ -371,21 +374,7 @@ where
             Command::Reject(err) => self.error(err).await,
             Command::KeepAlive => Ok(()),
             Command::Reply(text) => self.emit(Event::Reply(text)).await,
-            Command::Finalize => {
-                if self.phase == Phase::Streaming
-                    && let Some(u) = self.upstream.as_mut()
-                    && u.audio.is_some()
-                {
-                    u.audio = None; // half-close: the back end finalises what it holds
-                    self.finalizing = true;
-                    return Ok(());
-                }
-                if self.finalizing {
-                    return Ok(()); // the one under way answers for both
-                }
-                // Nothing open to finalise (no audio yet, or a failover under way): done.
-                self.emit(Event::Finalized).await
-            }
+            Command::Finalize => self.finalize().await,
             Command::Start(cfg) => match self.phase {
                 Phase::Idle => self.start(cfg).await,
                 Phase::Streaming | Phase::Ending => {
@@ -594,6 +583,40 @@ where
         self.replay.push(chunk);
     }
 
+    /// `Finalize`: the back end finalises what it holds (its stream is half-closed; the
+    /// audio that follows goes to a new stream). One asked for while another is under way
+    /// runs once that one is done, so every Finalize is answered by its own
+    /// [`Event::Finalized`].
+    pub(super) async fn finalize(&mut self) -> Result<(), Outcome> {
+        if self.finalizing {
+            self.finalize_again += 1;
+            return Ok(());
+        }
+        if self.phase == Phase::Streaming
+            && self.upstream.as_ref().is_some_and(|u| u.audio.is_some())
+        {
+            // The resampler's look-ahead holds the last ms of the utterance: out with it
+            // first, as at `end` (a realtime client's 24 kHz audio lost 1.7 ms at every
+            // commit without this).
+            self.flush_resampler();
+            let u = self.upstream.as_mut().expect("checked above");
+            u.audio = None; // half-close: the back end finalises what it holds
+            self.finalizing = true;
+            return Ok(());
+        }
+        // Nothing open to finalise (no audio yet, or a failover under way): done.
+        self.emit(Event::Finalized).await
+    }
+
+    /// Sends what the resampler still holds (its look-ahead) and starts it afresh.
+    fn flush_resampler(&mut self) {
+        let mut tail = Vec::new();
+        if let Some(r) = self.resampler.as_mut() {
+            r.flush(&mut tail);
+        }
+        self.accept(pcm_bytes(&tail), Instant::now());
+    }
+
     async fn begin_end(&mut self, cause: CloseCause) -> Result<(), Outcome> {
         self.close_cause = cause;
         match self.phase {
@@ -603,11 +626,7 @@ where
         }
         self.phase = Phase::Ending;
         self.end_received_at = Some(Instant::now());
-        let mut tail = Vec::new();
-        if let Some(r) = self.resampler.as_mut() {
-            r.flush(&mut tail);
-        }
-        self.accept(pcm_bytes(&tail), Instant::now());
+        self.flush_resampler();
         if let Some(u) = self.upstream.as_mut() {
             u.audio = None; // half-close: the back end finalises what it holds
         }

@@ -766,6 +766,31 @@ async fn finalize_turns_the_open_utterance_into_a_final_and_goes_on_on_a_new_str
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_finalize_during_a_finalize_is_answered_on_its_own() {
+    let mut s = Setup::default().start();
+    s.start();
+    s.send(Command::Audio(audio(0, 1_000).into()));
+    let mut a = s.opened().await;
+    a.read(bytes(1_000)).await;
+    s.send(Command::Finalize);
+    s.send(Command::Audio(audio(1_000, 500).into()));
+    s.send(Command::Finalize);
+    assert!(a.read_to_end().await.is_empty());
+    a.answer(result(true, "one", &[(0, 1_000)]));
+    drop(a);
+    assert_eq!(transcript(s.next().await).text, "one");
+    assert_eq!(s.next().await, Event::Finalized, "the first");
+    // The second runs on the stream that took the audio since: it is half-closed at once.
+    let mut b = s.opened().await;
+    assert_eq!(b.read_to_end().await, audio(1_000, 500));
+    b.answer(result(true, "two", &[(0, 500)]));
+    drop(b);
+    let two = transcript(s.next().await);
+    assert_eq!((two.text.as_str(), two.from_finalize), ("two", true));
+    assert_eq!(s.next().await, Event::Finalized, "the second");
+}
+
+#[tokio::test(start_paused = true)]
 async fn end_right_after_finalize_still_transcribes_the_audio_that_followed() {
     let mut s = Setup::default().start();
     s.start();

@@ -347,7 +347,12 @@ where
             // even when `end` came meanwhile: the new one is half-closed once replayed.
             let pending = self.timeline.total_ms() > self.timeline.last_cut_ms();
             if self.phase == Phase::Streaming || pending {
-                return self.reopen_healthy("finalize").await;
+                self.reopen_healthy("finalize").await?;
+                if self.finalize_again > 0 {
+                    self.finalize_again -= 1;
+                    return self.finalize().await;
+                }
+                return Ok(());
             }
         }
         if self.phase == Phase::Ending {
