@@ -18,7 +18,7 @@ fn every_chaos_scenario_passes() {
     println!("{report}");
     assert!(status.success(), "a chaos scenario failed:\n{report}");
     assert!(
-        report.lines().filter(|l| l.ends_with("| pass |")).count() >= 13,
+        report.lines().filter(|l| l.ends_with("| pass |")).count() >= 14,
         "{report}"
     );
 }

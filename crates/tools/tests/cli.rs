@@ -1,7 +1,8 @@
 //! The binaries as operators and users run them: `speech-gateway serve` in front of a Riva
 //! double, stopped with SIGTERM, and `sgw transcribe` streaming a WAV through it; `sgw
-//! eval` and `sgw load` over the Deepgram dialect (`--dialect deepgram`) through a gateway
-//! in front of the zero-compute back end (their v1 paths: crates/gateway/tests/harness.rs).
+//! eval` and `sgw load` over the Deepgram dialect (`--dialect deepgram`) and OpenAI's
+//! realtime one (`--dialect openai-realtime`) through a gateway in front of the
+//! zero-compute back end (their v1 paths: crates/gateway/tests/harness.rs).
 
 use std::path::Path;
 use std::process::Command;
@@ -157,8 +158,9 @@ fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-#[tokio::test]
-async fn eval_over_deepgram_judges_the_clip_as_v1_does() {
+/// `sgw eval` of `samples/hello.wav` over each of `dialects` through one gateway on the
+/// sim; each dialect's clip result (and its report's URL).
+async fn eval_hello(dialects: &[&str]) -> Vec<(Value, String)> {
     let (_sim, gw) = gateway_on_the_sim().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("clips")).unwrap();
@@ -175,7 +177,7 @@ async fn eval_over_deepgram_judges_the_clip_as_v1_does() {
     )
     .unwrap();
     let mut clips = Vec::new();
-    for dialect in ["v1", "deepgram"] {
+    for dialect in dialects {
         let out = dir.path().join(dialect);
         let args = [
             "eval",
@@ -194,16 +196,17 @@ async fn eval_over_deepgram_judges_the_clip_as_v1_does() {
         ];
         sgw(args.iter().map(|a| a.to_string()).collect()).await;
         let report = json(&out.join("report.json"));
-        clips.push(report["clips"][0].clone());
-        if dialect == "deepgram" {
-            assert!(
-                report["url"].as_str().unwrap().ends_with("/v1/listen"),
-                "{}",
-                report["url"]
-            );
-        }
+        let url = report["url"].as_str().unwrap().to_string();
+        clips.push((report["clips"][0].clone(), url));
     }
-    let (v1, dg) = (&clips[0], &clips[1]);
+    clips
+}
+
+#[tokio::test]
+async fn eval_over_deepgram_judges_the_clip_as_v1_does() {
+    let clips = eval_hello(&["v1", "deepgram"]).await;
+    let ((v1, _), (dg, url)) = (&clips[0], &clips[1]);
+    assert!(url.ends_with("/v1/listen"), "{url}");
     assert!(dg["passed"].as_bool().unwrap(), "{dg}");
     assert_eq!(dg["close_code"], 1000);
     assert!(dg["hypothesis"].as_str().unwrap().contains("hello"), "{dg}");
@@ -217,13 +220,35 @@ async fn eval_over_deepgram_judges_the_clip_as_v1_does() {
 }
 
 #[tokio::test]
-async fn load_over_deepgram_completes_every_session_and_measures_latency() {
+async fn eval_over_openai_realtime_judges_the_clip_as_v1_does() {
+    let clips = eval_hello(&["v1", "openai-realtime"]).await;
+    let ((v1, _), (rt, url)) = (&clips[0], &clips[1]);
+    assert!(url.ends_with("/v1/realtime"), "{url}");
+    // Done at the commit's `completed`: the client closed, normally.
+    assert!(rt["passed"].as_bool().unwrap(), "{rt}");
+    assert_eq!(rt["close_code"], 1000);
+    // 16 → 24 kHz on the client, 24 → 16 kHz in the gateway: the sim (a word per voiced
+    // 400 ms window) hears the same words.
+    for key in ["hypothesis", "wer", "word_errors"] {
+        assert_eq!(v1[key], rt[key], "{key}: v1 {v1}\nrealtime {rt}");
+    }
+    // Deltas: no audio position, so no partial latency, but a first partial; the final
+    // (the commit's item) from the commit.
+    assert!(rt["partials"].as_u64().unwrap() > 0, "{rt}");
+    assert_eq!(rt["partial"]["count"], 0, "{rt}");
+    assert!(rt["first_partial_ms"].as_f64().is_some(), "{rt}");
+    assert!(rt["final"]["count"].as_u64().unwrap() > 0, "{rt}");
+}
+
+/// `sgw load` of 3 short sessions over `dialect` through a gateway on the sim: its
+/// report's gateway path.
+async fn load_hello(dialect: &str) -> Value {
     let (_sim, gw) = gateway_on_the_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let args = [
         "load",
         "--dialect",
-        "deepgram",
+        dialect,
         "--url",
         &gw.ws_url(),
         "--sessions",
@@ -244,14 +269,35 @@ async fn load_over_deepgram_completes_every_session_and_measures_latency() {
     ];
     sgw(args.iter().map(|a| a.to_string()).collect()).await;
     let report = json(&dir.path().join("load.json"));
-    assert_eq!(report["dialect"], "deepgram");
-    let g = &report["gateway"];
+    assert_eq!(report["dialect"], dialect);
+    report["gateway"].clone()
+}
+
+#[tokio::test]
+async fn load_over_deepgram_completes_every_session_and_measures_latency() {
+    let g = load_hello("deepgram").await;
     assert_eq!(
         (g["completed"].as_u64(), g["failed"].as_u64()),
         (Some(3), Some(0)),
         "{g}"
     );
     assert!(g["partial"]["count"].as_u64().unwrap() > 0, "{g}");
+    assert!(g["final"]["count"].as_u64().unwrap() > 0, "{g}");
+    assert_eq!(g["errors"], serde_json::json!({}), "{g}");
+}
+
+#[tokio::test]
+async fn load_over_openai_realtime_completes_every_session_and_measures_latency() {
+    let g = load_hello("openai-realtime").await;
+    // Completed: the commit's `completed` came and the client closed.
+    assert_eq!(
+        (g["completed"].as_u64(), g["failed"].as_u64()),
+        (Some(3), Some(0)),
+        "{g}"
+    );
+    // Deltas are counted but have no audio position (no partial latency).
+    assert!(g["partials"].as_u64().unwrap() > 0, "{g}");
+    assert_eq!(g["partial"]["count"], 0, "{g}");
     assert!(g["final"]["count"].as_u64().unwrap() > 0, "{g}");
     assert_eq!(g["errors"], serde_json::json!({}), "{g}");
 }

@@ -89,12 +89,13 @@ struct EvalArgs {
     /// The golden manifest.
     #[arg(long, default_value = "golden/manifest.toml")]
     manifest: PathBuf,
-    /// The gateway's v1 endpoint (with --dialect deepgram, the same gateway's /v1/listen
-    /// is used).
+    /// The gateway's v1 endpoint (with --dialect deepgram or openai-realtime, the same
+    /// gateway's /v1/listen or /v1/realtime is used).
     #[arg(long, default_value = "ws://127.0.0.1:8080/v1/audio/stream")]
     url: String,
-    /// The contract the clips are streamed over: v1 (/v1/audio/stream) or deepgram
-    /// (/v1/listen, the route as `model`); judged the same way.
+    /// The contract the clips are streamed over: v1 (/v1/audio/stream), deepgram
+    /// (/v1/listen, the route as `model`) or openai-realtime (/v1/realtime, the route as
+    /// the transcription model, 24 kHz appends, a commit at the end); judged the same way.
     #[arg(long, value_enum, default_value_t = Dialect::V1)]
     dialect: Dialect,
     /// Pacing: 1 = real time, 4 = four times as fast.
@@ -128,12 +129,12 @@ struct EvalArgs {
 
 #[derive(Args)]
 struct LoadArgs {
-    /// The gateway's v1 endpoint (with --dialect deepgram, the same gateway's /v1/listen
-    /// is used).
+    /// The gateway's v1 endpoint (with --dialect deepgram or openai-realtime, the same
+    /// gateway's /v1/listen or /v1/realtime is used).
     #[arg(long, default_value = "ws://127.0.0.1:8080/v1/audio/stream")]
     url: String,
-    /// The contract the sessions speak: v1 (/v1/audio/stream) or deepgram (/v1/listen);
-    /// the same pacing, latency rules and report.
+    /// The contract the sessions speak: v1 (/v1/audio/stream), deepgram (/v1/listen) or
+    /// openai-realtime (/v1/realtime); the same pacing, latency rules and report.
     #[arg(long, value_enum, default_value_t = Dialect::V1)]
     dialect: Dialect,
     /// Concurrent real-time sessions.

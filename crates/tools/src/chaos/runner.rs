@@ -1,9 +1,16 @@
 //! Runs chaos scenarios against real processes: `sim-backend` processes (killed with
 //! SIGKILL, restarted, misbehaving), the fault-injecting proxy in front of some of them,
 //! and the gateway itself as a child process, with marker-audio clients streaming at
-//! real time through its v1 contract or, if the scenario says `dialect = "deepgram"`, its
-//! Deepgram-compatible one (`/v1/listen`). Only the wire differs ([`Dialect`]'s methods,
-//! shared with `eval` and `load`); the session loop and the judging are the same for both.
+//! real time through its v1 contract or, if the scenario says `dialect = "deepgram"` or
+//! `"openai-realtime"`, its Deepgram-compatible one (`/v1/listen`) or OpenAI's realtime
+//! one (`/v1/realtime`). Only the wire differs ([`Dialect`]'s methods, shared with `eval`
+//! and `load`); the session loop and the judging are the same for all.
+//!
+//! Marker audio survives only untouched: any resampler smooths its ±k samples away. So a
+//! realtime session sends it at 24 kHz, `audio/pcm`'s own rate (its writer then passes it
+//! through), and a realtime scenario runs its back ends at 24 kHz too
+//! (`SGW_RIVA__SAMPLE_RATE`, a sim's `triton_sample_rate`), so the gateway does not
+//! resample it either.
 //!
 //! Marker audio names itself (block `k` → word `w{k}` at the zero-compute back end), so
 //! the fault-free transcript is known by construction: `w1 … wN` for N blocks sent. A
@@ -34,6 +41,8 @@ use speech_gateway::telemetry::exposition;
 /// Marker block length: one word per block.
 const BLOCK_MS: u64 = 500;
 const SAMPLE_RATE: u32 = 16_000;
+/// Realtime's marker audio: `audio/pcm`'s rate, so nothing resamples it on the way out.
+const REALTIME_RATE: u32 = crate::client::openai_realtime::RATE;
 const FRAME_MS: u64 = 100;
 /// A client with no close this long after its audio ended is hung.
 const HANG_AFTER: Duration = Duration::from_secs(20);
@@ -155,6 +164,9 @@ async fn start_sim(
     }
     if let Some(d) = &spec.fail_after {
         cmd.arg("--fail-after").arg(d);
+    }
+    if let Some(rate) = spec.triton_sample_rate {
+        cmd.arg("--triton-sample-rate").arg(rate.to_string());
     }
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -292,7 +304,7 @@ async fn run_one(programs: &Programs, s: &Scenario, out: &Path) -> anyhow::Resul
 
     let blocks = (s.audio.as_millis() as u64 / BLOCK_MS) as usize;
     let dialect = s.dialect;
-    let ws_url = dialect.url(&format!("ws://{gw_addr}"), &ask());
+    let ws_url = dialect.url(&format!("ws://{gw_addr}"), &ask(dialect));
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..s.sessions {
@@ -404,20 +416,30 @@ enum Heard {
     Other,
 }
 
-/// What every chaos session asks: marker audio at 16 kHz on the default route, no
-/// punctuation (marker words are bare).
-fn ask() -> Ask {
+/// What every chaos session asks: marker audio at 16 kHz (realtime: 24 kHz) on the
+/// default route, no punctuation (marker words are bare).
+fn ask(dialect: Dialect) -> Ask {
+    let rate = match dialect {
+        Dialect::OpenaiRealtime => REALTIME_RATE,
+        Dialect::V1 | Dialect::Deepgram => SAMPLE_RATE,
+    };
     Ask {
         route: Some("default".into()),
         punctuate: false,
-        ..Ask::new(SAMPLE_RATE)
+        ..Ask::new(rate)
     }
 }
 
 /// The wire is the dialect's ([`crate::client::dialect`]); this is what a chaos session
-/// keeps of a message.
+/// keeps of a message (read statelessly; sessions read with their
+/// [`crate::client::dialect::Reader`]).
+#[cfg(test)]
 fn hear(dialect: Dialect, text: &str) -> Heard {
-    match dialect.read(text) {
+    heard(dialect.read(text))
+}
+
+fn heard(event: ClientEvent) -> Heard {
+    match event {
         ClientEvent::Final(f) => Heard::Final(f.text.into_owned()),
         ClientEvent::Status(st) => Heard::Status(st.state.into_owned()),
         ClientEvent::Error(e) => Heard::Error {
@@ -430,7 +452,8 @@ fn hear(dialect: Dialect, text: &str) -> Heard {
 }
 
 /// One client: marker audio at real time in 100 ms frames, then the dialect's end
-/// (`end` / `CloseStream`), reading everything until the close.
+/// (`end` / `CloseStream` / the commit), reading everything until the close (realtime:
+/// until done, then the client closes).
 pub async fn run_session(dialect: Dialect, url: &str, blocks: usize) -> SessionResult {
     let mut result = SessionResult {
         end: SessionEnd::Hung,
@@ -455,23 +478,32 @@ pub async fn run_session(dialect: Dialect, url: &str, blocks: usize) -> SessionR
         }
     };
     let (mut tx, mut rx) = ws.split();
-    let samples_per_block = (u64::from(SAMPLE_RATE) * BLOCK_MS / 1000) as usize;
+    let ask = ask(dialect);
+    let (mut wire, mut reader) = dialect.session(&ask);
+    let samples_per_block = (u64::from(ask.sample_rate) * BLOCK_MS / 1000) as usize;
     let audio = marker_audio(1, blocks, samples_per_block);
-    let frame_bytes = (u64::from(SAMPLE_RATE) * FRAME_MS / 1000 * 2) as usize;
+    let frame_bytes = (u64::from(ask.sample_rate) * FRAME_MS / 1000 * 2) as usize;
+    // Sends everything, then hands the sink back (for realtime's close) and never ends.
+    let (sink_back, sink_returned) = tokio::sync::oneshot::channel();
     let writer = async move {
         let send_all = async {
-            if let Some(opening) = dialect.opening(&ask()) {
+            if let Some(opening) = dialect.opening(&ask) {
                 tx.send(Message::text(opening)).await?;
             }
             let t0 = tokio::time::Instant::now();
             for (i, frame) in audio.chunks(frame_bytes).enumerate() {
                 tokio::time::sleep_until(t0 + Duration::from_millis(FRAME_MS * i as u64)).await;
-                tx.send(Message::Binary(frame.to_vec().into())).await?;
+                tx.send(wire.audio(frame.to_vec().into())).await?;
             }
-            tx.send(Message::text(dialect.closing())).await
+            for message in wire.closing() {
+                tx.send(message).await?;
+            }
+            Ok::<(), tokio_tungstenite::tungstenite::Error>(())
         };
         // A send fails once the gateway has closed: the reader reports why.
-        let _: Result<(), _> = send_all.await;
+        if send_all.await.is_ok() {
+            let _ = sink_back.send(tx);
+        }
         // Keep the sink alive until the reader is done.
         std::future::pending::<()>().await
     };
@@ -493,19 +525,32 @@ pub async fn run_session(dialect: Dialect, url: &str, blocks: usize) -> SessionR
             }
             last = now;
             match msg {
-                Some(Ok(Message::Text(t))) => match hear(dialect, t.as_str()) {
-                    Heard::Final(text) => {
-                        words.extend(text.split_whitespace().map(|w| marker_word(w).unwrap_or(0)))
+                Some(Ok(Message::Text(t))) => {
+                    match heard(reader.read(t.as_str())) {
+                        Heard::Final(text) => words
+                            .extend(text.split_whitespace().map(|w| marker_word(w).unwrap_or(0))),
+                        Heard::Status(state) if state == "failover" => {
+                            result.failover_statuses += 1
+                        }
+                        Heard::Status(state) if state == "audio_gap" => {
+                            result.audio_gap_statuses += 1
+                        }
+                        Heard::Error {
+                            code,
+                            recoverable: false,
+                        } => error_code = Some(code),
+                        Heard::Goodbye => goodbye = true,
+                        _ => {}
                     }
-                    Heard::Status(state) if state == "failover" => result.failover_statuses += 1,
-                    Heard::Status(state) if state == "audio_gap" => result.audio_gap_statuses += 1,
-                    Heard::Error {
-                        code,
-                        recoverable: false,
-                    } => error_code = Some(code),
-                    Heard::Goodbye => goodbye = true,
-                    _ => {}
-                },
+                    if reader.done() {
+                        // Realtime: the answer to the commit came (or the session never
+                        // started); the client closes.
+                        break match error_code.as_ref() {
+                            Some(c) => SessionEnd::Failed { code: c.clone() },
+                            None => SessionEnd::Completed,
+                        };
+                    }
+                }
                 Some(Ok(Message::Close(frame))) => {
                     let code = frame.map(|f| u16::from(f.code));
                     break if let Some(c) = &error_code {
@@ -536,6 +581,12 @@ pub async fn run_session(dialect: Dialect, url: &str, blocks: usize) -> SessionR
         result.end = SessionEnd::Hung;
         return result;
     };
+    if dialect == Dialect::OpenaiRealtime
+        && let Ok(mut tx) = sink_returned.await
+    {
+        // The client ends a realtime session; the server's answering close is not awaited.
+        let _ = tx.send(Message::Close(None)).await;
+    }
     if end == SessionEnd::Completed {
         let (lost, repeated) = compare(&words, blocks);
         result.lost_blocks = lost;

@@ -25,8 +25,9 @@ pub struct Scenario {
     /// Delay between session starts.
     #[serde(with = "humantime_serde", default = "default_stagger")]
     pub stagger: Duration,
-    /// The client contract every session speaks: `v1` (`/v1/audio/stream`, the default)
-    /// or `deepgram` (`/v1/listen`).
+    /// The client contract every session speaks: `v1` (`/v1/audio/stream`, the default),
+    /// `deepgram` (`/v1/listen`) or `openai-realtime` (`/v1/realtime`; its marker audio is
+    /// 24 kHz, so its back ends must run at 24 kHz for the markers to arrive untouched).
     #[serde(default)]
     pub dialect: Dialect,
     /// Marker audio each session streams at real time.
@@ -48,8 +49,8 @@ fn default_stagger() -> Duration {
     Duration::from_millis(100)
 }
 
-/// The WebSocket contract the clients speak (`v1`, `deepgram`); the marker audio and its
-/// judging are the same.
+/// The WebSocket contract the clients speak (`v1`, `deepgram`, `openai-realtime`); the
+/// marker audio and its judging are the same.
 pub use crate::client::dialect::Dialect;
 
 /// One zero-compute back-end process (`sim-backend`).
@@ -70,6 +71,9 @@ pub struct BackendSpec {
     /// Put the fault-injecting TCP proxy between the gateway and this back end.
     #[serde(default)]
     pub proxy: bool,
+    /// A Triton sim's model rate (`sim-backend --triton-sample-rate`; default 16000).
+    #[serde(default)]
+    pub triton_sample_rate: Option<u32>,
 }
 
 fn normal() -> String {

@@ -22,6 +22,12 @@ pub enum ClientEvent {
     /// Deepgram's `Metadata`, the last message before a normal close (v1 has none; see
     /// [`super::dialect`]).
     Metadata,
+    /// Where the speech of the utterance the next final closes ended, in ms of session
+    /// audio: the OpenAI realtime dialect's `input_audio_buffer.speech_stopped`, whose
+    /// finals carry no word times (v1 and Deepgram say it with their finals' words).
+    SpeechEnd {
+        audio_ms: u64,
+    },
     /// Not a message of the contract (an unknown type, fields that do not fit, not JSON),
     /// kept as it came.
     Other(Value),

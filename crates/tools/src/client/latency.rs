@@ -4,15 +4,22 @@
 //! Kept apart from the network code so every rule below is a pure function with tests:
 //!
 //! - **partial**: arrival of a partial − send time of the frame that ends at (or first
-//!   past) the partial's `timestamp_ms`.
+//!   past) the partial's `timestamp_ms` (none when the dialect's results say no audio
+//!   position: [`SessionLog::positions`]).
 //! - **first partial**: arrival of the first partial with non-empty text − send time of
 //!   the first frame holding speech ([`speech_onset_frame`]). At most one per session.
 //! - **final**: arrival of a final − the earlier of (a) the send time of the frame
 //!   containing the end of the utterance's speech and (b) the send time of `end`, if
 //!   `end` was sent before the final arrived. The end of speech is, in order of
-//!   preference: the largest word `end` in the final; else the largest `timestamp_ms` of
-//!   the partials received since the previous final (an upper bound on the end of
-//!   speech, so the latency is then a lower bound); else nothing, leaving only (b).
+//!   preference: the largest word `end` in the final; else where the server said the
+//!   speech stopped since the previous final ([`ClientEvent::SpeechEnd`], realtime's
+//!   `speech_stopped`); else the largest `timestamp_ms` of the partials received since
+//!   the previous final (an upper bound on the end of speech, so the latency is then a
+//!   lower bound); else nothing, leaving only (b). A dialect whose results say no audio
+//!   position (realtime: [`SessionLog::positions`]) has, after `speech_stopped`, the last
+//!   frame holding speech (by the first partial's −35 dB rule) sent before the final
+//!   arrived: the end of speech as the audio says it — exact for the last item (the one a
+//!   commit closes), a lower bound on the latency when more speech followed.
 //!   A final with neither reference gives no sample.
 //!
 //! A latency that would be negative (a result that seems to arrive before the audio it
@@ -59,6 +66,10 @@ pub(super) struct SessionLog {
     pub arrivals: Vec<Arrival>,
     pub close_code: Option<u16>,
     pub finished: Instant,
+    /// Results carry the audio position they account for ([`crate::client::dialect::
+    /// Dialect::positions`]); when not, partials give no latency and a final's end of
+    /// speech may come from the audio (see the module docs).
+    pub positions: bool,
 }
 
 /// Raw latency samples in milliseconds, in arrival order.
@@ -127,13 +138,19 @@ pub fn percentile_nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
 /// Index of the first `frame_len`-sample frame whose RMS is within
 /// [`SPEECH_THRESHOLD_DB`] of the loudest frame's; `None` for an all-silent file.
 pub fn speech_onset_frame(samples: &[i16], frame_len: usize) -> Option<usize> {
+    speech_frames(samples, frame_len).iter().position(|&s| s)
+}
+
+/// For each `frame_len`-sample frame, whether its RMS is within [`SPEECH_THRESHOLD_DB`] of
+/// the loudest frame's (all false for an all-silent file).
+pub fn speech_frames(samples: &[i16], frame_len: usize) -> Vec<bool> {
     let levels: Vec<f64> = samples.chunks(frame_len.max(1)).map(rms).collect();
     let loudest = levels.iter().copied().fold(0.0, f64::max);
     if loudest <= 0.0 {
-        return None;
+        return vec![false; levels.len()];
     }
     let threshold = loudest * 10f64.powf(SPEECH_THRESHOLD_DB / 20.0);
-    levels.iter().position(|&level| level >= threshold)
+    levels.iter().map(|&level| level >= threshold).collect()
 }
 
 fn rms(frame: &[i16]) -> f64 {
@@ -152,25 +169,31 @@ fn ms_since(reference: Instant, at: Instant) -> Option<f64> {
 }
 
 /// All latency samples of a session, plus each final's latency in arrival order.
-pub(super) fn measure(
-    log: &SessionLog,
-    speech_frame: Option<usize>,
-) -> (LatencySamples, Vec<Option<f64>>) {
+/// `speech[k]`: frame `k` holds speech ([`speech_frames`]).
+pub(super) fn measure(log: &SessionLog, speech: &[bool]) -> (LatencySamples, Vec<Option<f64>>) {
     let mut samples = LatencySamples::default();
     let mut per_final = Vec::new();
-    let speech_sent = speech_frame.and_then(|i| log.frames.get(i)).map(|f| f.sent);
+    let speech_sent = speech
+        .iter()
+        .position(|&s| s)
+        .and_then(|i| log.frames.get(i))
+        .map(|f| f.sent);
     let mut seen_first_partial = false;
     // Largest partial timestamp of the current utterance: the fallback end of speech.
     let mut utterance_audio_ms: Option<f64> = None;
+    // Where the server said the current utterance's speech stopped.
+    let mut speech_stopped_ms: Option<f64> = None;
 
     for arrival in &log.arrivals {
         match &arrival.event {
             ClientEvent::Partial(partial) => {
                 let ts = partial.timestamp_ms as f64;
-                if let Some(frame) = frame_reaching(&log.frames, ts) {
-                    samples.partial_ms.extend(ms_since(frame.sent, arrival.at));
+                if log.positions {
+                    if let Some(frame) = frame_reaching(&log.frames, ts) {
+                        samples.partial_ms.extend(ms_since(frame.sent, arrival.at));
+                    }
+                    utterance_audio_ms = Some(utterance_audio_ms.map_or(ts, |u| u.max(ts)));
                 }
-                utterance_audio_ms = Some(utterance_audio_ms.map_or(ts, |u| u.max(ts)));
                 if !seen_first_partial && !partial.text.trim().is_empty() {
                     seen_first_partial = true;
                     if let Some(sent) = speech_sent {
@@ -185,10 +208,20 @@ pub(super) fn measure(
                     .flatten()
                     .map(|w| w.end * 1000.0)
                     .reduce(f64::max)
+                    .or(speech_stopped_ms)
                     .or(utterance_audio_ms);
                 let frame_sent = speech_end_ms
                     .and_then(|t| frame_reaching(&log.frames, t))
-                    .map(|f| f.sent);
+                    .map(|f| f.sent)
+                    .or_else(|| {
+                        // No position on the wire: the last speech sent before it came.
+                        let sent = log.frames.iter().zip(speech).rev();
+                        let mut spoken = sent.filter(|(f, s)| **s && f.sent <= arrival.at);
+                        spoken
+                            .next()
+                            .filter(|_| !log.positions)
+                            .map(|(f, _)| f.sent)
+                    });
                 let end_sent = log.end_sent.filter(|&sent| sent <= arrival.at);
                 let reference = match (frame_sent, end_sent) {
                     (Some(frame), Some(end)) => Some(frame.min(end)),
@@ -198,7 +231,9 @@ pub(super) fn measure(
                 samples.final_ms.extend(latency);
                 per_final.push(latency);
                 utterance_audio_ms = None;
+                speech_stopped_ms = None;
             }
+            ClientEvent::SpeechEnd { audio_ms } => speech_stopped_ms = Some(*audio_ms as f64),
             ClientEvent::Error(_)
             | ClientEvent::Pong(_)
             | ClientEvent::Status(_)
@@ -279,7 +314,13 @@ mod tests {
                 .collect(),
             close_code: Some(1000),
             finished: at(t0, 1500),
+            positions: true,
         }
+    }
+
+    /// Frames `first..` of the ten hold speech.
+    fn speech_from(first: usize) -> Vec<bool> {
+        (0..10).map(|k| k >= first).collect()
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -344,7 +385,7 @@ mod tests {
                 (450, partial("hi", 5_000)), // beyond the audio: no sample
             ],
         );
-        let (samples, _) = measure(&log, None);
+        let (samples, _) = measure(&log, &[]);
         assert_eq!(samples.partial_ms.len(), 3);
         assert!(
             close(samples.partial_ms[0], 250.0)
@@ -364,10 +405,10 @@ mod tests {
                 (600, partial("hello there", 400)),
             ],
         );
-        let (samples, _) = measure(&log, Some(2)); // speech frame sent at 200
+        let (samples, _) = measure(&log, &speech_from(2)); // speech frame sent at 200
         assert_eq!(samples.first_partial_ms.len(), 1);
         assert!(close(samples.first_partial_ms[0], 300.0));
-        let (silent, _) = measure(&log, None);
+        let (silent, _) = measure(&log, &[]);
         assert!(silent.first_partial_ms.is_empty());
     }
 
@@ -390,7 +431,7 @@ mod tests {
                 (1300, final_with_words(&[0.95])),
             ],
         );
-        let (samples, per_final) = measure(&log, None);
+        let (samples, per_final) = measure(&log, &[]);
         let expected = [500.0, 450.0, 200.0, 400.0];
         assert_eq!(per_final.len(), 4);
         for (got, want) in per_final.iter().zip(expected) {
@@ -399,16 +440,53 @@ mod tests {
         assert_eq!(samples.final_ms.len(), 4);
     }
 
+    /// Realtime: deltas without positions give no partial latency (the first still
+    /// counts); a final's end of speech is `speech_stopped`, else the last speech frame
+    /// sent before it arrived.
+    #[test]
+    fn realtime_deltas_and_speech_ends() {
+        let t0 = Instant::now();
+        let mut log = log(
+            t0,
+            vec![
+                (300, partial("hi", 0)),
+                (350, partial("hi there", 0)),
+                // Speech stopped at 0.45 s → frame 4 (sent 400) → 500.
+                (880, ClientEvent::SpeechEnd { audio_ms: 450 }),
+                (900, final_without_words()),
+                // No speech end since: the last speech frame sent by then, 6 (600) → 350.
+                (950, final_without_words()),
+                // After `end` (1000), still frame 6 (sent 600), earlier than `end` → 550.
+                (1150, final_without_words()),
+            ],
+        );
+        log.positions = false;
+        // Speech in frames 1..=6 (sent 100 to 600).
+        let speech: Vec<bool> = (0..10).map(|k| (1..=6).contains(&k)).collect();
+        let (samples, per_final) = measure(&log, &speech);
+        assert!(samples.partial_ms.is_empty());
+        assert_eq!(samples.first_partial_ms, vec![200.0]);
+        let want = [500.0, 350.0, 550.0];
+        assert_eq!(per_final.len(), 3);
+        for (got, want) in per_final.iter().zip(want) {
+            assert!(close(got.unwrap(), want), "{per_final:?}");
+        }
+        // Without speech in the audio: only `end` is left (before it, nothing).
+        let (_, per_final) = measure(&log, &[false; 10]);
+        assert_eq!(per_final[1], None);
+        assert!(close(per_final[2].unwrap(), 150.0), "{per_final:?}");
+    }
+
     #[test]
     fn final_without_any_reference_gives_no_sample() {
         let t0 = Instant::now();
         let no_words = final_without_words();
         // Arrives before `end` with no words and no partials: nothing to measure from.
-        let (samples, per_final) = measure(&log(t0, vec![(500, no_words)]), None);
+        let (samples, per_final) = measure(&log(t0, vec![(500, no_words)]), &[]);
         assert_eq!(per_final, vec![None]);
         assert!(samples.final_ms.is_empty());
         // A word end after the audio sent so far and before `end`: negative, dropped.
-        let (samples, per_final) = measure(&log(t0, vec![(50, final_with_words(&[0.3]))]), None);
+        let (samples, per_final) = measure(&log(t0, vec![(50, final_with_words(&[0.3]))]), &[]);
         assert_eq!(per_final, vec![None]);
         assert!(samples.final_ms.is_empty());
     }

@@ -88,7 +88,10 @@ pub fn render_live(event: &ClientEvent, term_width: usize) -> Option<LiveLine> {
             s.state,
             printable(&s.message)
         ))),
-        ClientEvent::Pong(_) | ClientEvent::Metadata | ClientEvent::Other(_) => None,
+        ClientEvent::Pong(_)
+        | ClientEvent::Metadata
+        | ClientEvent::SpeechEnd { .. }
+        | ClientEvent::Other(_) => None,
     }
 }
 

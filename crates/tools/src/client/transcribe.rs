@@ -1,6 +1,7 @@
 //! The `sgw transcribe` client: streams a WAV file to a gateway over client
-//! contract v1 (`/v1/audio/stream`) or the Deepgram-compatible dialect (`/v1/listen`,
-//! [`TranscribeOptions::dialect`]: only the wire differs, see [`super::dialect`]), hands
+//! contract v1 (`/v1/audio/stream`), the Deepgram-compatible dialect (`/v1/listen`) or
+//! OpenAI's realtime one (`/v1/realtime`; [`TranscribeOptions::dialect`]: only the wire
+//! differs, see [`super::dialect`]), hands
 //! every server message to the caller as it arrives (as v1's events), and measures
 //! latency from the client's side of the wire the way DESIGN.md ("Latency, as measured by
 //! clients") defines it.
@@ -14,15 +15,20 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::dialect::{Ask, Dialect};
 pub use super::events::{ClientEvent, Final, Partial, ServerError, Word};
 use super::latency::{self, Arrival, FrameRecord, SessionLog};
-pub use super::latency::{LatencySamples, LatencyStats, LatencySummary, speech_onset_frame};
+pub use super::latency::{
+    LatencySamples, LatencyStats, LatencySummary, speech_frames, speech_onset_frame,
+};
 pub use super::render::{LiveLine, render_live, render_report};
 use super::wav::Wav;
 
@@ -92,6 +98,8 @@ pub struct TranscribeReport {
     pub partials: usize,
     pub errors: Vec<ServerError<'static>>,
     /// The server's close code; `None` if the connection ended without a close frame.
+    /// A realtime session, which the server never closes, has 1000 when the client closed
+    /// it once done ([`super::dialect::Reader::done`]).
     pub close_code: Option<u16>,
     pub latency: LatencySummary,
     /// Every latency sample, so a harness can pool several files before taking percentiles.
@@ -115,8 +123,8 @@ pub async fn transcribe(
 ) -> anyhow::Result<TranscribeReport> {
     let frame_len = frame_samples(wav.sample_rate, opts.frame_ms)?;
     let log = run_session(wav, opts, END_TIMEOUT, on_event).await?;
-    let speech = speech_onset_frame(&wav.samples, frame_len);
-    Ok(build_report(wav, &log, speech))
+    let speech = speech_frames(&wav.samples, frame_len);
+    Ok(build_report(wav, &log, &speech))
 }
 
 /// Samples per frame; validates what would otherwise divide by zero or never pace.
@@ -153,7 +161,8 @@ fn send_deadline(t0: Instant, start_sample: usize, sample_rate: u32, speed: f64)
 }
 
 /// Connects, sends the dialect's opening (v1's `start`), paced frames and its closing
-/// (`end` / `CloseStream`), and logs every send and arrival until the server closes.
+/// (`end` / `CloseStream` / the commit), and logs every send and arrival until the server
+/// closes (or, realtime, until the client closes once done).
 async fn run_session(
     wav: &Wav,
     opts: &TranscribeOptions,
@@ -172,6 +181,7 @@ async fn run_session(
     let url = dialect.url(&opts.url, &ask);
     let ws = super::connect::open(&url, opts.token.as_deref(), opts.ca.as_deref()).await?;
     let (mut sink, mut stream) = ws.split();
+    let (mut writer, mut reader) = dialect.session(&ask);
     if let Some(opening) = dialect.opening(&ask) {
         sink.send(Message::text(opening))
             .await
@@ -187,6 +197,7 @@ async fn run_session(
         arrivals: Vec::new(),
         close_code: None,
         finished: t0,
+        positions: dialect.positions(),
     };
     let mut next = 0usize;
     // False once `end` went out or the server closed: nothing more to send.
@@ -204,12 +215,20 @@ async fn run_session(
             message = stream.next() => match message {
                 None => break,
                 Some(Ok(Message::Text(text))) => {
-                    let event = dialect.read(text.as_str());
+                    let event = reader.read(text.as_str());
                     on_event(&event);
                     let at = Instant::now();
                     log.arrivals.push(Arrival { at, event });
                     if idle_deadline.is_some() {
                         idle_deadline = Some(at + end_timeout);
+                    }
+                    if reader.done() {
+                        // Realtime: the client ends the session; the server's answering
+                        // close is not awaited.
+                        let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                        let _ = sink.send(Message::Close(Some(close))).await;
+                        log.close_code = Some(1000);
+                        break;
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
@@ -227,7 +246,7 @@ async fn run_session(
             _ = sleep_until(send_at), if sending => {
                 let outcome = if let Some(chunk) = chunks.get(next) {
                     let bytes: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
-                    sink.send(Message::binary(bytes)).await.map(|()| {
+                    sink.send(writer.audio(Bytes::from(bytes))).await.map(|()| {
                         let end_sample = next * frame_len + chunk.len();
                         log.frames.push(FrameRecord {
                             sent: Instant::now(),
@@ -236,7 +255,14 @@ async fn run_session(
                         next += 1;
                     })
                 } else {
-                    sink.send(Message::text(dialect.closing())).await.map(|()| {
+                    let mut sent = Ok(());
+                    for message in writer.closing() {
+                        sent = sink.send(message).await;
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
+                    sent.map(|()| {
                         let at = Instant::now();
                         log.end_sent = Some(at);
                         idle_deadline = Some(at + end_timeout);
@@ -266,8 +292,8 @@ async fn run_session(
 }
 
 /// Turns the session log into the report; pure, so tests can feed it synthetic logs.
-fn build_report(wav: &Wav, log: &SessionLog, speech_frame: Option<usize>) -> TranscribeReport {
-    let (samples, final_latencies) = latency::measure(log, speech_frame);
+fn build_report(wav: &Wav, log: &SessionLog, speech: &[bool]) -> TranscribeReport {
+    let (samples, final_latencies) = latency::measure(log, speech);
     let mut finals = Vec::new();
     let mut partials = 0;
     let mut errors = Vec::new();
@@ -290,6 +316,7 @@ fn build_report(wav: &Wav, log: &SessionLog, speech_frame: Option<usize>) -> Tra
             ClientEvent::Pong(_)
             | ClientEvent::Status(_)
             | ClientEvent::Metadata
+            | ClientEvent::SpeechEnd { .. }
             | ClientEvent::Other(_) => {}
         }
     }

@@ -1,5 +1,6 @@
 //! `sgw eval`: streams every golden clip through a gateway over contract v1 (or, with
-//! [`run_with_dialect`], Deepgram's `/v1/listen`: only the wire differs, see
+//! [`run_with_dialect`], Deepgram's `/v1/listen` or OpenAI's `/v1/realtime`: only the
+//! wire differs, see
 //! [`crate::client::dialect`]) and judges each transcript against its reference and
 //! ceilings, the same way whatever the dialect.
 
@@ -60,6 +61,10 @@ pub struct ClipResult {
     #[serde(rename = "final")]
     pub final_: LatencyStats,
     pub samples: LatencySamples,
+    /// Each final's arrival and latency, in order: `arrival_ms − latency_ms` is the send
+    /// time its latency counted from, so runs of one clip (same pacing) can be compared on
+    /// one reference, whatever the dialect.
+    pub final_timing: Vec<FinalTiming>,
     pub partials: usize,
     pub finals: usize,
     /// Server error codes received.
@@ -74,6 +79,14 @@ pub struct ClipResult {
     pub passed: bool,
     /// Why it did not pass.
     pub problems: Vec<String>,
+}
+
+/// When a final came, ms after the first frame's send, and its latency (if it had a
+/// reference).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct FinalTiming {
+    pub arrival_ms: f64,
+    pub latency_ms: Option<f64>,
 }
 
 /// Runs the clips of `manifest` (filtered by the options) on every route, over v1.
@@ -195,6 +208,14 @@ async fn run_clip(
     result.partial = report.latency.partial;
     result.final_ = report.latency.final_;
     result.samples = report.samples.clone();
+    result.final_timing = report
+        .finals
+        .iter()
+        .map(|f| FinalTiming {
+            arrival_ms: f.arrival_ms,
+            latency_ms: f.latency_ms,
+        })
+        .collect();
     result.partials = report.partials;
     result.finals = report.finals.len();
     result.errors = report.errors.iter().map(|e| e.code.to_string()).collect();

@@ -1,5 +1,6 @@
 //! The golden-fixture harness: `sgw eval` streams the clips of `golden/manifest.toml`
-//! through a gateway over contract v1 (or Deepgram's `/v1/listen`, `--dialect deepgram`)
+//! through a gateway over contract v1 (or Deepgram's `/v1/listen`, `--dialect deepgram`,
+//! or OpenAI's `/v1/realtime`, `--dialect openai-realtime`)
 //! and judges WER (with the normaliser of [`crate::client::wer`]), latencies and words
 //! produced on silence against each clip's ceilings.
 //!

@@ -1,14 +1,15 @@
 //! `sgw load`: N concurrent real-time sessions against a gateway, bounded in
 //! time, with a live progress line; reports latencies, errors by code, sessions completed
 //! and failed, and the gateway's CPU and memory over the run. Sessions speak v1 or, with
-//! [`run_with_dialect`], Deepgram's `/v1/listen`: only the wire differs
-//! ([`crate::client::dialect`]); pacing, latency and the report are the same.
+//! [`run_with_dialect`], Deepgram's `/v1/listen` or OpenAI's `/v1/realtime`: only the
+//! wire differs ([`crate::client::dialect`]); pacing, latency and the report are the same.
 //!
 //! Sessions start evenly over `--ramp`, each streams clips from `--clips` in a loop at
 //! real time (one frame per `--frame-ms`, `--gap` of silence after each pass), and all of them send `end` when `--duration`
 //! (counted from the first start) is over. The client is built to be cheap, so that one
 //! process can hold 10,000 sessions on a small machine beside the gateway: one task per
-//! session, no task per direction, frames cut once and shared (`Bytes`), a 4 KiB read
+//! session, no task per direction, frames cut (and put on the dialect's wire: realtime's
+//! 24 kHz base64 appends) once and shared, a 4 KiB read
 //! buffer per socket, messages parsed for the few fields latency needs, and latencies
 //! recorded into lock-free log histograms.
 //!
@@ -35,6 +36,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::dialect::{Ask, Dialect};
 use crate::client::wav::read_wav_file;
@@ -46,8 +48,8 @@ use speech_gateway::telemetry::process;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// The gateway's v1 endpoint (`ws://HOST:PORT/v1/audio/stream`); Deepgram sessions
-    /// use the same gateway's `/v1/listen` ([`Dialect::endpoint`]).
+    /// The gateway's v1 endpoint (`ws://HOST:PORT/v1/audio/stream`); Deepgram and realtime
+    /// sessions use the same gateway's `/v1/listen` / `/v1/realtime` ([`Dialect::endpoint`]).
     pub url: String,
     pub sessions: usize,
     /// From the first session's start to every session's `end`.
@@ -230,6 +232,13 @@ pub async fn run_with_dialect(opts: &LoadOptions, dialect: Dialect) -> anyhow::R
             .map(|c| opening(dialect, &opts.url, c, opts.route.as_deref()))
             .collect(),
     );
+    // Each clip's frames on the dialect's wire, made once for every session playing it.
+    let wires: Arc<Vec<Vec<Message>>> = Arc::new(
+        clips
+            .iter()
+            .map(|c| dialect.clip_messages(c.sample_rate, &c.frames))
+            .collect(),
+    );
     let probe = Probe {
         pid: opts.pid,
         metrics: ws_addr(&opts.url),
@@ -247,7 +256,12 @@ pub async fn run_with_dialect(opts: &LoadOptions, dialect: Dialect) -> anyhow::R
     let mut tasks = tokio::task::JoinSet::new();
     let spread = |i: usize, n: usize| t0 + opts.ramp.mul_f64(i as f64 / n.max(1) as f64);
     for i in 0..opts.sessions {
-        let (clips, starts, stats) = (clips.clone(), starts.clone(), gateway.clone());
+        let (clips, starts, wires, stats) = (
+            clips.clone(),
+            starts.clone(),
+            wires.clone(),
+            gateway.clone(),
+        );
         let plan = Plan {
             start_at: spread(i, opts.sessions),
             stop_at,
@@ -256,7 +270,16 @@ pub async fn run_with_dialect(opts: &LoadOptions, dialect: Dialect) -> anyhow::R
         tasks.spawn(async move {
             let k = i % clips.len();
             let (url, opening) = &starts[k];
-            session::ws_session(dialect, url, opening.as_deref(), &clips[k], plan, &stats).await;
+            session::ws_session(
+                dialect,
+                url,
+                opening.as_deref(),
+                &clips[k],
+                &wires[k],
+                plan,
+                &stats,
+            )
+            .await;
         });
     }
     if let Some(addr) = opts.direct_riva {

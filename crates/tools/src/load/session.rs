@@ -1,14 +1,15 @@
 //! One load session, on either path: a WebSocket client through the gateway
-//! ([`ws_session`], contract v1 or the Deepgram dialect: [`Dialect`] says how to open,
-//! close and read, the loop is the same), or a Riva `StreamingRecognize` client straight
+//! ([`ws_session`], contract v1, the Deepgram dialect or OpenAI realtime: [`Dialect`] says
+//! how to open, send, close and read, the loop is the same), or a Riva `StreamingRecognize` client straight
 //! to the back end ([`direct_session`]) — the baseline that makes the gateway's own cost
 //! visible. All pace the same frames at real time and measure latency the same way:
 //!
 //! - partial: arrival − send time of the frame that ends where the result says it
 //!   accounts (`timestamp_ms` on v1, `start + duration` on Deepgram, `audio_processed`
-//!   from Riva);
-//! - final: arrival − send time of the frame holding its last word's end (or of `end` /
-//!   `CloseStream` / the half-close when that came first or there are no word times).
+//!   from Riva; a realtime delta says nothing, so gives none);
+//! - final: arrival − send time of the frame holding its last word's end (realtime: where
+//!   `speech_stopped` said the item's speech ended) or of `end` / `CloseStream` / the
+//!   commit / the half-close when that came first or there is no such reference.
 //!
 //! The direct client is a test tool and, like `sim`, one of the few places outside
 //! `backend/` that use the generated protobuf types (it speaks the back end's protocol).
@@ -21,10 +22,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::histogram::LatencyHistogram;
-use crate::client::dialect::Dialect;
+use crate::client::dialect::{Ask, Dialect};
 use crate::client::events::ClientEvent;
 use sgw_proto::nvidia::riva::AudioEncoding;
 use sgw_proto::nvidia::riva::asr::riva_speech_recognition_client::RivaSpeechRecognitionClient;
@@ -157,11 +160,17 @@ impl<'a> Pace<'a> {
         }
     }
 
-    /// The next frame and its length in ms.
-    fn frame(&mut self) -> (Bytes, f64) {
+    /// The index of the next frame and its length in ms.
+    fn next_frame(&mut self) -> (usize, f64) {
         let i = self.next % self.clip.frames.len();
         self.next += 1;
-        (self.clip.frames[i].clone(), self.clip.frame_ms_each[i])
+        (i, self.clip.frame_ms_each[i])
+    }
+
+    /// The next frame and its length in ms.
+    fn frame(&mut self) -> (Bytes, f64) {
+        let (i, ms) = self.next_frame();
+        (self.clip.frames[i].clone(), ms)
     }
 
     /// What a final's latency counts from: the frame holding its last word's end, or
@@ -179,12 +188,14 @@ fn latency(from: Option<Instant>, to: Instant) -> Option<Duration> {
     from.filter(|f| *f <= to).map(|f| to - f)
 }
 
-/// One WebSocket session through the gateway: `url` and `opening` are `dialect`'s.
+/// One WebSocket session through the gateway: `url` and `opening` are `dialect`'s, and
+/// `messages` the clip's frames on its wire ([`Dialect::clip_messages`]).
 pub async fn ws_session(
     dialect: Dialect,
     url: &str,
     opening: Option<&str>,
     clip: &Clip,
+    messages: &[Message],
     plan: Plan,
     stats: &PathStats,
 ) {
@@ -206,7 +217,9 @@ pub async fn ws_session(
         }
     };
     stats
-        .live(drive_ws(&mut ws, dialect, opening, clip, plan, stats))
+        .live(drive_ws(
+            &mut ws, dialect, opening, clip, messages, plan, stats,
+        ))
         .await;
 }
 
@@ -218,16 +231,18 @@ type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Sends the opening (v1's `start`), streams until `plan.stop_at`, sends the closing
-/// (`end` / `CloseStream`), waits for the close. `Err` names why the session failed (an
-/// error code, a close code, a timeout).
+/// (`end` / `CloseStream` / the commit), waits for the close (realtime: closes once done).
+/// `Err` names why the session failed (an error code, a close code, a timeout).
 async fn drive_ws(
     ws: &mut WsStream,
     dialect: Dialect,
     opening: Option<&str>,
     clip: &Clip,
+    messages: &[Message],
     plan: Plan,
     stats: &PathStats,
 ) -> Result<(), String> {
+    let (mut writer, mut reader) = dialect.session(&Ask::new(clip.sample_rate));
     if let Some(opening) = opening {
         ws.send(Message::text(opening))
             .await
@@ -239,6 +254,8 @@ async fn drive_ws(
     let mut served = false;
     // Deepgram's `Metadata` came: its goodbye before a normal close.
     let mut goodbye = !dialect.says_goodbye();
+    // Realtime: where the server said the speech of the next final's item stopped (ms).
+    let mut speech_end: Option<f64> = None;
     loop {
         let close_by = pace.end_sent.map(|e| e + CLOSE_TIMEOUT);
         tokio::select! {
@@ -246,11 +263,13 @@ async fn drive_ws(
                 let at = Instant::now();
                 match message {
                     Some(Ok(Message::Text(text))) => {
-                        match dialect.read(text.as_str()) {
+                        match reader.read(text.as_str()) {
                             ClientEvent::Partial(p) => {
                                 served = true;
                                 stats.partials.fetch_add(1, Ordering::Relaxed);
-                                if let Some(l) = latency(pace.sent.reaching(p.timestamp_ms as f64), at) {
+                                if dialect.positions()
+                                    && let Some(l) = latency(pace.sent.reaching(p.timestamp_ms as f64), at)
+                                {
                                     stats.partial.record(l);
                                 }
                             }
@@ -258,10 +277,12 @@ async fn drive_ws(
                                 served = true;
                                 stats.finals.fetch_add(1, Ordering::Relaxed);
                                 let word_end = f.words.iter().flatten().map(|w| w.end * 1000.0).reduce(f64::max);
-                                if let Some(l) = latency(pace.final_reference(word_end), at) {
+                                let speech = word_end.or(speech_end.take());
+                                if let Some(l) = latency(pace.final_reference(speech), at) {
                                     stats.final_.record(l);
                                 }
                             }
+                            ClientEvent::SpeechEnd { audio_ms } => speech_end = Some(audio_ms as f64),
                             // Counted with the errors, as `status:STATE` (what clients were told).
                             ClientEvent::Status(st) => {
                                 stats.error(format!("status:{}", st.state));
@@ -282,6 +303,17 @@ async fn drive_ws(
                             ClientEvent::Metadata => goodbye = true,
                             ClientEvent::Pong(_) | ClientEvent::Other(_) => {}
                         }
+                        if reader.done() {
+                            // Realtime: the client ends the session, not waiting for the
+                            // server's answering close.
+                            let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                            let _ = ws.close(Some(close)).await;
+                            return match (fatal, pace.end_sent) {
+                                (Some(f), _) => Err(f),
+                                (None, Some(_)) => Ok(()),
+                                (None, None) => Err("done before the commit".into()),
+                            };
+                        }
                     }
                     Some(Ok(Message::Close(frame))) => {
                         let code = frame.map_or(1005, |f| u16::from(f.code));
@@ -300,12 +332,14 @@ async fn drive_ws(
             _ = pace.ticks.tick(), if pace.end_sent.is_none() => {
                 let now = Instant::now();
                 if now >= plan.stop_at {
-                    ws.send(Message::text(dialect.closing())).await
-                        .map_err(|e| format!("send: {}", short(&e.to_string())))?;
+                    for message in writer.closing() {
+                        ws.send(message).await
+                            .map_err(|e| format!("send: {}", short(&e.to_string())))?;
+                    }
                     pace.end_sent = Some(Instant::now());
                 } else {
-                    let (frame, ms) = pace.frame();
-                    ws.send(Message::Binary(frame)).await
+                    let (i, ms) = pace.next_frame();
+                    ws.send(messages[i].clone()).await
                         .map_err(|e| fatal.clone().unwrap_or_else(|| format!("send: {}", short(&e.to_string()))))?;
                     pace.sent.push(ms, Instant::now());
                     stats.frames.fetch_add(1, Ordering::Relaxed);
