@@ -543,6 +543,11 @@ where
         };
         let onset = self.speech.as_mut().and_then(|d| d.push(&chunk));
         self.accept(chunk, Instant::now());
+        // No stream since a Finalize (none was opened for nothing): this audio, in the
+        // replay buffer, opens one.
+        if self.upstream.is_none() && self.retry_at.is_none() && self.episode.is_none() {
+            self.try_open().await?;
+        }
         if let Some(at_ms) = onset {
             self.emit(Event::SpeechStarted { at_ms }).await?;
         }
@@ -627,6 +632,10 @@ where
         self.phase = Phase::Ending;
         self.end_received_at = Some(Instant::now());
         self.flush_resampler();
+        if self.upstream.is_none() && self.retry_at.is_none() && self.episode.is_none() {
+            // No stream since a Finalize and no audio after it: nothing left to flush.
+            return self.finish().await;
+        }
         if let Some(u) = self.upstream.as_mut() {
             u.audio = None; // half-close: the back end finalises what it holds
         }

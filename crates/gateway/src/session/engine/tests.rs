@@ -766,6 +766,38 @@ async fn finalize_turns_the_open_utterance_into_a_final_and_goes_on_on_a_new_str
 }
 
 #[tokio::test(start_paused = true)]
+async fn after_a_finalize_the_next_stream_waits_for_audio() {
+    let mut s = Setup::default().start();
+    s.start();
+    s.send(Command::Audio(audio(0, 1_000).into()));
+    let mut a = s.opened().await;
+    a.read(bytes(1_000)).await;
+    s.send(Command::Finalize);
+    assert!(a.read_to_end().await.is_empty());
+    a.answer(result(true, "one", &[(0, 1_000)]));
+    drop(a);
+    assert_eq!(transcript(s.next().await).text, "one");
+    assert_eq!(s.next().await, Event::Finalized);
+    // No audio: no stream.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(s.opened.try_recv().is_err(), "a stream opened for nothing");
+    // Audio opens one, fed exactly that audio.
+    s.send(Command::Audio(audio(1_000, 500).into()));
+    let mut b = s.opened().await;
+    assert_eq!(b.read(bytes(500)).await, audio(1_000, 500));
+    b.answer(result(true, "two", &[(0, 500)]));
+    assert_eq!(transcript(s.next_result().await).text, "two");
+    // Another Finalize, then end with nothing after it: the session closes at once.
+    s.send(Command::Finalize);
+    assert!(b.read_to_end().await.is_empty());
+    drop(b);
+    assert_eq!(s.next().await, Event::Finalized);
+    s.send(Command::End);
+    assert_eq!(s.next().await, Event::Close(CloseCause::Normal));
+    assert_eq!(s.outcome().await, Outcome::Completed);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_finalize_during_a_finalize_is_answered_on_its_own() {
     let mut s = Setup::default().start();
     s.start();

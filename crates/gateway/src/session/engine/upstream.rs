@@ -346,11 +346,26 @@ where
             // Audio after the cut (sent while the back end finished) still needs a stream,
             // even when `end` came meanwhile: the new one is half-closed once replayed.
             let pending = self.timeline.total_ms() > self.timeline.last_cut_ms();
-            if self.phase == Phase::Streaming || pending {
+            if pending {
                 self.reopen_healthy("finalize").await?;
                 if self.finalize_again > 0 {
                     self.finalize_again -= 1;
                     return self.finalize().await;
+                }
+                return Ok(());
+            }
+            // Nothing after the cut: a Finalize asked for meanwhile has nothing to do, and
+            // the next stream opens with the next audio — a client that commits and leaves
+            // costs the back end no stream (opening one per commit and cancelling it at
+            // once broke a Riva connection under load: HTTP/2 rapid-reset protection).
+            for _ in 0..std::mem::take(&mut self.finalize_again) {
+                self.emit(Event::Finalized).await?;
+            }
+            if self.phase == Phase::Streaming {
+                if let Some(up) = self.upstream.take() {
+                    self.ctx
+                        .metrics
+                        .stream_reopened(up.lease.name(), "finalize");
                 }
                 return Ok(());
             }
