@@ -594,38 +594,15 @@ async fn bad_uploads_get_deepgrams_error_shape_and_others_are_still_served() {
     assert_eq!(ok["metadata"]["channels"], 1, "{ok}");
 }
 
-/// A minimal HTTP/1.1 POST over a raw socket: (status, body).
+/// A POST: (status, body).
 async fn reqwest_free_post(
     addr: std::net::SocketAddr,
     path: &str,
     headers: &[(&str, String)],
     body: &[u8],
 ) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let a = sgw_testkit::http_request(addr, "POST", path, headers, body).await;
+    (a.status, a.body)
 }
 
 #[tokio::test(flavor = "multi_thread")]

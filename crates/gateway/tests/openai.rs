@@ -208,28 +208,25 @@ async fn post_form(
     name: &str,
     value: &str,
 ) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = format!(
         "--XBOUNDARY\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n--XBOUNDARY--\r\n"
     );
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Authorization: Bearer {token}\r\n\
-         Content-Type: multipart/form-data; boundary=XBOUNDARY\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    let headers = [
+        ("Authorization", format!("Bearer {token}")),
+        (
+            "Content-Type",
+            "multipart/form-data; boundary=XBOUNDARY".to_string(),
+        ),
+    ];
+    let a = sgw_testkit::http_request(
+        addr,
+        "POST",
+        "/v1/audio/transcriptions",
+        &headers,
+        body.as_bytes(),
+    )
+    .await;
+    (a.status, a.body)
 }
 
 async fn realtime(s: &Setup, args: &[&str]) -> Vec<Value> {
