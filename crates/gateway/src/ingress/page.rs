@@ -37,36 +37,26 @@ pub fn router(config: &Config) -> HttpRouter<AppState> {
     if !config.page.enabled {
         return HttpRouter::new();
     }
-    HttpRouter::new()
-        .route(
-            "/",
-            get(|h: HeaderMap| async move { asset(&h, HTML, INDEX_HTML) }),
-        )
-        .route(
-            "/style.css",
-            get(|h: HeaderMap| async move { asset(&h, CSS, STYLE_CSS) }),
-        )
-        .route(
-            "/app.js",
-            get(|h: HeaderMap| async move { asset(&h, JS, APP_JS) }),
-        )
-        .route(
-            "/worklet.js",
-            get(|h: HeaderMap| async move { asset(&h, JS, WORKLET_JS) }),
-        )
-        .route(
-            "/resample.js",
-            get(|h: HeaderMap| async move { asset(&h, JS, RESAMPLE_JS) }),
-        )
-        .route(
-            "/wav.js",
-            get(|h: HeaderMap| async move { asset(&h, JS, WAV_JS) }),
-        )
-        .route(
-            "/icon.svg",
-            get(|h: HeaderMap| async move { asset(&h, SVG, ICON_SVG) }),
-        )
+    ASSETS
+        .iter()
+        .fold(HttpRouter::new(), |router, &(path, content_type, body)| {
+            router.route(
+                path,
+                get(move |h: HeaderMap| async move { asset(&h, content_type, body) }),
+            )
+        })
 }
+
+/// Every path the page serves: (path, content type, the embedded file).
+const ASSETS: [(&str, &str, &str); 7] = [
+    ("/", HTML, INDEX_HTML),
+    ("/style.css", CSS, STYLE_CSS),
+    ("/app.js", JS, APP_JS),
+    ("/worklet.js", JS, WORKLET_JS),
+    ("/resample.js", JS, RESAMPLE_JS),
+    ("/wav.js", JS, WAV_JS),
+    ("/icon.svg", SVG, ICON_SVG),
+];
 
 /// One embedded file with its type and the page's headers.
 fn asset(request: &HeaderMap, content_type: &'static str, body: &'static str) -> Response {
