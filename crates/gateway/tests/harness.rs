@@ -64,6 +64,7 @@ async fn eval_fails_exactly_the_clips_that_break_a_ceiling_or_speak_on_silence()
         url: gw.ws_url(),
         speed: 8.0,
         concurrency: 2,
+        client_rate: None,
         routes: routes.clone(),
         tags: vec![],
         only: vec![],

@@ -288,6 +288,12 @@ async fn realtime_transcription_with_server_vad_through_the_official_sdk() {
         }
     }
     assert!(of_type(&events, "error").is_empty(), "{events:?}");
+    // The protocol has no end message: a client that leaves once answered completed.
+    s.gw.wait_metric(
+        "sgw_sessions_total{dialect=\"openai_realtime\",outcome=\"completed\"}",
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -323,6 +329,16 @@ async fn realtime_manual_commit_makes_one_item_and_bad_events_get_errors() {
     assert_eq!(
         joined(&[completed[0]["transcript"].as_str().unwrap()]),
         expected_text()
+    );
+    // The commit is acknowledged when it comes, before its item's transcription.
+    let committed = of_type(&events, "input_audio_buffer.committed");
+    assert_eq!(committed.len(), 1, "{events:?}");
+    assert_eq!(committed[0]["item_id"], completed[0]["item_id"]);
+    let at = |ty: &str| events.iter().position(|e| e["type"] == ty).unwrap();
+    assert!(
+        at("input_audio_buffer.committed")
+            < at("conversation.item.input_audio_transcription.completed"),
+        "{events:?}"
     );
 }
 

@@ -42,6 +42,7 @@ async fn the_ci_golden_clips_stay_within_their_ceilings_on_both_routes() {
         url: gw.ws_url(),
         speed: SPEED,
         concurrency: 2,
+        client_rate: None,
         routes: routes.clone(),
         tags: vec!["ci".into()],
         only: vec![],

@@ -53,6 +53,9 @@ pub struct StartConfig {
     pub utterance_end_ms: Option<u32>,
     /// Label words by speaker (Deepgram's `diarize`; Riva's speaker diarization).
     pub diarize: bool,
+    /// The contract has no end message (OpenAI's realtime): a client that closes with no
+    /// commit awaiting its answer ends the session as `completed`, not `client_gone`.
+    pub ends_by_closing: bool,
 }
 
 impl Default for StartConfig {
@@ -73,6 +76,7 @@ impl Default for StartConfig {
             vad_events: false,
             utterance_end_ms: None,
             diarize: false,
+            ends_by_closing: false,
         }
     }
 }

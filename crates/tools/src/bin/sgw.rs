@@ -104,6 +104,11 @@ struct EvalArgs {
     /// Clips streamed at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
+    /// Convert every clip to this rate (the gateway's own resampler) before sending it:
+    /// `--client-rate 24000` over v1 sends exactly the samples `openai-realtime` sends,
+    /// so the two endpoints can be compared on identical audio.
+    #[arg(long, value_name = "HZ", value_parser = clap::value_parser!(u32).range(8000..=48000))]
+    client_rate: Option<u32>,
     /// Route (the contract's `model`); repeat to run every clip on several routes.
     #[arg(long = "route", value_name = "NAME", default_value = "default")]
     routes: Vec<String>,
@@ -307,6 +312,7 @@ async fn eval(args: EvalArgs) -> anyhow::Result<()> {
         url: args.url,
         speed: args.speed,
         concurrency: args.concurrency,
+        client_rate: args.client_rate,
         routes: args.routes,
         tags: args.tags,
         only: args.only,

@@ -26,6 +26,8 @@ pub struct EvalOptions {
     pub speed: f64,
     /// Clips streamed at once.
     pub concurrency: usize,
+    /// Convert each clip to this rate before sending (`None`: as recorded).
+    pub client_rate: Option<u32>,
     /// Routes (the contract's `model`); every clip runs on each.
     pub routes: Vec<String>,
     /// Only clips with one of these tags (all when empty).
@@ -177,7 +179,10 @@ async fn run_clip(
         ..ClipResult::default()
     };
     let wav = match read_wav_file(&manifest.audio_path(clip)) {
-        Ok(w) => w,
+        Ok(w) => match opts.client_rate {
+            Some(rate) => w.resampled(rate),
+            None => w,
+        },
         Err(e) => {
             result.problems.push(format!("audio: {e}"));
             return result;

@@ -16,7 +16,8 @@
 //!   `input_audio_buffer.speech_stopped`, `input_audio_buffer.committed` and
 //!   `conversation.item.input_audio_transcription.completed` with the final transcript.
 //!   With server VAD an item is each final of the back end; with manual commits an item
-//!   is everything up to the commit.
+//!   is everything up to the commit, and its `committed` comes as soon as the commit
+//!   does, before the transcription.
 //! - Errors are `error` events in OpenAI's shape; the gateway's notices (failover, lag)
 //!   are `gateway.status` events SDKs skip.
 
@@ -523,8 +524,23 @@ impl Realtime {
             .into();
         }
         state.uncommitted = 0;
+        let manual = state.settings.as_ref().is_some_and(|s| s.manual);
+        // With manual turns items are made by commits alone, so the committed item's id
+        // is known now: say so at once (as OpenAI does), before its transcription.
+        let committed = manual.then(|| {
+            let n = state.item + u64::from(state.commits);
+            json!({
+                "type": "input_audio_buffer.committed",
+                "item_id": self.item_id(n),
+                "previous_item_id": n.checked_sub(1).map(|p| self.item_id(p)),
+            })
+        });
         state.commits += 1;
-        Command::Finalize.into()
+        drop(state);
+        match committed {
+            Some(event) => Decoded::Many(vec![self.reply(event), Command::Finalize].into_iter()),
+            None => Command::Finalize.into(),
+        }
     }
 
     fn clear(&self) -> Decoded {
@@ -567,7 +583,8 @@ impl Realtime {
         self.complete(&mut state, text, Some(end_ms), t.duration_ms)
     }
 
-    /// The open item's committed and completed events; the next item opens.
+    /// The open item's completed event, after its speech-stopped and (server VAD)
+    /// committed events; the next item opens.
     fn complete(
         &self,
         state: &mut State,
@@ -585,11 +602,14 @@ impl Realtime {
                 "item_id": item,
             })));
         }
-        out.push(self.text(json!({
-            "type": "input_audio_buffer.committed",
-            "item_id": item,
-            "previous_item_id": previous,
-        })));
+        // Manual turns said `committed` when the commit came.
+        if !state.settings.as_ref().is_some_and(|s| s.manual) {
+            out.push(self.text(json!({
+                "type": "input_audio_buffer.committed",
+                "item_id": item,
+                "previous_item_id": previous,
+            })));
+        }
         let mut completed = json!({
             "type": "conversation.item.input_audio_transcription.completed",
             "item_id": item,
@@ -760,6 +780,7 @@ fn start_config(s: &Settings) -> StartConfig {
         diarize: s.diarize,
         vad_events: !s.manual,
         endpointing_ms: if s.manual { None } else { s.silence_ms },
+        ends_by_closing: true,
         ..StartConfig::default()
     }
 }

@@ -274,7 +274,7 @@ where
                     self.last_client_at = tokio::time::Instant::now();
                     Ok(())
                 }
-                Step::ClientGone => Err(Outcome::ClientGone),
+                Step::ClientGone => Err(self.gone()),
                 Step::Upstream(Some(Ok(ev))) => self.on_result(ev).await,
                 Step::Upstream(Some(Err(e))) => self.on_stream_error(e).await,
                 Step::Upstream(None) => self.on_stream_end().await,
@@ -297,6 +297,16 @@ where
             "session ended"
         );
         result
+    }
+
+    /// How a session whose client left without ending it ended: `completed` for a
+    /// contract without an end message when no Finalize was still to be answered.
+    fn gone(&self) -> Outcome {
+        if self.config.ends_by_closing && !self.finalizing && self.finalize_again == 0 {
+            Outcome::Completed
+        } else {
+            Outcome::ClientGone
+        }
     }
 
     /// Whether the next client message is read now. Always, but for a paced source (a

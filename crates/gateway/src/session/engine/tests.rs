@@ -849,3 +849,38 @@ async fn end_right_after_finalize_still_transcribes_the_audio_that_followed() {
     assert_eq!(s.next().await, Event::Close(CloseCause::Normal));
     assert_eq!(s.outcome().await, Outcome::Completed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_without_an_end_message_that_leaves_when_answered_completed() {
+    for (answered, ends_by_closing, expected) in [
+        (true, true, Outcome::Completed),
+        (false, true, Outcome::ClientGone),
+        (true, false, Outcome::ClientGone),
+    ] {
+        let mut s = Setup::default().start();
+        s.send(Command::Start(StartConfig {
+            sample_rate: RATE,
+            ends_by_closing,
+            ..StartConfig::default()
+        }));
+        s.send(Command::Audio(audio(0, 1_000).into()));
+        let mut a = s.opened().await;
+        a.read(bytes(1_000)).await;
+        s.send(Command::Finalize);
+        assert!(a.read_to_end().await.is_empty());
+        if answered {
+            a.answer(result(true, "one", &[(0, 1_000)]));
+            drop(a);
+            assert_eq!(transcript(s.next().await).text, "one");
+            assert_eq!(s.next().await, Event::Finalized);
+        }
+        // The client closes its socket: the command stream ends.
+        let task = s.task;
+        drop(s.commands);
+        assert_eq!(
+            task.await.expect("the engine does not panic"),
+            expected,
+            "answered {answered}, ends_by_closing {ends_by_closing}"
+        );
+    }
+}
