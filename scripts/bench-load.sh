@@ -12,9 +12,11 @@
 # the CPU used by the sim and the load client over the run. Reports go to target/bench/N/.
 # GATEWAY_BIN runs another build as the gateway (A/B). SIM_ARGS adds sim-backend flags (e.g. "--final-words 1": a final every word, so the
 # replay buffer stays small). DIALECT=deepgram makes the gateway's sessions speak Deepgram's
-# /v1/listen instead of v1 (`sgw load --dialect`; same audio, pacing and report; the
-# direct baseline is Riva either way); reports then go to target/bench/N-deepgram/. OUT=dir
-# overrides the report directory. Everything listens on 127.0.0.1 and stops at the end.
+# /v1/listen instead of v1, DIALECT=openai-realtime OpenAI's /v1/realtime (24 kHz base64
+# appends, resampled by the gateway) (`sgw load --dialect`; same audio, pacing and report;
+# the direct baseline is Riva either way); reports then go to target/bench/N-DIALECT/. OUT=dir
+# overrides the report directory. CLIPS=path (a WAV or a directory of them) replaces samples/hello.wav
+# (e.g. a 24 kHz copy, to price the resampling apart from a dialect's framing). Everything listens on 127.0.0.1 and stops at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -36,8 +38,9 @@ dialect=${DIALECT:-v1}
 case $dialect in
   v1) out=${OUT:-target/bench/$sessions} ;;
   deepgram) out=${OUT:-target/bench/$sessions-deepgram} ;;
+  openai-realtime) out=${OUT:-target/bench/$sessions-openai-realtime} ;;
   *)
-    echo "bench-load: DIALECT must be v1 or deepgram, not $dialect" >&2
+    echo "bench-load: DIALECT must be v1, deepgram or openai-realtime, not $dialect" >&2
     exit 1
     ;;
 esac
@@ -74,7 +77,7 @@ read -r sim_u0 sim_s0 < <(ticks "$sim_pid")
 read -r gw_u0 gw_s0 < <(ticks "$gw_pid")
 start=$(date +%s.%N)
 "$sgw_bin" load --url "ws://127.0.0.1:$gw_port/v1/audio/stream" --dialect "$dialect" --sessions "$sessions" \
-  --duration "$duration" --ramp "$ramp" --pid "$gw_pid" --clips samples/hello.wav \
+  --duration "$duration" --ramp "$ramp" --pid "$gw_pid" --clips "${CLIPS:-samples/hello.wav}" \
   --direct-riva "127.0.0.1:$riva_port" --direct-sessions "$direct" --out "$out" &
 load_pid=$!
 sleep 1
