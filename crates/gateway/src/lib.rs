@@ -131,7 +131,11 @@ pub async fn serve_with_admin(
                     b
                 }
             };
-            list.push(b);
+            list.push(router::Member {
+                backend: b,
+                tier: url.tier,
+                max_sessions: url.max_sessions,
+            });
         }
         routes.push((route.name.clone(), list));
     }

@@ -1,13 +1,19 @@
 //! Routes, back-end health and breakers: which back ends may take a session, in which order.
 //!
-//! A route is a set of back ends. Each back end is probed on an interval by the health
-//! monitor (with hysteresis: `unhealthy_after` failed probes in a row mark it down,
-//! `healthy_after` passed ones mark it up again; the very first probe decides at once) and
-//! guarded by a circuit breaker fed by the sessions' own outcomes. Sessions are spread
-//! over the usable back ends of a route by least outstanding sessions (route order breaks
-//! ties); a back end whose breaker is open is skipped, an unhealthy one is a last resort
-//! (a probe can lag a recovery). One back end named in several routes is one
-//! [`BackendHandle`], so its load and breaker are shared.
+//! A route is an ordered list of tiers, each a set of back ends. Each back end is probed
+//! on an interval by the health monitor (with hysteresis: `unhealthy_after` failed probes
+//! in a row mark it down, `healthy_after` passed ones mark it up again; the very first
+//! probe decides at once), guarded by a circuit breaker fed by the sessions' own outcomes,
+//! and may have a capacity (`max_sessions`). A back end is *usable* when its breaker
+//! passes, it is not down and not full. Sessions (new ones and failovers alike) go to the
+//! first tier with a usable back end, spread over that tier's usable back ends by least
+//! outstanding sessions (list order breaks ties): a lower tier (a paid cloud fallback)
+//! takes sessions only while every back end of the tiers above is down, open or full.
+//! Down back ends whose breaker passes are a last resort after every usable one (a probe
+//! can lag a recovery); open and full ones are not tried. Sessions already on a lower
+//! tier stay there until their stream ends or fails; new ones return to tier 0 as soon as
+//! it is usable. One back end named in several routes is one [`BackendHandle`], so its
+//! load, capacity and breaker are shared.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -34,13 +40,36 @@ pub struct BackendHandle {
     last_problem: Mutex<Option<String>>,
     /// Sessions currently streaming to this back end (the load-balancing signal).
     active: AtomicUsize,
+    /// At most this many sessions at once.
+    max_sessions: Option<usize>,
     breaker: Breaker,
     metrics: Arc<Metrics>,
+}
+
+/// One back end of a route, as configured.
+pub struct Member {
+    pub backend: Arc<dyn SpeechBackend>,
+    /// Its tier in the route (0 first).
+    pub tier: usize,
+    /// Its capacity (`max_sessions=` on its URL); `None`: no cap.
+    pub max_sessions: Option<usize>,
+}
+
+impl Member {
+    /// Tier 0, no cap.
+    pub fn new(backend: Arc<dyn SpeechBackend>) -> Self {
+        Member {
+            backend,
+            tier: 0,
+            max_sessions: None,
+        }
+    }
 }
 
 impl BackendHandle {
     fn new(
         backend: Arc<dyn SpeechBackend>,
+        max_sessions: Option<usize>,
         breaker: BreakerSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -50,6 +79,7 @@ impl BackendHandle {
             streak: AtomicUsize::new(0),
             last_problem: Mutex::new(None),
             active: AtomicUsize::new(0),
+            max_sessions,
             breaker: Breaker::new(breaker),
             metrics,
         }
@@ -78,6 +108,12 @@ impl BackendHandle {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// At its `max_sessions`: takes no session until one ends.
+    pub fn is_full(&self) -> bool {
+        self.max_sessions
+            .is_some_and(|max| self.active_sessions() >= max)
+    }
+
     fn state_name(&self) -> &'static str {
         match self.state.load(Ordering::Relaxed) {
             UP => "up",
@@ -86,10 +122,20 @@ impl BackendHandle {
         }
     }
 
-    /// Asks the breaker for a session on this back end; the lease counts the session
-    /// until it drops and carries the verdict back to the breaker.
+    /// Takes a place on this back end (within its capacity) and asks its breaker; the
+    /// lease counts the session until it drops and carries the verdict back to the
+    /// breaker. `None`: full, or refused by the breaker.
     pub fn lease(self: &Arc<Self>) -> Option<Lease> {
-        let pass = self.breaker.try_pass()?;
+        let max = self.max_sessions.unwrap_or(usize::MAX);
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        let Some(pass) = self.breaker.try_pass() else {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        };
         if pass == Pass::Probe {
             tracing::info!(
                 backend = self.name(),
@@ -98,7 +144,8 @@ impl BackendHandle {
             self.metrics
                 .set_breaker_state(self.name(), BreakerState::HalfOpen.gauge());
         }
-        self.active.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .set_backend_sessions(self.name(), self.active_sessions());
         Some(Lease {
             handle: self.clone(),
             pass,
@@ -166,7 +213,10 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.handle.active.fetch_sub(1, Ordering::Relaxed);
+        let left = self.handle.active.fetch_sub(1, Ordering::AcqRel) - 1;
+        self.handle
+            .metrics
+            .set_backend_sessions(self.handle.name(), left);
         if !self.settled && self.pass == Pass::Probe {
             self.handle.breaker.release_probe();
         }
@@ -175,7 +225,10 @@ impl Drop for Lease {
 
 pub struct RouteEntry {
     pub name: String,
+    /// Tier 0's back ends first, then tier 1's, …
     pub backends: Vec<Arc<BackendHandle>>,
+    /// The tier of `backends[i]`.
+    pub tiers: Vec<usize>,
 }
 
 /// All routes, and the health of every back end they name.
@@ -189,10 +242,14 @@ pub struct Router {
 #[derive(Serialize)]
 pub struct BackendStatus {
     pub name: String,
+    /// Its tier in this route (0 first).
+    pub tier: usize,
     pub state: &'static str,
     pub breaker: BreakerState,
     pub consecutive_failures: u32,
     pub active_sessions: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
 }
@@ -205,37 +262,54 @@ pub struct RouteStatus {
 }
 
 impl Router {
-    /// `routes`: name → back ends. Back ends with the same name are shared.
+    /// `routes`: name → its members, tier 0's first. Back ends with the same name are
+    /// shared (the first member's capacity holds).
     pub fn new(
-        routes: Vec<(String, Vec<Arc<dyn SpeechBackend>>)>,
+        routes: Vec<(String, Vec<Member>)>,
         health: HealthSettings,
         breaker: BreakerSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
         let mut by_name: HashMap<String, Arc<BackendHandle>> = HashMap::new();
         let mut unique = Vec::new();
-        let routes = routes
+        let routes: Vec<RouteEntry> = routes
             .into_iter()
-            .map(|(name, backends)| RouteEntry {
-                name,
-                backends: backends
+            .map(|(name, members)| {
+                let tiers = members.iter().map(|m| m.tier).collect();
+                let backends = members
                     .into_iter()
-                    .map(|b| {
+                    .map(|m| {
                         by_name
-                            .entry(b.name().to_string())
+                            .entry(m.backend.name().to_string())
                             .or_insert_with(|| {
-                                let h = Arc::new(BackendHandle::new(b, breaker, metrics.clone()));
+                                let h = Arc::new(BackendHandle::new(
+                                    m.backend,
+                                    m.max_sessions,
+                                    breaker,
+                                    metrics.clone(),
+                                ));
                                 unique.push(h.clone());
                                 h
                             })
                             .clone()
                     })
-                    .collect(),
+                    .collect();
+                RouteEntry {
+                    name,
+                    backends,
+                    tiers,
+                }
             })
             .collect();
         for b in &unique {
             metrics.set_backend_up(b.name(), false);
             metrics.set_breaker_state(b.name(), BreakerState::Closed.gauge());
+            metrics.set_backend_sessions(b.name(), 0);
+        }
+        for r in &routes {
+            for (b, tier) in r.backends.iter().zip(&r.tiers) {
+                metrics.set_backend_tier(&r.name, b.name(), *tier);
+            }
         }
         Router {
             routes,
@@ -253,9 +327,11 @@ impl Router {
         self.routes.iter().map(|r| r.name.as_str()).collect()
     }
 
-    /// The route's back ends not in `tried`, in the order to try them: by breaker
-    /// (passing first), health (up, unknown, down) and load (fewest active sessions);
-    /// route order breaks ties.
+    /// The route's back ends not in `tried`, in the order to try them: the usable ones
+    /// (breaker passing, not down, not full) of tier 0, then of tier 1, …; then the down
+    /// ones whose breaker passes, by tier; then the open and full ones (their lease is
+    /// refused). Within a class and tier: up before unknown, then fewest active sessions,
+    /// then list order.
     pub fn candidates(&self, route: &str, tried: &[String]) -> Vec<Arc<BackendHandle>> {
         let Some(r) = self.route(route) else {
             return Vec::new();
@@ -263,15 +339,23 @@ impl Router {
         let mut ranked: Vec<_> = r
             .backends
             .iter()
+            .zip(&r.tiers)
             .enumerate()
-            .filter(|(_, b)| !tried.iter().any(|t| t == b.name()))
-            .map(|(i, b)| {
+            .filter(|(_, (b, _))| !tried.iter().any(|t| t == b.name()))
+            .map(|(i, (b, tier))| {
                 let health = match b.state.load(Ordering::Relaxed) {
                     UP => 0,
                     UNKNOWN => 1,
                     _ => 2,
                 };
-                let key = (!b.breaker.would_pass(), health, b.active_sessions(), i);
+                let class = if !b.breaker.would_pass() || b.is_full() {
+                    2
+                } else if health == 2 {
+                    1
+                } else {
+                    0
+                };
+                let key = (class, *tier, health, b.active_sessions(), i);
                 (key, b.clone())
             })
             .collect();
@@ -295,12 +379,15 @@ impl Router {
                 backends: r
                     .backends
                     .iter()
-                    .map(|b| BackendStatus {
+                    .zip(&r.tiers)
+                    .map(|(b, tier)| BackendStatus {
                         name: b.name().to_string(),
+                        tier: *tier,
                         state: b.state_name(),
                         breaker: b.breaker_state(),
                         consecutive_failures: b.breaker.consecutive_failures(),
                         active_sessions: b.active_sessions(),
+                        max_sessions: b.max_sessions,
                         problem: b.last_problem.lock().expect("not poisoned").clone(),
                     })
                     .collect(),
@@ -409,7 +496,7 @@ mod tests {
             healthy_after: 2,
         };
         let router = Router::new(
-            vec![("default".into(), vec![backend])],
+            vec![("default".into(), vec![Member::new(backend)])],
             settings,
             BreakerSettings::default(),
             Arc::new(Metrics::new()),
@@ -434,5 +521,128 @@ mod tests {
         assert!(!router.ready(), "one pass is not yet two");
         router.check_all().await;
         assert!(router.ready());
+    }
+
+    /// A back end with a name whose health the test sets.
+    struct Named(&'static str, AtomicBool);
+
+    #[async_trait::async_trait]
+    impl SpeechBackend for Named {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn sample_rate_hz(&self) -> u32 {
+            16_000
+        }
+        async fn open(
+            &self,
+            _: RecognitionParams,
+            _: AudioStream,
+        ) -> Result<EventStream, BackendError> {
+            unreachable!("ranking only")
+        }
+        async fn health(&self) -> Health {
+            if self.1.load(Ordering::Relaxed) {
+                Health::Up
+            } else {
+                Health::Down("down".into())
+            }
+        }
+    }
+
+    fn names(c: &[Arc<BackendHandle>]) -> Vec<&str> {
+        c.iter().map(|b| b.name()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_lower_tier_takes_sessions_only_while_the_tiers_above_cannot() {
+        let a = Arc::new(Named("a", AtomicBool::new(true)));
+        let b = Arc::new(Named("b", AtomicBool::new(true)));
+        let cloud = Arc::new(Named("cloud", AtomicBool::new(true)));
+        let member = |n: &Arc<Named>, tier, max_sessions| Member {
+            backend: n.clone() as Arc<dyn SpeechBackend>,
+            tier,
+            max_sessions,
+        };
+        let router = Router::new(
+            vec![(
+                "default".into(),
+                vec![
+                    member(&a, 0, None),
+                    member(&b, 0, Some(1)),
+                    member(&cloud, 1, None),
+                ],
+            )],
+            HealthSettings {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                unhealthy_after: 1,
+                healthy_after: 1,
+            },
+            BreakerSettings::default(),
+            Arc::new(Metrics::new()),
+        );
+        // Before any probe (unknown), tier 0 still comes first.
+        assert_eq!(
+            names(&router.candidates("default", &[])),
+            ["a", "b", "cloud"]
+        );
+        router.check_all().await;
+        assert_eq!(
+            names(&router.candidates("default", &[])),
+            ["a", "b", "cloud"]
+        );
+        // Least outstanding within tier 0: a session on `a` puts `b` first.
+        let on_a = router.candidates("default", &[])[0]
+            .lease()
+            .expect("a place");
+        assert_eq!(
+            names(&router.candidates("default", &[])),
+            ["b", "a", "cloud"]
+        );
+        // `b` full (max_sessions 1): it is refused and ranked with the unusable ones.
+        let on_b = router.candidates("default", &[])[0]
+            .lease()
+            .expect("a place");
+        let b_handle = router.candidates("default", &[])[2].clone();
+        assert_eq!(b_handle.name(), "b");
+        assert!(b_handle.is_full() && b_handle.lease().is_none(), "full");
+        assert_eq!(
+            names(&router.candidates("default", &[])),
+            ["a", "cloud", "b"]
+        );
+        // Tier 0 down: the cloud first, the down back end only as a last resort.
+        a.1.store(false, Ordering::Relaxed);
+        router.check_all().await;
+        assert_eq!(
+            names(&router.candidates("default", &[])),
+            ["cloud", "a", "b"]
+        );
+        // A place on `b` frees: tier 0 takes sessions again.
+        drop(on_b);
+        assert!(!b_handle.is_full());
+        assert_eq!(
+            names(&router.candidates("default", &[])),
+            ["b", "cloud", "a"]
+        );
+        // `a` recovers: back to tier 0 first.
+        a.1.store(true, Ordering::Relaxed);
+        router.check_all().await;
+        assert_eq!(
+            names(&router.candidates("default", &[])),
+            ["b", "a", "cloud"]
+        );
+        drop(on_a);
+        let status = router.status();
+        let tiers: Vec<(String, usize)> = status[0]
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), b.tier))
+            .collect();
+        assert_eq!(
+            tiers,
+            [("a".into(), 0), ("b".into(), 0), ("cloud".into(), 1)]
+        );
+        assert_eq!(status[0].backends[1].max_sessions, Some(1));
     }
 }

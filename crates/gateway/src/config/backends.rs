@@ -52,10 +52,12 @@ pub struct HealthSettings {
     pub healthy_after: u32,
 }
 
-/// A named list of back ends (list order breaks load-balancing ties).
+/// A named list of back ends in tiers (each back end's [`BackendUrl::tier`]; list order
+/// breaks load-balancing ties within a tier).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub name: String,
+    /// Tier 0's back ends first, then tier 1's, …
     pub backends: Vec<BackendUrl>,
 }
 
@@ -86,6 +88,12 @@ pub struct BackendUrl {
     /// TLS files and server name (TLS URLs only): the URL's query parameters over the
     /// `[backend_tls]` defaults.
     pub tls_files: BackendTls,
+    /// Most sessions streaming to this back end at once (`?max_sessions=N`); `None`: no
+    /// cap of its own.
+    pub max_sessions: Option<usize>,
+    /// Its tier in the route it was written in (0 first): a lower tier takes sessions
+    /// only while every back end of the tiers above is down, open or full.
+    pub tier: usize,
 }
 
 impl BackendUrl {
@@ -131,6 +139,7 @@ impl BackendUrl {
             ));
         }
         let mut tls_files = BackendTls::default();
+        let mut max_sessions = None;
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             if v.is_empty() {
@@ -141,10 +150,16 @@ impl BackendUrl {
                 "cert" => tls_files.cert = Some(PathBuf::from(v)),
                 "key" => tls_files.key = Some(PathBuf::from(v)),
                 "server_name" => tls_files.server_name = Some(v.to_string()),
+                "max_sessions" => {
+                    max_sessions =
+                        Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            format!("`{url}`: max_sessions must be a whole number above 0")
+                        })?);
+                }
                 other => {
                     return Err(format!(
                         "`{url}`: unknown query parameter `{other}` (expected ca, cert, key, \
-                         server_name)"
+                         server_name, max_sessions)"
                     ));
                 }
             }
@@ -162,6 +177,8 @@ impl BackendUrl {
             model: (!path.is_empty()).then(|| path.to_string()),
             url: url.to_string(),
             tls_files,
+            max_sessions,
+            tier: 0,
         })
     }
 
@@ -290,7 +307,7 @@ pub(super) fn validate_health(h: &RawHealth) -> Result<HealthSettings, ConfigErr
 
 /// The routes, each URL parsed, TLS URLs completed from the `[backend_tls]` defaults.
 pub(super) fn validate_routes(
-    raw: &BTreeMap<String, Vec<String>>,
+    raw: &BTreeMap<String, Vec<Vec<String>>>,
     default_tls: &RawBackendTls,
 ) -> Result<Vec<Route>, ConfigError> {
     let path_of = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
@@ -306,8 +323,8 @@ pub(super) fn validate_routes(
             "no back end configured: pass --backend riva://HOST:PORT or set routes.default",
         ));
     }
-    let mut routes = Vec::new();
-    for (name, urls) in raw {
+    let mut routes: Vec<Route> = Vec::new();
+    for (name, tiers) in raw {
         let key = format!("routes.{name}");
         if name.is_empty()
             || !name
@@ -316,13 +333,39 @@ pub(super) fn validate_routes(
         {
             return Err(invalid(&key, "route names are letters, digits, - and _"));
         }
-        if urls.is_empty() {
+        if tiers.iter().all(Vec::is_empty) {
             return Err(invalid(&key, "a route needs at least one back end"));
         }
-        let mut backends = urls
-            .iter()
-            .map(|u| BackendUrl::parse(u).map_err(|p| invalid(&key, p)))
-            .collect::<Result<Vec<_>, _>>()?;
+        if tiers.iter().any(Vec::is_empty) {
+            return Err(invalid(
+                &key,
+                "a tier needs at least one back end (`|` between tiers)",
+            ));
+        }
+        let mut backends = Vec::new();
+        for (tier, urls) in tiers.iter().enumerate() {
+            for u in urls {
+                let mut b = BackendUrl::parse(u).map_err(|p| invalid(&key, p))?;
+                b.tier = tier;
+                if backends.iter().any(|o: &BackendUrl| o.url == b.url) {
+                    return Err(invalid(&key, format!("`{}` is named twice", b.url)));
+                }
+                // One back end named in several routes is one pool member: one cap.
+                let elsewhere = routes
+                    .iter()
+                    .flat_map(|r| &r.backends)
+                    .find(|o| o.url == b.url);
+                if let Some(o) = elsewhere
+                    && o.max_sessions != b.max_sessions
+                {
+                    return Err(invalid(
+                        &key,
+                        format!("`{}` has another max_sessions in another route", b.url),
+                    ));
+                }
+                backends.push(b);
+            }
+        }
         for b in backends.iter_mut().filter(|b| b.tls) {
             let f = &mut b.tls_files;
             f.ca = f.ca.take().or_else(|| path_of(&default_tls.ca));

@@ -39,8 +39,9 @@ pub struct RawConfig {
     pub files: RawFiles,
     pub page: RawPage,
     /// Route name → back-end URLs. `start.config.model` selects a route; absent, `default`.
+    /// Route name → its tiers, each a list of back-end URLs.
     #[serde(deserialize_with = "de_routes")]
-    pub routes: BTreeMap<String, Vec<String>>,
+    pub routes: BTreeMap<String, Vec<Vec<String>>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -278,12 +279,35 @@ impl OneOrMany {
     fn into_list(self) -> Vec<String> {
         match self {
             OneOrMany::Many(v) => v,
-            OneOrMany::One(s) => s
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
+            OneOrMany::One(s) => comma_list(&s),
+        }
+    }
+}
+
+fn comma_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// A route as written: one comma-separated string with tiers split by `|`
+/// (environment), a list of URLs (one tier), or a list of lists (tiers, TOML).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RouteSpec {
+    One(String),
+    Many(Vec<String>),
+    Tiers(Vec<Vec<String>>),
+}
+
+impl RouteSpec {
+    fn into_tiers(self) -> Vec<Vec<String>> {
+        match self {
+            RouteSpec::One(s) => s.split('|').map(comma_list).collect(),
+            RouteSpec::Many(v) => vec![v],
+            RouteSpec::Tiers(t) => t,
         }
     }
 }
@@ -582,14 +606,14 @@ impl Default for RawHealth {
     }
 }
 
-/// Routes may be given as a list (TOML) or as one comma-separated string (environment).
-fn de_routes<'de, D>(d: D) -> Result<BTreeMap<String, Vec<String>>, D::Error>
+/// Routes may be given as lists (TOML) or as one string (environment); see [`RouteSpec`].
+fn de_routes<'de, D>(d: D) -> Result<BTreeMap<String, Vec<Vec<String>>>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    let raw = BTreeMap::<String, OneOrMany>::deserialize(d)?;
+    let raw = BTreeMap::<String, RouteSpec>::deserialize(d)?;
     Ok(raw
         .into_iter()
-        .map(|(name, v)| (name.to_ascii_lowercase(), v.into_list()))
+        .map(|(name, v)| (name.to_ascii_lowercase(), v.into_tiers()))
         .collect())
 }

@@ -353,3 +353,67 @@ fn page_enabled_is_a_tri_state_that_follows_auth_when_unset() {
         .to_string();
     assert!(e.contains("page.enabled"), "{e}");
 }
+
+#[test]
+fn routes_are_tiers_with_capacities() {
+    let env = vars(&[
+        (
+            "SGW_ROUTES__DEFAULT",
+            "riva://a:1?max_sessions=40, riva://b:1 | triton://cloud:2/m",
+        ),
+        ("SGW_AUTH__ENABLED", "false"),
+    ]);
+    let c = Config::load(None, env, Dict::new()).unwrap();
+    let b = &c.routes[0].backends;
+    let got: Vec<(&str, usize, Option<usize>)> = b
+        .iter()
+        .map(|b| (b.host.as_str(), b.tier, b.max_sessions))
+        .collect();
+    assert_eq!(
+        got,
+        [("a", 0, Some(40)), ("b", 0, None), ("cloud", 1, None)]
+    );
+    assert_eq!(b[0].url, "riva://a:1", "the name has no query");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.toml");
+    std::fs::write(
+        &file,
+        "[auth]\nenabled = false\n[routes]\n\
+         default = [[\"riva://a:1\", \"riva://b:1\"], [\"riva://c:1?max_sessions=5\"]]\n\
+         offline = [\"riva://a:1\"]\n",
+    )
+    .unwrap();
+    let c = Config::load(Some(&file), vec![], Dict::new()).unwrap();
+    let tiers: Vec<usize> = c
+        .route("default")
+        .unwrap()
+        .backends
+        .iter()
+        .map(|b| b.tier)
+        .collect();
+    assert_eq!(tiers, [0, 0, 1]);
+    assert_eq!(c.route("offline").unwrap().backends[0].tier, 0);
+
+    for (bad, needle) in [
+        ("riva://a:1 | ", "a tier needs"),
+        ("riva://a:1?max_sessions=0", "max_sessions"),
+        ("riva://a:1?max_sessions=x", "max_sessions"),
+        ("riva://a:1, riva://a:1", "named twice"),
+    ] {
+        let env = vars(&[("SGW_ROUTES__DEFAULT", bad), ("SGW_AUTH__ENABLED", "false")]);
+        let err = Config::load(None, env, Dict::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{bad}: {err}");
+    }
+    let env = vars(&[
+        ("SGW_ROUTES__DEFAULT", "riva://a:1?max_sessions=4"),
+        ("SGW_ROUTES__OTHER", "riva://a:1?max_sessions=5"),
+        ("SGW_AUTH__ENABLED", "false"),
+    ]);
+    let err = Config::load(None, env, Dict::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another max_sessions"), "{err}");
+}

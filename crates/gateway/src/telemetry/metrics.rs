@@ -36,6 +36,12 @@ pub struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteBackendLabels {
+    pub route: String,
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendOutcomeLabels {
     pub backend: String,
     pub outcome: String,
@@ -125,6 +131,8 @@ pub struct Metrics {
     pub errors_total: Family<CodeLabels, Counter>,
     pub backend_requests_total: Family<BackendOutcomeLabels, Counter>,
     pub backend_up: Family<BackendLabels, Gauge>,
+    pub backend_sessions_active: Family<BackendLabels, Gauge>,
+    pub backend_tier: Family<RouteBackendLabels, Gauge>,
     pub stream_reopens_total: Family<ReopenLabels, Counter>,
     pub failovers_total: Family<FailoverLabels, Counter>,
     pub failover_seconds: Histogram,
@@ -190,6 +198,8 @@ impl Metrics {
             errors_total: Family::default(),
             backend_requests_total: Family::default(),
             backend_up: Family::default(),
+            backend_sessions_active: Family::default(),
+            backend_tier: Family::default(),
             stream_reopens_total: Family::default(),
             failovers_total: Family::default(),
             failover_seconds: failover_histogram(),
@@ -280,6 +290,16 @@ impl Metrics {
             "sgw_backend_up",
             "1 when the back end's last health checks passed",
             m.backend_up.clone(),
+        );
+        registry.register(
+            "sgw_backend_sessions_active",
+            "Sessions streaming to the back end now (its max_sessions caps this)",
+            m.backend_sessions_active.clone(),
+        );
+        registry.register(
+            "sgw_backend_tier",
+            "The back end's tier in the route (0 first; a lower tier takes sessions only while the tiers above cannot)",
+            m.backend_tier.clone(),
         );
         registry.register(
             "sgw_stream_reopens",
@@ -412,6 +432,23 @@ impl Metrics {
                 backend: backend.into(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn set_backend_sessions(&self, backend: &str, active: usize) {
+        self.backend_sessions_active
+            .get_or_create(&BackendLabels {
+                backend: backend.into(),
+            })
+            .set(active as i64);
+    }
+
+    pub fn set_backend_tier(&self, route: &str, backend: &str, tier: usize) {
+        self.backend_tier
+            .get_or_create(&RouteBackendLabels {
+                route: route.into(),
+                backend: backend.into(),
+            })
+            .set(tier as i64);
     }
 
     pub fn set_backend_up(&self, backend: &str, up: bool) {

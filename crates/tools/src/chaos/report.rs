@@ -24,6 +24,8 @@ pub struct ScenarioReport {
     pub breaker_opened: u64,
     pub breaker_closed: u64,
     pub reopens: HashMap<String, u64>,
+    /// Streams opened per back end named in the scenario's `expect.opens`.
+    pub opens: std::collections::BTreeMap<String, u64>,
     pub wall_seconds: f64,
     pub passed: bool,
     pub problems: Vec<String>,

@@ -16,7 +16,7 @@
 //! the fault-free transcript is known by construction: `w1 … wN` for N blocks sent. A
 //! completed session whose finals say anything else lost or repeated audio.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -275,7 +275,15 @@ async fn run_one(programs: &Programs, s: &Scenario, out: &Path) -> anyhow::Resul
             },
         );
     }
-    let route: Vec<String> = s.route.iter().map(|n| procs[n].url()).collect();
+    let route: Vec<String> = s
+        .route
+        .iter()
+        .map(|n| match procs.get(n) {
+            Some(p) => p.url(),
+            None => n.clone(), // the tier separator
+        })
+        .collect();
+    let urls: HashMap<String, String> = procs.iter().map(|(n, p)| (n.clone(), p.url())).collect();
     let port = free_port()?;
     let gw_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let log = std::fs::File::create(out.join(format!("{}.gateway.log", s.name)))?;
@@ -372,7 +380,7 @@ async fn run_one(programs: &Programs, s: &Scenario, out: &Path) -> anyhow::Resul
     let _ = gateway.start_kill();
     let _ = gateway.wait().await;
     drop(procs);
-    Ok(judge(s, &results, &metrics, wall))
+    Ok(judge(s, &results, &metrics, &urls, wall))
 }
 
 /// Waits for the gateway's `/health`, then (briefly) for `/ready`.
@@ -626,7 +634,13 @@ fn metric_sum(metrics: &str, name: &str, filter: &str) -> f64 {
         .sum()
 }
 
-fn judge(s: &Scenario, results: &[SessionResult], metrics: &str, wall: f64) -> ScenarioReport {
+fn judge(
+    s: &Scenario,
+    results: &[SessionResult],
+    metrics: &str,
+    urls: &HashMap<String, String>,
+    wall: f64,
+) -> ScenarioReport {
     let count = |f: &dyn Fn(&SessionEnd) -> bool| results.iter().filter(|r| f(&r.end)).count();
     let completed = count(&|e| *e == SessionEnd::Completed);
     let failed = count(&|e| matches!(e, SessionEnd::Failed { .. }));
@@ -696,6 +710,23 @@ fn judge(s: &Scenario, results: &[SessionResult], metrics: &str, wall: f64) -> S
     if e.breaker_closed && closed == 0 {
         problems.push("no breaker closed again".into());
     }
+    let mut opens = BTreeMap::new();
+    for (name, bounds) in &e.opens {
+        let url = urls.get(name).map_or("", String::as_str);
+        let n = metric_sum(
+            metrics,
+            "sgw_backend_requests_total",
+            &format!("backend=\"{url}\",outcome=\"ok\""),
+        ) as u64;
+        opens.insert(name.clone(), n);
+        if bounds.min.is_some_and(|min| n < min) || bounds.max.is_some_and(|max| n > max) {
+            problems.push(format!(
+                "{n} streams opened on `{name}`, expected {}..={}",
+                bounds.min.map_or(String::new(), |m| m.to_string()),
+                bounds.max.map_or(String::new(), |m| m.to_string())
+            ));
+        }
+    }
     ScenarioReport {
         name: s.name.clone(),
         description: s.description.clone(),
@@ -720,6 +751,7 @@ fn judge(s: &Scenario, results: &[SessionResult], metrics: &str, wall: f64) -> S
         breaker_opened: opened,
         breaker_closed: closed,
         reopens,
+        opens,
         wall_seconds: wall,
         passed: problems.is_empty(),
         problems,

@@ -37,13 +37,17 @@ pub struct Scenario {
     #[serde(default)]
     pub gateway: BTreeMap<String, String>,
     pub backends: Vec<BackendSpec>,
-    /// The default route: back-end names in order.
+    /// The default route: back-end names in order, `"|"` between tiers (`["a", "b", "|",
+    /// "cloud"]`: `cloud` takes sessions only while `a` and `b` cannot).
     pub route: Vec<String>,
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
     #[serde(default)]
     pub expect: Expect,
 }
+
+/// The tier separator in [`Scenario::route`].
+pub const TIER: &str = "|";
 
 fn default_stagger() -> Duration {
     Duration::from_millis(100)
@@ -130,6 +134,20 @@ pub struct Expect {
     pub breaker_opened: bool,
     #[serde(default)]
     pub breaker_closed: bool,
+    /// Back-end name → bounds on the streams opened on it over the run
+    /// (`sgw_backend_requests_total{outcome="ok"}`): which tier took the sessions.
+    #[serde(default)]
+    pub opens: BTreeMap<String, Bounds>,
+}
+
+/// An inclusive range; either end may be left open.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bounds {
+    #[serde(default)]
+    pub min: Option<u64>,
+    #[serde(default)]
+    pub max: Option<u64>,
 }
 
 impl Scenario {
@@ -157,13 +175,19 @@ impl Scenario {
             return Err("audio must be at least 1s".into());
         }
         let known = |n: &str| self.backends.iter().any(|b| b.name == n);
-        for r in &self.route {
+        for r in self.route.iter().filter(|r| *r != TIER) {
             if !known(r) {
                 return Err(format!("route names unknown back end `{r}`"));
             }
         }
-        if self.route.is_empty() {
-            return Err("route needs at least one back end".into());
+        let tiers: Vec<&[String]> = self.route.split(|r| r == TIER).collect();
+        if tiers.iter().any(|t| t.is_empty()) {
+            return Err("route needs at least one back end in every tier".into());
+        }
+        for name in self.expect.opens.keys() {
+            if !known(name) {
+                return Err(format!("expect.opens names unknown back end `{name}`"));
+            }
         }
         for f in &self.faults {
             let Some(b) = self.backends.iter().find(|b| b.name == f.target) else {

@@ -28,7 +28,7 @@ use crate::error::ErrorClass;
 use crate::resilience::admission::{Admission, AdmissionSettings};
 use crate::resilience::breaker::BreakerSettings;
 use crate::resilience::retry::{RetryBudget, RetrySettings};
-use crate::router::Router;
+use crate::router::{Member, Router};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::throttle::SessionLogs;
 
@@ -180,15 +180,15 @@ impl Setup {
     fn start(self) -> Session {
         let metrics = Arc::new(Metrics::new());
         let (opened_tx, opened) = mpsc::unbounded_channel();
-        let backends: Vec<Arc<dyn SpeechBackend>> = self
+        let backends: Vec<Member> = self
             .backends
             .into_iter()
             .map(|(name, failures)| {
-                Arc::new(FakeBackend {
+                Member::new(Arc::new(FakeBackend {
                     name: name.to_string(),
                     open_failures: Mutex::new(failures.into()),
                     opened: opened_tx.clone(),
-                }) as Arc<dyn SpeechBackend>
+                }))
             })
             .collect();
         let router = Arc::new(Router::new(

@@ -98,9 +98,14 @@ where
             .unwrap_or_default();
         let mut last_err: Option<BackendError> = None;
         let mut breaker_refused = 0usize;
+        let mut full = 0usize;
         for handle in self.ctx.router.candidates(&self.route, &tried) {
             let Some(lease) = handle.lease() else {
-                breaker_refused += 1;
+                if handle.is_full() {
+                    full += 1;
+                } else {
+                    breaker_refused += 1;
+                }
                 continue;
             };
             match self.open_on(lease).await {
@@ -131,18 +136,21 @@ where
         }
         let retry = &self.ctx.retry;
         let episode = self.episode.get_or_insert_with(|| Episode::new(None));
-        let why = if episode.tried.is_empty() {
+        // Full back ends free places as sessions end: worth a retry, as failures are.
+        let why = if episode.tried.is_empty() && full == 0 {
             format!(
                 "every back end of route `{}` has its circuit open",
                 self.route
             )
         } else if episode.retries >= retry.attempts {
             self.ctx.metrics.retry("attempts_exhausted");
+            let what = match last_err {
+                Some(e) => e.kind.to_string(),
+                None => "every one at its max_sessions".to_string(),
+            };
             format!(
-                "no back end of route `{}` is available ({} after {} retries)",
-                self.route,
-                last_err.map_or_else(|| "failed".to_string(), |e| e.kind.to_string()),
-                episode.retries
+                "no back end of route `{}` is available ({what} after {} retries)",
+                self.route, episode.retries
             )
         } else if !self.ctx.budget.withdraw() {
             self.ctx.metrics.retry("budget_exhausted");
@@ -160,6 +168,7 @@ where
                 attempt = episode.retries,
                 delay_ms = delay.as_millis() as u64,
                 breaker_refused,
+                full,
                 "retrying the back end after a backoff"
             );
             self.retry_at = Some(tokio::time::Instant::now() + delay);
