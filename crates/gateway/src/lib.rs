@@ -29,6 +29,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod ingress;
 pub mod media;
@@ -90,6 +91,8 @@ pub enum ServeError {
         what: &'static str,
         error: security::files::FileError,
     },
+    #[error("DNS pools cannot be resolved: {0}")]
+    Dns(String),
 }
 
 /// Runs the gateway on `listener` until `shutdown` resolves. Then it drains: it stops
@@ -135,6 +138,7 @@ pub async fn serve_with_admin(
                 backend: b,
                 tier: url.tier,
                 max_sessions: url.max_sessions,
+                dns: url.dns,
             });
         }
         routes.push((route.name.clone(), list));
@@ -158,6 +162,30 @@ pub async fn serve_with_admin(
     });
     let stop_monitor = CancellationToken::new();
     let monitor = tokio::spawn(router.clone().monitor(stop_monitor.clone()));
+    let mut pools: Vec<&config::BackendUrl> = Vec::new();
+    for url in config
+        .routes
+        .iter()
+        .flat_map(|r| &r.backends)
+        .filter(|u| u.dns)
+    {
+        if !pools.iter().any(|p| p.url == url.url) {
+            pools.push(url);
+        }
+    }
+    if !pools.is_empty() {
+        let resolver = Arc::new(discovery::resolver(&config.dns).map_err(ServeError::Dns)?);
+        let shared = Arc::new(config.clone());
+        for url in pools {
+            tokio::spawn(discovery::run_pool(
+                router.clone(),
+                resolver.clone(),
+                url.clone(),
+                shared.clone(),
+                stop_monitor.clone(),
+            ));
+        }
+    }
     let overload = Arc::new(Overload::new(config.admission.max_delay));
     tokio::spawn(
         overload

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -42,17 +42,23 @@ pub struct BackendHandle {
     active: AtomicUsize,
     /// At most this many sessions at once.
     max_sessions: Option<usize>,
+    /// Left its DNS pool: its gauges are gone and stay gone.
+    retired: std::sync::atomic::AtomicBool,
     breaker: Breaker,
     metrics: Arc<Metrics>,
 }
 
-/// One back end of a route, as configured.
+/// One back end of a route, or one DNS pool of them, as configured.
 pub struct Member {
+    /// The back end; for a DNS pool, an adapter for the pool's URL that is never opened
+    /// or probed: it names the pool and gives its rate.
     pub backend: Arc<dyn SpeechBackend>,
     /// Its tier in the route (0 first).
     pub tier: usize,
-    /// Its capacity (`max_sessions=` on its URL); `None`: no cap.
+    /// Its capacity (`max_sessions=` on its URL; for a pool, each address's); `None`: no cap.
     pub max_sessions: Option<usize>,
+    /// A DNS pool: its addresses come from [`Router::update_pool`].
+    pub dns: bool,
 }
 
 impl Member {
@@ -62,6 +68,7 @@ impl Member {
             backend,
             tier: 0,
             max_sessions: None,
+            dns: false,
         }
     }
 }
@@ -80,8 +87,16 @@ impl BackendHandle {
             last_problem: Mutex::new(None),
             active: AtomicUsize::new(0),
             max_sessions,
+            retired: std::sync::atomic::AtomicBool::new(false),
             breaker: Breaker::new(breaker),
             metrics,
+        }
+    }
+
+    /// Publishes the active-session gauge (not for a back end that left its pool).
+    fn publish_sessions(&self, active: usize) {
+        if !self.retired.load(Ordering::Relaxed) {
+            self.metrics.set_backend_sessions(self.name(), active);
         }
     }
 
@@ -144,8 +159,7 @@ impl BackendHandle {
             self.metrics
                 .set_breaker_state(self.name(), BreakerState::HalfOpen.gauge());
         }
-        self.metrics
-            .set_backend_sessions(self.name(), self.active_sessions());
+        self.publish_sessions(self.active_sessions());
         Some(Lease {
             handle: self.clone(),
             pass,
@@ -171,8 +185,10 @@ impl BackendHandle {
             }
             None => {}
         }
-        self.metrics
-            .set_breaker_state(self.name(), self.breaker.state().gauge());
+        if !self.retired.load(Ordering::Relaxed) {
+            self.metrics
+                .set_breaker_state(self.name(), self.breaker.state().gauge());
+        }
     }
 }
 
@@ -214,27 +230,61 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let left = self.handle.active.fetch_sub(1, Ordering::AcqRel) - 1;
-        self.handle
-            .metrics
-            .set_backend_sessions(self.handle.name(), left);
+        self.handle.publish_sessions(left);
         if !self.settled && self.pass == Pass::Probe {
             self.handle.breaker.release_probe();
         }
     }
 }
 
+/// One configured member of a route: a back end, or a DNS pool of them.
+struct Source {
+    tier: usize,
+    max_sessions: Option<usize>,
+    /// The pool's name (its URL as configured) when the member is a DNS pool.
+    pool: Option<String>,
+    /// The back end, or the pool's current addresses.
+    handles: Vec<Arc<BackendHandle>>,
+}
+
 pub struct RouteEntry {
     pub name: String,
-    /// Tier 0's back ends first, then tier 1's, …
-    pub backends: Vec<Arc<BackendHandle>>,
-    /// The tier of `backends[i]`.
-    pub tiers: Vec<usize>,
+    /// Rate of the audio the route's back ends take (its first member's).
+    pub sample_rate: u32,
+    sources: RwLock<Vec<Source>>,
+}
+
+impl RouteEntry {
+    /// The route's back ends now, each with its tier, in configuration order (a pool's
+    /// addresses in the order resolved).
+    pub fn members(&self) -> Vec<(Arc<BackendHandle>, usize)> {
+        let sources = self.sources.read().expect("not poisoned");
+        sources
+            .iter()
+            .flat_map(|s| s.handles.iter().map(|h| (h.clone(), s.tier)))
+            .collect()
+    }
+}
+
+/// What the gateway last learnt of one DNS pool.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PoolStatus {
+    /// The pool as configured (`riva+dns://NAME:PORT`).
+    pub name: String,
+    /// Addresses in the last good answer.
+    pub addresses: usize,
+    /// Why the last resolution failed (the last good set is kept meanwhile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// All routes, and the health of every back end they name.
 pub struct Router {
     routes: Vec<RouteEntry>,
-    unique: Vec<Arc<BackendHandle>>,
+    /// Every back end some route names now, by name (DNS pools add and remove theirs).
+    handles: Mutex<HashMap<String, Arc<BackendHandle>>>,
+    pools: Mutex<Vec<PoolStatus>>,
+    breaker: BreakerSettings,
     metrics: Arc<Metrics>,
     health: HealthSettings,
 }
@@ -244,6 +294,9 @@ pub struct BackendStatus {
     pub name: String,
     /// Its tier in this route (0 first).
     pub tier: usize,
+    /// The DNS pool it was found in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     pub state: &'static str,
     pub breaker: BreakerState,
     pub consecutive_failures: u32,
@@ -259,64 +312,198 @@ pub struct RouteStatus {
     pub name: String,
     pub ready: bool,
     pub backends: Vec<BackendStatus>,
+    /// The route's DNS pools.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolStatus>,
 }
 
 impl Router {
     /// `routes`: name → its members, tier 0's first. Back ends with the same name are
-    /// shared (the first member's capacity holds).
+    /// shared (the first member's capacity holds). A DNS member (`dns`) starts empty: its
+    /// `backend` only names the pool and gives its rate; [`Router::update_pool`] fills it.
     pub fn new(
         routes: Vec<(String, Vec<Member>)>,
         health: HealthSettings,
         breaker: BreakerSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let mut by_name: HashMap<String, Arc<BackendHandle>> = HashMap::new();
-        let mut unique = Vec::new();
-        let routes: Vec<RouteEntry> = routes
-            .into_iter()
-            .map(|(name, members)| {
-                let tiers = members.iter().map(|m| m.tier).collect();
-                let backends = members
-                    .into_iter()
-                    .map(|m| {
-                        by_name
-                            .entry(m.backend.name().to_string())
-                            .or_insert_with(|| {
-                                let h = Arc::new(BackendHandle::new(
-                                    m.backend,
-                                    m.max_sessions,
-                                    breaker,
-                                    metrics.clone(),
-                                ));
-                                unique.push(h.clone());
-                                h
-                            })
-                            .clone()
-                    })
-                    .collect();
-                RouteEntry {
-                    name,
-                    backends,
-                    tiers,
-                }
-            })
-            .collect();
-        for b in &unique {
-            metrics.set_backend_up(b.name(), false);
-            metrics.set_breaker_state(b.name(), BreakerState::Closed.gauge());
-            metrics.set_backend_sessions(b.name(), 0);
-        }
-        for r in &routes {
-            for (b, tier) in r.backends.iter().zip(&r.tiers) {
-                metrics.set_backend_tier(&r.name, b.name(), *tier);
-            }
-        }
-        Router {
-            routes,
-            unique,
+        let router = Router {
+            routes: Vec::new(),
+            handles: Mutex::new(HashMap::new()),
+            pools: Mutex::new(Vec::new()),
+            breaker,
             metrics,
             health,
+        };
+        let mut entries = Vec::new();
+        let mut pools = Vec::new();
+        for (name, members) in routes {
+            let sample_rate = members
+                .first()
+                .map_or(16_000, |m| m.backend.sample_rate_hz());
+            let sources = members
+                .into_iter()
+                .map(|m| {
+                    let pool = m.dns.then(|| m.backend.name().to_string());
+                    if let Some(p) = &pool
+                        && !pools.iter().any(|s: &PoolStatus| &s.name == p)
+                    {
+                        pools.push(PoolStatus {
+                            name: p.clone(),
+                            ..PoolStatus::default()
+                        });
+                    }
+                    let handles = if m.dns {
+                        Vec::new()
+                    } else {
+                        vec![router.handle(&name, m.tier, m.max_sessions, || m.backend.clone())]
+                    };
+                    Source {
+                        tier: m.tier,
+                        max_sessions: m.max_sessions,
+                        pool,
+                        handles,
+                    }
+                })
+                .collect();
+            entries.push(RouteEntry {
+                name,
+                sample_rate,
+                sources: RwLock::new(sources),
+            });
         }
+        Router {
+            routes: entries,
+            pools: Mutex::new(pools),
+            ..router
+        }
+    }
+
+    /// The handle of back end `name`, made (with `make`) when no route names it yet.
+    fn handle_named(
+        &self,
+        name: &str,
+        max_sessions: Option<usize>,
+        make: impl FnOnce() -> Arc<dyn SpeechBackend>,
+    ) -> Arc<BackendHandle> {
+        let mut handles = self.handles.lock().expect("not poisoned");
+        if let Some(h) = handles.get(name) {
+            return h.clone();
+        }
+        let h = Arc::new(BackendHandle::new(
+            make(),
+            max_sessions,
+            self.breaker,
+            self.metrics.clone(),
+        ));
+        self.metrics.set_backend_up(name, false);
+        self.metrics
+            .set_breaker_state(name, BreakerState::Closed.gauge());
+        self.metrics.set_backend_sessions(name, 0);
+        handles.insert(name.to_string(), h.clone());
+        h
+    }
+
+    fn handle(
+        &self,
+        route: &str,
+        tier: usize,
+        max_sessions: Option<usize>,
+        make: impl FnOnce() -> Arc<dyn SpeechBackend>,
+    ) -> Arc<BackendHandle> {
+        let backend = make();
+        let name = backend.name().to_string();
+        let h = self.handle_named(&name, max_sessions, || backend);
+        self.metrics.set_backend_tier(route, &name, tier);
+        h
+    }
+
+    /// Sets DNS pool `pool`'s back ends to `names` (in that order), in every route that
+    /// names the pool: back ends already known keep their handle (connections, health,
+    /// breaker, load); `make` builds the others (`None`: skipped). A back end no route
+    /// names any more takes no new session; its live sessions keep their lease until
+    /// their stream ends or fails. Returns the back ends that joined (to probe at once).
+    pub fn update_pool(
+        &self,
+        pool: &str,
+        names: &[String],
+        make: &dyn Fn(&str) -> Option<Arc<dyn SpeechBackend>>,
+    ) -> Vec<Arc<BackendHandle>> {
+        let mut joined: Vec<Arc<BackendHandle>> = Vec::new();
+        for r in &self.routes {
+            let mut sources = r.sources.write().expect("not poisoned");
+            for src in sources
+                .iter_mut()
+                .filter(|s| s.pool.as_deref() == Some(pool))
+            {
+                let mut handles = Vec::with_capacity(names.len());
+                for name in names {
+                    let known = self
+                        .handles
+                        .lock()
+                        .expect("not poisoned")
+                        .get(name.as_str())
+                        .cloned();
+                    let h = match known {
+                        Some(h) => h,
+                        None => {
+                            let Some(b) = make(name) else { continue };
+                            let h = self.handle_named(name, src.max_sessions, || b);
+                            if !joined.iter().any(|j| Arc::ptr_eq(j, &h)) {
+                                joined.push(h.clone());
+                            }
+                            h
+                        }
+                    };
+                    self.metrics.set_backend_tier(&r.name, name, src.tier);
+                    handles.push(h);
+                }
+                for gone in src
+                    .handles
+                    .iter()
+                    .filter(|h| !names.iter().any(|n| n == h.name()))
+                {
+                    self.metrics.forget_backend_tier(&r.name, gone.name());
+                }
+                src.handles = handles;
+            }
+        }
+        // Forget the back ends no route names any more.
+        let named: std::collections::HashSet<String> = self
+            .routes
+            .iter()
+            .flat_map(|r| r.members())
+            .map(|(h, _)| h.name().to_string())
+            .collect();
+        let mut handles = self.handles.lock().expect("not poisoned");
+        handles.retain(|name, h| {
+            let keep = named.contains(name);
+            if !keep {
+                h.retired.store(true, Ordering::Relaxed);
+                tracing::info!(pool, backend = %name, "address left its DNS pool: no new sessions");
+                self.metrics.forget_backend(name);
+            }
+            keep
+        });
+        drop(handles);
+        let mut pools = self.pools.lock().expect("not poisoned");
+        if let Some(p) = pools.iter_mut().find(|p| p.name == pool) {
+            p.addresses = names.len();
+            p.problem = None;
+        }
+        joined
+    }
+
+    /// Records why pool `pool` could not be resolved (its last good set stays).
+    pub fn pool_problem(&self, pool: &str, problem: String) {
+        let mut pools = self.pools.lock().expect("not poisoned");
+        if let Some(p) = pools.iter_mut().find(|p| p.name == pool) {
+            p.problem = Some(problem);
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn route(&self, name: &str) -> Option<&RouteEntry> {
@@ -337,9 +524,8 @@ impl Router {
             return Vec::new();
         };
         let mut ranked: Vec<_> = r
-            .backends
-            .iter()
-            .zip(&r.tiers)
+            .members()
+            .into_iter()
             .enumerate()
             .filter(|(_, (b, _))| !tried.iter().any(|t| t == b.name()))
             .map(|(i, (b, tier))| {
@@ -355,8 +541,8 @@ impl Router {
                 } else {
                     0
                 };
-                let key = (class, *tier, health, b.active_sessions(), i);
-                (key, b.clone())
+                let key = (class, tier, health, b.active_sessions(), i);
+                (key, b)
             })
             .collect();
         ranked.sort_by_key(|(k, _)| *k);
@@ -367,22 +553,22 @@ impl Router {
     pub fn ready(&self) -> bool {
         self.routes
             .iter()
-            .all(|r| r.backends.iter().any(|b| b.is_usable()))
+            .all(|r| r.members().iter().any(|(b, _)| b.is_usable()))
     }
 
     pub fn status(&self) -> Vec<RouteStatus> {
+        let pools = self.pools.lock().expect("not poisoned").clone();
         self.routes
             .iter()
-            .map(|r| RouteStatus {
-                name: r.name.clone(),
-                ready: r.backends.iter().any(|b| b.is_usable()),
-                backends: r
-                    .backends
+            .map(|r| {
+                let sources = r.sources.read().expect("not poisoned");
+                let backends = sources
                     .iter()
-                    .zip(&r.tiers)
-                    .map(|(b, tier)| BackendStatus {
+                    .flat_map(|s| s.handles.iter().map(move |b| (b, s)))
+                    .map(|(b, s)| BackendStatus {
                         name: b.name().to_string(),
-                        tier: *tier,
+                        tier: s.tier,
+                        pool: s.pool.clone(),
                         state: b.state_name(),
                         breaker: b.breaker_state(),
                         consecutive_failures: b.breaker.consecutive_failures(),
@@ -390,15 +576,40 @@ impl Router {
                         max_sessions: b.max_sessions,
                         problem: b.last_problem.lock().expect("not poisoned").clone(),
                     })
-                    .collect(),
+                    .collect::<Vec<_>>();
+                let route_pools = pools
+                    .iter()
+                    .filter(|p| sources.iter().any(|s| s.pool.as_ref() == Some(&p.name)))
+                    .cloned()
+                    .collect();
+                RouteStatus {
+                    name: r.name.clone(),
+                    ready: sources
+                        .iter()
+                        .flat_map(|s| &s.handles)
+                        .any(|b| b.is_usable()),
+                    backends,
+                    pools: route_pools,
+                }
             })
             .collect()
     }
 
     /// Probes every back end once, concurrently, and records the answers.
     pub async fn check_all(&self) {
-        let probes = self
-            .unique
+        let all: Vec<Arc<BackendHandle>> = self
+            .handles
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .cloned()
+            .collect();
+        self.check(&all).await;
+    }
+
+    /// Probes these back ends once, concurrently, and records the answers.
+    pub async fn check(&self, backends: &[Arc<BackendHandle>]) {
+        let probes = backends
             .iter()
             .map(|b| async move { (b, b.backend.health().await) });
         for (b, health) in futures::future::join_all(probes).await {
@@ -563,6 +774,7 @@ mod tests {
             backend: n.clone() as Arc<dyn SpeechBackend>,
             tier,
             max_sessions,
+            dns: false,
         };
         let router = Router::new(
             vec![(
@@ -644,5 +856,99 @@ mod tests {
             [("a".into(), 0), ("b".into(), 0), ("cloud".into(), 1)]
         );
         assert_eq!(status[0].backends[1].max_sessions, Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_dns_pool_gains_and_loses_addresses_and_a_leaver_keeps_its_sessions() {
+        let template: Arc<dyn SpeechBackend> =
+            Arc::new(Named("riva+dns://pool:1", AtomicBool::new(true)));
+        let fixed: Arc<dyn SpeechBackend> = Arc::new(Named("fixed", AtomicBool::new(true)));
+        let router = Router::new(
+            vec![(
+                "default".into(),
+                vec![
+                    Member {
+                        backend: template,
+                        tier: 0,
+                        max_sessions: Some(2),
+                        dns: true,
+                    },
+                    Member {
+                        backend: fixed,
+                        tier: 1,
+                        max_sessions: None,
+                        dns: false,
+                    },
+                ],
+            )],
+            HealthSettings {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                unhealthy_after: 1,
+                healthy_after: 1,
+            },
+            BreakerSettings::default(),
+            Arc::new(Metrics::new()),
+        );
+        // Before the first answer the pool is empty: only the tier-1 back end.
+        assert_eq!(names(&router.candidates("default", &[])), ["fixed"]);
+        let names_of = |v: &[&'static str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let made = std::sync::Mutex::new(Vec::new());
+        let make = |name: &str| -> Option<Arc<dyn SpeechBackend>> {
+            made.lock().unwrap().push(name.to_string());
+            let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+            Some(Arc::new(Named(leaked, AtomicBool::new(true))))
+        };
+        let joined = router.update_pool("riva+dns://pool:1", &names_of(&["p1", "p2"]), &make);
+        assert_eq!(joined.len(), 2);
+        router.check(&joined).await;
+        assert_eq!(
+            names(&router.candidates("default", &[])),
+            ["p1", "p2", "fixed"]
+        );
+        let on_p1 = router.candidates("default", &[])[0]
+            .lease()
+            .expect("a place");
+        // p3 joins, p1 leaves: p2 is not rebuilt, p1's session keeps its lease.
+        let joined = router.update_pool("riva+dns://pool:1", &names_of(&["p2", "p3"]), &make);
+        assert_eq!(names(&joined), ["p3"]);
+        assert_eq!(
+            *made.lock().unwrap(),
+            ["p1", "p2", "p3"],
+            "known addresses are kept"
+        );
+        router.check(&joined).await;
+        assert_eq!(
+            names(&router.candidates("default", &[])),
+            ["p2", "p3", "fixed"]
+        );
+        assert_eq!(on_p1.name(), "p1");
+        assert_eq!(
+            on_p1.handle().active_sessions(),
+            1,
+            "the leaver's session goes on"
+        );
+        // Each address has the pool's capacity.
+        assert_eq!(router.status()[0].backends[0].max_sessions, Some(2));
+        assert_eq!(
+            router.status()[0].backends[0].pool.as_deref(),
+            Some("riva+dns://pool:1")
+        );
+        // A failed lookup keeps the set and says why.
+        router.pool_problem("riva+dns://pool:1", "`pool` does not resolve".into());
+        let status = router.status();
+        assert_eq!(status[0].pools[0].addresses, 2);
+        assert!(
+            status[0].pools[0]
+                .problem
+                .as_deref()
+                .unwrap()
+                .contains("does not resolve")
+        );
+        assert_eq!(
+            names(&router.candidates("default", &[])),
+            ["p2", "p3", "fixed"]
+        );
+        drop(on_p1);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawBackendTls, RawHealth, RawRiva, RawTriton};
+use super::raw::{RawBackendTls, RawDns, RawHealth, RawRiva, RawTriton};
 use super::{ConfigError, MAX_CONNECTIONS, invalid};
 
 /// TLS material for one `rivas://` / `tritons://` back end.
@@ -94,6 +94,9 @@ pub struct BackendUrl {
     /// Its tier in the route it was written in (0 first): a lower tier takes sessions
     /// only while every back end of the tiers above is down, open or full.
     pub tier: usize,
+    /// `riva+dns://NAME:PORT` (and `rivas+dns`, `triton+dns`, `tritons+dns`): a pool of
+    /// back ends, one per address `host` resolves to, re-resolved continuously.
+    pub dns: bool,
 }
 
 impl BackendUrl {
@@ -106,6 +109,10 @@ impl BackendUrl {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
             format!("`{url}` is not a URL (expected riva://HOST:PORT or triton://HOST:PORT/MODEL)")
         })?;
+        let (scheme, dns) = match scheme.strip_suffix("+dns") {
+            Some(base) => (base, true),
+            None => (scheme, false),
+        };
         let (protocol, tls) = match scheme {
             "riva" => (BackendProtocol::Riva, false),
             "rivas" => (BackendProtocol::Riva, true),
@@ -113,7 +120,8 @@ impl BackendUrl {
             "tritons" => (BackendProtocol::Triton, true),
             other => {
                 return Err(format!(
-                    "`{url}`: unknown scheme `{other}` (expected riva, rivas, triton or tritons)"
+                    "`{url}`: unknown scheme `{other}` (expected riva, rivas, triton or tritons, \
+                     each also as a DNS pool: riva+dns, …)"
                 ));
             }
         };
@@ -179,7 +187,34 @@ impl BackendUrl {
             tls_files,
             max_sessions,
             tier: 0,
+            dns,
         })
+    }
+
+    /// One address of a DNS pool: the same back end at `ip` (the pool's name stays the
+    /// TLS server name, so certificates issued for the service name still verify).
+    pub fn at_address(&self, ip: std::net::IpAddr) -> BackendUrl {
+        let scheme = self.url.split_once("://").map_or("", |(s, _)| s);
+        let scheme = scheme.strip_suffix("+dns").unwrap_or(scheme);
+        let host = match ip {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+        };
+        let path = self
+            .model
+            .as_ref()
+            .map_or(String::new(), |m| format!("/{m}"));
+        let mut tls_files = self.tls_files.clone();
+        if self.tls && tls_files.server_name.is_none() {
+            tls_files.server_name = Some(self.host.clone());
+        }
+        BackendUrl {
+            host: ip.to_string(),
+            url: format!("{scheme}://{host}:{}{path}", self.port),
+            tls_files,
+            dns: false,
+            ..self.clone()
+        }
     }
 
     /// The HTTP/2 endpoint tonic connects to.
@@ -302,6 +337,38 @@ pub(super) fn validate_health(h: &RawHealth) -> Result<HealthSettings, ConfigErr
         timeout: h.timeout,
         unhealthy_after: h.unhealthy_after,
         healthy_after: h.healthy_after,
+    })
+}
+
+/// How DNS pools are resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Re-resolution interval (sooner when a TTL ends first; at least 1 s).
+    pub interval: Duration,
+    /// Name servers to ask; empty: the system's.
+    pub servers: Vec<std::net::SocketAddr>,
+}
+
+/// The `dns` section.
+pub(super) fn validate_dns(d: &RawDns) -> Result<DnsSettings, ConfigError> {
+    if d.interval < Duration::from_secs(1) {
+        return Err(invalid("dns.interval", "must be at least 1s"));
+    }
+    let servers = d
+        .servers
+        .iter()
+        .map(|s| {
+            s.parse().map_err(|_| {
+                invalid(
+                    "dns.servers",
+                    format!("`{s}` is not IP:PORT (e.g. 10.96.0.10:53)"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DnsSettings {
+        interval: d.interval,
+        servers,
     })
 }
 

@@ -41,7 +41,8 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::value::Dict;
 
 pub use backends::{
-    BackendProtocol, BackendTls, BackendUrl, HealthSettings, RivaSettings, Route, TritonSettings,
+    BackendProtocol, BackendTls, BackendUrl, DnsSettings, HealthSettings, RivaSettings, Route,
+    TritonSettings,
 };
 pub use edge::{
     AuthSettings, DeepgramSettings, EdgeLimits, FileLimits, ListenerTls, MAX_FILE_BYTES,
@@ -68,6 +69,7 @@ pub struct Config {
     pub riva: RivaSettings,
     pub triton: TritonSettings,
     pub health: HealthSettings,
+    pub dns: DnsSettings,
     pub breaker: crate::resilience::breaker::BreakerSettings,
     pub retry: crate::resilience::retry::RetrySettings,
     pub admission: crate::resilience::admission::AdmissionSettings,
@@ -167,6 +169,7 @@ impl Config {
         let triton = backends::validate_triton(&raw.triton, &raw.health)?;
         let riva = backends::validate_riva(&raw.riva, &raw.health)?;
         let health = backends::validate_health(&raw.health)?;
+        let dns = backends::validate_dns(&raw.dns)?;
         let breaker = session::validate_breaker(&raw.breaker)?;
         let retry = session::validate_retry(&raw.retry)?;
         let routes = backends::validate_routes(&raw.routes, &raw.backend_tls)?;
@@ -200,6 +203,7 @@ impl Config {
             riva,
             triton,
             health,
+            dns,
             breaker,
             retry,
             admission,

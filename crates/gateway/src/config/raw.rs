@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub riva: RawRiva,
     pub triton: RawTriton,
     pub health: RawHealth,
+    pub dns: RawDns,
     pub breaker: RawBreaker,
     pub retry: RawRetry,
     pub admission: RawAdmission,
@@ -390,6 +391,28 @@ pub struct RawHealth {
     pub healthy_after: u32,
 }
 
+/// DNS pools (`riva+dns://NAME:PORT`, …).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDns {
+    /// Re-resolution interval of each pool's name (sooner when the answer's TTL ends
+    /// first; never more often than once a second).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Name servers (`IP:PORT`) to ask instead of the system's (`/etc/resolv.conf`).
+    #[serde(deserialize_with = "de_list")]
+    pub servers: Vec<String>,
+}
+
+impl Default for RawDns {
+    fn default() -> Self {
+        RawDns {
+            interval: Duration::from_secs(5),
+            servers: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawBreaker {
@@ -486,6 +509,7 @@ impl Default for RawConfig {
             riva: RawRiva::default(),
             triton: RawTriton::default(),
             health: RawHealth::default(),
+            dns: RawDns::default(),
             breaker: RawBreaker::default(),
             retry: RawRetry::default(),
             admission: RawAdmission::default(),

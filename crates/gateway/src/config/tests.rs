@@ -417,3 +417,52 @@ fn routes_are_tiers_with_capacities() {
         .to_string();
     assert!(err.contains("another max_sessions"), "{err}");
 }
+
+#[test]
+fn dns_pools_parse_and_their_settings_are_validated() {
+    let env = vars(&[
+        (
+            "SGW_ROUTES__DEFAULT",
+            "riva+dns://riva-headless.speech.svc:50051?max_sessions=100 | rivas://cloud:443",
+        ),
+        ("SGW_AUTH__ENABLED", "false"),
+        ("SGW_DNS__SERVERS", "127.0.0.1:5353, [::1]:53"),
+    ]);
+    let c = Config::load(None, env, Dict::new()).unwrap();
+    let pool = &c.routes[0].backends[0];
+    assert!(pool.dns && !c.routes[0].backends[1].dns);
+    assert_eq!(pool.url, "riva+dns://riva-headless.speech.svc:50051");
+    assert_eq!(pool.max_sessions, Some(100));
+    assert_eq!(c.dns.interval, Duration::from_secs(5));
+    assert_eq!(c.dns.servers.len(), 2);
+    let one = pool.at_address("10.0.3.7".parse().unwrap());
+    assert_eq!(one.url, "riva://10.0.3.7:50051");
+    assert!(!one.dns);
+    assert_eq!(one.max_sessions, Some(100));
+    let v6 = pool.at_address("fd00::7".parse().unwrap());
+    assert_eq!(v6.url, "riva://[fd00::7]:50051");
+    assert_eq!(v6.endpoint(), "http://[fd00::7]:50051");
+    // TLS: the service name stays the name the certificate is checked against.
+    let env = vars(&[
+        (
+            "SGW_ROUTES__DEFAULT",
+            "tritons+dns://triton.svc:8001/asr_offline",
+        ),
+        ("SGW_AUTH__ENABLED", "false"),
+    ]);
+    let c = Config::load(None, env, Dict::new()).unwrap();
+    let one = c.routes[0].backends[0].at_address("10.0.0.9".parse().unwrap());
+    assert_eq!(one.url, "tritons://10.0.0.9:8001/asr_offline");
+    assert_eq!(one.tls_files.server_name.as_deref(), Some("triton.svc"));
+    for (key, value, needle) in [
+        ("SGW_DNS__INTERVAL", "500ms", "dns.interval"),
+        ("SGW_DNS__SERVERS", "dns.example", "dns.servers"),
+    ] {
+        let mut env = with_default_route();
+        env.push((key.into(), value.into()));
+        let err = Config::load(None, env, Dict::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+}

@@ -42,6 +42,12 @@ pub struct RouteBackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolOutcomeLabels {
+    pub pool: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendOutcomeLabels {
     pub backend: String,
     pub outcome: String,
@@ -133,6 +139,7 @@ pub struct Metrics {
     pub backend_up: Family<BackendLabels, Gauge>,
     pub backend_sessions_active: Family<BackendLabels, Gauge>,
     pub backend_tier: Family<RouteBackendLabels, Gauge>,
+    pub dns_resolutions_total: Family<PoolOutcomeLabels, Counter>,
     pub stream_reopens_total: Family<ReopenLabels, Counter>,
     pub failovers_total: Family<FailoverLabels, Counter>,
     pub failover_seconds: Histogram,
@@ -200,6 +207,7 @@ impl Metrics {
             backend_up: Family::default(),
             backend_sessions_active: Family::default(),
             backend_tier: Family::default(),
+            dns_resolutions_total: Family::default(),
             stream_reopens_total: Family::default(),
             failovers_total: Family::default(),
             failover_seconds: failover_histogram(),
@@ -295,6 +303,11 @@ impl Metrics {
             "sgw_backend_sessions_active",
             "Sessions streaming to the back end now (its max_sessions caps this)",
             m.backend_sessions_active.clone(),
+        );
+        registry.register(
+            "sgw_dns_resolutions",
+            "Lookups of DNS pools' names, by pool and outcome (ok, failed: the last good addresses are kept)",
+            m.dns_resolutions_total.clone(),
         );
         registry.register(
             "sgw_backend_tier",
@@ -449,6 +462,33 @@ impl Metrics {
                 backend: backend.into(),
             })
             .set(tier as i64);
+    }
+
+    pub fn dns_resolution(&self, pool: &str, outcome: &str) {
+        self.dns_resolutions_total
+            .get_or_create(&PoolOutcomeLabels {
+                pool: pool.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn forget_backend_tier(&self, route: &str, backend: &str) {
+        self.backend_tier.remove(&RouteBackendLabels {
+            route: route.into(),
+            backend: backend.into(),
+        });
+    }
+
+    /// Drops the gauges of a back end that left (a DNS pool's address): label values
+    /// stay bounded by the back ends that exist. Its counters stay (they are totals).
+    pub fn forget_backend(&self, backend: &str) {
+        let labels = BackendLabels {
+            backend: backend.into(),
+        };
+        self.backend_up.remove(&labels);
+        self.breaker_state.remove(&labels);
+        self.backend_sessions_active.remove(&labels);
     }
 
     pub fn set_backend_up(&self, backend: &str, up: bool) {

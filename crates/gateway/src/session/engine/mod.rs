@@ -449,7 +449,7 @@ where
                 ))
                 .await;
         }
-        let backend_rate = entry.backends[0].backend.sample_rate_hz();
+        let backend_rate = entry.sample_rate;
         self.timeline = Timeline::new(backend_rate);
         self.span.record("route", route.as_str());
         self.span.record("sample_rate", cfg.sample_rate);
