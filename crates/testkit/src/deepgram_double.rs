@@ -233,6 +233,9 @@ fn refusal(status: u16, code: &str) -> ErrorResponse {
     resp
 }
 
+/// What the upgrade carried: its query and its `Authorization`.
+type Seen = (Vec<(String, String)>, Option<String>);
+
 async fn serve_socket(
     tcp: tokio::net::TcpStream,
     mode: Mode,
@@ -240,9 +243,11 @@ async fn serve_socket(
     sockets: mpsc::UnboundedSender<DoubleSocket>,
     stats: Arc<Stats>,
 ) {
-    let seen: Arc<std::sync::Mutex<(Vec<(String, String)>, Option<String>)>> = Default::default();
+    let seen: Arc<std::sync::Mutex<Seen>> = Default::default();
     let s = seen.clone();
     let st = stats.clone();
+    // The error type is tungstenite's (an HTTP response), fixed by its callback trait.
+    #[allow(clippy::result_large_err)]
     let callback = move |req: &Request, resp: Response| {
         let query: Vec<(String, String)> =
             serde_urlencoded::from_str(req.uri().query().unwrap_or("")).unwrap_or_default();
