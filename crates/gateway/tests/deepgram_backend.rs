@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sgw_testkit::deepgram_double::{self, DeepgramDouble, Inbound};
 use sgw_testkit::riva_double::{Mode as RivaMode, RivaDouble};
-use sgw_testkit::{Client, Gateway, tone};
+use sgw_testkit::{Client, Gateway, GatewayProcess, tone};
 
 fn env(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
@@ -318,4 +318,64 @@ async fn a_gateway_in_front_of_another_gateways_deepgram_dialect_relays_its_tran
         metrics.contains("dialect=\"deepgram\""),
         "A served B over /v1/listen"
     );
+}
+
+/// The gateway binary at the most verbose level, its Deepgram back end failing once
+/// (1011 with a reason) and then answering with distinctive words: the log says what
+/// failed and never holds the key or the words.
+#[tokio::test]
+async fn logs_hold_neither_the_deepgram_key_nor_the_transcript() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "dgkey-7f3a9c1e55b04d2e";
+    let words = ["zanzibarquux", "plumbobtrellis"];
+    let dg = DeepgramDouble::start_with_key(deepgram_double::Mode::Scripted, Some(key)).await;
+    let mut gw = GatewayProcess::spawn(
+        &[],
+        &[
+            ("SGW_ROUTES__DEFAULT", dg.url()),
+            ("SGW_DEEPGRAM_BACKEND__KEY_FILE", key_file(&dir, key)),
+            ("SGW_LOG_LEVEL", "trace".into()),
+            ("SGW_LOG_FORMAT", "json".into()),
+            ("SGW_AUTH__ENABLED", "false".into()),
+            ("SGW_RETRY__INITIAL_BACKOFF", "10ms".into()),
+        ],
+        &dir.path().join("gateway.log"),
+    )
+    .await;
+    let (ws, _) = tokio_tungstenite::connect_async(gw.ws_url()).await.unwrap();
+    let mut c = Client { ws };
+    c.start(json!({"interim_results": false})).await;
+    let audio = tone(500, 16_000);
+    c.audio(&audio).await;
+    let mut s = dg.next_socket().await;
+    s.audio_at_least(audio.len()).await;
+    s.close(1011, "NET-0000 injected fault");
+    // The retry replays the audio; the second socket answers and ends normally.
+    let mut s = dg.next_socket().await;
+    s.audio_at_least(audio.len()).await;
+    c.end().await;
+    s.until_control("CloseStream").await;
+    s.send(deepgram_double::results(
+        true,
+        0.0,
+        0.5,
+        &[(words[0], 0.0, 0.25), (words[1], 0.25, 0.5)],
+    ));
+    s.close(1000, "");
+    let (msgs, close) = c.drain().await;
+    assert_eq!(close, Some(1000), "{msgs:?}");
+    let heard: Vec<&str> = msgs.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(heard, vec![words.join(" ")], "{msgs:?}");
+    let (_, logged) = gw.stop().await;
+    assert!(
+        logged.contains("upstream closed the stream: 1011 NET-0000 injected fault"),
+        "the failure is logged: {logged}"
+    );
+    assert!(
+        !logged.contains(key) && !logged.contains("dgkey"),
+        "the key leaked"
+    );
+    for w in words {
+        assert!(!logged.contains(w), "transcript text `{w}` leaked");
+    }
 }

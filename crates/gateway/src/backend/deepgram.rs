@@ -54,6 +54,9 @@ use crate::security::files;
 const EVENT_QUEUE: usize = 64;
 /// Longest piece of a server's diagnostic (close reason, error code) kept in a message.
 const MAX_DIAGNOSTIC: usize = 200;
+/// Longest one message to the server may wait for the socket: a server that stops reading
+/// fails the stream instead of holding its task (and socket) forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -500,6 +503,21 @@ fn control(kind: &str) -> Message {
     Message::Text(format!("{{\"type\":\"{kind}\"}}").into())
 }
 
+type Sink = futures::stream::SplitSink<Socket, Message>;
+
+/// Sends one message within [`WRITE_TIMEOUT`].
+async fn send(sink: &mut Sink, message: Message) -> Result<(), BackendError> {
+    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(send_error(e)),
+        Err(_) => Err(BackendError::new(
+            BackendErrorKind::Timeout,
+            ErrorClass::UpstreamRetryable,
+            format!("the server read nothing for {WRITE_TIMEOUT:?}"),
+        )),
+    }
+}
+
 /// One stream's socket: audio up, results down, until the server closes or the session
 /// drops the event stream (which closes the socket: the stream is cancelled).
 async fn drive(
@@ -513,38 +531,45 @@ async fn drive(
     let mut last_sent = tokio::time::Instant::now();
     // The description of an `Error` message, for the close that follows it.
     let mut error: Option<String> = None;
-    // Sending failed: the socket is going; its close (or end) says why.
+    // Sending failed: the socket is going; its close (or end) says why (a send that timed
+    // out ends the stream at once).
     let mut broken: Option<BackendError> = None;
     let outcome: Option<BackendError> = loop {
         let sending = audio.is_some() && broken.is_none();
         tokio::select! {
             _ = tx.closed() => {
-                let _ = sink.send(Message::Close(None)).await;
+                let _ = send(&mut sink, Message::Close(None)).await;
                 return;
             }
             chunk = async { audio.as_mut().expect("guarded").next().await }, if sending => {
                 let sent = match chunk {
                     Some(pcm) => {
                         last_sent = tokio::time::Instant::now();
-                        sink.send(Message::Binary(pcm)).await
+                        send(&mut sink, Message::Binary(pcm)).await
                     }
                     None => {
                         audio = None;
-                        match sink.send(control("Finalize")).await {
-                            Ok(()) => sink.send(control("CloseStream")).await,
+                        match send(&mut sink, control("Finalize")).await {
+                            Ok(()) => send(&mut sink, control("CloseStream")).await,
                             Err(e) => Err(e),
                         }
                     }
                 };
                 if let Err(e) = sent {
-                    broken = Some(send_error(e));
+                    if e.kind == BackendErrorKind::Timeout {
+                        break Some(e); // it reads nothing: nothing more will come either
+                    }
+                    broken = Some(e);
                     audio = None;
                 }
             }
             _ = tokio::time::sleep_until(last_sent + keepalive), if sending => {
                 last_sent = tokio::time::Instant::now();
-                if let Err(e) = sink.send(control("KeepAlive")).await {
-                    broken = Some(send_error(e));
+                if let Err(e) = send(&mut sink, control("KeepAlive")).await {
+                    if e.kind == BackendErrorKind::Timeout {
+                        break Some(e);
+                    }
+                    broken = Some(e);
                     audio = None;
                 }
             }
