@@ -144,3 +144,19 @@ write("triton_response", "end_of_stream", b"\x07" + ld(2, infer_response("7", []
 write("triton_response", "model_error", b"\x07" + ld(1, "model failed: out of memory"))
 write("triton_response", "truncated_tensor", b"\x07" + ld(2, infer_response(
     "4", [output("TRANSCRIPT", "BYTES"), output("IS_FINAL", "BOOL")], [b"\x09\x00\x00\x00a", b"\x00"], False)))
+
+
+# ---- deepgram_message: text messages of a Deepgram streaming server
+for name, text in {
+    "final": '{"type":"Results","channel_index":[0,1],"start":1.5,"duration":0.75,"is_final":true,'
+    '"speech_final":true,"channel":{"alternatives":[{"transcript":"Hello, world.","confidence":0.9,'
+    '"words":[{"word":"hello","punctuated_word":"Hello,","start":1.52,"end":1.9,"confidence":0.8,"speaker":0},'
+    '{"word":"world","start":2.0,"end":1.99,"confidence":0.7}]}]},"metadata":{"request_id":"r"}}',
+    "interim_empty": '{"type":"Results","start":3.0,"duration":1.0,"is_final":false,'
+    '"channel":{"alternatives":[{"transcript":"","words":[]}]}}',
+    "metadata": '{"type":"Metadata","request_id":"r","duration":4.0,"channels":1}',
+    "error": '{"type":"Error","variant":"x","description":"upstream fault","message":"upstream fault"}',
+    "junk": '{"type":"Results","start":"x"',
+}.items():
+    write("deepgram_message", name, text)
+

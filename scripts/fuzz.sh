@@ -2,10 +2,10 @@
 # Fuzz targets (fuzz/: cargo-fuzz, libFuzzer) for a short time each.
 #   bash scripts/fuzz.sh [seconds per target, default 20] [target ...]
 # Targets: client_message (v1 decoder), audio_frame (frame validation, PCM decoding,
-# resampling), riva_response and triton_response (back-end response mapping). Each run
-# starts from the committed seeds in fuzz/corpus/<target>/ and writes what it finds to
-# a scratch corpus, so the tree stays clean. A crash fails the script and leaves the
-# input in fuzz/artifacts/<target>/; replay it with
+# resampling), riva_response, triton_response and deepgram_message (back-end response
+# mapping). Each run starts from the committed seeds in fuzz/corpus/<target>/ and writes
+# what it finds to a scratch corpus, so the tree stays clean. A crash fails the script
+# and leaves the input in fuzz/artifacts/<target>/; replay it with
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run --dev --sanitizer none <target> fuzz/artifacts/<target>/<file>
 # Longer runs: SGW_FUZZ_CORPUS=DIR keeps the corpus in DIR/<target> between runs.
 set -euo pipefail

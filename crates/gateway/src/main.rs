@@ -52,7 +52,7 @@ struct ServeArgs {
     /// Address to listen on, e.g. 127.0.0.1:8080 (overrides `listen`).
     #[arg(long)]
     listen: Option<String>,
-    /// A back end of the default route, e.g. riva://127.0.0.1:50051; repeat for several (they share sessions, and a session fails over between them).
+    /// A back end of the default route, e.g. riva://127.0.0.1:50051, triton://HOST:PORT/MODEL or deepgrams://api.deepgram.com; repeat for several (they share sessions, and a session fails over between them).
     #[arg(long = "backend", value_name = "URL")]
     backends: Vec<String>,
 }

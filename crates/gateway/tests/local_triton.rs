@@ -699,3 +699,35 @@ async fn the_live_captions_page_transcribes_speech_through_the_real_triton() {
         .collect();
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+/// The Deepgram back end end to end: gateway A in front of the real local Triton serves
+/// `/v1/listen`; gateway B's only back end is `deepgram://A`. A golden clip through B
+/// stays within its golden WER ceiling, partials first.
+#[tokio::test]
+async fn a_gateway_behind_a_deepgram_back_end_transcribes_a_golden_clip_through_the_real_triton() {
+    use sgw_tools::golden::manifest::Manifest;
+    let manifest = Manifest::load(&repo().join("golden/manifest.toml")).unwrap();
+    let clip = manifest
+        .clips
+        .iter()
+        .find(|c| c.id == "clean-en-us")
+        .expect("the golden clip clean-en-us");
+    let wav = read_wav_file(&manifest.dir.join(&clip.audio)).unwrap();
+    let a = gateway().await;
+    let b = Gateway::start(&[("SGW_ROUTES__DEFAULT", format!("deepgram://{}", a.addr))]).await;
+    let run = stream(&b, &wav, None).await;
+    let w = wer(&clip.text, &run.text());
+    println!(
+        "via deepgram://: WER {w:.3} `{}` order {}",
+        run.text(),
+        run.order
+    );
+    assert!(
+        w <= clip.ceiling("default"),
+        "WER {w:.3} over the clip's ceiling {}: `{}`",
+        clip.ceiling("default"),
+        run.text()
+    );
+    assert!(run.order.starts_with('p'), "partials first: {}", run.order);
+    assert!(run.statuses.is_empty(), "no failover: {:?}", run.statuses);
+}

@@ -7,6 +7,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`sim`] | the zero-compute Riva / Triton back end (the `sim-backend` binary), marker audio, and [`sim::local`] (a sim in this process, the gateway's adapters pointed at it) |
+//! | [`deepgram_double`] | a scripted Deepgram streaming server (`/v1/listen` over a WebSocket): records query, key, audio and control messages; scripted, auto-answering or refusing |
 //! | [`riva_double`] | a scripted Riva server: each stream does what its test tells it (answer, fail, hang, stall) |
 //! | [`triton_double`] | a scripted Triton (KServe v2) server, streaming and offline models |
 //! | [`skeleton`] | one gRPC server skeleton per protocol (Riva, Triton) that the sim and the doubles share |
@@ -15,6 +16,7 @@
 //! | [`browser`] | headless Chromium driven over the DevTools protocol (page tests), with a WAV file as its microphone |
 
 pub mod browser;
+pub mod deepgram_double;
 pub mod gateway;
 pub mod proxy;
 pub mod riva_double;

@@ -1,9 +1,12 @@
-//! The back-end port: one trait, one adapter per server protocol.
+//! The back-end port: one trait, one adapter per server protocol (Riva and Triton over
+//! gRPC, Deepgram's streaming API over a WebSocket).
 //!
 //! A back end turns a stream of audio into a stream of domain [`TranscriptEvent`]s. The
-//! generated protobuf types never leave this module tree: adapters map them to the
-//! domain types below, and every failure to a [`BackendError`] that knows its class.
+//! generated protobuf types and the upstream wire messages never leave this module tree:
+//! adapters map them to the domain types below, and every failure to a [`BackendError`]
+//! that knows its class.
 
+pub mod deepgram;
 pub mod grpc;
 pub mod proto;
 pub mod riva;
@@ -184,5 +187,9 @@ pub fn connect(url: &BackendUrl, config: &Config) -> Result<Arc<dyn SpeechBacken
     match url.protocol {
         BackendProtocol::Riva => Ok(Arc::new(riva::RivaBackend::new(url, &config.riva)?)),
         BackendProtocol::Triton => Ok(Arc::new(triton::TritonBackend::new(url, &config.triton)?)),
+        BackendProtocol::Deepgram => Ok(Arc::new(deepgram::DeepgramBackend::new(
+            url,
+            &config.deepgram_backend,
+        )?)),
     }
 }

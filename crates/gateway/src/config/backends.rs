@@ -1,13 +1,14 @@
 //! The back-end side of the configuration: back-end URLs (`riva://`, `rivas://`,
-//! `triton://`, `tritons://`, with TLS files from the query over `[backend_tls]`), routes,
-//! and the `riva`, `triton` and `health` sections, each with its validator.
+//! `triton://`, `tritons://`, `deepgram://`, `deepgrams://`, with TLS files from the query
+//! over `[backend_tls]`), routes, and the `riva`, `triton`, `deepgram_backend` and `health`
+//! sections, each with its validator.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawBackendTls, RawDns, RawHealth, RawRiva, RawTriton};
-use super::{ConfigError, MAX_CONNECTIONS, invalid};
+use super::raw::{RawBackendTls, RawDeepgramBackend, RawDns, RawHealth, RawRiva, RawTriton};
+use super::{ConfigError, MAX_CONNECTIONS, duration_between, invalid};
 
 /// TLS material for one `rivas://` / `tritons://` back end.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -69,10 +70,14 @@ pub struct Route {
 pub enum BackendProtocol {
     Riva,
     Triton,
+    /// Deepgram's streaming API (`/v1/listen` over a WebSocket): the cloud, or another
+    /// gateway's Deepgram dialect.
+    Deepgram,
 }
 
-/// A parsed back-end URL: `riva://host:port[/model]`, `triton://host:port/model`, or the
-/// TLS forms `rivas://…`, `tritons://…`.
+/// A parsed back-end URL: `riva://host:port[/model]`, `triton://host:port/model`,
+/// `deepgram://host[:port][?model=…]`, or the TLS forms `rivas://…`, `tritons://…`,
+/// `deepgrams://…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendUrl {
     pub protocol: BackendProtocol,
@@ -82,7 +87,8 @@ pub struct BackendUrl {
     /// Riva: the `RecognitionConfig.model` to request (empty path = the server's default).
     /// Triton: the model name (required).
     pub model: Option<String>,
-    /// The URL as written without its query: the back end's name in logs, metrics and
+    /// The URL as written without its query (a Deepgram URL keeps its pass-through
+    /// parameters, which choose the model): the back end's name in logs, metrics and
     /// `/status`.
     pub url: String,
     /// TLS files and server name (TLS URLs only): the URL's query parameters over the
@@ -97,6 +103,11 @@ pub struct BackendUrl {
     /// `riva+dns://NAME:PORT` (and `rivas+dns`, `triton+dns`, `tritons+dns`): a pool of
     /// back ends, one per address `host` resolves to, re-resolved continuously.
     pub dns: bool,
+    /// Deepgram: the API key's file (`key_file=`, over `deepgram_backend.key_file`).
+    pub key_file: Option<PathBuf>,
+    /// Deepgram: the other query parameters (`model=nova-3`, …), passed upstream as
+    /// written; they win over the ones the adapter derives from the session.
+    pub params: Vec<(String, String)>,
 }
 
 impl BackendUrl {
@@ -107,7 +118,10 @@ impl BackendUrl {
             None => (full, None),
         };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            format!("`{url}` is not a URL (expected riva://HOST:PORT or triton://HOST:PORT/MODEL)")
+            format!(
+                "`{url}` is not a URL (expected riva://HOST:PORT, triton://HOST:PORT/MODEL or \
+                 deepgram://HOST[:PORT])"
+            )
         })?;
         let (scheme, dns) = match scheme.strip_suffix("+dns") {
             Some(base) => (base, true),
@@ -118,20 +132,32 @@ impl BackendUrl {
             "rivas" => (BackendProtocol::Riva, true),
             "triton" => (BackendProtocol::Triton, false),
             "tritons" => (BackendProtocol::Triton, true),
+            "deepgram" => (BackendProtocol::Deepgram, false),
+            "deepgrams" => (BackendProtocol::Deepgram, true),
             other => {
                 return Err(format!(
-                    "`{url}`: unknown scheme `{other}` (expected riva, rivas, triton or tritons, \
-                     each also as a DNS pool: riva+dns, …)"
+                    "`{url}`: unknown scheme `{other}` (expected riva, rivas, triton, tritons, \
+                     deepgram or deepgrams; riva and triton also as DNS pools: riva+dns, …)"
                 ));
             }
         };
+        let deepgram = protocol == BackendProtocol::Deepgram;
+        if deepgram && dns {
+            return Err(format!(
+                "`{url}`: DNS pools are for riva and triton (a cloud endpoint balances itself)"
+            ));
+        }
         let (authority, path) = match rest.split_once('/') {
             Some((a, p)) => (a, p.trim_matches('/')),
             None => (rest, ""),
         };
-        let (host, port) = authority
-            .rsplit_once(':')
-            .ok_or_else(|| format!("`{url}`: missing port (expected HOST:PORT)"))?;
+        // Deepgram URLs may leave the port out: 443 with TLS, 80 without.
+        let default_port = if tls { "443" } else { "80" };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !authority.ends_with(']') => (h, p),
+            _ if deepgram => (authority, default_port),
+            _ => return Err(format!("`{url}`: missing port (expected HOST:PORT)")),
+        };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(format!("`{url}`: missing host"));
@@ -146,8 +172,15 @@ impl BackendUrl {
                 "`{url}`: a triton URL names its model: triton://HOST:PORT/MODEL"
             ));
         }
+        if deepgram && !path.is_empty() {
+            return Err(format!(
+                "`{url}`: a deepgram URL has no path; name the model as ?model=NAME"
+            ));
+        }
         let mut tls_files = BackendTls::default();
         let mut max_sessions = None;
+        let mut key_file = None;
+        let mut params = Vec::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             if v.is_empty() {
@@ -164,6 +197,8 @@ impl BackendUrl {
                             format!("`{url}`: max_sessions must be a whole number above 0")
                         })?);
                 }
+                "key_file" if deepgram => key_file = Some(PathBuf::from(v)),
+                other if deepgram => params.push((other.to_string(), v.to_string())),
                 other => {
                     return Err(format!(
                         "`{url}`: unknown query parameter `{other}` (expected ca, cert, key, \
@@ -177,17 +212,25 @@ impl BackendUrl {
                 "`{url}`: TLS parameters on a plaintext URL (use {scheme}s://)"
             ));
         }
+        let name = if params.is_empty() {
+            url.to_string()
+        } else {
+            let shown: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{url}?{}", shown.join("&"))
+        };
         Ok(BackendUrl {
             protocol,
             tls,
             host: host.to_string(),
             port,
             model: (!path.is_empty()).then(|| path.to_string()),
-            url: url.to_string(),
+            url: name,
             tls_files,
             max_sessions,
             tier: 0,
             dns,
+            key_file,
+            params,
         })
     }
 
@@ -303,6 +346,53 @@ pub(super) fn validate_triton(
         infer_timeout: t.infer_timeout,
         health_timeout: health.timeout,
         connections: t.connections,
+    })
+}
+
+/// `deepgram://` / `deepgrams://` back ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeepgramBackendSettings {
+    /// The API key's file for URLs without `key_file=`; `None`: no key is sent.
+    pub key_file: Option<PathBuf>,
+    pub sample_rate: u32,
+    /// Audio silence upstream after which a `KeepAlive` is sent.
+    pub keepalive: Duration,
+    pub connect_timeout: Duration,
+    /// Copied from `health.timeout`.
+    pub health_timeout: Duration,
+}
+
+/// The `deepgram_backend` section (its probe deadline is `health.timeout`).
+pub(super) fn validate_deepgram_backend(
+    d: &RawDeepgramBackend,
+    health: &RawHealth,
+) -> Result<DeepgramBackendSettings, ConfigError> {
+    if !(8_000..=48_000).contains(&d.sample_rate) {
+        return Err(invalid(
+            "deepgram_backend.sample_rate",
+            "must be between 8000 and 48000",
+        ));
+    }
+    // Deepgram closes a socket that heard nothing for 10 s: a keep-alive must come sooner.
+    duration_between(
+        "deepgram_backend.keepalive",
+        d.keepalive,
+        Duration::from_secs(1),
+        Duration::from_secs(9),
+    )?;
+    if d.connect_timeout.is_zero() {
+        return Err(invalid(
+            "deepgram_backend.connect_timeout",
+            "must be above zero",
+        ));
+    }
+    let key_file = d.key_file.trim();
+    Ok(DeepgramBackendSettings {
+        key_file: (!key_file.is_empty()).then(|| PathBuf::from(key_file)),
+        sample_rate: d.sample_rate,
+        keepalive: d.keepalive,
+        connect_timeout: d.connect_timeout,
+        health_timeout: health.timeout,
     })
 }
 

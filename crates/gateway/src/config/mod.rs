@@ -16,7 +16,7 @@
 //! |---|---|
 //! | [`raw`] | the serde shapes and their defaults |
 //! | [`env`] | the `SGW_*` variables as a figment provider, and the listing `.env.example` is checked against |
-//! | [`backends`] | back-end URLs, routes, the Riva / Triton / health sections |
+//! | [`backends`] | back-end URLs, routes, the Riva / Triton / Deepgram back-end / health sections |
 //! | [`edge`] | the client-facing edge: listener TLS, authentication, abuse limits, the captions page |
 //! | [`session`] | logging, per-session limits, and the resilience policy sections (breaker, retry, admission) |
 //!
@@ -41,8 +41,8 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::value::Dict;
 
 pub use backends::{
-    BackendProtocol, BackendTls, BackendUrl, DnsSettings, HealthSettings, RivaSettings, Route,
-    TritonSettings,
+    BackendProtocol, BackendTls, BackendUrl, DeepgramBackendSettings, DnsSettings, HealthSettings,
+    RivaSettings, Route, TritonSettings,
 };
 pub use edge::{
     AuthSettings, DeepgramSettings, EdgeLimits, FileLimits, ListenerTls, MAX_FILE_BYTES,
@@ -68,6 +68,8 @@ pub struct Config {
     pub session: SessionLimits,
     pub riva: RivaSettings,
     pub triton: TritonSettings,
+    /// `deepgram://` back ends (not the `/v1/listen` dialect: that is `deepgram`).
+    pub deepgram_backend: DeepgramBackendSettings,
     pub health: HealthSettings,
     pub dns: DnsSettings,
     pub breaker: crate::resilience::breaker::BreakerSettings,
@@ -168,6 +170,8 @@ impl Config {
         let session = session::validate_session(&raw.session, limits.write_timeout)?;
         let triton = backends::validate_triton(&raw.triton, &raw.health)?;
         let riva = backends::validate_riva(&raw.riva, &raw.health)?;
+        let deepgram_backend =
+            backends::validate_deepgram_backend(&raw.deepgram_backend, &raw.health)?;
         let health = backends::validate_health(&raw.health)?;
         let dns = backends::validate_dns(&raw.dns)?;
         let breaker = session::validate_breaker(&raw.breaker)?;
@@ -202,6 +206,7 @@ impl Config {
             session,
             riva,
             triton,
+            deepgram_backend,
             health,
             dns,
             breaker,

@@ -27,6 +27,7 @@ pub struct RawConfig {
     pub session: RawSession,
     pub riva: RawRiva,
     pub triton: RawTriton,
+    pub deepgram_backend: RawDeepgramBackend,
     pub health: RawHealth,
     pub dns: RawDns,
     pub breaker: RawBreaker,
@@ -508,6 +509,7 @@ impl Default for RawConfig {
             session: RawSession::default(),
             riva: RawRiva::default(),
             triton: RawTriton::default(),
+            deepgram_backend: RawDeepgramBackend::default(),
             health: RawHealth::default(),
             dns: RawDns::default(),
             breaker: RawBreaker::default(),
@@ -615,6 +617,35 @@ impl Default for RawRiva {
             connect_timeout: Duration::from_secs(5),
             open_timeout: Duration::from_secs(5),
             connections: 1,
+        }
+    }
+}
+
+/// `deepgram://` / `deepgrams://` back ends (the Deepgram streaming API upstream).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDeepgramBackend {
+    /// File holding the API key sent as `Authorization: Token KEY` (a URL's `key_file=`
+    /// wins). Empty: no key is sent (a gateway's own `/v1/listen` without auth).
+    pub key_file: String,
+    /// Sample rate of the linear16 audio sent upstream (audio is resampled to it).
+    pub sample_rate: u32,
+    /// A `KeepAlive` goes upstream when no audio was sent for this long (Deepgram closes
+    /// a socket that hears nothing for 10 s).
+    #[serde(with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// TCP + TLS + WebSocket handshake.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for RawDeepgramBackend {
+    fn default() -> Self {
+        RawDeepgramBackend {
+            key_file: String::new(),
+            sample_rate: 16_000,
+            keepalive: Duration::from_secs(4),
+            connect_timeout: Duration::from_secs(5),
         }
     }
 }

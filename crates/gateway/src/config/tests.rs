@@ -202,6 +202,63 @@ fn backend_tls_comes_from_the_url_over_the_defaults() {
 }
 
 #[test]
+fn deepgram_urls_take_a_default_port_a_key_file_and_pass_the_rest_upstream() {
+    let d = BackendUrl::parse("deepgrams://api.deepgram.com?model=nova-3&key_file=/k/dg").unwrap();
+    assert_eq!(d.protocol, BackendProtocol::Deepgram);
+    assert!(d.tls);
+    assert_eq!((d.host.as_str(), d.port), ("api.deepgram.com", 443));
+    assert_eq!(d.key_file.as_deref(), Some(Path::new("/k/dg")));
+    assert_eq!(d.params, vec![("model".to_string(), "nova-3".to_string())]);
+    assert_eq!(
+        d.url, "deepgrams://api.deepgram.com?model=nova-3",
+        "the name keeps the model (two models are two back ends), not the key file"
+    );
+    let plain = BackendUrl::parse("deepgram://10.0.0.7").unwrap();
+    assert_eq!(
+        (plain.port, plain.tls, plain.url.as_str()),
+        (80, false, "deepgram://10.0.0.7")
+    );
+    let v6 = BackendUrl::parse("deepgram://[::1]:8080").unwrap();
+    assert_eq!((v6.host.as_str(), v6.port), ("::1", 8080));
+    assert_eq!(BackendUrl::parse("deepgram://[::1]").unwrap().port, 80);
+    for bad in [
+        "deepgram://h:1/nova-3",
+        "deepgram://h:1?ca=/x.pem",
+        "deepgram://h:1?model=",
+        "deepgram://:1",
+        "riva://h:1?key_file=/k",
+        "riva://h:1?model=x",
+    ] {
+        assert!(BackendUrl::parse(bad).is_err(), "{bad}");
+    }
+    // The section: defaults, bounds, and the key file for URLs without one.
+    let c = Config::load(None, with_default_route(), Dict::new()).unwrap();
+    assert_eq!(c.deepgram_backend.key_file, None);
+    assert_eq!(c.deepgram_backend.keepalive, Duration::from_secs(4));
+    assert_eq!(c.deepgram_backend.sample_rate, 16_000);
+    let mut env = with_default_route();
+    env.push(("SGW_DEEPGRAM_BACKEND__KEY_FILE".into(), "/k/cloud".into()));
+    let c = Config::load(None, env, Dict::new()).unwrap();
+    assert_eq!(
+        c.deepgram_backend.key_file.as_deref(),
+        Some(Path::new("/k/cloud"))
+    );
+    for (key, value) in [
+        ("SGW_DEEPGRAM_BACKEND__KEEPALIVE", "10s"),
+        ("SGW_DEEPGRAM_BACKEND__KEEPALIVE", "500ms"),
+        ("SGW_DEEPGRAM_BACKEND__SAMPLE_RATE", "4000"),
+        ("SGW_DEEPGRAM_BACKEND__CONNECT_TIMEOUT", "0s"),
+    ] {
+        let mut env = with_default_route();
+        env.push((key.into(), value.into()));
+        let err = Config::load(None, env, Dict::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("deepgram_backend."), "{key}={value}: {err}");
+    }
+}
+
+#[test]
 fn security_settings_are_validated() {
     let base = || vars(&[("SGW_ROUTES__DEFAULT", "riva://a:1")]);
     let err = Config::load(None, base(), Dict::new())

@@ -120,6 +120,7 @@ impl BackendProc {
         match self.spec.protocol {
             BackendProtocol::Riva => format!("riva://{}", self.public_addr()),
             BackendProtocol::Triton => format!("triton://{}/asr_stream", self.public_addr()),
+            BackendProtocol::Deepgram => format!("deepgram://{}", self.public_addr()),
         }
     }
 }
@@ -153,6 +154,9 @@ async fn start_sim(
     let flag = match spec.protocol {
         BackendProtocol::Riva => "--riva",
         BackendProtocol::Triton => "--triton",
+        BackendProtocol::Deepgram => {
+            anyhow::bail!("the sim back end speaks riva and triton; deepgram is not simulated")
+        }
     };
     let mut cmd = Command::new(exe);
     cmd.arg(flag)
