@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod proto;
 pub mod riva;
 pub mod triton;
+pub mod utterances;
 
 use std::fmt;
 use std::sync::Arc;
