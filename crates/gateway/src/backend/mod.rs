@@ -5,6 +5,7 @@
 //! domain types below, and every failure to a [`BackendError`] that knows its class.
 
 pub mod grpc;
+pub mod openai_http;
 pub mod proto;
 pub mod riva;
 pub mod triton;
@@ -185,5 +186,9 @@ pub fn connect(url: &BackendUrl, config: &Config) -> Result<Arc<dyn SpeechBacken
     match url.protocol {
         BackendProtocol::Riva => Ok(Arc::new(riva::RivaBackend::new(url, &config.riva)?)),
         BackendProtocol::Triton => Ok(Arc::new(triton::TritonBackend::new(url, &config.triton)?)),
+        BackendProtocol::OpenAi => Ok(Arc::new(openai_http::OpenAiBackend::new(
+            url,
+            &config.openai_backend,
+        )?)),
     }
 }

@@ -421,10 +421,7 @@ mod tests {
         let mut pcm = silence(1_000);
         pcm.extend(voice(3_000));
         pcm.extend(silence(1_000));
-        let chunks: Vec<bytes::Bytes> = pcm
-            .chunks(1_600)
-            .map(|c| bytes::Bytes::from(crate::pcm::pcm_bytes(c)))
-            .collect();
+        let chunks: Vec<bytes::Bytes> = pcm.chunks(1_600).map(crate::pcm::pcm_bytes).collect();
         let audio = futures::stream::iter(chunks).boxed();
         let events: Vec<TranscriptEvent> = open(decode, ep(), audio)
             .map(|r| r.expect("no error"))

@@ -1,12 +1,13 @@
 //! The back-end side of the configuration: back-end URLs (`riva://`, `rivas://`,
-//! `triton://`, `tritons://`, with TLS files from the query over `[backend_tls]`), routes,
-//! and the `riva`, `triton` and `health` sections, each with its validator.
+//! `triton://`, `tritons://`, `openai://`, `openais://`, with TLS files from the query over
+//! `[backend_tls]`), routes, and the `riva`, `triton`, `openai_backend` and `health`
+//! sections, each with its validator.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawBackendTls, RawHealth, RawRiva, RawTriton};
+use super::raw::{RawBackendTls, RawHealth, RawOpenAiBackend, RawRiva, RawTriton};
 use super::{ConfigError, MAX_CONNECTIONS, invalid};
 
 /// TLS material for one `rivas://` / `tritons://` back end.
@@ -44,6 +45,23 @@ pub struct TritonSettings {
     pub connections: usize,
 }
 
+/// The `openai_backend` section: every `openai://` back end's requests and endpointing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAiSettings {
+    pub sample_rate: u32,
+    pub connect_timeout: Duration,
+    /// Deadline of one transcription request, upload to answer.
+    pub request_timeout: Duration,
+    pub endpointing: Duration,
+    pub partials: bool,
+    pub partial_interval: Duration,
+    pub max_utterance: Duration,
+    /// The bearer key's file for back ends without their own `?key_file=`.
+    pub key_file: Option<PathBuf>,
+    /// Copied from `health.timeout`.
+    pub health_timeout: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthSettings {
     pub interval: Duration,
@@ -59,7 +77,8 @@ pub struct Route {
     pub backends: Vec<BackendUrl>,
 }
 
-/// Which protocol a back end speaks: the scheme of its URL (`riva://`, `triton://`). The
+/// Which protocol a back end speaks: the scheme of its URL (`riva://`, `triton://`,
+/// `openai://`). The
 /// one name for this idea across the workspace (the test kit's sim and the chaos scenarios
 /// use it too); "dialect" is kept for the client-facing contracts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -67,10 +86,13 @@ pub struct Route {
 pub enum BackendProtocol {
     Riva,
     Triton,
+    #[serde(rename = "openai")]
+    OpenAi,
 }
 
-/// A parsed back-end URL: `riva://host:port[/model]`, `triton://host:port/model`, or the
-/// TLS forms `rivas://…`, `tritons://…`.
+/// A parsed back-end URL: `riva://host:port[/model]`, `triton://host:port/model`,
+/// `openai://host:port/base?model=NAME[&key_file=PATH]`, or the TLS forms `rivas://…`,
+/// `tritons://…`, `openais://…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendUrl {
     pub protocol: BackendProtocol,
@@ -78,10 +100,15 @@ pub struct BackendUrl {
     pub host: String,
     pub port: u16,
     /// Riva: the `RecognitionConfig.model` to request (empty path = the server's default).
-    /// Triton: the model name (required).
+    /// Triton: the model name (required). OpenAI: the `?model=` (required).
     pub model: Option<String>,
-    /// The URL as written without its query: the back end's name in logs, metrics and
-    /// `/status`.
+    /// OpenAI: the API's base path (`v1`), under which `models` and
+    /// `audio/transcriptions` are; empty for the other protocols (their path is the model).
+    pub base_path: String,
+    /// OpenAI: the file holding the bearer key (`?key_file=`; else `openai_backend.key_file`).
+    pub key_file: Option<PathBuf>,
+    /// The URL as written without its query (OpenAI: with its `?model=` only): the back
+    /// end's name in logs, metrics and `/status`.
     pub url: String,
     /// TLS files and server name (TLS URLs only): the URL's query parameters over the
     /// `[backend_tls]` defaults.
@@ -103,9 +130,12 @@ impl BackendUrl {
             "rivas" => (BackendProtocol::Riva, true),
             "triton" => (BackendProtocol::Triton, false),
             "tritons" => (BackendProtocol::Triton, true),
+            "openai" => (BackendProtocol::OpenAi, false),
+            "openais" => (BackendProtocol::OpenAi, true),
             other => {
                 return Err(format!(
-                    "`{url}`: unknown scheme `{other}` (expected riva, rivas, triton or tritons)"
+                    "`{url}`: unknown scheme `{other}` (expected riva, rivas, triton, tritons, \
+                     openai or openais)"
                 ));
             }
         };
@@ -130,6 +160,8 @@ impl BackendUrl {
                 "`{url}`: a triton URL names its model: triton://HOST:PORT/MODEL"
             ));
         }
+        let openai = protocol == BackendProtocol::OpenAi;
+        let (mut model, mut key_file) = (None, None);
         let mut tls_files = BackendTls::default();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -141,10 +173,13 @@ impl BackendUrl {
                 "cert" => tls_files.cert = Some(PathBuf::from(v)),
                 "key" => tls_files.key = Some(PathBuf::from(v)),
                 "server_name" => tls_files.server_name = Some(v.to_string()),
+                "model" if openai => model = Some(v.to_string()),
+                "key_file" if openai => key_file = Some(PathBuf::from(v)),
                 other => {
+                    let openai_keys = if openai { ", model, key_file" } else { "" };
                     return Err(format!(
                         "`{url}`: unknown query parameter `{other}` (expected ca, cert, key, \
-                         server_name)"
+                         server_name{openai_keys})"
                     ));
                 }
             }
@@ -154,12 +189,33 @@ impl BackendUrl {
                 "`{url}`: TLS parameters on a plaintext URL (use {scheme}s://)"
             ));
         }
+        if openai {
+            let Some(model) = model.filter(|_| !path.is_empty()) else {
+                return Err(format!(
+                    "`{url}`: an openai URL names its API base and model: \
+                     openai://HOST:PORT/v1?model=NAME"
+                ));
+            };
+            return Ok(BackendUrl {
+                protocol,
+                tls,
+                host: host.to_string(),
+                port,
+                url: format!("{url}?model={model}"),
+                model: Some(model),
+                base_path: path.to_string(),
+                key_file,
+                tls_files,
+            });
+        }
         Ok(BackendUrl {
             protocol,
             tls,
             host: host.to_string(),
             port,
             model: (!path.is_empty()).then(|| path.to_string()),
+            base_path: String::new(),
+            key_file: None,
             url: url.to_string(),
             tls_files,
         })
@@ -251,6 +307,51 @@ pub(super) fn validate_triton(
         infer_timeout: t.infer_timeout,
         health_timeout: health.timeout,
         connections: t.connections,
+    })
+}
+
+/// The `openai_backend` section (its probe deadline is `health.timeout`).
+pub(super) fn validate_openai(
+    o: &RawOpenAiBackend,
+    health: &RawHealth,
+) -> Result<OpenAiSettings, ConfigError> {
+    if !crate::backend::utterances::VAD_RATES.contains(&o.sample_rate) {
+        return Err(invalid(
+            "openai_backend.sample_rate",
+            "must be 8000, 16000, 32000 or 48000 (the VAD's rates)",
+        ));
+    }
+    if !(10..=10_000).contains(&o.endpointing.as_millis()) {
+        return Err(invalid(
+            "openai_backend.endpointing",
+            "must be between 10ms and 10s",
+        ));
+    }
+    if o.max_utterance < Duration::from_secs(1) {
+        return Err(invalid(
+            "openai_backend.max_utterance",
+            "must be at least 1s",
+        ));
+    }
+    for (key, d) in [
+        ("openai_backend.connect_timeout", o.connect_timeout),
+        ("openai_backend.request_timeout", o.request_timeout),
+        ("openai_backend.partial_interval", o.partial_interval),
+    ] {
+        if d.is_zero() {
+            return Err(invalid(key, "must be above zero"));
+        }
+    }
+    Ok(OpenAiSettings {
+        sample_rate: o.sample_rate,
+        connect_timeout: o.connect_timeout,
+        request_timeout: o.request_timeout,
+        endpointing: o.endpointing,
+        partials: o.partials,
+        partial_interval: o.partial_interval,
+        max_utterance: o.max_utterance,
+        key_file: (!o.key_file.trim().is_empty()).then(|| PathBuf::from(o.key_file.trim())),
+        health_timeout: health.timeout,
     })
 }
 

@@ -16,7 +16,7 @@
 //! |---|---|
 //! | [`raw`] | the serde shapes and their defaults |
 //! | [`env`] | the `SGW_*` variables as a figment provider, and the listing `.env.example` is checked against |
-//! | [`backends`] | back-end URLs, routes, the Riva / Triton / health sections |
+//! | [`backends`] | back-end URLs, routes, the Riva / Triton / OpenAI back-end / health sections |
 //! | [`edge`] | the client-facing edge: listener TLS, authentication, abuse limits, the captions page |
 //! | [`session`] | logging, per-session limits, and the resilience policy sections (breaker, retry, admission) |
 //!
@@ -41,7 +41,8 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::value::Dict;
 
 pub use backends::{
-    BackendProtocol, BackendTls, BackendUrl, HealthSettings, RivaSettings, Route, TritonSettings,
+    BackendProtocol, BackendTls, BackendUrl, HealthSettings, OpenAiSettings, RivaSettings, Route,
+    TritonSettings,
 };
 pub use edge::{
     AuthSettings, DeepgramSettings, EdgeLimits, FileLimits, ListenerTls, MAX_FILE_BYTES,
@@ -67,6 +68,8 @@ pub struct Config {
     pub session: SessionLimits,
     pub riva: RivaSettings,
     pub triton: TritonSettings,
+    /// `openai://` back ends.
+    pub openai_backend: OpenAiSettings,
     pub health: HealthSettings,
     pub breaker: crate::resilience::breaker::BreakerSettings,
     pub retry: crate::resilience::retry::RetrySettings,
@@ -166,6 +169,7 @@ impl Config {
         let session = session::validate_session(&raw.session, limits.write_timeout)?;
         let triton = backends::validate_triton(&raw.triton, &raw.health)?;
         let riva = backends::validate_riva(&raw.riva, &raw.health)?;
+        let openai_backend = backends::validate_openai(&raw.openai_backend, &raw.health)?;
         let health = backends::validate_health(&raw.health)?;
         let breaker = session::validate_breaker(&raw.breaker)?;
         let retry = session::validate_retry(&raw.retry)?;
@@ -199,6 +203,7 @@ impl Config {
             session,
             riva,
             triton,
+            openai_backend,
             health,
             breaker,
             retry,

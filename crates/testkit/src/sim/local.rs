@@ -27,6 +27,7 @@ pub async fn start(protocol: BackendProtocol, options: SimOptions) -> SimServer 
         match protocol {
             BackendProtocol::Riva => serve_riva(listener, options, stop).await,
             BackendProtocol::Triton => serve_triton(listener, options, stop).await,
+            BackendProtocol::OpenAi => panic!("the sim speaks riva and triton, not openai"),
         }
     })
     .await
@@ -73,6 +74,7 @@ pub fn backend(protocol: BackendProtocol, addr: SocketAddr) -> Box<dyn SpeechBac
     match protocol {
         BackendProtocol::Riva => Box::new(riva_backend(addr)),
         BackendProtocol::Triton => Box::new(triton_backend(addr)),
+        BackendProtocol::OpenAi => panic!("the sim speaks riva and triton, not openai"),
     }
 }
 

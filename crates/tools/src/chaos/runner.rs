@@ -120,6 +120,7 @@ impl BackendProc {
         match self.spec.protocol {
             BackendProtocol::Riva => format!("riva://{}", self.public_addr()),
             BackendProtocol::Triton => format!("triton://{}/asr_stream", self.public_addr()),
+            BackendProtocol::OpenAi => unreachable!("Scenario::check refuses openai back ends"),
         }
     }
 }
@@ -153,6 +154,7 @@ async fn start_sim(
     let flag = match spec.protocol {
         BackendProtocol::Riva => "--riva",
         BackendProtocol::Triton => "--triton",
+        BackendProtocol::OpenAi => unreachable!("Scenario::check refuses openai back ends"),
     };
     let mut cmd = Command::new(exe);
     cmd.arg(flag)
