@@ -73,6 +73,9 @@ pub struct TranscriptEvent {
     pub words: Vec<StreamWord>,
     /// When the adapter received the result (for the relay-overhead histogram).
     pub received_at: Instant,
+    /// A sign of life from the adapter itself, not from the server: the gateway's own VAD
+    /// is waiting for speech and no request is outstanding ([`Self::idle`]).
+    pub local: bool,
 }
 
 impl TranscriptEvent {
@@ -87,6 +90,18 @@ impl TranscriptEvent {
             audio_processed_ms: None,
             words: Vec::new(),
             received_at,
+            local: false,
+        }
+    }
+
+    /// The adapter is alive with nothing to ask the server (an endpointing adapter between
+    /// utterances): it keeps stall detection quiet but proves nothing about the back end —
+    /// it neither settles the session's lease as a success nor ends a failure episode, so
+    /// a server that fails every request still trips its breaker and runs out of retries.
+    pub fn idle(received_at: Instant) -> Self {
+        TranscriptEvent {
+            local: true,
+            ..Self::progress(received_at)
         }
     }
 

@@ -282,9 +282,10 @@ async fn run(decoder: impl Decode, ep: Endpointing, mut audio: AudioStream, tx: 
                     return; // the last utterance is final: dropping `tx` ends the stream
                 }
                 if partial.is_none() {
-                    // Not waiting on the server: say so (stall detection). Skipped when
-                    // the session is behind; the next chunk says it again.
-                    let _ = tx.try_send(Ok(TranscriptEvent::progress(Instant::now())));
+                    // Not waiting on the server: say so (stall detection), as the adapter's
+                    // own news, not the server's. Skipped when the session is behind; the
+                    // next chunk says it again.
+                    let _ = tx.try_send(Ok(TranscriptEvent::idle(Instant::now())));
                 }
                 if let Some(start) = seg.start {
                     let grown = seg.utterance.len();

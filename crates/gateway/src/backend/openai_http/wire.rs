@@ -185,6 +185,7 @@ pub fn read_answer(
         audio_processed_ms: None,
         words,
         received_at,
+        local: false,
     }))
 }
 
