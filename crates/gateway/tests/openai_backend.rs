@@ -405,3 +405,42 @@ async fn when_every_back_end_fails_the_session_gives_up_and_breakers_count_it() 
         assert!(s["consecutive_failures"].as_u64().unwrap() >= 1, "{s}");
     }
 }
+
+/// NIM's shape: BCP-47 languages (`?language=bcp47`) and a readiness probe instead of a
+/// model list (`?health=ready`).
+#[tokio::test]
+async fn a_nim_style_back_end_gets_bcp47_and_is_probed_for_readiness() {
+    let server = OpenAiDouble::start(&[]).await;
+    server.log.lock().unwrap().not_ready = true;
+    let name = format!("openai://{}/v1?model=parakeet", server.addr);
+    let gw =
+        Gateway::with_backends(&[server.url("parakeet", "&language=bcp47&health=ready")]).await;
+    let mut last = Value::Null;
+    for want in ["down", "up"] {
+        for _ in 0..100 {
+            last = status_of(&gw, &name).await;
+            if last["state"] == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(last["state"], want, "{last}");
+        server.log.lock().unwrap().not_ready = false;
+    }
+    assert_eq!(
+        server.log.lock().unwrap().model_list_requests,
+        0,
+        "no model list asked for"
+    );
+    let mut c = gw.connect().await;
+    c.start(json!({"language": "en-US"})).await;
+    let (msgs, close) = run(&mut c, &two_utterances(), Duration::ZERO).await;
+    assert_eq!(close, Some(1000), "{msgs:?}");
+    assert_eq!(of_type(&msgs, "final").len(), 2, "{msgs:?}");
+    let uploads = server.uploads();
+    assert!(
+        uploads
+            .iter()
+            .all(|u| u.language.as_deref() == Some("en-US"))
+    );
+}

@@ -76,6 +76,8 @@ pub struct Log {
     /// Answer 400 to `verbose_json`, as servers without it do.
     pub refuse_verbose: bool,
     pub model_list_requests: usize,
+    /// `GET /v1/health/ready` (NIM's probe) answers 503 while set.
+    pub not_ready: bool,
 }
 
 pub struct OpenAiDouble {
@@ -100,6 +102,7 @@ impl OpenAiDouble {
         }));
         let app = Router::new()
             .route("/v1/models", get(list_models))
+            .route("/v1/health/ready", get(ready))
             .route("/v1/audio/transcriptions", post(transcribe))
             .with_state(log.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -139,6 +142,13 @@ async fn list_models(State(log): State<Arc<Mutex<Log>>>) -> Response {
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "double"}))
         .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn ready(State(log): State<Arc<Mutex<Log>>>) -> StatusCode {
+    match log.lock().unwrap().not_ready {
+        true => StatusCode::SERVICE_UNAVAILABLE,
+        false => StatusCode::OK,
+    }
 }
 
 async fn transcribe(

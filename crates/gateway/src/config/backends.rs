@@ -90,6 +90,44 @@ pub enum BackendProtocol {
     OpenAi,
 }
 
+/// What an `openai://` URL says besides host, port and model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAiTarget {
+    /// The API's base path (`v1`), under which `models` and `audio/transcriptions` are.
+    pub base_path: String,
+    /// The file holding the bearer key (`?key_file=`; else `openai_backend.key_file`).
+    pub key_file: Option<PathBuf>,
+    /// How the session's language is sent (`?language=`).
+    pub language: LanguageForm,
+    /// What the health probe asks (`?health=`).
+    pub health: HealthProbe,
+}
+
+/// The `language` form field: OpenAI and Whisper servers take ISO-639-1 (`en`), NVIDIA
+/// NIM takes BCP-47 (`en-US`). `auto` is never sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LanguageForm {
+    /// The primary subtag of the client's code (`en-US` → `en`): `?language=iso639`.
+    #[default]
+    Iso639,
+    /// The client's code as given: `?language=bcp47`.
+    Bcp47,
+    /// No `language` field (the server detects it): `?language=omit`.
+    Omit,
+}
+
+/// The health probe: `GET {base}/models` listing the model (OpenAI, vLLM, SGLang,
+/// speaches), or `GET {base}/health/ready` answering 2xx (NVIDIA NIM, which lists no
+/// models).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HealthProbe {
+    /// `?health=models`.
+    #[default]
+    Models,
+    /// `?health=ready`.
+    Ready,
+}
+
 /// A parsed back-end URL: `riva://host:port[/model]`, `triton://host:port/model`,
 /// `openai://host:port/base?model=NAME[&key_file=PATH]`, or the TLS forms `rivas://…`,
 /// `tritons://…`, `openais://…`.
@@ -102,11 +140,8 @@ pub struct BackendUrl {
     /// Riva: the `RecognitionConfig.model` to request (empty path = the server's default).
     /// Triton: the model name (required). OpenAI: the `?model=` (required).
     pub model: Option<String>,
-    /// OpenAI: the API's base path (`v1`), under which `models` and
-    /// `audio/transcriptions` are; empty for the other protocols (their path is the model).
-    pub base_path: String,
-    /// OpenAI: the file holding the bearer key (`?key_file=`; else `openai_backend.key_file`).
-    pub key_file: Option<PathBuf>,
+    /// OpenAI: the URL's path and its options; `None` for the other protocols.
+    pub openai: Option<OpenAiTarget>,
     /// The URL as written without its query (OpenAI: with its `?model=` only): the back
     /// end's name in logs, metrics and `/status`.
     pub url: String,
@@ -162,6 +197,7 @@ impl BackendUrl {
         }
         let openai = protocol == BackendProtocol::OpenAi;
         let (mut model, mut key_file) = (None, None);
+        let (mut language, mut health) = (LanguageForm::default(), HealthProbe::default());
         let mut tls_files = BackendTls::default();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -175,8 +211,33 @@ impl BackendUrl {
                 "server_name" => tls_files.server_name = Some(v.to_string()),
                 "model" if openai => model = Some(v.to_string()),
                 "key_file" if openai => key_file = Some(PathBuf::from(v)),
+                "language" if openai => {
+                    language = match v {
+                        "iso639" => LanguageForm::Iso639,
+                        "bcp47" => LanguageForm::Bcp47,
+                        "omit" => LanguageForm::Omit,
+                        _ => {
+                            return Err(format!(
+                                "`{url}`: language is iso639, bcp47 or omit, not `{v}`"
+                            ));
+                        }
+                    }
+                }
+                "health" if openai => {
+                    health = match v {
+                        "models" => HealthProbe::Models,
+                        "ready" => HealthProbe::Ready,
+                        _ => {
+                            return Err(format!("`{url}`: health is models or ready, not `{v}`"));
+                        }
+                    }
+                }
                 other => {
-                    let openai_keys = if openai { ", model, key_file" } else { "" };
+                    let openai_keys = if openai {
+                        ", model, key_file, language, health"
+                    } else {
+                        ""
+                    };
                     return Err(format!(
                         "`{url}`: unknown query parameter `{other}` (expected ca, cert, key, \
                          server_name{openai_keys})"
@@ -203,8 +264,12 @@ impl BackendUrl {
                 port,
                 url: format!("{url}?model={model}"),
                 model: Some(model),
-                base_path: path.to_string(),
-                key_file,
+                openai: Some(OpenAiTarget {
+                    base_path: path.to_string(),
+                    key_file,
+                    language,
+                    health,
+                }),
                 tls_files,
             });
         }
@@ -214,8 +279,7 @@ impl BackendUrl {
             host: host.to_string(),
             port,
             model: (!path.is_empty()).then(|| path.to_string()),
-            base_path: String::new(),
-            key_file: None,
+            openai: None,
             url: url.to_string(),
             tls_files,
         })

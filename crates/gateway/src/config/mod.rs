@@ -41,8 +41,8 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::value::Dict;
 
 pub use backends::{
-    BackendProtocol, BackendTls, BackendUrl, HealthSettings, OpenAiSettings, RivaSettings, Route,
-    TritonSettings,
+    BackendProtocol, BackendTls, BackendUrl, HealthProbe, HealthSettings, LanguageForm,
+    OpenAiSettings, OpenAiTarget, RivaSettings, Route, TritonSettings,
 };
 pub use edge::{
     AuthSettings, DeepgramSettings, EdgeLimits, FileLimits, ListenerTls, MAX_FILE_BYTES,

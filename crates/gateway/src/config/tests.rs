@@ -359,9 +359,22 @@ fn openai_urls_and_settings() {
     let b = BackendUrl::parse("openai://127.0.0.1:8000/v1?model=glm-asr&key_file=/k/key").unwrap();
     assert_eq!(b.protocol, BackendProtocol::OpenAi);
     assert!(!b.tls);
-    assert_eq!(b.base_path, "v1");
+    let o = b.openai.as_ref().unwrap();
+    assert_eq!(o.base_path, "v1");
     assert_eq!(b.model.as_deref(), Some("glm-asr"));
-    assert_eq!(b.key_file.as_deref(), Some(Path::new("/k/key")));
+    assert_eq!(o.key_file.as_deref(), Some(Path::new("/k/key")));
+    assert_eq!(
+        (o.language, o.health),
+        (LanguageForm::Iso639, HealthProbe::Models)
+    );
+    let nim = BackendUrl::parse("openai://nim:9000/v1?model=parakeet&language=bcp47&health=ready")
+        .unwrap();
+    let o = nim.openai.unwrap();
+    assert_eq!(
+        (o.language, o.health),
+        (LanguageForm::Bcp47, HealthProbe::Ready)
+    );
+    assert_eq!(nim.url, "openai://nim:9000/v1?model=parakeet");
     assert_eq!(
         b.url, "openai://127.0.0.1:8000/v1?model=glm-asr",
         "the name keeps the model (two models of one server are two back ends), never the key file"
@@ -369,10 +382,12 @@ fn openai_urls_and_settings() {
     let s =
         BackendUrl::parse("openais://api.openai.com:443/v1/?model=whisper-1&ca=/c.pem").unwrap();
     assert!(s.tls);
-    assert_eq!(s.base_path, "v1");
+    assert_eq!(s.openai.as_ref().unwrap().base_path, "v1");
     assert_eq!(s.tls_files.ca.as_deref(), Some(Path::new("/c.pem")));
     assert_eq!(
         BackendUrl::parse("openai://h:1/proxy/openai/v1?model=m")
+            .unwrap()
+            .openai
             .unwrap()
             .base_path,
         "proxy/openai/v1"
@@ -385,6 +400,8 @@ fn openai_urls_and_settings() {
         "openai://h:8000/v1?model=m&bogus=1",
         "triton://h:1/m?model=x", // model= is openai's only
         "riva://h:1?key_file=/k",
+        "openai://h:1/v1?model=m&language=en",
+        "openai://h:1/v1?model=m&health=live",
     ] {
         assert!(BackendUrl::parse(bad).is_err(), "{bad}");
     }

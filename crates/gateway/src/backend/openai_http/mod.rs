@@ -11,7 +11,10 @@
 //!
 //! Words: the adapter asks for `verbose_json` with word timestamps; a server that refuses
 //! that (400/422 on the first request) gets plain `json` from then on, and its finals
-//! carry no words. Health: `GET {base}/models` must answer 200 and list the model.
+//! carry no words. Health: `GET {base}/models` must answer 200 and list the model (or,
+//! with `?health=ready`, `GET {base}/health/ready` must answer 2xx: NIM lists no models).
+//! The language goes as ISO-639-1 (`en`), or with `?language=bcp47` as given (`en-US`,
+//! NIM), or not at all (`?language=omit`); `auto` never.
 //!
 //! The bearer key (`?key_file=`, else `openai_backend.key_file`) is read once at start-up
 //! and is sent only in the `Authorization` header, marked sensitive; it never appears in
@@ -35,7 +38,7 @@ use super::{
     AudioStream, BackendError, BackendErrorKind, EventStream, Health, RecognitionParams,
     SpeechBackend,
 };
-use crate::config::{BackendUrl, OpenAiSettings};
+use crate::config::{BackendUrl, HealthProbe, LanguageForm, OpenAiSettings};
 use crate::error::ErrorClass;
 use connector::HttpClient;
 use wire::{Fields, Format};
@@ -61,6 +64,8 @@ struct Inner {
     client: HttpClient,
     /// `Bearer …`, marked sensitive.
     authorization: Option<HeaderValue>,
+    language: LanguageForm,
+    health: HealthProbe,
     settings: OpenAiSettings,
     format: AtomicU8,
 }
@@ -72,7 +77,11 @@ impl OpenAiBackend {
         };
         let client = connector::client(url, settings.connect_timeout)
             .map_err(|e| setup(format!("TLS settings of {}: {e}", url.url)))?;
-        let authorization = match url.key_file.as_ref().or(settings.key_file.as_ref()) {
+        let target = url
+            .openai
+            .clone()
+            .ok_or_else(|| setup(format!("{} is not an openai URL", url.url)))?;
+        let authorization = match target.key_file.as_ref().or(settings.key_file.as_ref()) {
             Some(file) => Some(bearer(file).map_err(|e| setup(format!("{}: {e}", url.url)))?),
             None => None,
         };
@@ -85,9 +94,11 @@ impl OpenAiBackend {
             inner: Arc::new(Inner {
                 name: url.url.clone(),
                 model: url.model.clone().unwrap_or_default(),
-                base: format!("{scheme}://{host}:{}/{}", url.port, url.base_path),
+                base: format!("{scheme}://{host}:{}/{}", url.port, target.base_path),
                 client,
                 authorization,
+                language: target.language,
+                health: target.health,
                 settings: settings.clone(),
                 format: AtomicU8::new(FORMAT_UNKNOWN),
             }),
@@ -270,6 +281,7 @@ impl SpeechBackend for OpenAiBackend {
         let fields = Arc::new(Fields::new(
             &self.inner.model,
             &params.language,
+            self.inner.language,
             &params.phrases,
         ));
         let inner = self.inner.clone();
@@ -285,20 +297,28 @@ impl SpeechBackend for OpenAiBackend {
 
     async fn health(&self) -> Health {
         let inner = &self.inner;
+        let path = match inner.health {
+            HealthProbe::Models => "models",
+            HealthProbe::Ready => "health/ready",
+        };
         let req = inner
-            .request(Method::GET, "models")
+            .request(Method::GET, path)
             .body(Full::new(Bytes::new()))
             .expect("a valid request");
-        match inner.send(req, inner.settings.health_timeout).await {
-            Err(e) => Health::Down(format!("GET /models: {}", e.message)),
-            Ok((200, _, body)) => match wire::lists_model(&body, &inner.model) {
-                Ok(true) => Health::Up,
-                Ok(false) => {
-                    Health::Down(format!("model `{}` not listed by GET /models", inner.model))
+        let answer = inner.send(req, inner.settings.health_timeout).await;
+        match (inner.health, answer) {
+            (_, Err(e)) => Health::Down(format!("GET /{path}: {}", e.message)),
+            (HealthProbe::Ready, Ok((200..=299, _, _))) => Health::Up,
+            (HealthProbe::Models, Ok((200, _, body))) => {
+                match wire::lists_model(&body, &inner.model) {
+                    Ok(true) => Health::Up,
+                    Ok(false) => {
+                        Health::Down(format!("model `{}` not listed by GET /models", inner.model))
+                    }
+                    Err(problem) => Health::Down(problem),
                 }
-                Err(problem) => Health::Down(problem),
-            },
-            Ok((status, _, _)) => Health::Down(format!("GET /models answered {status}")),
+            }
+            (_, Ok((status, _, _))) => Health::Down(format!("GET /{path} answered {status}")),
         }
     }
 }

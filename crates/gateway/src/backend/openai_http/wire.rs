@@ -8,6 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 
 use crate::backend::{BackendError, BackendErrorKind, StreamWord, TranscriptEvent};
+use crate::config::LanguageForm;
 use crate::error::ErrorClass;
 
 /// The answer shape asked of the server. `verbose_json` with word timestamps gives the
@@ -23,17 +24,24 @@ pub enum Format {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fields {
     pub model: String,
-    /// ISO-639-1 (the primary subtag of the client's BCP-47 code); `None` for `auto`.
+    /// In the back end's [`LanguageForm`]; `None` for `auto` and for `omit`.
     pub language: Option<String>,
     /// The session's phrases, comma-separated (Whisper-style servers take a prompt).
     pub prompt: Option<String>,
 }
 
 impl Fields {
-    pub fn new(model: &str, language: &str, phrases: &[(String, f32)]) -> Self {
-        let primary = language.split(['-', '_']).next().unwrap_or_default().trim();
-        let language = (!primary.is_empty() && !primary.eq_ignore_ascii_case("auto"))
-            .then(|| primary.to_ascii_lowercase());
+    pub fn new(model: &str, language: &str, form: LanguageForm, phrases: &[(String, f32)]) -> Self {
+        let language = language.trim();
+        let language = match form {
+            _ if language.is_empty() || language.eq_ignore_ascii_case("auto") => None,
+            LanguageForm::Omit => None,
+            LanguageForm::Bcp47 => Some(language.to_string()),
+            LanguageForm::Iso639 => language
+                .split(['-', '_'])
+                .next()
+                .map(str::to_ascii_lowercase),
+        };
         let prompt = phrases
             .iter()
             .map(|(p, _)| p.as_str())
@@ -269,15 +277,20 @@ mod tests {
 
     #[test]
     fn the_form_carries_the_fields_and_the_file() {
-        let f = Fields::new(
-            "whisper-1",
-            "en-US",
-            &[("Riva".into(), 1.0), ("Triton".into(), 2.0)],
-        );
+        let phrases = [("Riva".into(), 1.0), ("Triton".into(), 2.0)];
+        let f = Fields::new("whisper-1", "en-US", LanguageForm::Iso639, &phrases);
         assert_eq!(f.language.as_deref(), Some("en"));
         assert_eq!(f.prompt.as_deref(), Some("Riva, Triton"));
-        assert_eq!(Fields::new("m", "auto", &[]).language, None);
-        assert_eq!(Fields::new("m", "auto", &[]).prompt, None);
+        let lang = |code: &str, form| Fields::new("m", code, form, &[]).language;
+        assert_eq!(lang("en-US", LanguageForm::Bcp47).as_deref(), Some("en-US"));
+        assert_eq!(lang("en-US", LanguageForm::Omit), None);
+        assert_eq!(lang("auto", LanguageForm::Iso639), None);
+        assert_eq!(lang("auto", LanguageForm::Bcp47), None);
+        assert_eq!(lang("DE", LanguageForm::Iso639).as_deref(), Some("de"));
+        assert_eq!(
+            Fields::new("m", "auto", LanguageForm::Iso639, &[]).prompt,
+            None
+        );
         let form = form(&f, Format::VerboseWords, b"RIFFxx");
         let boundary = form
             .content_type
