@@ -1,4 +1,6 @@
-//! The back-end port: one trait, one adapter per server protocol.
+//! The back-end port: one trait, one adapter per server protocol — [`riva`] and [`triton`]
+//! over gRPC ([`grpc`]), [`openai_http`] over HTTP; [`utterances`] is the gateway-side
+//! endpointing of the adapters whose servers decode whole utterances.
 //!
 //! A back end turns a stream of audio into a stream of domain [`TranscriptEvent`]s. The
 //! generated protobuf types never leave this module tree: adapters map them to the
