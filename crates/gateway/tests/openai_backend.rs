@@ -270,9 +270,9 @@ async fn a_request_that_never_answers_meets_the_deadline_and_fails_over() {
             "SGW_ROUTES__DEFAULT",
             format!("{},{}", hanging.url("m", ""), good.url("m", "")),
         ),
-        ("SGW_OPENAI_BACKEND__REQUEST_TIMEOUT", "1s".into()),
-        // the deadline, not stall detection, must be what ends the request
-        ("SGW_SESSION__STALL_TIMEOUT", "0s".into()),
+        ("SGW_OPENAI_BACKEND__REQUEST_TIMEOUT", "2s".into()),
+        // shorter than the deadline: the deadline, not stall detection, ends the request
+        ("SGW_SESSION__STALL_TIMEOUT", "1s".into()),
     ])
     .await;
     gw.wait_ready().await;
@@ -287,7 +287,7 @@ async fn a_request_that_never_answers_meets_the_deadline_and_fails_over() {
     assert_eq!(hanging.uploads().len(), 1);
     assert_eq!(good.uploads().len(), 2);
     assert!(
-        took >= Duration::from_secs(1),
+        took >= Duration::from_secs(2),
         "waited for the deadline: {took:?}"
     );
     assert!(took < Duration::from_secs(8), "{took:?}");
@@ -443,4 +443,36 @@ async fn a_nim_style_back_end_gets_bcp47_and_is_probed_for_readiness() {
             .iter()
             .all(|u| u.language.as_deref() == Some("en-US"))
     );
+}
+
+/// A server slower than `session.stall_timeout` but within the request deadline is not
+/// taken for stalled: the adapter says it is alive while it waits, the session stays, and
+/// no utterance is sent to a second back end.
+#[tokio::test]
+async fn a_slow_answer_within_the_deadline_is_not_a_stall() {
+    let slow = OpenAiDouble::start(&["m"]).await;
+    slow.otherwise(Reply::Slow(Duration::from_millis(1_800)));
+    let other = OpenAiDouble::start(&["m"]).await;
+    let gw = Gateway::start(&[
+        (
+            "SGW_ROUTES__DEFAULT",
+            format!("{},{}", slow.url("m", ""), other.url("m", "")),
+        ),
+        ("SGW_OPENAI_BACKEND__REQUEST_TIMEOUT", "5s".into()),
+        ("SGW_SESSION__STALL_TIMEOUT", "1s".into()),
+    ])
+    .await;
+    gw.wait_ready().await;
+    let mut c = gw.connect().await;
+    c.start(json!({})).await;
+    // real-time pace, so audio keeps flowing while each answer is awaited
+    let (msgs, close) = run(&mut c, &two_utterances(), Duration::from_millis(100)).await;
+    assert_eq!(close, Some(1000), "{msgs:?}");
+    assert!(
+        !msgs.iter().any(|m| m["state"] == "failover"),
+        "no failover: {msgs:?}"
+    );
+    assert_both_utterances_final(&of_type(&msgs, "final"));
+    assert_eq!(slow.uploads().len(), 2);
+    assert!(other.uploads().is_empty());
 }

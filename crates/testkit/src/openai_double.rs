@@ -28,6 +28,8 @@ pub enum Reply {
     Status(u16),
     /// Never answers (the client's deadline must end it).
     Hang,
+    /// The default answer, after this long (a slow server).
+    Slow(std::time::Duration),
 }
 
 /// One upload as the double saw it.
@@ -209,5 +211,13 @@ async fn transcribe(
         )
             .into_response(),
         Reply::Hang => std::future::pending().await,
+        Reply::Slow(after) => {
+            tokio::time::sleep(after).await;
+            let body = json!({
+                "text": format!("heard {ms} ms"),
+                "words": [{"word": "heard", "start": 0.0, "end": ms as f64 / 1000.0}],
+            });
+            axum::Json(body).into_response()
+        }
     }
 }

@@ -75,8 +75,7 @@ pub struct TranscriptEvent {
     pub words: Vec<StreamWord>,
     /// When the adapter received the result (for the relay-overhead histogram).
     pub received_at: Instant,
-    /// A sign of life from the adapter itself, not from the server: the gateway's own VAD
-    /// is waiting for speech and no request is outstanding ([`Self::idle`]).
+    /// A sign of life from the adapter itself, not from the server ([`Self::idle`]).
     pub local: bool,
 }
 
@@ -96,8 +95,9 @@ impl TranscriptEvent {
         }
     }
 
-    /// The adapter is alive with nothing to ask the server (an endpointing adapter between
-    /// utterances): it keeps stall detection quiet but proves nothing about the back end —
+    /// The adapter is alive while the server has nothing to say (an endpointing adapter
+    /// between utterances, or while a request it bounds by its own deadline runs): it
+    /// keeps stall detection quiet but proves nothing about the back end —
     /// it neither settles the session's lease as a success nor ends a failure episode, so
     /// a server that fails every request still trips its breaker and runs out of retries.
     pub fn idle(received_at: Instant) -> Self {

@@ -15,7 +15,11 @@
 //!
 //! Each adapter bounds its own requests (its deadline is part of the decode future); a
 //! failed decode ends the stream with that error, and the session fails over and replays
-//! the audio since its last final.
+//! the audio since its last final. Requests are watched by that deadline alone: the loop
+//! says it is alive ([`TranscriptEvent::idle`]) after every chunk and every
+//! [`HEARTBEAT`] while a final is being decoded, so the session's stall detection never
+//! cuts a slow but bounded request short (a decode longer than `session.stall_timeout`
+//! used to fail the session over and send the utterance to the next back end too).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -34,6 +38,9 @@ const FRAME_MS: u64 = 20;
 const PRE_ROLL_MS: u64 = 200;
 /// Less speech than this in an utterance is treated as noise.
 const MIN_SPEECH: Duration = Duration::from_millis(200);
+/// How often the adapter says it is alive while it waits for a final's decode (the
+/// session's stall detection must hear something well within its `stall_timeout`).
+const HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// Rates the VAD takes (a back end's rate setting must be one of them).
 pub const VAD_RATES: [u32; 4] = [8_000, 16_000, 32_000, 48_000];
@@ -264,9 +271,22 @@ async fn run(decoder: impl Decode, ep: Endpointing, mut audio: AudioStream, tx: 
                     partial = None;
                     last_partial_at = 0;
                     let end = start + utterance.len() as u64;
-                    let result = tokio::select! {
-                        _ = tx.closed() => return,
-                        r = decoder.decode(&utterance) => r,
+                    let decoding = decoder.decode(&utterance);
+                    tokio::pin!(decoding);
+                    let mut beat = tokio::time::interval_at(
+                        tokio::time::Instant::now() + HEARTBEAT,
+                        HEARTBEAT,
+                    );
+                    let result = loop {
+                        tokio::select! {
+                            _ = tx.closed() => return,
+                            r = &mut decoding => break r,
+                            // the request is bounded by its deadline: stall detection
+                            // must not cut it short
+                            _ = beat.tick() => {
+                                let _ = tx.try_send(Ok(TranscriptEvent::idle(Instant::now())));
+                            }
+                        }
                     };
                     let item = match result {
                         Ok(Some(ev)) => Ok(place(ev, &ep, start, end, true)),
@@ -281,12 +301,9 @@ async fn run(decoder: impl Decode, ep: Endpointing, mut audio: AudioStream, tx: 
                 if !audio_open {
                     return; // the last utterance is final: dropping `tx` ends the stream
                 }
-                if partial.is_none() {
-                    // Not waiting on the server: say so (stall detection), as the adapter's
-                    // own news, not the server's. Skipped when the session is behind; the
-                    // next chunk says it again.
-                    let _ = tx.try_send(Ok(TranscriptEvent::idle(Instant::now())));
-                }
+                // Alive (stall detection), as the adapter's own news, not the server's.
+                // Skipped when the session is behind; the next chunk says it again.
+                let _ = tx.try_send(Ok(TranscriptEvent::idle(Instant::now())));
                 if let Some(start) = seg.start {
                     let grown = seg.utterance.len();
                     if ep.interim_results

@@ -385,7 +385,7 @@ impl Default for RawOpenAiBackend {
         RawOpenAiBackend {
             sample_rate: 16_000,
             connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
             endpointing: Duration::from_millis(500),
             partials: false,
             partial_interval: Duration::from_secs(1),

@@ -413,7 +413,7 @@ fn openai_urls_and_settings() {
     let c = Config::load(None, env.clone(), Dict::new()).unwrap();
     let o = &c.openai_backend;
     assert_eq!(o.sample_rate, 16_000);
-    assert_eq!(o.request_timeout, Duration::from_secs(30));
+    assert_eq!(o.request_timeout, Duration::from_secs(10));
     assert!(
         !o.partials,
         "partials are off by default (each is a whole request)"
