@@ -90,11 +90,16 @@ impl OpenAiBackend {
             true => format!("[{}]", url.host),
             false => url.host.clone(),
         };
+        let base = format!("{scheme}://{host}:{}/{}", url.port, target.base_path);
+        // Every request's URI is the base and a fixed path: checked once, here.
+        format!("{base}/audio/transcriptions")
+            .parse::<hyper::Uri>()
+            .map_err(|e| setup(format!("{}: not a usable HTTP address: {e}", url.url)))?;
         Ok(OpenAiBackend {
             inner: Arc::new(Inner {
                 name: url.url.clone(),
                 model: url.model.clone().unwrap_or_default(),
-                base: format!("{scheme}://{host}:{}/{}", url.port, target.base_path),
+                base,
                 client,
                 authorization,
                 language: target.language,
@@ -344,5 +349,26 @@ mod tests {
         );
         let e = bearer(&dir.path().join("missing")).unwrap_err();
         assert!(e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn a_base_path_that_is_no_uri_path_stops_start_up() {
+        let settings = OpenAiSettings {
+            sample_rate: 16_000,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            endpointing: Duration::from_millis(500),
+            partials: false,
+            partial_interval: Duration::from_secs(1),
+            max_utterance: Duration::from_secs(25),
+            key_file: None,
+            health_timeout: Duration::from_secs(1),
+        };
+        let ok = BackendUrl::parse("openai://127.0.0.1:8000/v1?model=m").unwrap();
+        assert!(OpenAiBackend::new(&ok, &settings).is_ok());
+        let bad = BackendUrl::parse("openai://127.0.0.1:8000/v 1?model=m").unwrap();
+        let e = OpenAiBackend::new(&bad, &settings).err().expect("refused");
+        assert!(e.message.contains("not a usable HTTP address"), "{e}");
+        assert_eq!(e.class, ErrorClass::Internal);
     }
 }
