@@ -14,7 +14,7 @@
 //! | [`router`] | routes, back-end health monitor (hysteresis), breakers per back end, least-loaded candidate order |
 //! | [`resilience`] | policy: circuit breaker, retry backoff and budget, admission limits |
 //! | [`security`] | listener TLS with certificate reload, back-end TLS files, JWT and API-key auth, per-IP connection limit, concurrent caps per key |
-//! | [`backend`] | the `SpeechBackend` port and its adapters ([`backend::riva`], [`backend::triton`], [`backend::deepgram`]); generated protobuf lives only here |
+//! | [`backend`] | the `SpeechBackend` port and its adapters ([`backend::riva`], [`backend::triton`], [`backend::openai_http`], [`backend::deepgram`]), and the gateway-side endpointing the whole-utterance ones share ([`backend::utterances`]); generated protobuf lives only here |
 //! | [`telemetry`] | tracing setup and the one module where metric names are spelled |
 //! | [`pcm`] | PCM16LE conversions shared by the session and the back-end adapters |
 //! | [`media`] | audio files (WAV, FLAC, MP3, Ogg Vorbis/Opus, MP4 AAC, WebM) to PCM16 planes, bounded |

@@ -7,7 +7,9 @@
 //! and run one at a time (`.config/nextest.toml`, group `heavy`): they share one
 //! CPU-bound server. Audio is streamed faster than real time (`SPEED`) to keep CI short.
 //! The failover test starts a second instance beside the default one (its own ports and
-//! state dir), routes to both, and SIGKILLs the second mid-stream.
+//! state dir), routes to both, and SIGKILLs the second mid-stream. The `openai://` test
+//! chains two gateways: the second's back end is the first's own OpenAI-compatible
+//! `/v1/audio/transcriptions`, in front of the real Triton.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -730,4 +732,56 @@ async fn a_gateway_behind_a_deepgram_back_end_transcribes_a_golden_clip_through_
     );
     assert!(run.order.starts_with('p'), "partials first: {}", run.order);
     assert!(run.statuses.is_empty(), "no failover: {:?}", run.statuses);
+}
+
+/// The `openai://` back end against a real OpenAI-compatible server: gateway A serves
+/// `/v1/audio/transcriptions` and `/v1/models` in front of the real Triton (offline model,
+/// its route `default` is the model name), gateway B's only back end is
+/// `openai://A/v1?model=default`. Golden `ci` clips streamed through B's v1 WebSocket stay
+/// within their offline-route WER ceilings (the same model decodes the same utterances).
+#[tokio::test]
+async fn golden_clips_through_the_openai_back_end_of_a_second_gateway() {
+    let port = triton_port();
+    let a = Gateway::start(&[(
+        "SGW_ROUTES__DEFAULT",
+        format!("triton://127.0.0.1:{port}/asr_offline"),
+    )])
+    .await;
+    a.wait_ready().await;
+    let b = Gateway::start(&[(
+        "SGW_ROUTES__DEFAULT",
+        format!("openai://{}/v1?model=default", a.addr),
+    )])
+    .await;
+    b.wait_ready().await;
+    let status: Value = serde_json::from_str(&b.get("/status").await.1).unwrap();
+    assert_eq!(
+        status["routes"][0]["backends"][0]["state"], "up",
+        "{status}"
+    );
+
+    let manifest = sgw_tools::golden::Manifest::load(&repo().join("golden/manifest.toml")).unwrap();
+    for id in ["clean-en-us", "human-goforward", "telephony-8k"] {
+        let clip = manifest.clips.iter().find(|c| c.id == id).unwrap();
+        let wav = read_wav_file(&manifest.audio_path(clip)).unwrap();
+        let started = Instant::now();
+        let run = stream(&b, &wav, None).await;
+        let w = wer(&clip.text, &run.text());
+        let ceiling = clip.ceiling("offline");
+        println!(
+            "openai:// {id}: WER {w:.3} (ceiling {ceiling}) in {:.1} s `{}`",
+            started.elapsed().as_secs_f64(),
+            run.text()
+        );
+        assert!(
+            w <= ceiling,
+            "{id}: WER {w:.3} > {ceiling}: `{}`",
+            run.text()
+        );
+        assert!(
+            !run.statuses.iter().any(|s| s == "failover"),
+            "{id}: {:?}",
+            run.statuses
+        );
+    }
 }

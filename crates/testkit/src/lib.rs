@@ -10,6 +10,7 @@
 //! | [`deepgram_double`] | a scripted Deepgram streaming server (`/v1/listen` over a WebSocket): records query, key, audio and control messages; scripted, auto-answering or refusing |
 //! | [`riva_double`] | a scripted Riva server: each stream does what its test tells it (answer, fail, hang, stall) |
 //! | [`triton_double`] | a scripted Triton (KServe v2) server, streaming and offline models |
+//! | [`openai_double`] | a scripted OpenAI-compatible transcription server (HTTP, axum) |
 //! | [`skeleton`] | one gRPC server skeleton per protocol (Riva, Triton) that the sim and the doubles share |
 //! | [`proxy`] | a fault-injecting TCP proxy (resets, blackhole, added delay) for the chaos suite |
 //! | [`gateway`] | the gateway under test (in process, or as its own process), v1 clients, test audio; re-exported at the root |
@@ -18,6 +19,7 @@
 pub mod browser;
 pub mod deepgram_double;
 pub mod gateway;
+pub mod openai_double;
 pub mod proxy;
 pub mod riva_double;
 pub mod sim;

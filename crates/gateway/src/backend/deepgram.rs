@@ -465,6 +465,7 @@ pub fn map_message(text: &str, received_at: Instant) -> Result<Mapped, BackendEr
             })
             .collect(),
         received_at,
+        local: false,
     }))
 }
 

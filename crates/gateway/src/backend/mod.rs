@@ -1,5 +1,7 @@
-//! The back-end port: one trait, one adapter per server protocol (Riva and Triton over
-//! gRPC, Deepgram's streaming API over a WebSocket).
+//! The back-end port: one trait, one adapter per server protocol — [`riva`] and [`triton`]
+//! over gRPC ([`grpc`]), [`openai_http`] over HTTP, [`deepgram`] (Deepgram's streaming API)
+//! over a WebSocket; [`utterances`] is the gateway-side endpointing of the adapters whose
+//! servers decode whole utterances.
 //!
 //! A back end turns a stream of audio into a stream of domain [`TranscriptEvent`]s. The
 //! generated protobuf types and the upstream wire messages never leave this module tree:
@@ -8,9 +10,11 @@
 
 pub mod deepgram;
 pub mod grpc;
+pub mod openai_http;
 pub mod proto;
 pub mod riva;
 pub mod triton;
+pub mod utterances;
 
 use std::fmt;
 use std::sync::Arc;
@@ -74,6 +78,8 @@ pub struct TranscriptEvent {
     pub words: Vec<StreamWord>,
     /// When the adapter received the result (for the relay-overhead histogram).
     pub received_at: Instant,
+    /// A sign of life from the adapter itself, not from the server ([`Self::idle`]).
+    pub local: bool,
 }
 
 impl TranscriptEvent {
@@ -88,6 +94,19 @@ impl TranscriptEvent {
             audio_processed_ms: None,
             words: Vec::new(),
             received_at,
+            local: false,
+        }
+    }
+
+    /// The adapter is alive while the server has nothing to say (an endpointing adapter
+    /// between utterances, or while a request it bounds by its own deadline runs): it
+    /// keeps stall detection quiet but proves nothing about the back end —
+    /// it neither settles the session's lease as a success nor ends a failure episode, so
+    /// a server that fails every request still trips its breaker and runs out of retries.
+    pub fn idle(received_at: Instant) -> Self {
+        TranscriptEvent {
+            local: true,
+            ..Self::progress(received_at)
         }
     }
 
@@ -190,6 +209,10 @@ pub fn connect(url: &BackendUrl, config: &Config) -> Result<Arc<dyn SpeechBacken
         BackendProtocol::Deepgram => Ok(Arc::new(deepgram::DeepgramBackend::new(
             url,
             &config.deepgram_backend,
+        )?)),
+        BackendProtocol::OpenAi => Ok(Arc::new(openai_http::OpenAiBackend::new(
+            url,
+            &config.openai_backend,
         )?)),
     }
 }

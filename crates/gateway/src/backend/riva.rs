@@ -333,6 +333,7 @@ pub(crate) fn map_result(r: &StreamingRecognitionResult, received_at: Instant) -
             })
             .unwrap_or_default(),
         received_at,
+        local: false,
     }
 }
 

@@ -1,13 +1,16 @@
 //! The back-end side of the configuration: back-end URLs (`riva://`, `rivas://`,
-//! `triton://`, `tritons://`, `deepgram://`, `deepgrams://`, with TLS files from the query
-//! over `[backend_tls]`), routes, and the `riva`, `triton`, `deepgram_backend` and `health`
+//! `triton://`, `tritons://`, `openai://`, `openais://`, `deepgram://`, `deepgrams://`, the
+//! DNS pools `riva+dns://` …, with TLS files from the query over `[backend_tls]`), routes
+//! in tiers, and the `riva`, `triton`, `openai_backend`, `deepgram_backend`, `dns` and `health`
 //! sections, each with its validator.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawBackendTls, RawDeepgramBackend, RawDns, RawHealth, RawRiva, RawTriton};
+use super::raw::{
+    RawBackendTls, RawDeepgramBackend, RawDns, RawHealth, RawOpenAiBackend, RawRiva, RawTriton,
+};
 use super::{ConfigError, MAX_CONNECTIONS, duration_between, invalid};
 
 /// TLS material for one `rivas://` / `tritons://` back end.
@@ -45,6 +48,23 @@ pub struct TritonSettings {
     pub connections: usize,
 }
 
+/// The `openai_backend` section: every `openai://` back end's requests and endpointing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAiSettings {
+    pub sample_rate: u32,
+    pub connect_timeout: Duration,
+    /// Deadline of one transcription request, upload to answer.
+    pub request_timeout: Duration,
+    pub endpointing: Duration,
+    pub partials: bool,
+    pub partial_interval: Duration,
+    pub max_utterance: Duration,
+    /// The bearer key's file for back ends without their own `?key_file=`.
+    pub key_file: Option<PathBuf>,
+    /// Copied from `health.timeout`.
+    pub health_timeout: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthSettings {
     pub interval: Duration,
@@ -62,7 +82,8 @@ pub struct Route {
     pub backends: Vec<BackendUrl>,
 }
 
-/// Which protocol a back end speaks: the scheme of its URL (`riva://`, `triton://`). The
+/// Which protocol a back end speaks: the scheme of its URL (`riva://`, `triton://`,
+/// `openai://`). The
 /// one name for this idea across the workspace (the test kit's sim and the chaos scenarios
 /// use it too); "dialect" is kept for the client-facing contracts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -73,11 +94,52 @@ pub enum BackendProtocol {
     /// Deepgram's streaming API (`/v1/listen` over a WebSocket): the cloud, or another
     /// gateway's Deepgram dialect.
     Deepgram,
+    #[serde(rename = "openai")]
+    OpenAi,
+}
+
+/// What an `openai://` URL says besides host, port and model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAiTarget {
+    /// The API's base path (`v1`), under which `models` and `audio/transcriptions` are.
+    pub base_path: String,
+    /// The file holding the bearer key (`?key_file=`; else `openai_backend.key_file`).
+    pub key_file: Option<PathBuf>,
+    /// How the session's language is sent (`?language=`).
+    pub language: LanguageForm,
+    /// What the health probe asks (`?health=`).
+    pub health: HealthProbe,
+}
+
+/// The `language` form field: OpenAI and Whisper servers take ISO-639-1 (`en`), NVIDIA
+/// NIM takes BCP-47 (`en-US`). `auto` is never sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LanguageForm {
+    /// The primary subtag of the client's code (`en-US` → `en`): `?language=iso639`.
+    #[default]
+    Iso639,
+    /// The client's code as given: `?language=bcp47`.
+    Bcp47,
+    /// No `language` field (the server detects it): `?language=omit`.
+    Omit,
+}
+
+/// The health probe: `GET {base}/models` listing the model (OpenAI, vLLM, SGLang,
+/// speaches), or `GET {base}/health/ready` answering 2xx (NVIDIA NIM, which lists no
+/// models).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HealthProbe {
+    /// `?health=models`.
+    #[default]
+    Models,
+    /// `?health=ready`.
+    Ready,
 }
 
 /// A parsed back-end URL: `riva://host:port[/model]`, `triton://host:port/model`,
-/// `deepgram://host[:port][?model=…]`, or the TLS forms `rivas://…`, `tritons://…`,
-/// `deepgrams://…`.
+/// `openai://host:port/base?model=NAME[&key_file=PATH]`, `deepgram://host[:port][?model=…]`,
+/// or the TLS forms `rivas://…`, `tritons://…`, `openais://…`, `deepgrams://…`; riva and
+/// triton also as DNS pools (`riva+dns://…`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendUrl {
     pub protocol: BackendProtocol,
@@ -85,11 +147,13 @@ pub struct BackendUrl {
     pub host: String,
     pub port: u16,
     /// Riva: the `RecognitionConfig.model` to request (empty path = the server's default).
-    /// Triton: the model name (required).
+    /// Triton: the model name (required). OpenAI: the `?model=` (required).
     pub model: Option<String>,
-    /// The URL as written without its query (a Deepgram URL keeps its pass-through
-    /// parameters, which choose the model): the back end's name in logs, metrics and
-    /// `/status`.
+    /// OpenAI: the URL's path and its options; `None` for the other protocols.
+    pub openai: Option<OpenAiTarget>,
+    /// The URL as written without its query (OpenAI: with its `?model=` only; Deepgram:
+    /// with its pass-through parameters, which choose the model): the back end's name in
+    /// logs, metrics and `/status`.
     pub url: String,
     /// TLS files and server name (TLS URLs only): the URL's query parameters over the
     /// `[backend_tls]` defaults.
@@ -134,17 +198,21 @@ impl BackendUrl {
             "tritons" => (BackendProtocol::Triton, true),
             "deepgram" => (BackendProtocol::Deepgram, false),
             "deepgrams" => (BackendProtocol::Deepgram, true),
+            "openai" => (BackendProtocol::OpenAi, false),
+            "openais" => (BackendProtocol::OpenAi, true),
             other => {
                 return Err(format!(
                     "`{url}`: unknown scheme `{other}` (expected riva, rivas, triton, tritons, \
-                     deepgram or deepgrams; riva and triton also as DNS pools: riva+dns, …)"
+                     openai, openais, deepgram or deepgrams; riva and triton also as DNS pools: \
+                     riva+dns, …)"
                 ));
             }
         };
         let deepgram = protocol == BackendProtocol::Deepgram;
-        if deepgram && dns {
+        if dns && !matches!(protocol, BackendProtocol::Riva | BackendProtocol::Triton) {
             return Err(format!(
-                "`{url}`: DNS pools are for riva and triton (a cloud endpoint balances itself)"
+                "`{url}`: DNS pools are for riva and triton (an HTTP or cloud endpoint \
+                 balances itself)"
             ));
         }
         let (authority, path) = match rest.split_once('/') {
@@ -177,6 +245,9 @@ impl BackendUrl {
                 "`{url}`: a deepgram URL has no path; name the model as ?model=NAME"
             ));
         }
+        let openai = protocol == BackendProtocol::OpenAi;
+        let mut model = None;
+        let (mut language, mut health) = (LanguageForm::default(), HealthProbe::default());
         let mut tls_files = BackendTls::default();
         let mut max_sessions = None;
         let mut key_file = None;
@@ -197,12 +268,39 @@ impl BackendUrl {
                             format!("`{url}`: max_sessions must be a whole number above 0")
                         })?);
                 }
-                "key_file" if deepgram => key_file = Some(PathBuf::from(v)),
+                "key_file" if deepgram || openai => key_file = Some(PathBuf::from(v)),
                 other if deepgram => params.push((other.to_string(), v.to_string())),
+                "model" if openai => model = Some(v.to_string()),
+                "language" if openai => {
+                    language = match v {
+                        "iso639" => LanguageForm::Iso639,
+                        "bcp47" => LanguageForm::Bcp47,
+                        "omit" => LanguageForm::Omit,
+                        _ => {
+                            return Err(format!(
+                                "`{url}`: language is iso639, bcp47 or omit, not `{v}`"
+                            ));
+                        }
+                    }
+                }
+                "health" if openai => {
+                    health = match v {
+                        "models" => HealthProbe::Models,
+                        "ready" => HealthProbe::Ready,
+                        _ => {
+                            return Err(format!("`{url}`: health is models or ready, not `{v}`"));
+                        }
+                    }
+                }
                 other => {
+                    let openai_keys = if openai {
+                        ", model, key_file, language, health"
+                    } else {
+                        ""
+                    };
                     return Err(format!(
                         "`{url}`: unknown query parameter `{other}` (expected ca, cert, key, \
-                         server_name, max_sessions)"
+                         server_name, max_sessions{openai_keys})"
                     ));
                 }
             }
@@ -211,6 +309,34 @@ impl BackendUrl {
             return Err(format!(
                 "`{url}`: TLS parameters on a plaintext URL (use {scheme}s://)"
             ));
+        }
+        if openai {
+            let Some(model) = model.filter(|_| !path.is_empty()) else {
+                return Err(format!(
+                    "`{url}`: an openai URL names its API base and model: \
+                     openai://HOST:PORT/v1?model=NAME"
+                ));
+            };
+            return Ok(BackendUrl {
+                protocol,
+                tls,
+                host: host.to_string(),
+                port,
+                url: format!("{url}?model={model}"),
+                model: Some(model),
+                openai: Some(OpenAiTarget {
+                    base_path: path.to_string(),
+                    key_file: key_file.take(),
+                    language,
+                    health,
+                }),
+                tls_files,
+                max_sessions,
+                tier: 0,
+                dns,
+                key_file: None,
+                params: Vec::new(),
+            });
         }
         let name = if params.is_empty() {
             url.to_string()
@@ -224,6 +350,7 @@ impl BackendUrl {
             host: host.to_string(),
             port,
             model: (!path.is_empty()).then(|| path.to_string()),
+            openai: None,
             url: name,
             tls_files,
             max_sessions,
@@ -392,6 +519,51 @@ pub(super) fn validate_deepgram_backend(
         sample_rate: d.sample_rate,
         keepalive: d.keepalive,
         connect_timeout: d.connect_timeout,
+        health_timeout: health.timeout,
+    })
+}
+
+/// The `openai_backend` section (its probe deadline is `health.timeout`).
+pub(super) fn validate_openai(
+    o: &RawOpenAiBackend,
+    health: &RawHealth,
+) -> Result<OpenAiSettings, ConfigError> {
+    if !crate::backend::utterances::VAD_RATES.contains(&o.sample_rate) {
+        return Err(invalid(
+            "openai_backend.sample_rate",
+            "must be 8000, 16000, 32000 or 48000 (the VAD's rates)",
+        ));
+    }
+    if !(10..=10_000).contains(&o.endpointing.as_millis()) {
+        return Err(invalid(
+            "openai_backend.endpointing",
+            "must be between 10ms and 10s",
+        ));
+    }
+    if o.max_utterance < Duration::from_secs(1) {
+        return Err(invalid(
+            "openai_backend.max_utterance",
+            "must be at least 1s",
+        ));
+    }
+    for (key, d) in [
+        ("openai_backend.connect_timeout", o.connect_timeout),
+        ("openai_backend.request_timeout", o.request_timeout),
+        ("openai_backend.partial_interval", o.partial_interval),
+    ] {
+        if d.is_zero() {
+            return Err(invalid(key, "must be above zero"));
+        }
+    }
+    Ok(OpenAiSettings {
+        sample_rate: o.sample_rate,
+        connect_timeout: o.connect_timeout,
+        request_timeout: o.request_timeout,
+        endpointing: o.endpointing,
+        partials: o.partials,
+        partial_interval: o.partial_interval,
+        max_utterance: o.max_utterance,
+        key_file: (!o.key_file.trim().is_empty()).then(|| PathBuf::from(o.key_file.trim())),
         health_timeout: health.timeout,
     })
 }

@@ -16,7 +16,7 @@
 //! |---|---|
 //! | [`raw`] | the serde shapes and their defaults |
 //! | [`env`] | the `SGW_*` variables as a figment provider, and the listing `.env.example` is checked against |
-//! | [`backends`] | back-end URLs, routes, the Riva / Triton / Deepgram back-end / health sections |
+//! | [`backends`] | back-end URLs, routes, the Riva / Triton / Deepgram and OpenAI back-end / health / DNS sections |
 //! | [`edge`] | the client-facing edge: listener TLS, authentication, abuse limits, the captions page |
 //! | [`session`] | logging, per-session limits, and the resilience policy sections (breaker, retry, admission) |
 //!
@@ -41,8 +41,9 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::value::Dict;
 
 pub use backends::{
-    BackendProtocol, BackendTls, BackendUrl, DeepgramBackendSettings, DnsSettings, HealthSettings,
-    RivaSettings, Route, TritonSettings,
+    BackendProtocol, BackendTls, BackendUrl, DeepgramBackendSettings, DnsSettings, HealthProbe,
+    HealthSettings, LanguageForm, OpenAiSettings, OpenAiTarget, RivaSettings, Route,
+    TritonSettings,
 };
 pub use edge::{
     AuthSettings, DeepgramSettings, EdgeLimits, FileLimits, ListenerTls, MAX_FILE_BYTES,
@@ -70,6 +71,8 @@ pub struct Config {
     pub triton: TritonSettings,
     /// `deepgram://` back ends (not the `/v1/listen` dialect: that is `deepgram`).
     pub deepgram_backend: DeepgramBackendSettings,
+    /// `openai://` back ends.
+    pub openai_backend: OpenAiSettings,
     pub health: HealthSettings,
     pub dns: DnsSettings,
     pub breaker: crate::resilience::breaker::BreakerSettings,
@@ -172,6 +175,7 @@ impl Config {
         let riva = backends::validate_riva(&raw.riva, &raw.health)?;
         let deepgram_backend =
             backends::validate_deepgram_backend(&raw.deepgram_backend, &raw.health)?;
+        let openai_backend = backends::validate_openai(&raw.openai_backend, &raw.health)?;
         let health = backends::validate_health(&raw.health)?;
         let dns = backends::validate_dns(&raw.dns)?;
         let breaker = session::validate_breaker(&raw.breaker)?;
@@ -207,6 +211,7 @@ impl Config {
             riva,
             triton,
             deepgram_backend,
+            openai_backend,
             health,
             dns,
             breaker,

@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub riva: RawRiva,
     pub triton: RawTriton,
     pub deepgram_backend: RawDeepgramBackend,
+    pub openai_backend: RawOpenAiBackend,
     pub health: RawHealth,
     pub dns: RawDns,
     pub breaker: RawBreaker,
@@ -377,6 +378,49 @@ impl Default for RawTriton {
     }
 }
 
+/// `openai://` / `openais://` back ends (OpenAI-compatible `POST /v1/audio/transcriptions`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOpenAiBackend {
+    /// Rate of the WAV files uploaded (one of the VAD's rates).
+    pub sample_rate: u32,
+    /// TCP (+ TLS) connect timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Deadline of one transcription request, upload to answer.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Silence that ends an utterance when the client sets no `endpointing_ms`.
+    #[serde(with = "humantime_serde")]
+    pub endpointing: Duration,
+    /// Re-decode the open utterance for partials (each one a whole request).
+    pub partials: bool,
+    /// Audio the utterance grows by between partial re-decodes.
+    #[serde(with = "humantime_serde")]
+    pub partial_interval: Duration,
+    /// An utterance is cut (and finalised) at this length.
+    #[serde(with = "humantime_serde")]
+    pub max_utterance: Duration,
+    /// File holding the bearer key sent to every `openai://` back end without its own
+    /// `?key_file=` (empty: no `Authorization` header).
+    pub key_file: String,
+}
+
+impl Default for RawOpenAiBackend {
+    fn default() -> Self {
+        RawOpenAiBackend {
+            sample_rate: 16_000,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            endpointing: Duration::from_millis(500),
+            partials: false,
+            partial_interval: Duration::from_secs(1),
+            max_utterance: Duration::from_secs(25),
+            key_file: String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawHealth {
@@ -510,6 +554,7 @@ impl Default for RawConfig {
             riva: RawRiva::default(),
             triton: RawTriton::default(),
             deepgram_backend: RawDeepgramBackend::default(),
+            openai_backend: RawOpenAiBackend::default(),
             health: RawHealth::default(),
             dns: RawDns::default(),
             breaker: RawBreaker::default(),

@@ -523,3 +523,112 @@ fn dns_pools_parse_and_their_settings_are_validated() {
         assert!(err.contains(needle), "{err}");
     }
 }
+
+#[test]
+fn openai_urls_and_settings() {
+    let b = BackendUrl::parse("openai://127.0.0.1:8000/v1?model=glm-asr&key_file=/k/key").unwrap();
+    assert_eq!(b.protocol, BackendProtocol::OpenAi);
+    assert!(!b.tls);
+    let o = b.openai.as_ref().unwrap();
+    assert_eq!(o.base_path, "v1");
+    assert_eq!(b.model.as_deref(), Some("glm-asr"));
+    assert_eq!(o.key_file.as_deref(), Some(Path::new("/k/key")));
+    assert_eq!(
+        (o.language, o.health),
+        (LanguageForm::Iso639, HealthProbe::Models)
+    );
+    let nim = BackendUrl::parse("openai://nim:9000/v1?model=parakeet&language=bcp47&health=ready")
+        .unwrap();
+    let o = nim.openai.unwrap();
+    assert_eq!(
+        (o.language, o.health),
+        (LanguageForm::Bcp47, HealthProbe::Ready)
+    );
+    assert_eq!(nim.url, "openai://nim:9000/v1?model=parakeet");
+    assert_eq!(
+        b.url, "openai://127.0.0.1:8000/v1?model=glm-asr",
+        "the name keeps the model (two models of one server are two back ends), never the key file"
+    );
+    let s =
+        BackendUrl::parse("openais://api.openai.com:443/v1/?model=whisper-1&ca=/c.pem").unwrap();
+    assert!(s.tls);
+    assert_eq!(s.openai.as_ref().unwrap().base_path, "v1");
+    assert_eq!(s.tls_files.ca.as_deref(), Some(Path::new("/c.pem")));
+    assert_eq!(
+        BackendUrl::parse("openai://h:1/proxy/openai/v1?model=m")
+            .unwrap()
+            .openai
+            .unwrap()
+            .base_path,
+        "proxy/openai/v1"
+    );
+    for bad in [
+        "openai://h:8000/v1",                   // no model
+        "openai://h:8000?model=m",              // no base path
+        "openai://h:8000/v1?model=",            // empty model
+        "openai://h:8000/v1?model=m&ca=/c.pem", // TLS files on plaintext
+        "openai://h:8000/v1?model=m&bogus=1",
+        "triton://h:1/m?model=x", // model= is openai's only
+        "riva://h:1?key_file=/k",
+        "openai://h:1/v1?model=m&language=en",
+        "openai://h:1/v1?model=m&health=live",
+    ] {
+        assert!(BackendUrl::parse(bad).is_err(), "{bad}");
+    }
+
+    let mut env = vars(&[
+        ("SGW_ROUTES__DEFAULT", "openai://127.0.0.1:8000/v1?model=m"),
+        ("SGW_AUTH__ENABLED", "false"),
+    ]);
+    let c = Config::load(None, env.clone(), Dict::new()).unwrap();
+    let o = &c.openai_backend;
+    assert_eq!(o.sample_rate, 16_000);
+    assert_eq!(o.request_timeout, Duration::from_secs(10));
+    assert!(
+        !o.partials,
+        "partials are off by default (each is a whole request)"
+    );
+    assert_eq!(o.key_file, None);
+    env.push(("SGW_OPENAI_BACKEND__KEY_FILE".into(), "/k/key".into()));
+    env.push(("SGW_OPENAI_BACKEND__PARTIALS".into(), "true".into()));
+    let c = Config::load(None, env, Dict::new()).unwrap();
+    assert_eq!(
+        c.openai_backend.key_file.as_deref(),
+        Some(Path::new("/k/key"))
+    );
+    assert!(c.openai_backend.partials);
+    for (k, v, key) in [
+        (
+            "SGW_OPENAI_BACKEND__SAMPLE_RATE",
+            "22050",
+            "openai_backend.sample_rate",
+        ),
+        (
+            "SGW_OPENAI_BACKEND__REQUEST_TIMEOUT",
+            "0s",
+            "openai_backend.request_timeout",
+        ),
+        (
+            "SGW_OPENAI_BACKEND__ENDPOINTING",
+            "5ms",
+            "openai_backend.endpointing",
+        ),
+        (
+            "SGW_OPENAI_BACKEND__MAX_UTTERANCE",
+            "500ms",
+            "openai_backend.max_utterance",
+        ),
+        (
+            "SGW_OPENAI_BACKEND__PARTIAL_INTERVAL",
+            "0s",
+            "openai_backend.partial_interval",
+        ),
+    ] {
+        let mut env = with_default_route();
+        env.push((k.into(), v.into()));
+        let err = Config::load(None, env, Dict::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{k}={v}: {err}");
+    }
+}

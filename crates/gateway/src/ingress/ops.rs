@@ -100,6 +100,11 @@ pub async fn status(State(state): State<AppState>) -> Response {
                 "sample_rate": c.triton.sample_rate,
                 "connections": c.triton.connections,
             },
+            "openai_backend": {
+                "sample_rate": c.openai_backend.sample_rate,
+                "request_timeout_ms": c.openai_backend.request_timeout.as_millis() as u64,
+                "partials": c.openai_backend.partials,
+            },
             "health_interval_ms": c.health.interval.as_millis() as u64,
         },
     });

@@ -28,6 +28,7 @@ pub async fn start(protocol: BackendProtocol, options: SimOptions) -> SimServer 
             BackendProtocol::Riva => serve_riva(listener, options, stop).await,
             BackendProtocol::Triton => serve_triton(listener, options, stop).await,
             BackendProtocol::Deepgram => panic!("the sim speaks Riva and Triton, not Deepgram"),
+            BackendProtocol::OpenAi => panic!("the sim speaks riva and triton, not openai"),
         }
     })
     .await
@@ -75,6 +76,7 @@ pub fn backend(protocol: BackendProtocol, addr: SocketAddr) -> Box<dyn SpeechBac
         BackendProtocol::Riva => Box::new(riva_backend(addr)),
         BackendProtocol::Triton => Box::new(triton_backend(addr)),
         BackendProtocol::Deepgram => panic!("the sim speaks Riva and Triton, not Deepgram"),
+        BackendProtocol::OpenAi => panic!("the sim speaks riva and triton, not openai"),
     }
 }
 

@@ -121,6 +121,7 @@ impl BackendProc {
             BackendProtocol::Riva => format!("riva://{}", self.public_addr()),
             BackendProtocol::Triton => format!("triton://{}/asr_stream", self.public_addr()),
             BackendProtocol::Deepgram => format!("deepgram://{}", self.public_addr()),
+            BackendProtocol::OpenAi => unreachable!("Scenario::check refuses openai back ends"),
         }
     }
 }
@@ -157,6 +158,7 @@ async fn start_sim(
         BackendProtocol::Deepgram => {
             anyhow::bail!("the sim back end speaks riva and triton; deepgram is not simulated")
         }
+        BackendProtocol::OpenAi => unreachable!("Scenario::check refuses openai back ends"),
     };
     let mut cmd = Command::new(exe);
     cmd.arg(flag)

@@ -189,6 +189,16 @@ impl Scenario {
                 return Err(format!("expect.opens names unknown back end `{name}`"));
             }
         }
+        if let Some(b) = self
+            .backends
+            .iter()
+            .find(|b| b.protocol == BackendProtocol::OpenAi)
+        {
+            return Err(format!(
+                "back end `{}`: the sim speaks riva and triton, not openai",
+                b.name
+            ));
+        }
         for f in &self.faults {
             let Some(b) = self.backends.iter().find(|b| b.name == f.target) else {
                 return Err(format!("fault targets unknown back end `{}`", f.target));

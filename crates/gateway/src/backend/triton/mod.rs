@@ -5,7 +5,8 @@
 //! - **streaming**: decoupled with sequence batching — one `ModelStreamInfer` stream per
 //!   session, one request per audio chunk ([`streaming`]);
 //! - **offline**: not decoupled — the gateway endpoints the audio itself with a VAD and
-//!   sends each utterance as one `ModelInfer` ([`offline`]).
+//!   sends each utterance as one `ModelInfer` ([`offline`], over the shared
+//!   [`crate::backend::utterances`] loop).
 //!
 //! Health is `ServerReady` and `ModelReady` for the model the URL names.
 
@@ -26,6 +27,7 @@ use super::proto::inference::model_config::SchedulingChoice;
 use super::proto::inference::{
     DataType, ModelConfigRequest, ModelReadyRequest, ServerReadyRequest,
 };
+use super::utterances::Endpointing;
 use super::{
     AudioStream, BackendError, BackendErrorKind, EventStream, Health, RecognitionParams,
     SpeechBackend,
@@ -202,7 +204,8 @@ impl SpeechBackend for TritonBackend {
                 client,
                 self.model.clone(),
                 io,
-                offline::Endpointing::new(&self.settings, &params),
+                Endpointing::new(offline::endpointing(&self.settings), &params),
+                self.settings.infer_timeout,
                 audio,
             )),
         }

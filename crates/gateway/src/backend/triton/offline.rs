@@ -1,194 +1,41 @@
-//! Offline models (not decoupled, e.g. GLM-ASR-Nano): the gateway endpoints the audio.
-//!
-//! A VAD (earshot, WebRTC-style, pure Rust) marks 20 ms frames as speech or not. An
-//! utterance starts at the first speech frame (with 200 ms of audio before it) and ends
-//! after `endpointing` of silence, or when it reaches `max_utterance`; it is then sent as
-//! one unary `ModelInfer` and its result becomes a final. While an utterance grows, it is
-//! re-decoded for a partial at most once per `partial_interval` of audio, and only when
-//! no partial request is in flight: partials may be skipped when the back end lags,
-//! finals never are. Bursts of "speech" shorter than `MIN_SPEECH` are dropped as noise
-//! without a request, so clicks and faint noise cost nothing and produce no text.
+//! Offline models (not decoupled, e.g. GLM-ASR-Nano): the gateway endpoints the audio
+//! ([`crate::backend::utterances`]) and sends each utterance — and each partial re-decode
+//! of the open one — as one unary `ModelInfer`, bounded by `triton.infer_timeout`.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-
-use earshot::{VoiceActivityDetector, VoiceActivityProfile};
-use futures::StreamExt;
-use futures::future::BoxFuture;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::tensors;
 use super::{Client, ModelIo};
-use crate::backend::{
-    AudioStream, BackendError, BackendErrorKind, EventStream, RecognitionParams, TranscriptEvent,
-};
+use crate::backend::utterances::{self, Decoding, Endpointing};
+use crate::backend::{AudioStream, BackendError, BackendErrorKind, EventStream};
 use crate::config::TritonSettings;
 use crate::error::ErrorClass;
 
-/// VAD frame length.
-const FRAME_MS: u64 = 20;
-/// Audio kept before the first speech frame, so word onsets are not clipped.
-const PRE_ROLL_MS: u64 = 200;
-/// Less speech than this in an utterance is treated as noise.
-const MIN_SPEECH: Duration = Duration::from_millis(200);
-
-/// Endpointing settings of one session.
-#[derive(Debug, Clone)]
-pub struct Endpointing {
-    pub silence: Duration,
-    pub partial_interval: Duration,
-    pub max_utterance: Duration,
-    pub infer_timeout: Duration,
-    pub sample_rate: u32,
-    pub interim_results: bool,
-}
-
-impl Endpointing {
-    pub fn new(settings: &TritonSettings, params: &RecognitionParams) -> Self {
-        Endpointing {
-            silence: params.endpointing_ms.map_or(settings.endpointing, |ms| {
-                Duration::from_millis(u64::from(ms))
-            }),
-            partial_interval: settings.partial_interval,
-            max_utterance: settings.max_utterance,
-            infer_timeout: settings.infer_timeout,
-            sample_rate: settings.sample_rate,
-            interim_results: params.interim_results,
-        }
-    }
-
-    fn samples(&self, d: Duration) -> usize {
-        (u128::from(self.sample_rate) * d.as_millis() / 1000) as usize
+/// The back end's endpointing defaults (partials on; the client may turn them off).
+pub fn endpointing(settings: &TritonSettings) -> Endpointing {
+    Endpointing {
+        silence: settings.endpointing,
+        partial_interval: settings.partial_interval,
+        max_utterance: settings.max_utterance,
+        sample_rate: settings.sample_rate,
+        interim_results: true,
     }
 }
 
-/// Starts the endpointing task; the returned stream ends when the audio has ended and
-/// the last utterance is final. Dropping it stops the task.
+/// Starts the endpointing task over `audio`; see [`utterances::open`].
 pub fn open(
     client: Client,
     model: String,
     io: ModelIo,
     ep: Endpointing,
+    timeout: Duration,
     audio: AudioStream,
 ) -> EventStream {
-    let (tx, rx) = mpsc::channel(32);
-    tokio::spawn(run(client, model, io, ep, audio, tx));
-    ReceiverStream::new(rx).boxed()
+    let decode = move |utterance: &[i16]| infer(&client, &model, &io, utterance, timeout);
+    utterances::open(decode, ep, audio)
 }
 
-type Sender = mpsc::Sender<Result<TranscriptEvent, BackendError>>;
-type Inference = BoxFuture<'static, Result<Option<TranscriptEvent>, BackendError>>;
-
-/// Tracks speech and silence over VAD frames and cuts utterances.
-struct Segmenter {
-    vad: VoiceActivityDetector,
-    frame: Vec<i16>,
-    frame_len: usize,
-    pre_roll: VecDeque<i16>,
-    pre_roll_len: usize,
-    /// Stream sample index of `utterance[0]`, while in speech.
-    start: Option<u64>,
-    utterance: Vec<i16>,
-    speech_samples: usize,
-    silence_run: usize,
-    /// Stream samples consumed.
-    position: u64,
-}
-
-/// What a VAD frame did to the current utterance.
-enum Cut {
-    None,
-    /// The utterance ended; holds (start sample, audio).
-    Utterance(u64, Vec<i16>),
-}
-
-impl Segmenter {
-    fn new(ep: &Endpointing) -> Self {
-        Segmenter {
-            vad: VoiceActivityDetector::new(VoiceActivityProfile::AGGRESSIVE),
-            frame: Vec::new(),
-            frame_len: ep.samples(Duration::from_millis(FRAME_MS)),
-            pre_roll: VecDeque::new(),
-            pre_roll_len: ep.samples(Duration::from_millis(PRE_ROLL_MS)),
-            start: None,
-            utterance: Vec::new(),
-            speech_samples: 0,
-            silence_run: 0,
-            position: 0,
-        }
-    }
-
-    fn is_speech(&mut self, rate: u32, frame: &[i16]) -> bool {
-        crate::session::engine::cues::is_speech(&mut self.vad, rate, frame)
-    }
-
-    /// Feeds samples; returns every utterance that ended inside them.
-    fn push(&mut self, ep: &Endpointing, samples: &[i16]) -> Vec<Cut> {
-        let mut cuts = Vec::new();
-        for &s in samples {
-            self.frame.push(s);
-            if self.frame.len() < self.frame_len {
-                continue;
-            }
-            let frame = std::mem::take(&mut self.frame);
-            let speech = self.is_speech(ep.sample_rate, &frame);
-            self.position += frame.len() as u64;
-            match (self.start, speech) {
-                (None, false) => {
-                    self.pre_roll.extend(frame.iter().copied());
-                    let over = self.pre_roll.len().saturating_sub(self.pre_roll_len);
-                    self.pre_roll.drain(..over);
-                }
-                (None, true) => {
-                    let pre: Vec<i16> = self.pre_roll.drain(..).collect();
-                    self.start = Some(self.position - (frame.len() + pre.len()) as u64);
-                    self.utterance = pre;
-                    self.utterance.extend_from_slice(&frame);
-                    self.speech_samples = frame.len();
-                    self.silence_run = 0;
-                }
-                (Some(_), is) => {
-                    self.utterance.extend_from_slice(&frame);
-                    if is {
-                        self.speech_samples += frame.len();
-                        self.silence_run = 0;
-                    } else {
-                        self.silence_run += frame.len();
-                    }
-                    if self.silence_run >= ep.samples(ep.silence)
-                        || self.utterance.len() >= ep.samples(ep.max_utterance)
-                    {
-                        cuts.push(self.finish(ep));
-                    }
-                }
-            }
-        }
-        cuts
-    }
-
-    /// Ends the current utterance (at end of audio, or by [`push`]).
-    fn finish(&mut self, ep: &Endpointing) -> Cut {
-        let Some(start) = self.start.take() else {
-            return Cut::None;
-        };
-        let audio = std::mem::take(&mut self.utterance);
-        let speech = std::mem::take(&mut self.speech_samples);
-        self.silence_run = 0;
-        if speech < ep.samples(MIN_SPEECH) {
-            return Cut::None;
-        }
-        Cut::Utterance(start, audio)
-    }
-}
-
-fn infer(
-    client: &Client,
-    model: &str,
-    io: &ModelIo,
-    audio: &[i16],
-    timeout: Duration,
-) -> Inference {
+fn infer(client: &Client, model: &str, io: &ModelIo, audio: &[i16], timeout: Duration) -> Decoding {
     let mut client = client.clone();
     let pcm = crate::pcm::pcm_bytes(audio);
     let request = tensors::audio_request(model, String::new(), pcm, &io.outputs, io.batched, None);
@@ -211,203 +58,4 @@ fn infer(
             )
         })
     })
-}
-
-/// Shifts a result from utterance time to stream time and fixes its kind.
-fn place(
-    mut ev: TranscriptEvent,
-    ep: &Endpointing,
-    start: u64,
-    end: u64,
-    is_final: bool,
-) -> TranscriptEvent {
-    let ms = |samples: u64| samples * 1000 / u64::from(ep.sample_rate);
-    let offset = ms(start);
-    for w in &mut ev.words {
-        w.start_ms += offset;
-        w.end_ms += offset;
-    }
-    ev.is_final = is_final;
-    ev.audio_processed_ms = Some(ms(end));
-    ev
-}
-
-async fn run(
-    client: Client,
-    model: String,
-    io: ModelIo,
-    ep: Endpointing,
-    mut audio: AudioStream,
-    tx: Sender,
-) {
-    let mut seg = Segmenter::new(&ep);
-    let mut partial: Option<(u64, u64, Inference)> = None; // (utterance start, end, request)
-    let mut last_partial_at = 0usize;
-    let mut audio_open = true;
-    loop {
-        let partial_done = async {
-            match partial.as_mut() {
-                Some((_, _, fut)) => fut.await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tx.closed() => return,
-            result = partial_done => {
-                let (start, end, _) = partial.take().expect("a partial was in flight");
-                match result {
-                    // A partial for an utterance that has since ended is stale.
-                    Ok(Some(ev)) if seg.start == Some(start) && !ev.text.is_empty() => {
-                        if tx.send(Ok(place(ev, &ep, start, end, false))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-            }
-            chunk = audio.next(), if audio_open => {
-                let cuts = match chunk {
-                    Some(pcm) => seg.push(&ep, &crate::pcm::pcm_samples(&pcm)),
-                    None => {
-                        audio_open = false;
-                        vec![seg.finish(&ep)]
-                    }
-                };
-                for cut in cuts {
-                    let Cut::Utterance(start, utterance) = cut else { continue };
-                    partial = None;
-                    last_partial_at = 0;
-                    let end = start + utterance.len() as u64;
-                    let result = tokio::select! {
-                        _ = tx.closed() => return,
-                        r = infer(&client, &model, &io, &utterance, ep.infer_timeout) => r,
-                    };
-                    let item = match result {
-                        Ok(Some(ev)) => Ok(place(ev, &ep, start, end, true)),
-                        Ok(None) => continue,
-                        Err(e) => Err(e),
-                    };
-                    let failed = item.is_err();
-                    if tx.send(item).await.is_err() || failed {
-                        return;
-                    }
-                }
-                if !audio_open {
-                    return; // the last utterance is final: dropping `tx` ends the stream
-                }
-                if partial.is_none() {
-                    // Not waiting on the server: say so (stall detection). Skipped when
-                    // the session is behind; the next chunk says it again.
-                    let _ = tx.try_send(Ok(TranscriptEvent::progress(Instant::now())));
-                }
-                if let Some(start) = seg.start {
-                    let grown = seg.utterance.len();
-                    if ep.interim_results
-                        && partial.is_none()
-                        && grown >= last_partial_at + ep.samples(ep.partial_interval)
-                    {
-                        last_partial_at = grown;
-                        let end = start + grown as u64;
-                        partial = Some((start, end, infer(&client, &model, &io, &seg.utterance, ep.infer_timeout)));
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ep() -> Endpointing {
-        Endpointing {
-            silence: Duration::from_millis(500),
-            partial_interval: Duration::from_secs(1),
-            max_utterance: Duration::from_secs(5),
-            infer_timeout: Duration::from_secs(1),
-            sample_rate: 16_000,
-            interim_results: true,
-        }
-    }
-
-    /// A voiced, speech-like signal: a 140 Hz buzz with harmonics, amplitude-modulated.
-    fn voice(ms: u64) -> Vec<i16> {
-        (0..16 * ms)
-            .map(|i| {
-                let t = i as f64 / 16_000.0;
-                let f0 = 140.0;
-                let buzz: f64 = (1..12)
-                    .map(|h| (t * f0 * h as f64 * std::f64::consts::TAU).sin() / h as f64)
-                    .sum();
-                let env = 0.6 + 0.4 * (t * 4.0 * std::f64::consts::TAU).sin();
-                (buzz * env * 6000.0) as i16
-            })
-            .collect()
-    }
-
-    fn silence(ms: u64) -> Vec<i16> {
-        vec![0; (16 * ms) as usize]
-    }
-
-    fn utterances(cuts: Vec<Cut>) -> Vec<(u64, usize)> {
-        cuts.into_iter()
-            .filter_map(|c| match c {
-                Cut::Utterance(s, a) => Some((s, a.len())),
-                Cut::None => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn silence_ends_an_utterance_and_pre_roll_is_kept() {
-        let e = ep();
-        let mut seg = Segmenter::new(&e);
-        let mut cuts = seg.push(&e, &silence(1_000));
-        cuts.extend(seg.push(&e, &voice(1_500)));
-        assert!(
-            utterances(std::mem::take(&mut cuts)).is_empty(),
-            "still speaking"
-        );
-        cuts.extend(seg.push(&e, &silence(800)));
-        let u = utterances(cuts);
-        assert_eq!(u.len(), 1, "{u:?}");
-        let (start, len) = u[0];
-        // starts about 200 ms before the voice (pre-roll; the VAD may need a frame or two)
-        assert!((12_000..=16_000).contains(&start), "start {start}");
-        // holds the voice plus the trailing silence that ended it
-        assert!(
-            (16 * 1_500 + 16 * 500..=16 * 2_300).contains(&len),
-            "len {len}"
-        );
-    }
-
-    #[test]
-    fn silence_and_clicks_make_no_utterance() {
-        let e = ep();
-        let mut seg = Segmenter::new(&e);
-        let mut cuts = seg.push(&e, &silence(3_000));
-        cuts.extend(seg.push(&e, &voice(60)));
-        cuts.extend(seg.push(&e, &silence(1_000)));
-        cuts.push(seg.finish(&e));
-        assert!(utterances(cuts).is_empty());
-    }
-
-    #[test]
-    fn long_speech_is_cut_at_the_window_and_end_of_audio_finishes() {
-        let e = ep();
-        let mut seg = Segmenter::new(&e);
-        let cuts = seg.push(&e, &voice(12_000));
-        let u = utterances(cuts);
-        assert_eq!(u.len(), 2, "{u:?}");
-        assert!(u.iter().all(|(_, len)| *len <= 16 * 5_000));
-        let tail = utterances(vec![seg.finish(&e)]);
-        assert_eq!(tail.len(), 1, "the rest is finalised at end of audio");
-        let total: usize = u.iter().chain(tail.iter()).map(|x| x.1).sum();
-        assert!(total >= 16 * 12_000 - 16 * 40, "no speech lost: {total}");
-    }
 }

@@ -196,6 +196,7 @@ pub fn read_result(
         audio_processed_ms: None,
         words,
         received_at,
+        local: false,
     }))
 }
 

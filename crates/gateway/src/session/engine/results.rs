@@ -20,8 +20,12 @@ where
         let Some(up) = self.upstream.as_mut() else {
             return Ok(());
         };
-        // Anything heard proves the stream alive and ends a failure episode.
+        // Anything heard proves the stream alive; only the server's own answers prove the
+        // back end works (settle the lease, end a failure episode).
         up.waiting_since = None;
+        if ev.local {
+            return Ok(());
+        }
         if !up.heard {
             up.heard = true;
             up.lease.succeeded();

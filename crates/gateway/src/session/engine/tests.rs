@@ -311,6 +311,7 @@ fn result(is_final: bool, text: &str, words: &[(u64, u64)]) -> TranscriptEvent {
             })
             .collect(),
         received_at: Instant::now(),
+        local: false,
     }
 }
 
@@ -661,6 +662,37 @@ async fn an_utterance_end_follows_a_gap_in_the_words_once() {
         Event::UtteranceEnd { last_word_end_ms } => assert_eq!(last_word_end_ms, 2_500),
         other => panic!("expected the second utterance end, got {other:?}"),
     }
+}
+
+/// An adapter's own idle signal (an endpointing adapter waiting for speech) is not an
+/// answer from the server: streams that said only that and then failed are failures of
+/// one episode, which ends within the retry policy (before `TranscriptEvent::idle`, each
+/// idle signal ended the episode and the session moved between the two back ends forever).
+#[tokio::test(start_paused = true)]
+async fn idle_signals_do_not_end_a_failure_episode() {
+    let mut s = Setup::default().start();
+    s.start();
+    s.send(Command::Audio(audio(0, 500).into()));
+    let mut held = Vec::new();
+    loop {
+        tokio::select! {
+            Some(o) = s.opened.recv() => {
+                o.answer(TranscriptEvent::idle(Instant::now()));
+                o.fail();
+                held.push(o);
+                assert!(held.len() <= 20, "the episode never ends: {} opens", held.len());
+            }
+            ev = s.events.next() => match ev.expect("an event before the close") {
+                Event::Error(e) => {
+                    assert_eq!(e.kind, ErrorKind::ModelUnavailable);
+                    break;
+                }
+                _ => continue,
+            },
+        }
+    }
+    // each back end once, then each of the 2 retries tries the route again
+    assert_eq!(held.len(), 2 * (1 + 2));
 }
 
 #[tokio::test(start_paused = true)]

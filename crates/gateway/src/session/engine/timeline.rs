@@ -153,6 +153,7 @@ mod tests {
                 })
                 .collect(),
             received_at: Instant::now(),
+            local: false,
         }
     }
 
