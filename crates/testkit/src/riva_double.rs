@@ -166,6 +166,12 @@ impl RivaDouble {
         Self::start_full(mode, false, None, None, None).await
     }
 
+    /// A double listening on `addr` (replicas of one DNS name share a port on several
+    /// loopback addresses: 127.0.0.2, 127.0.0.3, …).
+    pub async fn start_at(mode: Mode, addr: SocketAddr) -> RivaDouble {
+        Self::start_full_at(mode, false, None, None, None, addr).await
+    }
+
     /// `hold_audio`: streams do not read audio until the test opens their tap.
     /// `window`: the HTTP/2 stream window the server advertises (flow-control tests).
     pub async fn start_with(mode: Mode, hold_audio: bool, window: Option<u32>) -> RivaDouble {
@@ -190,6 +196,18 @@ impl RivaDouble {
         tls: Option<tonic::transport::ServerTlsConfig>,
         max_streams: Option<u32>,
     ) -> RivaDouble {
+        let any = "127.0.0.1:0".parse().expect("literal");
+        Self::start_full_at(mode, hold_audio, window, tls, max_streams, any).await
+    }
+
+    async fn start_full_at(
+        mode: Mode,
+        hold_audio: bool,
+        window: Option<u32>,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+        max_streams: Option<u32>,
+        addr: SocketAddr,
+    ) -> RivaDouble {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
         let (health_tx, health_rx) = watch::channel(ServingStatus::Serving);
@@ -205,7 +223,7 @@ impl RivaDouble {
             stream_window: window,
             connection_window: window,
         };
-        let server = Running::spawn(move |listener, shutdown| async move {
+        let server = Running::spawn_at(addr, move |listener, shutdown| async move {
             riva::serve(listener, svc, health_rx, &options, shutdown).await
         })
         .await;

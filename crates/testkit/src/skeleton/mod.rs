@@ -100,9 +100,19 @@ impl Running {
         F: FnOnce(TcpListener, Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
         Fut: Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::spawn_at("127.0.0.1:0".parse().expect("literal"), serve).await
+    }
+
+    /// Binds `addr` (e.g. another loopback address, for replicas behind one DNS name) and
+    /// spawns `serve(listener, shutdown)`.
+    pub async fn spawn_at<F, Fut>(addr: std::net::SocketAddr, serve: F) -> Running
+    where
+        F: FnOnce(TcpListener, Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+    {
+        let listener = TcpListener::bind(addr)
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         let addr = listener.local_addr().expect("bound address");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown = Box::pin(async move {
