@@ -17,9 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{self, SpeechBackend};
@@ -34,19 +33,28 @@ pub fn resolver(settings: &DnsSettings) -> Result<TokioResolver, String> {
     let mut builder = if settings.servers.is_empty() {
         TokioResolver::builder_tokio().map_err(|e| format!("system DNS configuration: {e}"))?
     } else {
-        let mut config = ResolverConfig::new();
-        for addr in &settings.servers {
-            config.add_name_server(NameServerConfig::new(*addr, Protocol::Udp));
-            config.add_name_server(NameServerConfig::new(*addr, Protocol::Tcp));
-        }
-        TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+        let servers = settings
+            .servers
+            .iter()
+            .map(|addr| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = addr.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = addr.port();
+                NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        )
     };
     let opts: &mut ResolverOpts = builder.options_mut();
     // Each re-resolution asks the server: the pool task keeps its own schedule (the TTL).
     opts.cache_size = 0;
     opts.timeout = Duration::from_secs(2);
     opts.attempts = 2;
-    Ok(builder.build())
+    builder.build().map_err(|e| format!("DNS resolver: {e}"))
 }
 
 /// The addresses `url`'s host resolves to (sorted, without repeats) and how long the
