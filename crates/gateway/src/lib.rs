@@ -159,6 +159,7 @@ pub async fn serve_with_admin(
         budget: RetryBudget::new(&config.retry),
         shutdown: finalise.clone(),
         logs: SessionLogs::new(config.log.burst),
+        two_pass: config.two_pass.clone(),
     });
     let stop_monitor = CancellationToken::new();
     let monitor = tokio::spawn(router.clone().monitor(stop_monitor.clone()));

@@ -194,6 +194,54 @@ pub trait SpeechBackend: Send + Sync {
     ) -> Result<EventStream, BackendError>;
     /// One health probe.
     async fn health(&self) -> Health;
+    /// Decodes one whole utterance (`pcm`: PCM16LE at [`Self::sample_rate_hz`]) and
+    /// returns its transcript as one final, word times relative to the utterance's start:
+    /// two-pass recognition's quality pass. The default opens a stream, sends the audio
+    /// in 100 ms chunks, half-closes it and joins the finals; adapters with a
+    /// whole-utterance call may do better.
+    async fn recognize(
+        &self,
+        params: RecognitionParams,
+        pcm: Bytes,
+    ) -> Result<TranscriptEvent, BackendError> {
+        use futures::StreamExt;
+        let chunk = (params.sample_rate_hz as usize / 10).max(1) * 2;
+        let chunks: Vec<Bytes> = (0..pcm.len())
+            .step_by(chunk)
+            .map(|i| pcm.slice(i..(i + chunk).min(pcm.len())))
+            .collect();
+        let mut events = self
+            .open(params, futures::stream::iter(chunks).boxed())
+            .await?;
+        let mut text: Vec<String> = Vec::new();
+        let mut words = Vec::new();
+        let mut confidence = 0.0f32;
+        let mut finals = 0u32;
+        while let Some(ev) = events.next().await {
+            let ev = ev?;
+            if !ev.is_final || ev.text.trim().is_empty() {
+                continue;
+            }
+            text.push(ev.text.trim().to_string());
+            words.extend(ev.words);
+            confidence += ev.confidence;
+            finals += 1;
+        }
+        Ok(TranscriptEvent {
+            is_final: true,
+            text: text.join(" "),
+            confidence: if finals > 0 {
+                confidence / finals as f32
+            } else {
+                0.0
+            },
+            stability: 1.0,
+            audio_processed_ms: None,
+            words,
+            received_at: Instant::now(),
+            local: false,
+        })
+    }
     /// Streams older than this are rotated at the next final (back ends that cap stream
     /// length); `None` keeps streams open for the whole session.
     fn max_stream_age(&self) -> Option<std::time::Duration> {

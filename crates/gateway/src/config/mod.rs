@@ -51,7 +51,7 @@ pub use edge::{
 };
 pub use env::{EnvVars, env_defaults};
 pub use raw::*;
-pub use session::{LogConfig, SessionLimits};
+pub use session::{LogConfig, SessionLimits, TwoPassSettings};
 
 /// Most HTTP/2 connections per back end (`riva.connections`, `triton.connections`).
 pub const MAX_CONNECTIONS: usize = 64;
@@ -75,6 +75,7 @@ pub struct Config {
     pub openai_backend: OpenAiSettings,
     pub health: HealthSettings,
     pub dns: DnsSettings,
+    pub two_pass: TwoPassSettings,
     pub breaker: crate::resilience::breaker::BreakerSettings,
     pub retry: crate::resilience::retry::RetrySettings,
     pub admission: crate::resilience::admission::AdmissionSettings,
@@ -182,6 +183,7 @@ impl Config {
         let retry = session::validate_retry(&raw.retry)?;
         let routes = backends::validate_routes(&raw.routes, &raw.backend_tls)?;
         let admission = session::validate_admission(&raw.admission, &routes)?;
+        let two_pass = session::validate_two_pass(&raw.two_pass, &routes)?;
         let tls = edge::validate_listener_tls(&raw.tls)?;
         let auth = edge::validate_auth(&raw.auth)?;
         let deepgram = edge::validate_deepgram(&raw.deepgram)?;
@@ -214,6 +216,7 @@ impl Config {
             openai_backend,
             health,
             dns,
+            two_pass,
             breaker,
             retry,
             admission,

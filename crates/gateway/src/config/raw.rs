@@ -31,6 +31,7 @@ pub struct RawConfig {
     pub openai_backend: RawOpenAiBackend,
     pub health: RawHealth,
     pub dns: RawDns,
+    pub two_pass: RawTwoPass,
     pub breaker: RawBreaker,
     pub retry: RawRetry,
     pub admission: RawAdmission,
@@ -436,6 +437,30 @@ pub struct RawHealth {
     pub healthy_after: u32,
 }
 
+/// Two-pass recognition: a route's finals decoded again by another route.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTwoPass {
+    /// Route name → the route that decodes its finals again (the quality pass).
+    pub routes: BTreeMap<String, String>,
+    /// The fast final goes out when the quality pass is not back this long after it.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Audio after the fast final's last word also sent to the quality pass.
+    #[serde(with = "humantime_serde")]
+    pub pad: Duration,
+}
+
+impl Default for RawTwoPass {
+    fn default() -> Self {
+        RawTwoPass {
+            routes: BTreeMap::new(),
+            deadline: Duration::from_secs(3),
+            pad: Duration::from_millis(100),
+        }
+    }
+}
+
 /// DNS pools (`riva+dns://NAME:PORT`, …).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -557,6 +582,7 @@ impl Default for RawConfig {
             openai_backend: RawOpenAiBackend::default(),
             health: RawHealth::default(),
             dns: RawDns::default(),
+            two_pass: RawTwoPass::default(),
             breaker: RawBreaker::default(),
             retry: RawRetry::default(),
             admission: RawAdmission::default(),

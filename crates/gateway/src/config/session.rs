@@ -38,6 +38,63 @@ pub struct SessionLimits {
     pub write_timeout: Duration,
 }
 
+/// Two-pass recognition (`two_pass`): which routes' finals another route decodes again.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TwoPassSettings {
+    /// Route → its finals route.
+    pub routes: std::collections::BTreeMap<String, String>,
+    pub deadline: Duration,
+    pub pad: Duration,
+}
+
+impl TwoPassSettings {
+    /// The finals route of `route`, if it has one.
+    pub fn finals_route(&self, route: &str) -> Option<&str> {
+        self.routes.get(route).map(String::as_str)
+    }
+}
+
+/// The `two_pass` section: both ends of every pair are configured routes, and a route is
+/// not its own finals route.
+pub(super) fn validate_two_pass(
+    t: &super::raw::RawTwoPass,
+    routes: &[Route],
+) -> Result<TwoPassSettings, ConfigError> {
+    let known = |name: &str| routes.iter().any(|r| r.name == name);
+    let mut pairs = std::collections::BTreeMap::new();
+    for (route, finals) in &t.routes {
+        let (route, finals) = (
+            route.to_ascii_lowercase(),
+            finals.trim().to_ascii_lowercase(),
+        );
+        let key = format!("two_pass.routes.{route}");
+        if !known(&route) {
+            return Err(invalid(&key, "names no configured route"));
+        }
+        if !known(&finals) {
+            return Err(invalid(&key, format!("`{finals}` is no configured route")));
+        }
+        if finals == route {
+            return Err(invalid(&key, "a route cannot be its own finals route"));
+        }
+        pairs.insert(route, finals);
+    }
+    if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&t.deadline) {
+        return Err(invalid(
+            "two_pass.deadline",
+            "must be between 100ms and 60s",
+        ));
+    }
+    if t.pad > Duration::from_secs(2) {
+        return Err(invalid("two_pass.pad", "must be at most 2s"));
+    }
+    Ok(TwoPassSettings {
+        routes: pairs,
+        deadline: t.deadline,
+        pad: t.pad,
+    })
+}
+
 /// `log_format`, `log_level`, `log_burst`.
 pub(super) fn validate_log(raw: &RawConfig) -> Result<LogConfig, ConfigError> {
     let json = match raw.log_format.as_str() {

@@ -152,6 +152,26 @@ impl ReplayBuffer {
         self.lost
     }
 
+    /// A copy of the retained audio from session sample `from` to `to` (clamped to what
+    /// is retained), as PCM16LE.
+    pub fn copy_range(&self, from: u64, to: u64) -> Vec<u8> {
+        let (from, to) = (from.max(self.start), to.min(self.end()));
+        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize * 2);
+        let mut at = self.start;
+        for c in &self.chunks {
+            let n = (c.len() / 2) as u64;
+            let (lo, hi) = (from.max(at), to.min(at + n));
+            if lo < hi {
+                out.extend_from_slice(&c[((lo - at) * 2) as usize..((hi - at) * 2) as usize]);
+            }
+            at += n;
+            if at >= to {
+                break;
+            }
+        }
+        out
+    }
+
     /// The retained audio as PCM16LE chunks of at most `chunk` samples; small chunks are
     /// joined (a replay after a failover sends fewer, larger messages).
     pub fn chunks(&self, chunk: usize) -> Vec<Bytes> {

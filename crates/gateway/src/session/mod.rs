@@ -325,4 +325,6 @@ pub struct SessionContext {
     pub shutdown: CancellationToken,
     /// Allowances for the warnings every session logs at once when a back end lags or fails.
     pub logs: SessionLogs,
+    /// Which routes' finals another route decodes again.
+    pub two_pass: crate::config::TwoPassSettings,
 }

@@ -42,6 +42,11 @@ pub struct RouteBackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolOutcomeLabels {
     pub pool: String,
     pub outcome: String,
@@ -140,6 +145,7 @@ pub struct Metrics {
     pub backend_sessions_active: Family<BackendLabels, Gauge>,
     pub backend_tier: Family<RouteBackendLabels, Gauge>,
     pub dns_resolutions_total: Family<PoolOutcomeLabels, Counter>,
+    pub two_pass_finals_total: Family<OutcomeLabels, Counter>,
     pub stream_reopens_total: Family<ReopenLabels, Counter>,
     pub failovers_total: Family<FailoverLabels, Counter>,
     pub failover_seconds: Histogram,
@@ -208,6 +214,7 @@ impl Metrics {
             backend_sessions_active: Family::default(),
             backend_tier: Family::default(),
             dns_resolutions_total: Family::default(),
+            two_pass_finals_total: Family::default(),
             stream_reopens_total: Family::default(),
             failovers_total: Family::default(),
             failover_seconds: failover_histogram(),
@@ -303,6 +310,11 @@ impl Metrics {
             "sgw_backend_sessions_active",
             "Sessions streaming to the back end now (its max_sessions caps this)",
             m.backend_sessions_active.clone(),
+        );
+        registry.register(
+            "sgw_two_pass_finals",
+            "Finals of two-pass routes, by outcome: quality (the finals route's text), deadline, failed, quality_empty (the fast final went out)",
+            m.two_pass_finals_total.clone(),
         );
         registry.register(
             "sgw_dns_resolutions",
@@ -462,6 +474,14 @@ impl Metrics {
                 backend: backend.into(),
             })
             .set(tier as i64);
+    }
+
+    pub fn two_pass_final(&self, outcome: &str) {
+        self.two_pass_finals_total
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub fn dns_resolution(&self, pool: &str, outcome: &str) {

@@ -20,6 +20,7 @@
 //! | [`upstream`] | the one open back-end stream and the failover episode (open, replay, fail over, retry) |
 //! | [`results`] | back-end results to partials and finals, the replay cut, stream rotation, the lag signal |
 //! | [`timeline`] | session time: stream times placed on the session's timeline, the cut of the last final |
+//! | [`two_pass`] | two-pass recognition: finals held, in order, for their quality pass on the finals route |
 //!
 //! Unit tests (`tests.rs`) drive the engine in memory: an in-memory back end whose
 //! streams the test reads and answers, channels for the client, paused tokio time.
@@ -27,6 +28,7 @@
 pub(crate) mod cues;
 mod results;
 mod timeline;
+mod two_pass;
 mod upstream;
 
 #[cfg(test)]
@@ -153,6 +155,8 @@ struct Engine<E> {
     /// For `session.max_duration`.
     started_at: tokio::time::Instant,
     end_received_at: Option<Instant>,
+    /// Two-pass recognition, when the session's route has a finals route.
+    quality: Option<two_pass::Quality>,
 }
 
 impl<E> Engine<E>
@@ -196,6 +200,7 @@ where
             close_cause: CloseCause::Normal,
             close_error: None,
             end_received_at: None,
+            quality: None,
             last_client_at: tokio::time::Instant::now(),
             started_at: tokio::time::Instant::now(),
         }
@@ -236,9 +241,17 @@ where
                 }
             };
             let takes_input = self.takes_input();
-            let upstream_event = async {
-                match self.upstream.as_mut() {
+            let upstream = self.upstream.as_mut();
+            let upstream_event = async move {
+                match upstream {
                     Some(u) => u.events.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let quality = self.quality.as_mut();
+            let quality_done = async move {
+                match quality {
+                    Some(q) => q.next_done().await,
                     None => std::future::pending().await,
                 }
             };
@@ -259,6 +272,7 @@ where
                 },
                 () = tokio::time::sleep(PACE_CHECK), if !takes_input => Step::Paced,
                 ev = upstream_event => Step::Upstream(ev),
+                () = quality_done => Step::QualityDone,
                 _ = retry_timer => Step::Retry,
                 _ = stall_timer => Step::Stall,
             };
@@ -281,6 +295,7 @@ where
                 Step::Retry => self.try_open().await,
                 Step::Stall => self.on_stall().await,
                 Step::FlushTimeout => self.on_flush_timeout().await,
+                Step::QualityDone => self.release_finals().await,
             };
             if let Err(outcome) = r {
                 break outcome;
@@ -450,6 +465,10 @@ where
                 .await;
         }
         let backend_rate = entry.sample_rate;
+        let two_pass = &self.ctx.two_pass;
+        self.quality = two_pass.finals_route(&route).map(|finals| {
+            two_pass::Quality::new(finals.to_string(), two_pass.deadline, two_pass.pad)
+        });
         self.timeline = Timeline::new(backend_rate);
         self.span.record("route", route.as_str());
         self.span.record("sample_rate", cfg.sample_rate);
@@ -620,7 +639,7 @@ where
             return Ok(());
         }
         // Nothing open to finalise (no audio yet, or a failover under way): done.
-        self.emit(Event::Finalized).await
+        self.emit_finalized().await
     }
 
     /// Sends what the resampler still holds (its look-ahead) and starts it afresh.
@@ -696,18 +715,25 @@ where
     /// replay buffer like any final's).
     async fn promote_last_partial(&mut self) -> Result<(), Outcome> {
         if let Some(mut last) = self.last_partial.take() {
+            let from_ms = self.timeline.last_cut_ms();
             self.timeline.promote(&mut last);
             last.from_finalize = self.finalizing;
             let cut_ms = self.timeline.last_cut_ms();
+            let audio = self.utterance_audio(from_ms, cut_ms);
             self.replay.cut(self.timeline.samples(cut_ms));
             self.frames.cut(cut_ms);
-            self.emit(Event::Final(last)).await?;
+            self.deliver_final(last, audio, self.end_received_at)
+                .await?;
         }
         Ok(())
     }
 
     /// The last messages: the error that explains a limit, if any, then the close.
     async fn close(&mut self) -> Outcome {
+        // Finals held for their quality pass go first (each within two_pass.deadline).
+        if let Err(outcome) = self.flush_finals().await {
+            return outcome;
+        }
         if let Some(err) = self.close_error.take() {
             let _ = self.emit(Event::Error(err)).await;
         }
@@ -780,6 +806,8 @@ enum Step {
     Limit(Limit),
     /// A paced source waited for the back end's queue.
     Paced,
+    /// The oldest final held for its quality pass may go.
+    QualityDone,
 }
 
 /// Which session limit ran out.

@@ -9,6 +9,7 @@ use std::time::Instant;
 use futures::Sink;
 
 use super::super::{Event, Outcome, StatusState};
+use super::two_pass::Utterance;
 use super::{Engine, Phase};
 use crate::backend::TranscriptEvent;
 
@@ -45,9 +46,13 @@ where
             .place(ev, up.offset, up.sent, self.config.word_timestamps);
         let metrics = self.ctx.metrics.clone();
         if !is_final {
-            let transcript = placed.transcript;
+            let mut transcript = placed.transcript;
             if transcript.text.is_empty() || !self.config.interim_results {
                 return Ok(());
+            }
+            // Finals held for their quality pass: the open hypothesis still covers them.
+            if let Some(q) = self.quality.as_ref().filter(|q| !q.is_empty()) {
+                transcript.text = format!("{} {}", q.held_text(), transcript.text);
             }
             let now = Instant::now();
             if let Some(at) = self.frames.arrival_of(transcript.timestamp_ms) {
@@ -72,10 +77,10 @@ where
             return Ok(());
         }
         self.last_partial = None;
+        let from_ms = self.timeline.last_cut_ms();
         let cut_ms = self.timeline.cut_final(&mut placed);
         placed.transcript.from_finalize = self.finalizing;
         if !placed.transcript.text.is_empty() {
-            let now = Instant::now();
             let speech_end = self.frames.arrival_of(
                 placed
                     .speech_end_ms
@@ -85,13 +90,8 @@ where
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            if let Some(at) = from {
-                metrics
-                    .final_latency
-                    .observe(now.saturating_duration_since(at).as_secs_f64());
-            }
-            self.gaps.words_until(last_word_end_ms(&placed.transcript));
-            self.emit(Event::Final(placed.transcript)).await?;
+            let audio = self.utterance_audio(from_ms, cut_ms);
+            self.deliver_final(placed.transcript, audio, from).await?;
             metrics
                 .relay_overhead
                 .observe(received_at.elapsed().as_secs_f64());
@@ -110,6 +110,110 @@ where
             return self.reopen_healthy("rotation").await;
         }
         Ok(())
+    }
+
+    /// The audio of the utterance a final ends at `cut_ms` (from the previous cut at
+    /// `from_ms`, plus `two_pass.pad`), with the session ms it starts at — when the session
+    /// runs two-pass; call before the replay buffer is cut.
+    pub(super) fn utterance_audio(&self, from_ms: u64, cut_ms: u64) -> Option<Utterance> {
+        let q = self.quality.as_ref()?;
+        let from = self.timeline.samples(from_ms).max(self.replay.start());
+        let to = self.timeline.samples(cut_ms + q.pad_ms);
+        let pcm = self.replay.copy_range(from, to);
+        (!pcm.is_empty()).then(|| Utterance {
+            start_ms: self.timeline.ms(from),
+            span_ms: (from_ms, cut_ms),
+            pcm,
+        })
+    }
+
+    /// Sends a final — or, when the session runs two-pass, holds it for its quality pass
+    /// (in order behind those held already). `since`: when the speech it ends ended, for
+    /// the final-latency histogram, observed when the final goes.
+    pub(super) async fn deliver_final(
+        &mut self,
+        fast: crate::session::Transcript,
+        audio: Option<Utterance>,
+        since: Option<Instant>,
+    ) -> Result<(), Outcome> {
+        self.gaps.words_until(last_word_end_ms(&fast));
+        let Some(q) = self.quality.as_ref() else {
+            return self.send_final(fast, since).await;
+        };
+        if fast.text.trim().is_empty() && q.is_empty() {
+            return self.send_final(fast, since).await;
+        }
+        let finals_route = q.route.clone();
+        let (start_ms, span_ms, decode) = match audio {
+            Some(Utterance {
+                start_ms,
+                span_ms,
+                pcm,
+            }) if !fast.text.trim().is_empty() => {
+                let mut params = self.params();
+                params.interim_results = false;
+                let task = super::two_pass::decode(
+                    self.ctx.router.clone(),
+                    finals_route,
+                    params,
+                    pcm,
+                    self.timeline.rate(),
+                );
+                (start_ms, span_ms, Some(task))
+            }
+            _ => (0, (0, 0), None),
+        };
+        let q = self.quality.as_mut().expect("checked above");
+        q.hold(fast, start_ms, span_ms, since, decode);
+        self.release_finals().await
+    }
+
+    async fn send_final(
+        &mut self,
+        t: crate::session::Transcript,
+        since: Option<Instant>,
+    ) -> Result<(), Outcome> {
+        if let Some(at) = since {
+            self.ctx
+                .metrics
+                .final_latency
+                .observe(Instant::now().saturating_duration_since(at).as_secs_f64());
+        }
+        self.emit(Event::Final(t)).await
+    }
+
+    /// Sends the held finals whose quality pass is over, in order.
+    pub(super) async fn release_finals(&mut self) -> Result<(), Outcome> {
+        let word_timestamps = self.config.word_timestamps;
+        let ready = match self.quality.as_mut() {
+            Some(q) => q.release(word_timestamps),
+            None => return Ok(()),
+        };
+        for (t, outcome, since) in ready {
+            if outcome != "nothing_to_decode" {
+                self.ctx.metrics.two_pass_final(outcome);
+            }
+            if !t.text.trim().is_empty() {
+                self.send_final(t, since).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every held final's quality pass (each within `two_pass.deadline`) and
+    /// sends them: before a `Finalized`, and before the close.
+    pub(super) async fn flush_finals(&mut self) -> Result<(), Outcome> {
+        while let Some(q) = self.quality.as_mut().filter(|q| !q.is_empty()) {
+            q.next_done().await;
+            self.release_finals().await?;
+        }
+        Ok(())
+    }
+
+    /// `Finalized`, after the finals held for their quality pass.
+    pub(super) async fn emit_finalized(&mut self) -> Result<(), Outcome> {
+        self.flush_finals().await?;
+        self.emit(Event::Finalized).await
     }
 
     /// The back end has processed session audio up to `processed_ms`. Its lag is the age

@@ -23,7 +23,7 @@ use crate::backend::{
     AudioStream, BackendError, BackendErrorKind, EventStream, Health, RecognitionParams,
     SpeechBackend, StreamWord, TranscriptEvent,
 };
-use crate::config::{HealthSettings, SessionLimits};
+use crate::config::{HealthSettings, SessionLimits, TwoPassSettings};
 use crate::error::ErrorClass;
 use crate::resilience::admission::{Admission, AdmissionSettings};
 use crate::resilience::breaker::BreakerSettings;
@@ -164,6 +164,9 @@ struct Setup {
     backends: Vec<(&'static str, Vec<BackendError>)>,
     /// Events the client side buffers before a write has to wait.
     client_buffer: usize,
+    /// Two-pass: `default`'s finals go to route `finals`, served by this back end.
+    two_pass: TwoPassSettings,
+    finals: Option<Arc<dyn SpeechBackend>>,
 }
 
 impl Default for Setup {
@@ -172,6 +175,8 @@ impl Default for Setup {
             limits: limits(),
             backends: vec![("a", Vec::new()), ("b", Vec::new())],
             client_buffer: 256,
+            two_pass: TwoPassSettings::default(),
+            finals: None,
         }
     }
 }
@@ -191,8 +196,12 @@ impl Setup {
                 }))
             })
             .collect();
+        let mut routes = vec![("default".to_string(), backends)];
+        if let Some(f) = self.finals.clone() {
+            routes.push(("finals".to_string(), vec![Member::new(f)]));
+        }
         let router = Arc::new(Router::new(
-            vec![("default".to_string(), backends)],
+            routes,
             HealthSettings {
                 interval: Duration::from_secs(5),
                 timeout: Duration::from_secs(1),
@@ -214,6 +223,7 @@ impl Setup {
             budget: RetryBudget::new(&retry()),
             shutdown: shutdown.clone(),
             logs: SessionLogs::new(0),
+            two_pass: self.two_pass.clone(),
         });
         let admission = Arc::new(Admission::new(AdmissionSettings {
             max_sessions: 10,
@@ -915,4 +925,197 @@ async fn a_client_without_an_end_message_that_leaves_when_answered_completed() {
             "answered {answered}, ends_by_closing {ends_by_closing}"
         );
     }
+}
+
+/// A finals route's back end for two-pass tests: each `recognize` takes the next scripted
+/// answer after its delay, and records the audio it was given.
+struct Finals {
+    answers: Mutex<VecDeque<(Duration, Result<TranscriptEvent, BackendError>)>>,
+    heard: Mutex<Vec<Vec<u8>>>,
+}
+
+#[async_trait]
+impl SpeechBackend for Finals {
+    fn name(&self) -> &str {
+        "finals"
+    }
+
+    fn sample_rate_hz(&self) -> u32 {
+        RATE
+    }
+
+    async fn open(
+        &self,
+        _: RecognitionParams,
+        _: AudioStream,
+    ) -> Result<EventStream, BackendError> {
+        unreachable!("the quality pass recognizes whole utterances")
+    }
+
+    async fn health(&self) -> Health {
+        Health::Up
+    }
+
+    async fn recognize(
+        &self,
+        _: RecognitionParams,
+        pcm: bytes::Bytes,
+    ) -> Result<TranscriptEvent, BackendError> {
+        self.heard.lock().unwrap().push(pcm.to_vec());
+        let (delay, answer) = self
+            .answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .expect("a scripted answer");
+        tokio::time::sleep(delay).await;
+        answer
+    }
+}
+
+fn two_pass_setup(
+    answers: Vec<(Duration, Result<TranscriptEvent, BackendError>)>,
+) -> (Setup, Arc<Finals>) {
+    let finals = Arc::new(Finals {
+        answers: Mutex::new(answers.into()),
+        heard: Mutex::new(Vec::new()),
+    });
+    let setup = Setup {
+        backends: vec![("a", Vec::new())],
+        two_pass: TwoPassSettings {
+            routes: [("default".to_string(), "finals".to_string())].into(),
+            deadline: Duration::from_secs(3),
+            pad: Duration::ZERO,
+        },
+        finals: Some(finals.clone() as Arc<dyn SpeechBackend>),
+        ..Setup::default()
+    };
+    (setup, finals)
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_pass_finals_carry_the_quality_text_in_order_and_partials_cover_held_finals() {
+    let (setup, finals) = two_pass_setup(vec![
+        // The first utterance's quality pass is slower than the second's.
+        (
+            Duration::from_millis(500),
+            Ok(result(true, "ONE", &[(0, 400), (400, 850)])),
+        ),
+        (
+            Duration::from_millis(100),
+            Ok(result(true, "TWO", &[(100, 900)])),
+        ),
+    ]);
+    let mut s = setup.start();
+    s.start();
+    s.send(Command::Audio(audio(0, 1_000).into()));
+    let mut a = s.opened().await;
+    a.read(bytes(1_000)).await;
+    a.answer(result(true, "one", &[(100, 900)]));
+    s.send(Command::Audio(audio(1_000, 1_000).into()));
+    a.read(bytes(1_000)).await;
+    a.answer(result(false, "two", &[(1_100, 1_500)]));
+    // The first final is held: the partial carries its fast text before its own.
+    assert_eq!(transcript(s.next().await).text, "one two");
+    a.answer(result(true, "two", &[(1_100, 1_900)]));
+    let one = match s.next().await {
+        Event::Final(t) => t,
+        other => panic!("expected the first final, got {other:?}"),
+    };
+    assert_eq!(one.text, "ONE", "the quality text replaces the fast one");
+    let words: Vec<(f64, f64)> = one
+        .words
+        .unwrap()
+        .iter()
+        .map(|w| (w.start, w.end))
+        .collect();
+    assert_eq!(
+        words,
+        [(0.0, 0.4), (0.4, 0.85)],
+        "quality words on the session's timeline"
+    );
+    assert_eq!(one.duration_ms, 900, "the fast pass's span");
+    let two = match s.next().await {
+        Event::Final(t) => t,
+        other => panic!("expected the second final, got {other:?}"),
+    };
+    assert_eq!(two.text, "TWO", "in order, though its pass came back first");
+    assert_eq!(two.duration_ms, 1_000);
+    let w = &two.words.unwrap()[0];
+    assert_eq!(
+        (w.start, w.end),
+        (1.0, 1.8),
+        "placed from where its audio began (0.9 s)"
+    );
+    // Each pass got exactly its utterance's audio: from the previous cut to its own.
+    let heard = finals.heard.lock().unwrap().clone();
+    assert_eq!(heard, [audio(0, 900), audio(900, 1_000)]);
+    s.send(Command::End);
+    assert!(a.read_to_end().await.is_empty());
+    drop(a);
+    assert_eq!(s.next().await, Event::Close(CloseCause::Normal));
+    assert_eq!(s.outcome().await, Outcome::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_or_failed_quality_pass_yields_the_fast_final_and_no_error() {
+    let unavailable = BackendError::new(
+        BackendErrorKind::Unavailable,
+        ErrorClass::UpstreamRetryable,
+        "connection refused",
+    );
+    let (setup, _finals) = two_pass_setup(vec![
+        (
+            Duration::from_secs(10),
+            Ok(result(true, "LATE", &[(0, 900)])),
+        ),
+        (Duration::ZERO, Err(unavailable)),
+    ]);
+    let mut s = setup.start();
+    s.start();
+    s.send(Command::Audio(audio(0, 1_000).into()));
+    let mut a = s.opened().await;
+    a.read(bytes(1_000)).await;
+    let t0 = tokio::time::Instant::now();
+    a.answer(result(true, "one", &[(100, 900)]));
+    assert_eq!(transcript(s.next().await).text, "one", "the fast final");
+    assert_eq!(t0.elapsed(), Duration::from_secs(3), "at the deadline");
+    s.send(Command::Audio(audio(1_000, 1_000).into()));
+    a.read(bytes(1_000)).await;
+    a.answer(result(true, "two", &[(1_100, 1_900)]));
+    match s.next().await {
+        Event::Final(t) => assert_eq!(t.text, "two", "the pass failed: the fast final"),
+        other => panic!("expected the fast final, got {other:?}"),
+    }
+    s.send(Command::End);
+    assert!(a.read_to_end().await.is_empty());
+    drop(a);
+    assert_eq!(
+        s.next().await,
+        Event::Close(CloseCause::Normal),
+        "and no error"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn end_waits_for_the_held_finals_before_the_close() {
+    let (setup, _finals) = two_pass_setup(vec![(
+        Duration::from_millis(700),
+        Ok(result(true, "LAST", &[(0, 500)])),
+    )]);
+    let mut s = setup.start();
+    s.start();
+    s.send(Command::Audio(audio(0, 1_000).into()));
+    let mut a = s.opened().await;
+    a.read(bytes(1_000)).await;
+    a.answer(result(false, "last", &[(100, 500)]));
+    assert_eq!(transcript(s.next().await).text, "last");
+    s.send(Command::End);
+    assert!(a.read_to_end().await.is_empty());
+    drop(a); // the stream ends without a final: the partial is promoted, then held
+    match s.next().await {
+        Event::Final(t) => assert_eq!(t.text, "LAST"),
+        other => panic!("expected the quality final, got {other:?}"),
+    }
+    assert_eq!(s.next().await, Event::Close(CloseCause::Normal));
 }

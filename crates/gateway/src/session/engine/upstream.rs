@@ -351,7 +351,7 @@ where
         if self.finalizing {
             self.promote_last_partial().await?;
             self.finalizing = false;
-            self.emit(Event::Finalized).await?;
+            self.emit_finalized().await?;
             // Audio after the cut (sent while the back end finished) still needs a stream,
             // even when `end` came meanwhile: the new one is half-closed once replayed.
             let pending = self.timeline.total_ms() > self.timeline.last_cut_ms();
@@ -368,7 +368,7 @@ where
             // costs the back end no stream (opening one per commit and cancelling it at
             // once broke a Riva connection under load: HTTP/2 rapid-reset protection).
             for _ in 0..std::mem::take(&mut self.finalize_again) {
-                self.emit(Event::Finalized).await?;
+                self.emit_finalized().await?;
             }
             if self.phase == Phase::Streaming {
                 if let Some(up) = self.upstream.take() {
