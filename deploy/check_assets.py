@@ -10,7 +10,8 @@
   namespace, one of its ports); every headless Service lists only ready pods, selects the
   pods of exactly one Deployment, dials a port that Deployment's containers open, and is
   named by a route; the pods behind it sleep in preStop longer than dns.interval + the
-  cluster DNS's TTL, within their termination grace period;
+  cluster DNS's TTL, within their termination grace period; every PodDisruptionBudget
+  selects the pods of exactly one Deployment;
 - every file path the gateway's settings name (key files, JWKS, back-end TLS files) lies
   under one of the gateway container's volume mounts;
 - every HorizontalPodAutoscaler (also the *.example.yaml ones) scales a Deployment of the
@@ -144,6 +145,11 @@ for name, svc in sorted(headless.items()):
             )
         if sleep >= grace:
             problems.append(f"Deployment {owners[0]}: preStop sleep {sleep}s leaves nothing of terminationGracePeriodSeconds {grace}")
+
+for name, pdb in sorted(kinds(applied, "PodDisruptionBudget").items()):
+    owners = pods_selected(pdb["spec"]["selector"].get("matchLabels", {}))
+    if len(owners) != 1:
+        problems.append(f"PodDisruptionBudget {name} must select the pods of exactly one Deployment, selects {owners or 'none'}")
 
 # The ConfigMap's settings, and the commented examples beside them (meant to be used as
 # written, so held to the same rules).
