@@ -636,9 +636,12 @@ fn k8s_missing_prerequisites_and_dry_run() {
 
 // --- the Kubernetes gateway ConfigMap against the gateway's own configuration loader ---------
 
+/// `SGW_*` variables as `(key, value)`, the shape `Config::load` takes.
+type Settings = Vec<(String, String)>;
+
 /// The `SGW_*` settings of deploy/k8s/gateway/configmap.yaml (`  KEY: "value"`), and the
 /// commented examples beside them (`  #   KEY: "value"`), meant to be used as written.
-fn configmap_settings() -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn configmap_settings() -> (Settings, Settings) {
     let text =
         fs::read_to_string(Path::new(REPO).join("deploy/k8s/gateway/configmap.yaml")).unwrap();
     let (mut set, mut commented) = (Vec::new(), Vec::new());
