@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Apply deploy/k8s (gateway, HPA, PDB, Riva and Triton back ends) to the current
-# Kubernetes context, wait for the rollouts, and print the in-cluster gateway URL.
+# Apply deploy/k8s (gateway, HPA, PDB; Riva and Triton as GPU Deployments behind headless
+# Services, which the gateway resolves as DNS pools) to the current Kubernetes context,
+# wait for the rollouts, and print the in-cluster gateway URL. Running it again resets
+# each back end's replica count to its manifest's `replicas` (kubectl apply): scale there,
+# not only with kubectl scale (docs/runbook.md, "Scaling out").
 #
 # Usage: bash scripts/deploy-k8s.sh [options]
 #   --context CTX   kubectl context (default: the current one)
@@ -20,7 +23,7 @@ dry_run=0
 # shellcheck source=scripts/lib/deploy-common.sh
 source "$repo_root/scripts/lib/deploy-common.sh"
 
-usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 namespace="speech"
 context=""
@@ -67,7 +70,7 @@ if ((reachable)); then
 fi
 
 mutate "${kc[@]}" apply -k "$repo_root/deploy/k8s"
-for deployment in riva-a riva-b triton-glm speech-gateway; do
+for deployment in riva triton-glm speech-gateway; do
   mutate "${kc[@]}" -n "$namespace" rollout status "deployment/$deployment" --timeout="${timeout}s"
 done
 

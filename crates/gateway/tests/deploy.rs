@@ -571,7 +571,7 @@ fn k8s_applies_the_kustomization_and_waits_for_every_rollout() {
     );
     let apply = run.call("kubectl apply -k");
     assert!(apply.ends_with("/deploy/k8s"), "{apply}");
-    for d in ["riva-a", "riva-b", "triton-glm", "speech-gateway"] {
+    for d in ["riva", "triton-glm", "speech-gateway"] {
         assert!(
             run.called(&format!(
                 "kubectl -n speech rollout status deployment/{d} --timeout=60s"
@@ -632,6 +632,85 @@ fn k8s_missing_prerequisites_and_dry_run() {
     let run = host.run("deploy-k8s.sh", &[]);
     assert!(run.ok(), "{}", run.explain());
     assert!(run.stderr().contains("HPA will scale on CPU only"));
+}
+
+// --- the Kubernetes gateway ConfigMap against the gateway's own configuration loader ---------
+
+/// `SGW_*` variables as `(key, value)`, the shape `Config::load` takes.
+type Settings = Vec<(String, String)>;
+
+/// The `SGW_*` settings of deploy/k8s/gateway/configmap.yaml (`  KEY: "value"`), and the
+/// commented examples beside them (`  #   KEY: "value"`), meant to be used as written.
+fn configmap_settings() -> (Settings, Settings) {
+    let text =
+        fs::read_to_string(Path::new(REPO).join("deploy/k8s/gateway/configmap.yaml")).unwrap();
+    let (mut set, mut commented) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let (into, rest) = match line.trim_start().strip_prefix('#') {
+            Some(c) => (&mut commented, c.trim_start()),
+            None => (&mut set, line.trim_start()),
+        };
+        let Some((key, value)) = rest.split_once(": ") else {
+            continue;
+        };
+        if key.starts_with("SGW_") {
+            let value = value.trim().trim_matches('"').to_string();
+            into.push((key.to_string(), value));
+        }
+    }
+    (set, commented)
+}
+
+/// The ConfigMap loads with the gateway's configuration loader, its GPU routes are DNS
+/// pools with a per-address cap, and its commented cloud-fallback example is a valid
+/// second tier. (deploy/check_assets.py checks that the pools name the headless Services.)
+#[test]
+fn k8s_configmap_routes_are_dns_pools_the_gateway_accepts() {
+    use speech_gateway::config::Config;
+    let (set, commented) = configmap_settings();
+    assert!(
+        set.iter().any(|(k, _)| k == "SGW_ROUTES__DEFAULT"),
+        "{set:?}"
+    );
+    let config = Config::load(None, set.clone(), Default::default())
+        .unwrap_or_else(|e| panic!("the ConfigMap's settings are refused: {e}"));
+    assert_eq!(config.dns.interval, std::time::Duration::from_secs(5));
+    for (route, protocol) in [
+        ("default", BackendProtocol::Riva),
+        ("offline", BackendProtocol::Triton),
+    ] {
+        let backends = &config.route(route).unwrap().backends;
+        assert_eq!(backends.len(), 1, "{route}: {backends:?}");
+        let pool = &backends[0];
+        assert!(pool.dns, "{route} must be a DNS pool: {}", pool.url);
+        assert_eq!(pool.protocol, protocol, "{route}");
+        assert!(pool.max_sessions.is_some(), "{route}: a per-address cap");
+    }
+
+    // The commented Deepgram tier, used as written over the live settings (the other
+    // commented settings, listener TLS, are not part of it).
+    let commented: Vec<_> = commented
+        .into_iter()
+        .filter(|(k, _)| k == "SGW_ROUTES__DEFAULT" || k.starts_with("SGW_DEEPGRAM_BACKEND__"))
+        .collect();
+    assert!(
+        commented.iter().any(|(k, _)| k == "SGW_ROUTES__DEFAULT"),
+        "the cloud-fallback example is in configmap.yaml: {commented:?}"
+    );
+    let mut with_fallback = set;
+    with_fallback.retain(|(k, _)| !commented.iter().any(|(c, _)| c == k));
+    with_fallback.extend(commented.iter().cloned());
+    let config = Config::load(None, with_fallback, Default::default())
+        .unwrap_or_else(|e| panic!("the commented example is refused: {e}"));
+    let backends = &config.route("default").unwrap().backends;
+    assert_eq!(backends.len(), 2, "{backends:?}");
+    assert!(backends[0].dns && backends[0].tier == 0);
+    assert_eq!(backends[1].protocol, BackendProtocol::Deepgram);
+    assert_eq!(backends[1].tier, 1);
+    assert_eq!(
+        config.deepgram_backend.key_file.as_deref(),
+        Some(Path::new("/run/secrets/deepgram/key"))
+    );
 }
 
 // --- Dockerfile and the healthcheck subcommand ------------------------------------------------
