@@ -785,3 +785,55 @@ async fn golden_clips_through_the_openai_back_end_of_a_second_gateway() {
         );
     }
 }
+
+/// Two-pass recognition on the real Triton: route `default` streams Whisper (partials and
+/// utterance ends), its finals are decoded again, whole, by route `offline` (the offline
+/// model). Golden clips stay within their ceilings, every final came from the quality
+/// pass, partials came first.
+#[tokio::test]
+async fn two_pass_finals_come_from_the_offline_model() {
+    let port = triton_port();
+    let gw = Gateway::start(&[
+        (
+            "SGW_ROUTES__DEFAULT",
+            format!("triton://127.0.0.1:{port}/asr_stream"),
+        ),
+        (
+            "SGW_ROUTES__OFFLINE",
+            format!("triton://127.0.0.1:{port}/asr_offline"),
+        ),
+        ("SGW_TWO_PASS__ROUTES__DEFAULT", "offline".into()),
+        // CPU inference beside the streaming decode: generous, so the test is about the path.
+        ("SGW_TWO_PASS__DEADLINE", "20s".into()),
+    ])
+    .await;
+    gw.wait_ready().await;
+    let manifest = sgw_tools::golden::Manifest::load(&repo().join("golden/manifest.toml")).unwrap();
+    let mut finals = 0.0;
+    for id in ["clean-en-us", "human-goforward"] {
+        let clip = manifest.clips.iter().find(|c| c.id == id).unwrap();
+        let wav = read_wav_file(&manifest.audio_path(clip)).unwrap();
+        let run = stream(&gw, &wav, None).await;
+        let w = wer(&clip.text, &run.text());
+        let ceiling = clip.ceiling("default").max(clip.ceiling("offline"));
+        println!(
+            "two-pass {id}: WER {w:.3} (ceiling {ceiling}) `{}`",
+            run.text()
+        );
+        assert!(
+            w <= ceiling,
+            "{id}: WER {w:.3} > {ceiling}: `{}`",
+            run.text()
+        );
+        assert!(run.order.starts_with('p'), "partials first: {}", run.order);
+        finals += run.order.matches('f').count() as f64;
+    }
+    let quality = gw
+        .metric("sgw_two_pass_finals_total{outcome=\"quality\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        finals > 0.0 && quality == finals,
+        "{quality} of {finals} finals from the quality pass"
+    );
+}

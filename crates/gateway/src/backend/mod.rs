@@ -204,49 +204,59 @@ pub trait SpeechBackend: Send + Sync {
         params: RecognitionParams,
         pcm: Bytes,
     ) -> Result<TranscriptEvent, BackendError> {
-        use futures::StreamExt;
-        let chunk = (params.sample_rate_hz as usize / 10).max(1) * 2;
-        let chunks: Vec<Bytes> = (0..pcm.len())
-            .step_by(chunk)
-            .map(|i| pcm.slice(i..(i + chunk).min(pcm.len())))
-            .collect();
-        let mut events = self
-            .open(params, futures::stream::iter(chunks).boxed())
-            .await?;
-        let mut text: Vec<String> = Vec::new();
-        let mut words = Vec::new();
-        let mut confidence = 0.0f32;
-        let mut finals = 0u32;
-        while let Some(ev) = events.next().await {
-            let ev = ev?;
-            if !ev.is_final || ev.text.trim().is_empty() {
-                continue;
-            }
-            text.push(ev.text.trim().to_string());
-            words.extend(ev.words);
-            confidence += ev.confidence;
-            finals += 1;
-        }
-        Ok(TranscriptEvent {
-            is_final: true,
-            text: text.join(" "),
-            confidence: if finals > 0 {
-                confidence / finals as f32
-            } else {
-                0.0
-            },
-            stability: 1.0,
-            audio_processed_ms: None,
-            words,
-            received_at: Instant::now(),
-            local: false,
-        })
+        recognize_by_stream(self, params, pcm).await
     }
     /// Streams older than this are rotated at the next final (back ends that cap stream
     /// length); `None` keeps streams open for the whole session.
     fn max_stream_age(&self) -> Option<std::time::Duration> {
         None
     }
+}
+
+/// [`SpeechBackend::recognize`] over [`SpeechBackend::open`]: one stream fed the audio in
+/// 100 ms chunks and half-closed; its finals joined into one.
+pub async fn recognize_by_stream<B: SpeechBackend + ?Sized>(
+    backend: &B,
+    params: RecognitionParams,
+    pcm: Bytes,
+) -> Result<TranscriptEvent, BackendError> {
+    use futures::StreamExt;
+    let chunk = (params.sample_rate_hz as usize / 10).max(1) * 2;
+    let chunks: Vec<Bytes> = (0..pcm.len())
+        .step_by(chunk)
+        .map(|i| pcm.slice(i..(i + chunk).min(pcm.len())))
+        .collect();
+    let mut events = backend
+        .open(params, futures::stream::iter(chunks).boxed())
+        .await?;
+    let mut text: Vec<String> = Vec::new();
+    let mut words = Vec::new();
+    let mut confidence = 0.0f32;
+    let mut finals = 0u32;
+    while let Some(ev) = events.next().await {
+        let ev = ev?;
+        if !ev.is_final || ev.text.trim().is_empty() {
+            continue;
+        }
+        text.push(ev.text.trim().to_string());
+        words.extend(ev.words);
+        confidence += ev.confidence;
+        finals += 1;
+    }
+    Ok(TranscriptEvent {
+        is_final: true,
+        text: text.join(" "),
+        confidence: if finals > 0 {
+            confidence / finals as f32
+        } else {
+            0.0
+        },
+        stability: 1.0,
+        audio_processed_ms: None,
+        words,
+        received_at: Instant::now(),
+        local: false,
+    })
 }
 
 /// Builds the adapter a URL names.

@@ -270,6 +270,27 @@ impl SpeechBackend for OpenAiBackend {
         self.inner.settings.sample_rate
     }
 
+    /// The whole utterance as one upload (two-pass recognition's quality pass).
+    async fn recognize(
+        &self,
+        params: RecognitionParams,
+        pcm: bytes::Bytes,
+    ) -> Result<crate::backend::TranscriptEvent, BackendError> {
+        let fields = Arc::new(Fields::new(
+            &self.inner.model,
+            &params.language,
+            self.inner.language,
+            &params.phrases,
+        ));
+        let samples = crate::pcm::pcm_samples(&pcm);
+        // Each request is bounded by openai_backend.request_timeout.
+        let ev = self.inner.clone().decode(fields, samples).await?;
+        Ok(ev.unwrap_or_else(|| crate::backend::TranscriptEvent {
+            is_final: true,
+            ..crate::backend::TranscriptEvent::progress(Instant::now())
+        }))
+    }
+
     async fn open(
         &self,
         params: RecognitionParams,

@@ -211,6 +211,34 @@ impl SpeechBackend for TritonBackend {
         }
     }
 
+    /// An offline model decodes the utterance in one `ModelInfer`; a streaming one takes
+    /// it as a stream (the default).
+    async fn recognize(
+        &self,
+        params: RecognitionParams,
+        pcm: bytes::Bytes,
+    ) -> Result<crate::backend::TranscriptEvent, BackendError> {
+        let ModelShape::Offline { io } = self.shape().await? else {
+            return crate::backend::recognize_by_stream(self, params, pcm).await;
+        };
+        let channel = grpc::ready(self.channels.next(), self.settings.open_timeout).await?;
+        let client = GrpcInferenceServiceClient::new(channel)
+            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
+        let samples = crate::pcm::pcm_samples(&pcm);
+        let ev = offline::recognize(
+            client,
+            &self.model,
+            &io,
+            &samples,
+            self.settings.infer_timeout,
+        )
+        .await?;
+        Ok(ev.unwrap_or_else(|| crate::backend::TranscriptEvent {
+            is_final: true,
+            ..crate::backend::TranscriptEvent::progress(std::time::Instant::now())
+        }))
+    }
+
     async fn health(&self) -> Health {
         let timeout = self.settings.health_timeout;
         let mut client = self.client();

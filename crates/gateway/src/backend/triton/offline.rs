@@ -35,6 +35,18 @@ pub fn open(
     utterances::open(decode, ep, audio)
 }
 
+/// One whole utterance as one `ModelInfer` (two-pass recognition's quality pass): no
+/// endpointing, the caller's audio is the utterance.
+pub fn recognize(
+    client: Client,
+    model: &str,
+    io: &ModelIo,
+    pcm: &[i16],
+    timeout: Duration,
+) -> Decoding {
+    infer(&client, model, io, pcm, timeout)
+}
+
 fn infer(client: &Client, model: &str, io: &ModelIo, audio: &[i16], timeout: Duration) -> Decoding {
     let mut client = client.clone();
     let pcm = crate::pcm::pcm_bytes(audio);
