@@ -46,13 +46,9 @@ where
             .place(ev, up.offset, up.sent, self.config.word_timestamps);
         let metrics = self.ctx.metrics.clone();
         if !is_final {
-            let mut transcript = placed.transcript;
+            let transcript = placed.transcript;
             if transcript.text.is_empty() || !self.config.interim_results {
                 return Ok(());
-            }
-            // Finals held for their quality pass: the open hypothesis still covers them.
-            if let Some(q) = self.quality.as_ref().filter(|q| !q.is_empty()) {
-                transcript.text = format!("{} {}", q.held_text(), transcript.text);
             }
             let now = Instant::now();
             if let Some(at) = self.frames.arrival_of(transcript.timestamp_ms) {
@@ -69,8 +65,14 @@ where
                 }
             }
             self.gaps.words_until(last_word_end_ms(&transcript));
+            // The partial as the back end gave it is what a promotion would finalise.
             self.last_partial = Some(transcript.clone());
-            self.emit(Event::Partial(transcript)).await?;
+            let mut shown = transcript;
+            // Finals held for their quality pass: the open hypothesis still covers them.
+            if let Some(q) = self.quality.as_ref().filter(|q| !q.is_empty()) {
+                shown.text = format!("{} {}", q.held_text(), shown.text);
+            }
+            self.emit(Event::Partial(shown)).await?;
             metrics
                 .relay_overhead
                 .observe(received_at.elapsed().as_secs_f64());

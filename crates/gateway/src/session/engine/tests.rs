@@ -1119,3 +1119,48 @@ async fn end_waits_for_the_held_finals_before_the_close() {
     }
     assert_eq!(s.next().await, Event::Close(CloseCause::Normal));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_promoted_partial_after_a_held_final_does_not_repeat_its_text() {
+    let (setup, _finals) = two_pass_setup(vec![
+        (
+            Duration::from_millis(500),
+            Ok(result(true, "ONE", &[(0, 900)])),
+        ),
+        // The promoted final's pass fails: its own fast text is what goes out.
+        (
+            Duration::ZERO,
+            Err(BackendError::new(
+                BackendErrorKind::Unavailable,
+                ErrorClass::UpstreamRetryable,
+                "connection refused",
+            )),
+        ),
+    ]);
+    let mut s = setup.start();
+    s.start();
+    s.send(Command::Audio(audio(0, 1_000).into()));
+    s.send(Command::Audio(audio(1_000, 500).into()));
+    let mut a = s.opened().await;
+    a.read(bytes(1_000)).await;
+    a.read(bytes(500)).await;
+    a.answer(result(true, "one", &[(100, 900)]));
+    a.answer(result(false, "two", &[(1_000, 1_400)]));
+    assert_eq!(
+        transcript(s.next().await).text,
+        "one two",
+        "shown with the held final"
+    );
+    s.send(Command::End);
+    assert!(a.read_to_end().await.is_empty());
+    drop(a); // no final of its own: the partial is promoted
+    let texts: Vec<String> = [s.next().await, s.next().await]
+        .into_iter()
+        .map(|e| match e {
+            Event::Final(t) => t.text,
+            other => panic!("expected finals, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(texts, ["ONE", "two"], "each utterance once");
+    assert_eq!(s.next().await, Event::Close(CloseCause::Normal));
+}
