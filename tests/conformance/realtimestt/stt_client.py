@@ -92,7 +92,6 @@ def main() -> None:
         for at in range(0, len(pcm), step):
             client.feed_audio(pcm[at:at + step], None, rate)
             time.sleep(args.chunk_ms / 1000 * args.pace)
-        report["recording_during"] = client.get_parameter("is_recording")
         # The end of speech: the server's recorder would stop at silence; here the
         # client asks for it.
         client.stop()
