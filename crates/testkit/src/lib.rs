@@ -110,6 +110,14 @@ pub async fn openai_realtime(url: &str, key: &str, wav: &Path, args: &[&str]) ->
     python_client("the OpenAI realtime client", "openai_realtime.py", args).await
 }
 
+/// Runs the dual-model `/ws` client written from that server's README
+/// (`tests/conformance/dualmodel_client.py`) against `url` (`ws://host:port/ws`),
+/// streaming `wav` (16 kHz mono); its JSON report (`messages`, `close`).
+pub async fn dualmodel_client(url: &str, wav: &Path, args: &[&str]) -> serde_json::Value {
+    let args = os_args(&["--url", url], Some(("--wav", wav)), args);
+    python_client("the dual-model /ws client", "dualmodel_client.py", args).await
+}
+
 /// Runs NVIDIA's realtime ASR client (`tests/conformance/riva_realtime.py`) against the
 /// gateway at `server` (`host:port`) with `key` as its mint key; its JSON report.
 pub async fn riva_realtime(server: &str, key: &str, wav: &Path) -> serde_json::Value {

@@ -154,6 +154,14 @@ pub trait Dialect: Contract {
         None
     }
 
+    /// Commands for the session from elsewhere than its socket (a contract whose control
+    /// messages come on a second connection), merged with the client's until the socket
+    /// ends. Taken once, at the start; `None` (the default): the socket's only. Not for
+    /// multichannel connections.
+    fn side_channel(&self) -> Option<futures::stream::BoxStream<'static, Command>> {
+        None
+    }
+
     /// One client message as commands: none for messages that mean nothing to the session
     /// (control frames), usually one, several when the dialect splits a message (audio
     /// longer than a session frame).

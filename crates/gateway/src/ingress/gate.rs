@@ -293,7 +293,7 @@ fn refuse<D: Contract>(state: &AppState, why: Refusal) -> Response {
 /// The address the connection limit counts: the TCP peer, or — behind a proxy, when
 /// `limits.client_ip_header` is set — the last address in that header (the one the
 /// proxy itself appended; earlier ones are the client's word).
-fn client_ip(config: &Config, headers: &HeaderMap, peer: PeerAddr) -> IpAddr {
+pub(super) fn client_ip(config: &Config, headers: &HeaderMap, peer: PeerAddr) -> IpAddr {
     config
         .limits
         .client_ip_header

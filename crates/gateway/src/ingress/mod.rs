@@ -10,6 +10,8 @@
 //! |---|---|
 //! | [`dialect`] | the `Dialect` trait: a client contract's codec, error body, close codes, credentials |
 //! | [`v1`] | the v1 contract (`/v1/audio/stream`): its dialect and its wire types |
+//! | [`dualmodel`] | the dual-model STT server's `/ws` contract (interims with `stable_chars`, finals with segments, status) |
+//! | [`realtimestt`] | RealtimeSTT's `stt-server` contract: paired control and data connections (`/realtimestt/control`, `/realtimestt/data`), its health shape |
 //! | [`deepgram`] | the Deepgram-compatible API: the live dialect (`GET /v1/listen`) and prerecorded files (`POST /v1/listen`) |
 //! | [`openai`] | the OpenAI-compatible API: `POST /v1/audio/transcriptions`, `GET /v1/models` |
 //! | [`files`] | whole-file requests: the body within `files.*`, decoding, one paced session per channel |
@@ -21,11 +23,13 @@
 
 pub mod deepgram;
 pub mod dialect;
+pub mod dualmodel;
 pub mod files;
 pub mod gate;
 pub mod openai;
 pub mod ops;
 pub mod page;
+pub mod realtimestt;
 pub mod server;
 pub mod socket;
 pub mod v1;
@@ -103,6 +107,9 @@ pub fn app(state: AppState) -> HttpRouter {
             "/v1/realtime",
             get(socket::endpoint::<openai::realtime::Realtime>),
         )
+        .route("/ws", get(socket::endpoint::<dualmodel::DualModel>))
+        // RealtimeSTT's control and data connections (the pairs they share, inside).
+        .merge(realtimestt::router())
         .route(
             "/v1/realtime/transcription_sessions",
             axum::routing::post(openai::transcription_sessions),
@@ -118,6 +125,7 @@ pub fn admin_app(state: AppState) -> HttpRouter {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/status", get(status))
+        .route("/realtimestt/health", get(realtimestt::health::health))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -139,6 +147,7 @@ fn operational(router: HttpRouter<AppState>, state: &AppState) -> HttpRouter<App
     } else {
         router
             .route("/status", get(status))
+            .route("/realtimestt/health", get(realtimestt::health::health))
             .route("/metrics", get(metrics))
     }
 }

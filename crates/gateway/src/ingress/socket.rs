@@ -36,16 +36,30 @@ pub async fn endpoint<D: Dialect>(
     RawQuery(query): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Response {
+    upgrade_with(state, peer, &headers, query.as_deref(), ws, D::accept)
+}
+
+/// [`endpoint`] with the codec made by `accept` instead of [`Dialect::accept`], once the
+/// gate let the request through: for a dialect whose codec needs more than the request
+/// (state its route shares between connections).
+pub fn upgrade_with<D: Dialect>(
+    state: AppState,
+    peer: PeerAddr,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    ws: WebSocketUpgrade,
+    accept: impl FnOnce(&Upgrade<'_>) -> Result<D, SessionError>,
+) -> Response {
     let request = Upgrade {
-        headers: &headers,
-        query: query.as_deref(),
+        headers,
+        query,
         config: &state.config,
     };
     let admitted = match gate::check::<D>(&state, peer, &request) {
         Ok(a) => a,
         Err(refusal) => return *refusal,
     };
-    let codec = match D::accept(&request) {
+    let codec = match accept(&request) {
         Ok(codec) => codec,
         Err(e) => return gate::bad_request::<D>(&state, &e),
     };
@@ -134,6 +148,18 @@ async fn run<D: Dialect>(
             future::ready(next)
         })
         .flat_map(stream::iter);
+    // Commands from elsewhere (a control connection) join the client's, until the client's
+    // end: the session ends with its own socket.
+    let received = match codec.side_channel() {
+        None => received.boxed(),
+        Some(side) => stream::select(
+            received.map(Some).chain(stream::once(future::ready(None))),
+            side.map(Some),
+        )
+        .take_while(|c| future::ready(c.is_some()))
+        .filter_map(future::ready)
+        .boxed(),
+    };
     let mut commands = Box::pin(stream::iter(codec.opening()).chain(received));
     let write_timeout = ctx.limits.write_timeout;
     let encoder = codec.clone();
