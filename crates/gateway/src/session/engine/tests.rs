@@ -322,6 +322,7 @@ fn result(is_final: bool, text: &str, words: &[(u64, u64)]) -> TranscriptEvent {
             .collect(),
         received_at: Instant::now(),
         local: false,
+        notice: None,
     }
 }
 
