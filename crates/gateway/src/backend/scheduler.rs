@@ -200,6 +200,9 @@ impl Scheduler {
 impl Shared {
     /// Starts what may start (finals first), then settles the pause and the gauges.
     fn dispatch(self: &Arc<Self>, st: &mut State) {
+        // callers that went away (their session ended) neither wait nor count
+        st.finals.retain(|w| !w.tx.is_closed());
+        st.partials.retain(|(_, w)| !w.tx.is_closed());
         while st.inflight < self.max_inflight {
             let waiter = match st.finals.pop_front() {
                 Some(w) => w,
