@@ -23,9 +23,10 @@
 //! failed decode ends the stream with that error, and the session fails over and replays
 //! the audio since its last final. Requests are watched by that deadline alone: the loop
 //! says it is alive ([`TranscriptEvent::idle`]) after every chunk and every
-//! [`HEARTBEAT`] while a final waits in the queue or is being decoded, so the session's stall detection never
-//! cuts a slow but bounded request short (a decode longer than `session.stall_timeout`
-//! used to fail the session over and send the utterance to the next back end too).
+//! [`HEARTBEAT`] while a final waits in the queue or is being decoded, so the session's
+//! stall detection never cuts a slow but bounded request short (a decode longer than
+//! `session.stall_timeout` used to fail the session over and send the utterance to the
+//! next back end too).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
