@@ -226,3 +226,24 @@ async fn the_finals_queue_is_bounded_and_a_refused_final_is_an_error() {
     a.await.unwrap().unwrap();
     assert!(!log.started().contains(&"refused"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_whose_session_went_away_takes_no_slot_and_no_request() {
+    let q = Scheduler::new(1, Default::default());
+    let log = Log::default();
+    let (a, release_a) = held(&log, "running");
+    let a = spawn(q.run_final(a));
+    settle().await;
+    let gone = spawn(q.run_final(quick(&log, "gone")));
+    let next = spawn(q.run_final(quick(&log, "next")));
+    settle().await;
+    gone.abort(); // its session ended while it waited
+    settle().await;
+    release_a.send(()).unwrap();
+    settle().await;
+    a.await.unwrap().unwrap();
+    assert_eq!(text(next.await.unwrap()).as_deref(), Some("next"));
+    assert_eq!(log.started(), ["running", "next"]);
+    let s = q.status();
+    assert_eq!((s.inflight, s.finals_waiting), (0, 0));
+}
