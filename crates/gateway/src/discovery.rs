@@ -105,7 +105,7 @@ pub async fn run_pool(
                         .iter()
                         .find(|ip| url.at_address(**ip).url == name)
                         .copied()?;
-                    match backend::connect(&url.at_address(ip), &config) {
+                    match backend::connect(&url.at_address(ip), &config, router.metrics()) {
                         Ok(b) => Some(b),
                         Err(e) => {
                             tracing::warn!(pool = %pool, backend = name, error = %e, "cannot use a pool address");

@@ -129,7 +129,7 @@ pub async fn serve_with_admin(
             let b = match existing {
                 Some(b) => b,
                 None => {
-                    let b = backend::connect(url, &config)?;
+                    let b = backend::connect(url, &config, &metrics)?;
                     built.push(b.clone());
                     b
                 }

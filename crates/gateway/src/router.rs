@@ -305,6 +305,9 @@ pub struct BackendStatus {
     pub max_sessions: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Request/response back ends: their finals-first decode queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<crate::backend::scheduler::QueueStatus>,
 }
 
 #[derive(Serialize)]
@@ -575,6 +578,7 @@ impl Router {
                         active_sessions: b.active_sessions(),
                         max_sessions: b.max_sessions,
                         problem: b.last_problem.lock().expect("not poisoned").clone(),
+                        queue: b.backend.queue(),
                     })
                     .collect::<Vec<_>>();
                 let route_pools = pools

@@ -466,6 +466,7 @@ pub fn map_message(text: &str, received_at: Instant) -> Result<Mapped, BackendEr
             .collect(),
         received_at,
         local: false,
+        notice: None,
     }))
 }
 

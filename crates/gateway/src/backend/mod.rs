@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod openai_http;
 pub mod proto;
 pub mod riva;
+pub mod scheduler;
 pub mod triton;
 pub mod utterances;
 
@@ -26,6 +27,7 @@ use futures::stream::BoxStream;
 
 use crate::config::{BackendProtocol, BackendUrl, Config};
 use crate::error::ErrorClass;
+use crate::telemetry::metrics::Metrics;
 
 /// PCM16LE mono audio at the back end's sample rate.
 pub type AudioStream = BoxStream<'static, Bytes>;
@@ -80,6 +82,17 @@ pub struct TranscriptEvent {
     pub received_at: Instant,
     /// A sign of life from the adapter itself, not from the server ([`Self::idle`]).
     pub local: bool,
+    /// The adapter's news for the client (on a `local` event): see [`Notice`].
+    pub notice: Option<Notice>,
+}
+
+/// What an adapter tells its session's client besides results (a `status` message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Partial re-decodes are paused: the back end's finals back up ([`scheduler`]).
+    InterimPaused,
+    /// Partial re-decodes come again.
+    InterimResumed,
 }
 
 impl TranscriptEvent {
@@ -95,6 +108,7 @@ impl TranscriptEvent {
             words: Vec::new(),
             received_at,
             local: false,
+            notice: None,
         }
     }
 
@@ -211,6 +225,11 @@ pub trait SpeechBackend: Send + Sync {
     fn max_stream_age(&self) -> Option<std::time::Duration> {
         None
     }
+    /// The back end's decode queue, for back ends that queue requests in the gateway
+    /// ([`scheduler`]).
+    fn queue(&self) -> Option<scheduler::QueueStatus> {
+        None
+    }
 }
 
 /// [`SpeechBackend::recognize`] over [`SpeechBackend::open`]: one stream fed the audio in
@@ -256,21 +275,29 @@ pub async fn recognize_by_stream<B: SpeechBackend + ?Sized>(
         words,
         received_at: Instant::now(),
         local: false,
+        notice: None,
     })
 }
 
 /// Builds the adapter a URL names.
-pub fn connect(url: &BackendUrl, config: &Config) -> Result<Arc<dyn SpeechBackend>, BackendError> {
+pub fn connect(
+    url: &BackendUrl,
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Arc<dyn SpeechBackend>, BackendError> {
     match url.protocol {
         BackendProtocol::Riva => Ok(Arc::new(riva::RivaBackend::new(url, &config.riva)?)),
-        BackendProtocol::Triton => Ok(Arc::new(triton::TritonBackend::new(url, &config.triton)?)),
+        BackendProtocol::Triton => Ok(Arc::new(
+            triton::TritonBackend::new(url, &config.triton)?
+                .with_queue_metrics(metrics.decode_queue(&url.url)),
+        )),
         BackendProtocol::Deepgram => Ok(Arc::new(deepgram::DeepgramBackend::new(
             url,
             &config.deepgram_backend,
         )?)),
-        BackendProtocol::OpenAi => Ok(Arc::new(openai_http::OpenAiBackend::new(
-            url,
-            &config.openai_backend,
-        )?)),
+        BackendProtocol::OpenAi => Ok(Arc::new(
+            openai_http::OpenAiBackend::new(url, &config.openai_backend)?
+                .with_queue_metrics(metrics.decode_queue(&url.url)),
+        )),
     }
 }

@@ -334,6 +334,7 @@ pub(crate) fn map_result(r: &StreamingRecognitionResult, received_at: Instant) -
             .unwrap_or_default(),
         received_at,
         local: false,
+        notice: None,
     }
 }
 

@@ -13,15 +13,24 @@
 //! "speech" shorter than `MIN_SPEECH` are dropped as noise without a request, so clicks
 //! and faint noise cost nothing and produce no text.
 //!
+//! Requests go through the adapter's [`Scheduler`] (one per back end, shared by its
+//! sessions): finals first, a session's partial still waiting there replaced by its newer
+//! one (so the loop may ask for a partial while an older one waits, not while one runs),
+//! and partials paused while the back end's finals back up — the loop tells its session
+//! ([`scheduler::notice`]: `interim_paused`, `interim_resumed`).
+//!
 //! Each adapter bounds its own requests (its deadline is part of the decode future); a
 //! failed decode ends the stream with that error, and the session fails over and replays
 //! the audio since its last final. Requests are watched by that deadline alone: the loop
 //! says it is alive ([`TranscriptEvent::idle`]) after every chunk and every
-//! [`HEARTBEAT`] while a final is being decoded, so the session's stall detection never
-//! cuts a slow but bounded request short (a decode longer than `session.stall_timeout`
-//! used to fail the session over and send the utterance to the next back end too).
+//! [`HEARTBEAT`] while a final waits in the queue or is being decoded, so the session's
+//! stall detection never cuts a slow but bounded request short (a decode longer than
+//! `session.stall_timeout` used to fail the session over and send the utterance to the
+//! next back end too).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use earshot::{VoiceActivityDetector, VoiceActivityProfile};
@@ -30,6 +39,7 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::backend::scheduler::{self, Scheduler};
 use crate::backend::{AudioStream, BackendError, EventStream, RecognitionParams, TranscriptEvent};
 
 /// VAD frame length.
@@ -97,11 +107,16 @@ where
     }
 }
 
-/// Starts the endpointing task; the returned stream ends when the audio has ended and
-/// the last utterance is final. Dropping it stops the task.
-pub fn open(decoder: impl Decode, ep: Endpointing, audio: AudioStream) -> EventStream {
+/// Starts the endpointing task, its requests ordered by `queue`; the returned stream ends
+/// when the audio has ended and the last utterance is final. Dropping it stops the task.
+pub fn open(
+    decoder: impl Decode,
+    ep: Endpointing,
+    audio: AudioStream,
+    queue: Scheduler,
+) -> EventStream {
     let (tx, rx) = mpsc::channel(32);
-    tokio::spawn(run(decoder, ep, audio, tx));
+    tokio::spawn(run(decoder, ep, audio, queue, tx));
     ReceiverStream::new(rx).boxed()
 }
 
@@ -228,22 +243,43 @@ fn place(
     ev
 }
 
-async fn run(decoder: impl Decode, ep: Endpointing, mut audio: AudioStream, tx: Sender) {
+/// A partial re-decode: (utterance start, end, request, whether its turn came).
+type Pending = (u64, u64, Decoding, Arc<AtomicBool>);
+
+async fn run(
+    decoder: impl Decode,
+    ep: Endpointing,
+    mut audio: AudioStream,
+    queue: Scheduler,
+    tx: Sender,
+) {
     let mut seg = Segmenter::new(&ep);
-    let mut partial: Option<(u64, u64, Decoding)> = None; // (utterance start, end, request)
+    let session = queue.session();
+    let mut paused = queue.paused();
+    let mut told_paused = false;
+    let mut partial: Option<Pending> = None;
     let mut last_partial_at = 0usize;
     let mut audio_open = true;
     loop {
         let partial_done = async {
             match partial.as_mut() {
-                Some((_, _, fut)) => fut.await,
+                Some((_, _, fut, _)) => fut.await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             _ = tx.closed() => return,
+            Ok(()) = paused.changed() => {
+                let now = *paused.borrow_and_update();
+                if ep.interim_results && now != told_paused {
+                    told_paused = now;
+                    if tx.send(Ok(scheduler::notice(now))).await.is_err() {
+                        return;
+                    }
+                }
+            }
             result = partial_done => {
-                let (start, end, _) = partial.take().expect("a partial was in flight");
+                let (start, end, _, _) = partial.take().expect("a partial was in flight");
                 match result {
                     // A partial for an utterance that has since ended is stale.
                     Ok(Some(ev)) if seg.start == Some(start) && !ev.text.is_empty() => {
@@ -271,7 +307,7 @@ async fn run(decoder: impl Decode, ep: Endpointing, mut audio: AudioStream, tx: 
                     partial = None;
                     last_partial_at = 0;
                     let end = start + utterance.len() as u64;
-                    let decoding = decoder.decode(&utterance);
+                    let decoding = queue.run_final(decoder.decode(&utterance));
                     tokio::pin!(decoding);
                     let mut beat = tokio::time::interval_at(
                         tokio::time::Instant::now() + HEARTBEAT,
@@ -306,13 +342,26 @@ async fn run(decoder: impl Decode, ep: Endpointing, mut audio: AudioStream, tx: 
                 let _ = tx.try_send(Ok(TranscriptEvent::idle(Instant::now())));
                 if let Some(start) = seg.start {
                     let grown = seg.utterance.len();
+                    // one partial running at a time; one still waiting for its turn is
+                    // replaced by this newer one (coalescing)
+                    let running = partial
+                        .as_ref()
+                        .is_some_and(|(.., started)| started.load(Ordering::Relaxed));
                     if ep.interim_results
-                        && partial.is_none()
+                        && !running
                         && grown >= last_partial_at + ep.samples(ep.partial_interval)
                     {
                         last_partial_at = grown;
                         let end = start + grown as u64;
-                        partial = Some((start, end, decoder.decode(&seg.utterance)));
+                        let started = Arc::new(AtomicBool::new(false));
+                        let flag = started.clone();
+                        let decode = decoder.decode(&seg.utterance);
+                        let request: Decoding = Box::pin(async move {
+                            flag.store(true, Ordering::Relaxed);
+                            decode.await
+                        });
+                        let request = queue.run_partial(session, request);
+                        partial = Some((start, end, request, started));
                     }
                 }
             }
@@ -441,7 +490,8 @@ mod tests {
         pcm.extend(silence(1_000));
         let chunks: Vec<bytes::Bytes> = pcm.chunks(1_600).map(crate::pcm::pcm_bytes).collect();
         let audio = futures::stream::iter(chunks).boxed();
-        let events: Vec<TranscriptEvent> = open(decode, ep(), audio)
+        let queue = Scheduler::new(4, Default::default());
+        let events: Vec<TranscriptEvent> = open(decode, ep(), audio, queue)
             .map(|r| r.expect("no error"))
             .filter(|e| futures::future::ready(!e.is_progress()))
             .collect()

@@ -46,6 +46,8 @@ pub struct TritonSettings {
     /// Copied from `health.timeout`.
     pub health_timeout: Duration,
     pub connections: usize,
+    /// Offline models: requests in flight at once per back end (`backend::scheduler`).
+    pub max_inflight: usize,
 }
 
 /// The `openai_backend` section: every `openai://` back end's requests and endpointing.
@@ -63,6 +65,8 @@ pub struct OpenAiSettings {
     pub key_file: Option<PathBuf>,
     /// Copied from `health.timeout`.
     pub health_timeout: Duration,
+    /// Requests in flight at once per back end (`backend::scheduler`).
+    pub max_inflight: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -463,6 +467,7 @@ pub(super) fn validate_triton(
         }
     }
     connections("triton.connections", t.connections)?;
+    max_inflight("triton.max_inflight", t.max_inflight)?;
     Ok(TritonSettings {
         sample_rate: t.sample_rate,
         connect_timeout: t.connect_timeout,
@@ -473,6 +478,7 @@ pub(super) fn validate_triton(
         infer_timeout: t.infer_timeout,
         health_timeout: health.timeout,
         connections: t.connections,
+        max_inflight: t.max_inflight,
     })
 }
 
@@ -555,6 +561,7 @@ pub(super) fn validate_openai(
             return Err(invalid(key, "must be above zero"));
         }
     }
+    max_inflight("openai_backend.max_inflight", o.max_inflight)?;
     Ok(OpenAiSettings {
         sample_rate: o.sample_rate,
         connect_timeout: o.connect_timeout,
@@ -565,7 +572,16 @@ pub(super) fn validate_openai(
         max_utterance: o.max_utterance,
         key_file: (!o.key_file.trim().is_empty()).then(|| PathBuf::from(o.key_file.trim())),
         health_timeout: health.timeout,
+        max_inflight: o.max_inflight,
     })
+}
+
+/// A back end's concurrent requests (a large value turns the queue's ordering off).
+fn max_inflight(key: &str, n: usize) -> Result<(), ConfigError> {
+    if (1..=4096).contains(&n) {
+        return Ok(());
+    }
+    Err(invalid(key, "must be between 1 and 4096"))
 }
 
 fn connections(key: &str, n: usize) -> Result<(), ConfigError> {

@@ -362,6 +362,9 @@ pub struct RawTriton {
     pub infer_timeout: Duration,
     /// HTTP/2 connections to each Triton back end; streams take them in turn.
     pub connections: usize,
+    /// Offline models: requests in flight to one back end at once; more wait in the
+    /// gateway's finals-first queue (`backend::scheduler`).
+    pub max_inflight: usize,
 }
 
 impl Default for RawTriton {
@@ -375,6 +378,7 @@ impl Default for RawTriton {
             max_utterance: Duration::from_secs(25),
             infer_timeout: Duration::from_secs(30),
             connections: 1,
+            max_inflight: 4,
         }
     }
 }
@@ -405,6 +409,9 @@ pub struct RawOpenAiBackend {
     /// File holding the bearer key sent to every `openai://` back end without its own
     /// `?key_file=` (empty: no `Authorization` header).
     pub key_file: String,
+    /// Requests in flight to one back end at once; more wait in the gateway's
+    /// finals-first queue (`backend::scheduler`).
+    pub max_inflight: usize,
 }
 
 impl Default for RawOpenAiBackend {
@@ -418,6 +425,7 @@ impl Default for RawOpenAiBackend {
             partial_interval: Duration::from_secs(1),
             max_utterance: Duration::from_secs(25),
             key_file: String::new(),
+            max_inflight: 4,
         }
     }
 }

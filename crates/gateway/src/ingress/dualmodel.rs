@@ -74,6 +74,9 @@ struct State {
     /// Session time (ms) where the open utterance began: the end of the last final.
     utterance_start_ms: u64,
     backpressure: Backpressure,
+    /// The back end's finals-first queue paused partial re-decodes (`interim_paused`
+    /// notice) and has not resumed them.
+    queue_paused: bool,
 }
 
 /// One `/ws` connection's codec.
@@ -138,7 +141,7 @@ impl DualModel {
             "backpressure": state.backpressure.label(),
             "cooldown_ms": cooldown_ms,
             "tail_s": self.tail_s,
-            "interim_paused": paused,
+            "interim_paused": paused || state.queue_paused,
         })
     }
 
@@ -321,6 +324,8 @@ impl DualModel {
         match kind {
             StatusState::BackendLagging => state.backpressure = Backpressure::High,
             StatusState::BackendCaughtUp => state.backpressure = Backpressure::Normal,
+            StatusState::InterimPaused => state.queue_paused = true,
+            StatusState::InterimResumed => state.queue_paused = false,
             StatusState::Failover | StatusState::AudioGap => {}
         }
         let mut status = self.status(&state);
@@ -368,6 +373,7 @@ impl Dialect for DualModel {
                 recent: VecDeque::with_capacity(STABLE_WINDOW),
                 utterance_start_ms: 0,
                 backpressure: Backpressure::Normal,
+                queue_paused: false,
             }),
         })
     }

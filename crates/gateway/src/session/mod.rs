@@ -179,6 +179,11 @@ pub enum StatusState {
     BackendLagging,
     /// After `BackendLagging`: results are back within half of `session.lag_warning`.
     BackendCaughtUp,
+    /// The back end's finals back up (a request/response back end's queue, see
+    /// `backend::scheduler`): partials pause so that finals go first. Finals keep coming.
+    InterimPaused,
+    /// After `InterimPaused`: partials come again.
+    InterimResumed,
 }
 
 impl StatusState {
@@ -189,6 +194,8 @@ impl StatusState {
             StatusState::AudioGap => "audio_gap",
             StatusState::BackendLagging => "backend_lagging",
             StatusState::BackendCaughtUp => "backend_caught_up",
+            StatusState::InterimPaused => "interim_paused",
+            StatusState::InterimResumed => "interim_resumed",
         }
     }
 }

@@ -65,6 +65,41 @@ pub struct ReopenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendKindLabels {
+    pub backend: String,
+    /// `final` or `partial`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+/// One back end's decode-queue metrics (`backend::scheduler`), handles into the
+/// registered families; `Default` gives unregistered ones (tests, adapters built alone).
+#[derive(Clone, Debug)]
+pub struct DecodeQueueMetrics {
+    pub finals_depth: Gauge,
+    pub partials_depth: Gauge,
+    pub final_wait: Histogram,
+    pub partial_wait: Histogram,
+    pub partials_skipped: Counter,
+}
+
+impl Default for DecodeQueueMetrics {
+    fn default() -> Self {
+        DecodeQueueMetrics {
+            finals_depth: Gauge::default(),
+            partials_depth: Gauge::default(),
+            final_wait: latency_histogram(),
+            partial_wait: latency_histogram(),
+            partials_skipped: Counter::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
 }
@@ -146,6 +181,9 @@ pub struct Metrics {
     pub backend_tier: Family<RouteBackendLabels, Gauge>,
     pub dns_resolutions_total: Family<PoolOutcomeLabels, Counter>,
     pub two_pass_finals_total: Family<OutcomeLabels, Counter>,
+    pub decode_queue_depth: Family<BackendKindLabels, Gauge>,
+    pub decode_wait_seconds: HistogramFamily<KindLabels>,
+    pub decode_partials_skipped_total: Family<BackendLabels, Counter>,
     pub stream_reopens_total: Family<ReopenLabels, Counter>,
     pub failovers_total: Family<FailoverLabels, Counter>,
     pub failover_seconds: Histogram,
@@ -215,6 +253,9 @@ impl Metrics {
             backend_tier: Family::default(),
             dns_resolutions_total: Family::default(),
             two_pass_finals_total: Family::default(),
+            decode_queue_depth: Family::default(),
+            decode_wait_seconds: Family::new_with_constructor(latency_histogram),
+            decode_partials_skipped_total: Family::default(),
             stream_reopens_total: Family::default(),
             failovers_total: Family::default(),
             failover_seconds: failover_histogram(),
@@ -315,6 +356,21 @@ impl Metrics {
             "sgw_two_pass_finals",
             "Finals of two-pass routes, by outcome: quality (the finals route's text), deadline, failed, quality_empty (the fast final went out)",
             m.two_pass_finals_total.clone(),
+        );
+        registry.register(
+            "sgw_decode_queue_depth",
+            "Decodes waiting for a request/response back end (offline Triton, openai://), by kind (final, partial)",
+            m.decode_queue_depth.clone(),
+        );
+        registry.register(
+            "sgw_decode_wait_seconds",
+            "Time a decode waited in its back end's queue before its request went, by kind",
+            m.decode_wait_seconds.clone(),
+        );
+        registry.register(
+            "sgw_decode_partials_skipped",
+            "Partial re-decodes dropped without a request: replaced by the session's newer one, or paused while finals back up",
+            m.decode_partials_skipped_total.clone(),
         );
         registry.register(
             "sgw_dns_resolutions",
@@ -474,6 +530,35 @@ impl Metrics {
                 backend: backend.into(),
             })
             .set(tier as i64);
+    }
+
+    /// Handles for one back end's decode queue.
+    pub fn decode_queue(&self, backend: &str) -> DecodeQueueMetrics {
+        let depth = |kind: &str| {
+            self.decode_queue_depth
+                .get_or_create(&BackendKindLabels {
+                    backend: backend.into(),
+                    kind: kind.into(),
+                })
+                .clone()
+        };
+        let wait = |kind: &str| {
+            self.decode_wait_seconds
+                .get_or_create(&KindLabels { kind: kind.into() })
+                .clone()
+        };
+        DecodeQueueMetrics {
+            finals_depth: depth("final"),
+            partials_depth: depth("partial"),
+            final_wait: wait("final"),
+            partial_wait: wait("partial"),
+            partials_skipped: self
+                .decode_partials_skipped_total
+                .get_or_create(&BackendLabels {
+                    backend: backend.into(),
+                })
+                .clone(),
+        }
     }
 
     pub fn two_pass_final(&self, outcome: &str) {

@@ -65,6 +65,7 @@ pub fn triton_backend(addr: SocketAddr) -> TritonBackend {
             infer_timeout: Duration::from_secs(10),
             health_timeout: Duration::from_secs(2),
             connections: 1,
+            max_inflight: 4,
         },
     )
     .unwrap()

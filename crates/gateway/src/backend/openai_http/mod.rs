@@ -33,6 +33,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request};
 
+use super::scheduler::{QueueStatus, Scheduler};
 use super::utterances::{self, Decoding, Endpointing};
 use super::{
     AudioStream, BackendError, BackendErrorKind, EventStream, Health, RecognitionParams,
@@ -40,6 +41,7 @@ use super::{
 };
 use crate::config::{BackendUrl, HealthProbe, LanguageForm, OpenAiSettings};
 use crate::error::ErrorClass;
+use crate::telemetry::metrics::DecodeQueueMetrics;
 use connector::HttpClient;
 use wire::{Fields, Format};
 
@@ -53,6 +55,8 @@ const FORMAT_JSON: u8 = 2;
 
 pub struct OpenAiBackend {
     inner: Arc<Inner>,
+    /// Every session's requests, finals first (`openai_backend.max_inflight`).
+    queue: Scheduler,
 }
 
 /// What every request of one back end shares.
@@ -96,6 +100,7 @@ impl OpenAiBackend {
             .parse::<hyper::Uri>()
             .map_err(|e| setup(format!("{}: not a usable HTTP address: {e}", url.url)))?;
         Ok(OpenAiBackend {
+            queue: Scheduler::new(settings.max_inflight, DecodeQueueMetrics::default()),
             inner: Arc::new(Inner {
                 name: url.url.clone(),
                 model: url.model.clone().unwrap_or_default(),
@@ -108,6 +113,14 @@ impl OpenAiBackend {
                 format: AtomicU8::new(FORMAT_UNKNOWN),
             }),
         })
+    }
+}
+
+impl OpenAiBackend {
+    /// Counts the decode queue in these (registered) metrics.
+    pub fn with_queue_metrics(mut self, metrics: DecodeQueueMetrics) -> Self {
+        self.queue = Scheduler::new(self.inner.settings.max_inflight, metrics);
+        self
     }
 }
 
@@ -283,8 +296,9 @@ impl SpeechBackend for OpenAiBackend {
             &params.phrases,
         ));
         let samples = crate::pcm::pcm_samples(&pcm);
-        // Each request is bounded by openai_backend.request_timeout.
-        let ev = self.inner.clone().decode(fields, samples).await?;
+        // Each request is bounded by openai_backend.request_timeout; a final's turn first.
+        let decode = Box::pin(self.inner.clone().decode(fields, samples));
+        let ev = self.queue.run_final(decode).await?;
         Ok(ev.unwrap_or_else(|| crate::backend::TranscriptEvent {
             is_final: true,
             ..crate::backend::TranscriptEvent::progress(Instant::now())
@@ -318,7 +332,12 @@ impl SpeechBackend for OpenAiBackend {
             decode,
             Endpointing::new(defaults, &params),
             audio,
+            self.queue.clone(),
         ))
+    }
+
+    fn queue(&self) -> Option<QueueStatus> {
+        Some(self.queue.status())
     }
 
     async fn health(&self) -> Health {
@@ -384,6 +403,7 @@ mod tests {
             max_utterance: Duration::from_secs(25),
             key_file: None,
             health_timeout: Duration::from_secs(1),
+            max_inflight: 4,
         };
         let ok = BackendUrl::parse("openai://127.0.0.1:8000/v1?model=m").unwrap();
         assert!(OpenAiBackend::new(&ok, &settings).is_ok());

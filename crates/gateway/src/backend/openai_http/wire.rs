@@ -194,6 +194,7 @@ pub fn read_answer(
         words,
         received_at,
         local: false,
+        notice: None,
     }))
 }
 

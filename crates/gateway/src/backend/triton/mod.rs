@@ -27,6 +27,7 @@ use super::proto::inference::model_config::SchedulingChoice;
 use super::proto::inference::{
     DataType, ModelConfigRequest, ModelReadyRequest, ServerReadyRequest,
 };
+use super::scheduler::{QueueStatus, Scheduler};
 use super::utterances::Endpointing;
 use super::{
     AudioStream, BackendError, BackendErrorKind, EventStream, Health, RecognitionParams,
@@ -34,6 +35,7 @@ use super::{
 };
 use crate::config::{BackendUrl, TritonSettings};
 use crate::error::ErrorClass;
+use crate::telemetry::metrics::DecodeQueueMetrics;
 
 pub type Client = GrpcInferenceServiceClient<Channel>;
 
@@ -66,6 +68,8 @@ pub struct TritonBackend {
     channels: ChannelPool,
     settings: TritonSettings,
     shape: OnceCell<ModelShape>,
+    /// Offline models: every session's `ModelInfer`s, finals first (`triton.max_inflight`).
+    queue: Scheduler,
 }
 
 impl TritonBackend {
@@ -76,7 +80,14 @@ impl TritonBackend {
             channels: ChannelPool::new(url, settings.connect_timeout, settings.connections)?,
             settings: settings.clone(),
             shape: OnceCell::new(),
+            queue: Scheduler::new(settings.max_inflight, DecodeQueueMetrics::default()),
         })
+    }
+
+    /// Counts the decode queue in these (registered) metrics.
+    pub fn with_queue_metrics(mut self, metrics: DecodeQueueMetrics) -> Self {
+        self.queue = Scheduler::new(self.settings.max_inflight, metrics);
+        self
     }
 
     fn client(&self) -> Client {
@@ -207,8 +218,13 @@ impl SpeechBackend for TritonBackend {
                 Endpointing::new(offline::endpointing(&self.settings), &params),
                 self.settings.infer_timeout,
                 audio,
+                self.queue.clone(),
             )),
         }
+    }
+
+    fn queue(&self) -> Option<QueueStatus> {
+        matches!(self.shape.get(), Some(ModelShape::Offline { .. })).then(|| self.queue.status())
     }
 
     /// An offline model decodes the utterance in one `ModelInfer`; a streaming one takes
@@ -225,14 +241,14 @@ impl SpeechBackend for TritonBackend {
         let client = GrpcInferenceServiceClient::new(channel)
             .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
         let samples = crate::pcm::pcm_samples(&pcm);
-        let ev = offline::recognize(
+        let decode = offline::recognize(
             client,
             &self.model,
             &io,
             &samples,
             self.settings.infer_timeout,
-        )
-        .await?;
+        );
+        let ev = self.queue.run_final(decode).await?;
         Ok(ev.unwrap_or_else(|| crate::backend::TranscriptEvent {
             is_final: true,
             ..crate::backend::TranscriptEvent::progress(std::time::Instant::now())

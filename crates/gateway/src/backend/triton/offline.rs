@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::tensors;
 use super::{Client, ModelIo};
+use crate::backend::scheduler::Scheduler;
 use crate::backend::utterances::{self, Decoding, Endpointing};
 use crate::backend::{AudioStream, BackendError, BackendErrorKind, EventStream};
 use crate::config::TritonSettings;
@@ -30,9 +31,10 @@ pub fn open(
     ep: Endpointing,
     timeout: Duration,
     audio: AudioStream,
+    queue: Scheduler,
 ) -> EventStream {
     let decode = move |utterance: &[i16]| infer(&client, &model, &io, utterance, timeout);
-    utterances::open(decode, ep, audio)
+    utterances::open(decode, ep, audio, queue)
 }
 
 /// One whole utterance as one `ModelInfer` (two-pass recognition's quality pass): no

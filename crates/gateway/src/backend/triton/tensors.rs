@@ -197,6 +197,7 @@ pub fn read_result(
         words,
         received_at,
         local: false,
+        notice: None,
     }))
 }
 

@@ -67,6 +67,8 @@ const STATUS = {
   audio_gap: 'Some audio could not be replayed after the speech back end was reconnected.',
   backend_lagging: 'The speech back end is falling behind: results will come late, no audio is lost.',
   backend_caught_up: 'The speech back end has caught up.',
+  interim_paused: 'The speech back end is busy: partial results pause so that final results come first.',
+  interim_resumed: 'Partial results resume.',
 };
 
 let run = null; // the current microphone or file session, across reconnections

@@ -67,7 +67,8 @@ pub struct ErrorMessage<'a> {
     pub recoverable: bool,
 }
 
-/// Informational (`failover`, `audio_gap`, `backend_lagging`, `backend_caught_up`);
+/// Informational (`failover`, `audio_gap`, `backend_lagging`, `backend_caught_up`,
+/// `interim_paused`, `interim_resumed`);
 /// clients may ignore it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status<'a> {

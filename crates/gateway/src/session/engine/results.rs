@@ -11,7 +11,7 @@ use futures::Sink;
 use super::super::{Event, Outcome, StatusState};
 use super::two_pass::Utterance;
 use super::{Engine, Phase};
-use crate::backend::TranscriptEvent;
+use crate::backend::{Notice, TranscriptEvent};
 
 impl<E> Engine<E>
 where
@@ -25,7 +25,10 @@ where
         // back end works (settle the lease, end a failure episode).
         up.waiting_since = None;
         if ev.local {
-            return Ok(());
+            return match ev.notice {
+                Some(notice) if self.config.interim_results => self.on_notice(notice).await,
+                _ => Ok(()),
+            };
         }
         if !up.heard {
             up.heard = true;
@@ -279,6 +282,29 @@ where
         self.lagging = !self.lagging;
         self.ticket.set_lagging(self.lagging);
         self.emit(Event::Status { state, message }).await
+    }
+}
+
+impl<E> Engine<E>
+where
+    E: Sink<Event> + Unpin + Send,
+{
+    /// The adapter's news as a `status` for the client (only sessions with partials hear
+    /// that partials pause).
+    async fn on_notice(&mut self, notice: Notice) -> Result<(), Outcome> {
+        let (state, message) = match notice {
+            Notice::InterimPaused => (
+                StatusState::InterimPaused,
+                "the recognition back end's finals are backing up: partial results pause \
+                 so that finals go first; finals keep coming",
+            ),
+            Notice::InterimResumed => (StatusState::InterimResumed, "partial results resume"),
+        };
+        self.emit(Event::Status {
+            state,
+            message: message.into(),
+        })
+        .await
     }
 }
 

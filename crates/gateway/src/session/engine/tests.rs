@@ -322,6 +322,7 @@ fn result(is_final: bool, text: &str, words: &[(u64, u64)]) -> TranscriptEvent {
             .collect(),
         received_at: Instant::now(),
         local: false,
+        notice: None,
     }
 }
 
@@ -1163,4 +1164,32 @@ async fn a_promoted_partial_after_a_held_final_does_not_repeat_its_text() {
         .collect();
     assert_eq!(texts, ["ONE", "two"], "each utterance once");
     assert_eq!(s.next().await, Event::Close(CloseCause::Normal));
+}
+
+/// An adapter's `interim_paused` / `interim_resumed` notices (the finals-first queue of a
+/// request/response back end) reach a client that asked for partials as `status`, and
+/// nothing else: they prove nothing about the back end.
+#[tokio::test(start_paused = true)]
+async fn the_adapters_pause_notices_become_status_messages() {
+    use crate::backend::scheduler::notice;
+    let mut s = Setup::default().start();
+    s.send(Command::Start(StartConfig {
+        sample_rate: RATE,
+        interim_results: true,
+        ..StartConfig::default()
+    }));
+    s.send(Command::Audio(audio(0, 1_000).into()));
+    let a = s.opened().await;
+    a.answer(notice(true));
+    match s.next().await {
+        Event::Status { state, .. } => assert_eq!(state, StatusState::InterimPaused),
+        other => panic!("expected interim_paused, got {other:?}"),
+    }
+    a.answer(notice(false));
+    match s.next().await {
+        Event::Status { state, .. } => assert_eq!(state, StatusState::InterimResumed),
+        other => panic!("expected interim_resumed, got {other:?}"),
+    }
+    a.answer(result(true, "done", &[(100, 400)]));
+    assert!(matches!(s.next().await, Event::Final(_)));
 }

@@ -154,6 +154,7 @@ mod tests {
                 .collect(),
             received_at: Instant::now(),
             local: false,
+            notice: None,
         }
     }
 
