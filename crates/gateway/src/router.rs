@@ -673,36 +673,9 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
-    /// A back end whose health answer the test sets; it never streams.
-    struct Probe(AtomicBool);
-
-    #[async_trait::async_trait]
-    impl SpeechBackend for Probe {
-        fn name(&self) -> &str {
-            "riva://probe:1"
-        }
-        fn sample_rate_hz(&self) -> u32 {
-            16_000
-        }
-        async fn open(
-            &self,
-            _: RecognitionParams,
-            _: AudioStream,
-        ) -> Result<EventStream, BackendError> {
-            unreachable!("health only")
-        }
-        async fn health(&self) -> Health {
-            if self.0.load(Ordering::Relaxed) {
-                Health::Up
-            } else {
-                Health::Down("probe failed".into())
-            }
-        }
-    }
-
     #[tokio::test]
     async fn health_changes_only_after_enough_probes_in_a_row() {
-        let probe = Arc::new(Probe(AtomicBool::new(true)));
+        let probe = Arc::new(Named("riva://probe:1", AtomicBool::new(true)));
         let backend: Arc<dyn SpeechBackend> = probe.clone();
         let settings = HealthSettings {
             interval: Duration::from_secs(1),
@@ -718,27 +691,27 @@ mod tests {
         );
         router.check_all().await;
         assert!(router.ready(), "the first probe decides at once");
-        probe.0.store(false, Ordering::Relaxed);
+        probe.1.store(false, Ordering::Relaxed);
         router.check_all().await;
         router.check_all().await;
         assert!(router.ready(), "two failures are not yet three");
-        probe.0.store(true, Ordering::Relaxed);
+        probe.1.store(true, Ordering::Relaxed);
         router.check_all().await; // a pass resets the streak
-        probe.0.store(false, Ordering::Relaxed);
+        probe.1.store(false, Ordering::Relaxed);
         for _ in 0..2 {
             router.check_all().await;
         }
         assert!(router.ready());
         router.check_all().await;
         assert!(!router.ready(), "three failures in a row");
-        probe.0.store(true, Ordering::Relaxed);
+        probe.1.store(true, Ordering::Relaxed);
         router.check_all().await;
         assert!(!router.ready(), "one pass is not yet two");
         router.check_all().await;
         assert!(router.ready());
     }
 
-    /// A back end with a name whose health the test sets.
+    /// A back end with a name whose health the test sets; it never streams.
     struct Named(&'static str, AtomicBool);
 
     #[async_trait::async_trait]
@@ -754,7 +727,7 @@ mod tests {
             _: RecognitionParams,
             _: AudioStream,
         ) -> Result<EventStream, BackendError> {
-            unreachable!("ranking only")
+            unreachable!("health and ranking only")
         }
         async fn health(&self) -> Health {
             if self.1.load(Ordering::Relaxed) {

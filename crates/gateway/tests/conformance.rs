@@ -10,9 +10,8 @@
 //! Both need the Python venv that `scripts/py-env.sh` builds (pinned with hashes); the
 //! tests run it themselves, so `cargo nextest run` after `.ci/run`'s setup is all it takes.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -54,24 +53,15 @@ impl OfficialServer {
     pub fn start(script: &str) -> OfficialServer {
         let dir = tempfile::tempdir().unwrap();
         let record = dir.path().join("record.jsonl");
-        let mut child = Command::new(python())
-            .arg(repo().join("tests/conformance").join(script))
-            .args(["--port", "0", "--record"])
-            .arg(&record)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("{script} said `{line}`"));
+        let (child, port) = sgw_testkit::python_server(
+            script,
+            &[
+                "--port".as_ref(),
+                "0".as_ref(),
+                "--record".as_ref(),
+                record.as_os_str(),
+            ],
+        );
         OfficialServer {
             child,
             port,

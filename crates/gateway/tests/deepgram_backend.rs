@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sgw_testkit::deepgram_double::{self, DeepgramDouble, Inbound};
 use sgw_testkit::riva_double::{Mode as RivaMode, RivaDouble};
-use sgw_testkit::{Client, Gateway, GatewayProcess, tone};
+use sgw_testkit::{Client, Gateway, GatewayProcess, assert_tiles, send_paced, tone};
 
 fn env(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
@@ -21,35 +21,6 @@ fn key_file(dir: &tempfile::TempDir, key: &str) -> String {
     let path = dir.path().join("deepgram.key");
     std::fs::write(&path, format!("{key}\n")).unwrap();
     path.to_string_lossy().into_owned()
-}
-
-/// The finals' words must tile `[0, total_ms)` exactly: no audio lost, none repeated.
-fn assert_tiles(msgs: &[Value], total_ms: u64) {
-    let mut cursor = 0.0f64;
-    let mut covered = 0;
-    for f in msgs.iter().filter(|m| m["type"] == "final") {
-        covered += f["duration_ms"].as_u64().unwrap();
-        for w in f["words"].as_array().unwrap() {
-            let start = w["start"].as_f64().unwrap();
-            assert!(
-                (start - cursor).abs() < 0.002,
-                "word at {start} s, expected {cursor} s: {f}"
-            );
-            cursor = w["end"].as_f64().unwrap();
-        }
-    }
-    assert_eq!(
-        covered, total_ms,
-        "finals cover exactly the audio sent: {msgs:?}"
-    );
-}
-
-async fn send_paced(c: &mut Client, ms: u64) {
-    let frame = tone(100, 16_000);
-    for _ in 0..ms / 100 {
-        c.audio(&frame).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -2,17 +2,16 @@
 //! `tests/conformance/dns_server.py` — whose records the test changes while sessions run,
 //! with Riva doubles as the replicas (one port, several loopback addresses).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sgw_testkit::proxy::{Fault, FaultProxy};
 use sgw_testkit::riva_double::{Mode, RivaDouble};
-use sgw_testkit::{Client, Gateway, repo, tone};
+use sgw_testkit::{Client, Gateway, assert_tiles, send_paced, tone};
 
 const AUTO: Mode = Mode::Auto {
     final_every_ms: 1_000,
@@ -32,24 +31,17 @@ impl Dns {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("records.json");
         std::fs::write(&path, records.to_string()).unwrap();
-        let mut child = Command::new(sgw_testkit::conformance_python())
-            .arg(repo().join("tests/conformance/dns_server.py"))
-            .args(["--port", "0", "--ttl", "1", "--records"])
-            .arg(&path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("dns_server.py said `{line}`"));
+        let (child, port) = sgw_testkit::python_server(
+            "dns_server.py",
+            &[
+                "--port".as_ref(),
+                "0".as_ref(),
+                "--ttl".as_ref(),
+                "1".as_ref(),
+                "--records".as_ref(),
+                path.as_os_str(),
+            ],
+        );
         Dns {
             child,
             port,
@@ -70,35 +62,6 @@ impl Drop for Dns {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// The finals' words must tile `[0, total_ms)`: no audio lost, none repeated.
-fn assert_tiles(msgs: &[Value], total_ms: u64) {
-    let mut cursor = 0.0f64;
-    let mut covered = 0;
-    for f in msgs.iter().filter(|m| m["type"] == "final") {
-        covered += f["duration_ms"].as_u64().unwrap();
-        for w in f["words"].as_array().unwrap() {
-            let start = w["start"].as_f64().unwrap();
-            assert!(
-                (start - cursor).abs() < 0.002,
-                "word at {start} s, expected {cursor} s: {f}"
-            );
-            cursor = w["end"].as_f64().unwrap();
-        }
-    }
-    assert_eq!(
-        covered, total_ms,
-        "finals cover exactly the audio sent: {msgs:?}"
-    );
-}
-
-async fn send_paced(c: &mut Client, ms: u64) {
-    let frame = tone(100, 16_000);
-    for _ in 0..ms / 100 {
-        c.audio(&frame).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sgw_testkit::riva_double::{Mode, RivaDouble, final_result};
-use sgw_testkit::{Client, Gateway, GatewayProcess, attempt, tone};
+use sgw_testkit::{Client, Gateway, GatewayProcess, assert_tiles, attempt, send_paced, tone};
 use speech_gateway::config::BackendProtocol;
 use tonic::Status;
 
@@ -16,35 +16,6 @@ const AUTO: Mode = Mode::Auto {
 
 fn env(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
-}
-
-/// The finals' words must tile `[0, total_ms)` exactly: no audio lost, none repeated.
-fn assert_tiles(msgs: &[Value], total_ms: u64) {
-    let mut cursor = 0.0f64;
-    let mut covered = 0;
-    for f in msgs.iter().filter(|m| m["type"] == "final") {
-        covered += f["duration_ms"].as_u64().unwrap();
-        for w in f["words"].as_array().unwrap() {
-            let start = w["start"].as_f64().unwrap();
-            assert!(
-                (start - cursor).abs() < 0.002,
-                "word at {start} s, expected {cursor} s: {f}"
-            );
-            cursor = w["end"].as_f64().unwrap();
-        }
-    }
-    assert_eq!(
-        covered, total_ms,
-        "finals cover exactly the audio sent: {msgs:?}"
-    );
-}
-
-async fn send_paced(c: &mut sgw_testkit::Client, ms: u64) {
-    let frame = tone(100, 16_000);
-    for _ in 0..ms / 100 {
-        c.audio(&frame).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

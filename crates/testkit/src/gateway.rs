@@ -508,6 +508,37 @@ pub fn close_code(c: CloseCode) -> u16 {
     u16::from(c)
 }
 
+/// The finals among a session's v1 messages must tile `[0, total_ms)` exactly, word after
+/// word: no audio lost, none repeated (the Riva double's auto mode words every 100 ms).
+pub fn assert_tiles(msgs: &[Value], total_ms: u64) {
+    let mut cursor = 0.0f64;
+    let mut covered = 0;
+    for f in msgs.iter().filter(|m| m["type"] == "final") {
+        covered += f["duration_ms"].as_u64().unwrap();
+        for w in f["words"].as_array().unwrap() {
+            let start = w["start"].as_f64().unwrap();
+            assert!(
+                (start - cursor).abs() < 0.002,
+                "word at {start} s, expected {cursor} s: {f}"
+            );
+            cursor = w["end"].as_f64().unwrap();
+        }
+    }
+    assert_eq!(
+        covered, total_ms,
+        "finals cover exactly the audio sent: {msgs:?}"
+    );
+}
+
+/// Sends `ms` of 16 kHz tone in 100 ms frames, 20 ms apart (five times real time).
+pub async fn send_paced(c: &mut Client, ms: u64) {
+    let frame = tone(100, 16_000);
+    for _ in 0..ms / 100 {
+        c.audio(&frame).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `ms` of a 440 Hz tone at `rate`, as PCM16LE.
 pub fn tone(ms: u64, rate: u32) -> Vec<u8> {
     let n = rate as u64 * ms / 1000;

@@ -51,6 +51,31 @@ pub fn conformance_python() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
 }
 
+/// Starts one of the server scripts of `tests/conformance/` (`riva_server.py`,
+/// `dns_server.py`, …) in the conformance venv with `args`. Each prints `PORT <n>` once it
+/// listens on 127.0.0.1 and exits when its stdin (a pipe held by the returned child) closes.
+pub fn python_server(script: &str, args: &[&std::ffi::OsStr]) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(conformance_python())
+        .arg(repo().join("tests/conformance").join(script))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("python starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("the server's first line");
+    let port = line
+        .trim()
+        .strip_prefix("PORT ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{script} said `{line}`"));
+    (child, port)
+}
+
 /// Runs one of the official-client scripts of `tests/conformance/` with `args` in the
 /// conformance venv; the JSON object it prints. `what` names the client in failures.
 pub async fn python_client(
