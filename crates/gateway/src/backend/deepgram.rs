@@ -196,34 +196,8 @@ fn authorization(file: &Path) -> Result<HeaderValue, files::FileError> {
 /// system's roots; its client certificate, if any; its server name, else the host.
 fn client_tls(url: &BackendUrl) -> Result<Tls, files::FileError> {
     let f = &url.tls_files;
-    let roots = match &f.ca {
-        Some(ca) => files::root_store(ca)?,
-        None => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            roots
-        }
-    };
-    let builder = rustls::ClientConfig::builder_with_provider(files::provider())
-        .with_safe_default_protocol_versions()
-        .expect("the default provider supports the default TLS versions")
-        .with_root_certificates(roots);
-    let mut config = match (&f.cert, &f.key) {
-        (Some(cert), Some(key)) => {
-            files::certified_key(cert, key)?;
-            builder
-                .with_client_auth_cert(files::certificates(cert)?, files::private_key(key)?)
-                .map_err(|e| files::FileError {
-                    file: key.clone(),
-                    problem: format!("unusable client key: {e}"),
-                })?
-        }
-        _ => builder.with_no_client_auth(),
-    };
     // A WebSocket upgrade is HTTP/1.1.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = files::backend_http1_config(f)?;
     let name = f.server_name.clone().unwrap_or_else(|| url.host.clone());
     let server_name = ServerName::try_from(name.clone()).map_err(|_| files::FileError {
         file: Default::default(),

@@ -91,6 +91,39 @@ pub fn root_store(ca: &Path) -> Result<rustls::RootCertStore, FileError> {
     Ok(roots)
 }
 
+/// The TLS client configuration of an HTTP/1.1 back end (`openais://`, `deepgrams://`):
+/// its CA bundle (the URL's or `[backend_tls]`'s), else the system's roots; its client
+/// certificate, if any (mTLS); ALPN `http/1.1`.
+pub fn backend_http1_config(
+    tls: &crate::config::BackendTls,
+) -> Result<rustls::ClientConfig, FileError> {
+    let roots = match &tls.ca {
+        Some(ca) => root_store(ca)?,
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            roots
+        }
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the default provider supports the default TLS versions")
+        .with_root_certificates(roots);
+    let mut config = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            certified_key(cert, key)?;
+            builder
+                .with_client_auth_cert(certificates(cert)?, private_key(key)?)
+                .map_err(|e| problem(key, format!("unusable client key: {e}")))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// A TLS client configuration trusting the system's roots and, if given, every certificate
 /// of `ca` (e.g. the development CA of `scripts/gen-certs.sh`): the `healthcheck` probe's
 /// and the client tools' `https://` / `wss://` connections to a gateway.

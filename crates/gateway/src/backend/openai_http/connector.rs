@@ -59,35 +59,7 @@ pub fn client(url: &BackendUrl, connect_timeout: Duration) -> Result<HttpClient,
 /// rustls for `openais://`: HTTP/1.1 by ALPN, the URL's CA bundle (else the system's
 /// roots), its client certificate if any.
 fn tls_config(url: &BackendUrl) -> Result<rustls::ClientConfig, FileError> {
-    let f = &url.tls_files;
-    let roots = match &f.ca {
-        Some(ca) => files::root_store(ca)?,
-        None => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            roots
-        }
-    };
-    let builder = rustls::ClientConfig::builder_with_provider(files::provider())
-        .with_safe_default_protocol_versions()
-        .expect("the default provider supports the default TLS versions")
-        .with_root_certificates(roots);
-    let mut config = match (&f.cert, &f.key) {
-        (Some(cert), Some(key)) => {
-            files::certified_key(cert, key)?;
-            builder
-                .with_client_auth_cert(files::certificates(cert)?, files::private_key(key)?)
-                .map_err(|e| FileError {
-                    file: key.clone(),
-                    problem: format!("unusable client key: {e}"),
-                })?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    files::backend_http1_config(&url.tls_files)
 }
 
 /// TCP, then TLS when the back end is `openais://`.
