@@ -99,13 +99,11 @@ pub async fn run_pool(
         let wait = match resolve(&resolver, &url).await {
             Ok((ips, ttl)) => {
                 router.metrics().dns_resolution(&pool, "ok");
-                let names: Vec<String> = ips.iter().map(|ip| url.at_address(*ip).url).collect();
+                let members: Vec<BackendUrl> = ips.iter().map(|ip| url.at_address(*ip)).collect();
+                let names: Vec<String> = members.iter().map(|m| m.url.clone()).collect();
                 let make = |name: &str| -> Option<Arc<dyn SpeechBackend>> {
-                    let ip = ips
-                        .iter()
-                        .find(|ip| url.at_address(**ip).url == name)
-                        .copied()?;
-                    match backend::connect(&url.at_address(ip), &config, router.metrics()) {
+                    let member = members.iter().find(|m| m.url == name)?;
+                    match backend::connect(member, &config, router.metrics()) {
                         Ok(b) => Some(b),
                         Err(e) => {
                             tracing::warn!(pool = %pool, backend = name, error = %e, "cannot use a pool address");

@@ -91,6 +91,17 @@ impl Resampler {
     }
 }
 
+/// A whole buffer converted at once (its look-ahead flushed: nothing lost at the end).
+pub fn convert(from_hz: u32, to_hz: u32, input: &[i16]) -> Vec<i16> {
+    let mut r = Resampler::new(from_hz, to_hz);
+    let mut out = Vec::with_capacity(
+        (input.len() as u64 * u64::from(to_hz) / u64::from(from_hz.max(1))) as usize + 64,
+    );
+    r.process(input, &mut out);
+    r.flush(&mut out);
+    out
+}
+
 /// Polyphase windowed-sinc interpolator plus its streaming state.
 ///
 /// Output sample `n` sits at input time `n * down / up` (input sample `k` at time `k`),
@@ -305,14 +316,6 @@ mod tests {
                 (amplitude * (2.0 * PI * freq * i as f64 / f64::from(rate)).sin()).round() as i16
             })
             .collect()
-    }
-
-    fn convert(from: u32, to: u32, input: &[i16]) -> Vec<i16> {
-        let mut r = Resampler::new(from, to);
-        let mut out = Vec::new();
-        r.process(input, &mut out);
-        r.flush(&mut out);
-        out
     }
 
     /// Amplitude of the `freq` component (Goertzel), for a whole number of cycles.

@@ -20,15 +20,13 @@ impl Wav {
     /// The same audio at `rate`, converted with the gateway's own resampler (look-ahead
     /// flushed, so nothing is lost at the end).
     pub fn resampled(self, rate: u32) -> Wav {
-        let mut r = speech_gateway::session::resample::Resampler::new(self.sample_rate, rate);
-        let mut samples = Vec::with_capacity(
-            self.samples.len() * rate as usize / self.sample_rate.max(1) as usize + 64,
-        );
-        r.process(&self.samples, &mut samples);
-        r.flush(&mut samples);
         Wav {
+            samples: speech_gateway::session::resample::convert(
+                self.sample_rate,
+                rate,
+                &self.samples,
+            ),
             sample_rate: rate,
-            samples,
         }
     }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
-use super::super::resample::Resampler;
+use super::super::resample;
 use super::super::{Transcript, Word};
 use crate::backend::{RecognitionParams, TranscriptEvent};
 use crate::error::ErrorClass;
@@ -137,8 +137,8 @@ impl Quality {
         if let State::Decoding(task) = &mut head.state {
             let verdict = match tokio::time::timeout_at(head.due, &mut *task).await {
                 Ok(Ok(Ok(ev))) => Verdict::Quality(ev),
-                Ok(Ok(Err(_))) => Verdict::Fast("failed"),
-                Ok(Err(_)) => Verdict::Fast("failed"),
+                // The pass failed, or its task did (a panic).
+                Ok(_) => Verdict::Fast("failed"),
                 Err(_) => {
                     task.abort();
                     Verdict::Fast("deadline")
@@ -221,6 +221,7 @@ pub(super) fn decode(
     pcm: Vec<u8>,
     from_rate: u32,
 ) -> JoinHandle<Result<TranscriptEvent, String>> {
+    let pcm = Bytes::from(pcm);
     tokio::spawn(async move {
         let mut last = format!("no back end of route `{route}` is usable");
         for handle in router.candidates(&route, &[]) {
@@ -229,13 +230,9 @@ pub(super) fn decode(
             };
             let rate = handle.backend.sample_rate_hz();
             let audio = if rate == from_rate {
-                Bytes::from(pcm.clone())
+                pcm.clone()
             } else {
-                let mut r = Resampler::new(from_rate, rate);
-                let mut out = Vec::new();
-                r.process(&pcm_samples(&pcm), &mut out);
-                r.flush(&mut out);
-                pcm_bytes(&out)
+                pcm_bytes(&resample::convert(from_rate, rate, &pcm_samples(&pcm)))
             };
             params.sample_rate_hz = rate;
             match handle.backend.recognize(params.clone(), audio).await {
