@@ -10,7 +10,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sgw_testkit::deepgram_double::{self, DeepgramDouble, Inbound};
 use sgw_testkit::riva_double::{Mode as RivaMode, RivaDouble};
-use sgw_testkit::{Client, Gateway, GatewayProcess, assert_tiles, send_paced, tone};
+use sgw_testkit::{
+    Client, Gateway, GatewayProcess, assert_failed_over_without_loss, assert_tiles, send_paced,
+    tone,
+};
 
 fn env(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
@@ -136,14 +139,7 @@ async fn a_deepgram_stream_closed_with_1011_fails_over_to_riva_without_losing_au
     s.close(1011, "NET-0000");
     let mut c = feeder.await.unwrap();
     let (msgs, close) = c.drain().await;
-    assert_eq!(close, Some(1000), "{msgs:?}");
-    assert!(
-        msgs.iter()
-            .any(|m| m["type"] == "status" && m["state"] == "failover"),
-        "{msgs:?}"
-    );
-    assert!(!msgs.iter().any(|m| m["type"] == "error"), "{msgs:?}");
-    assert_tiles(&msgs, 2_000);
+    assert_failed_over_without_loss(&msgs, close, 2_000);
     let series = format!(
         "sgw_stream_reopens_total{{backend=\"{}\",reason=\"error\"}}",
         dg.url()

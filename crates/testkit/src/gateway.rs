@@ -530,6 +530,19 @@ pub fn assert_tiles(msgs: &[Value], total_ms: u64) {
     );
 }
 
+/// A session that failed over mid-stream and ended well: closed 1000, told `failover`,
+/// never sent an error, and its finals tile `[0, total_ms)` ([`assert_tiles`]).
+pub fn assert_failed_over_without_loss(msgs: &[Value], close: Option<u16>, total_ms: u64) {
+    assert_eq!(close, Some(1000), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m["type"] == "status" && m["state"] == "failover"),
+        "{msgs:?}"
+    );
+    assert!(!msgs.iter().any(|m| m["type"] == "error"), "{msgs:?}");
+    assert_tiles(msgs, total_ms);
+}
+
 /// Sends `ms` of 16 kHz tone in 100 ms frames, 20 ms apart (five times real time).
 pub async fn send_paced(c: &mut Client, ms: u64) {
     let frame = tone(100, 16_000);
