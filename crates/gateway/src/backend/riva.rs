@@ -218,7 +218,7 @@ pub fn map_response(
             let now = Instant::now();
             let events: Vec<_> = resp
                 .results
-                .iter()
+                .into_iter()
                 .filter(|r| r.channel_tag <= 1)
                 .map(|r| Ok(map_result(r, now)))
                 .collect();
@@ -306,35 +306,51 @@ impl futures::Stream for ResultStream {
 
 /// Maps one Riva result. Riva word times are integer milliseconds of the stream;
 /// `audio_processed` is seconds of the stream.
-pub(crate) fn map_result(r: &StreamingRecognitionResult, received_at: Instant) -> TranscriptEvent {
-    let alt = r.alternatives.first();
+pub(crate) fn map_result(r: StreamingRecognitionResult, received_at: Instant) -> TranscriptEvent {
+    // Taken by value: the words' strings move into the event (a partial of a long
+    // utterance carries every word so far; copying them per result would cost in
+    // proportion to the utterance).
+    let (text, confidence, words) = match r.alternatives.into_iter().next() {
+        Some(alt) => {
+            let mut text = alt.transcript;
+            trim_in_place(&mut text);
+            let words = alt
+                .words
+                .into_iter()
+                .map(|w| StreamWord {
+                    start_ms: w.start_time.max(0) as u64,
+                    end_ms: w.end_time.max(w.start_time).max(0) as u64,
+                    confidence: w.confidence,
+                    // Riva labels speakers from 1; 0 means "no label".
+                    speaker: (w.speaker_tag > 0).then_some(w.speaker_tag as u32),
+                    word: w.word,
+                })
+                .collect();
+            (text, alt.confidence, words)
+        }
+        None => (String::new(), 0.0, Vec::new()),
+    };
     TranscriptEvent {
         is_final: r.is_final,
-        text: alt
-            .map(|a| a.transcript.trim().to_string())
-            .unwrap_or_default(),
-        confidence: alt.map(|a| a.confidence).unwrap_or(0.0),
+        text,
+        confidence,
         stability: r.stability,
         audio_processed_ms: (r.audio_processed > 0.0)
             .then(|| (f64::from(r.audio_processed) * 1000.0).round() as u64),
-        words: alt
-            .map(|a| {
-                a.words
-                    .iter()
-                    .map(|w| StreamWord {
-                        word: w.word.clone(),
-                        start_ms: w.start_time.max(0) as u64,
-                        end_ms: w.end_time.max(w.start_time).max(0) as u64,
-                        confidence: w.confidence,
-                        // Riva labels speakers from 1; 0 means "no label".
-                        speaker: (w.speaker_tag > 0).then_some(w.speaker_tag as u32),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        words,
         received_at,
         local: false,
         notice: None,
+    }
+}
+
+/// Trims leading and trailing whitespace without a new allocation.
+fn trim_in_place(s: &mut String) {
+    let end = s.trim_end().len();
+    s.truncate(end);
+    let lead = s.len() - s.trim_start().len();
+    if lead > 0 {
+        s.drain(..lead);
     }
 }
 
@@ -465,7 +481,7 @@ mod tests {
             audio_processed: 1.25,
             ..Default::default()
         };
-        let e = map_result(&r, Instant::now());
+        let e = map_result(r, Instant::now());
         assert!(e.is_final);
         assert_eq!(e.text, "hello world");
         assert_eq!(e.audio_processed_ms, Some(1250));
@@ -476,7 +492,7 @@ mod tests {
             e.words[1].end_ms, 500,
             "an end before the start is clamped to the start"
         );
-        let empty = map_result(&StreamingRecognitionResult::default(), Instant::now());
+        let empty = map_result(StreamingRecognitionResult::default(), Instant::now());
         assert_eq!(empty.text, "");
         assert_eq!(empty.audio_processed_ms, None);
     }

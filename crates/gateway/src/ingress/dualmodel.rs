@@ -443,14 +443,14 @@ mod tests {
     }
 
     fn partial(text: &str, at_ms: u64) -> Event {
-        Event::Partial(Transcript {
+        Event::Partial(std::sync::Arc::new(Transcript {
             text: text.into(),
             confidence: 0.0,
             timestamp_ms: at_ms,
             duration_ms: 0,
             words: None,
             from_finalize: false,
-        })
+        }))
     }
 
     fn json_of(m: &Message) -> Value {

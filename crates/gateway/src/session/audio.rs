@@ -211,9 +211,17 @@ const IDLE_QUEUE_SLOTS: usize = 64;
 
 /// When each accepted frame arrived, by the session time (ms) at which it ends. Bounded:
 /// only the most recent `horizon_ms` of audio is kept.
+///
+/// A frame costs 8 bytes: its end and arrival are kept as offsets (ms, µs: u32 each) from
+/// a base that moves up when an offset would no longer fit (after 71 minutes of arrivals
+/// — a log spans one utterance, at most the horizon). A long utterance of 100 ms frames
+/// holds 300 entries a minute.
 #[derive(Debug)]
 pub struct FrameLog {
-    entries: VecDeque<(u64, Instant)>,
+    /// (end ms − `base_ms`, arrival µs after `base_at`), oldest first.
+    entries: VecDeque<(u32, u32)>,
+    base_ms: u64,
+    base_at: Option<Instant>,
     horizon_ms: u64,
 }
 
@@ -221,14 +229,62 @@ impl FrameLog {
     pub fn new(horizon_ms: u64) -> Self {
         FrameLog {
             entries: VecDeque::new(),
+            base_ms: 0,
+            base_at: None,
             horizon_ms,
         }
     }
 
+    /// The entry of a frame ending at `end_ms` that arrived `at`, if it fits the base.
+    fn offsets(&self, end_ms: u64, at: Instant) -> Option<(u32, u32)> {
+        let base_at = self.base_at?;
+        let ms = u32::try_from(end_ms.checked_sub(self.base_ms)?).ok()?;
+        let us = u32::try_from(at.saturating_duration_since(base_at).as_micros()).ok()?;
+        Some((ms, us))
+    }
+
+    /// Moves the base up to the oldest entry (dropping entries too old to share a base
+    /// with a frame ending at `end_ms` that arrived `at`).
+    fn rebase(&mut self, end_ms: u64, at: Instant) {
+        while let Some(&(ms, us)) = self.entries.front() {
+            let (new_ms, new_at) = (
+                self.base_ms + u64::from(ms),
+                self.base_at.expect("entries have a base") + Duration::from_micros(u64::from(us)),
+            );
+            let fits = end_ms
+                .checked_sub(new_ms)
+                .is_some_and(|d| d <= u64::from(u32::MAX))
+                && at.saturating_duration_since(new_at).as_micros() <= u128::from(u32::MAX);
+            if !fits {
+                self.entries.pop_front();
+                continue;
+            }
+            for e in &mut self.entries {
+                *e = (e.0 - ms, e.1 - us);
+            }
+            self.base_ms = new_ms;
+            self.base_at = Some(new_at);
+            return;
+        }
+        self.base_ms = end_ms;
+        self.base_at = Some(at);
+    }
+
     pub fn push(&mut self, end_ms: u64, at: Instant) {
-        self.entries.push_back((end_ms, at));
+        if self.entries.is_empty() {
+            self.base_ms = end_ms;
+            self.base_at = Some(at);
+        }
+        let entry = match self.offsets(end_ms, at) {
+            Some(e) => e,
+            None => {
+                self.rebase(end_ms, at);
+                self.offsets(end_ms, at).unwrap_or((0, 0))
+            }
+        };
+        self.entries.push_back(entry);
         while let Some(&(first, _)) = self.entries.front() {
-            if end_ms.saturating_sub(first) > self.horizon_ms {
+            if end_ms.saturating_sub(self.base_ms + u64::from(first)) > self.horizon_ms {
                 self.entries.pop_front();
             } else {
                 break;
@@ -240,10 +296,15 @@ impl FrameLog {
     /// results never ask about earlier audio), so the log holds one utterance, not the
     /// whole horizon.
     pub fn cut(&mut self, ms: u64) {
-        while self.entries.len() > 1 && self.entries.front().is_some_and(|&(end, _)| end < ms) {
+        while self.entries.len() > 1
+            && self
+                .entries
+                .front()
+                .is_some_and(|&(end, _)| self.base_ms + u64::from(end) < ms)
+        {
             self.entries.pop_front();
         }
-        if self.entries.is_empty() && self.entries.capacity() > IDLE_QUEUE_SLOTS {
+        if self.entries.len() <= 1 && self.entries.capacity() > IDLE_QUEUE_SLOTS {
             self.entries.shrink_to(IDLE_QUEUE_SLOTS);
         }
     }
@@ -251,11 +312,12 @@ impl FrameLog {
     /// Arrival of the first frame that reaches `ms` (the frame holding that instant), or
     /// of the last frame if `ms` lies beyond everything received.
     pub fn arrival_of(&self, ms: u64) -> Option<Instant> {
-        let idx = self.entries.partition_point(|&(end, _)| end < ms);
-        self.entries
-            .get(idx)
-            .or_else(|| self.entries.back())
-            .map(|&(_, at)| at)
+        let rel = ms.saturating_sub(self.base_ms);
+        let idx = self
+            .entries
+            .partition_point(|&(end, _)| u64::from(end) < rel);
+        let &(_, us) = self.entries.get(idx).or_else(|| self.entries.back())?;
+        Some(self.base_at? + Duration::from_micros(u64::from(us)))
     }
 }
 
@@ -385,6 +447,34 @@ mod tests {
             Some(t0 + Duration::from_millis(3_000)),
             "the last frame is never forgotten"
         );
+    }
+
+    #[test]
+    fn frame_log_entries_outlive_their_base() {
+        // Arrivals 71+ minutes apart (a session that paused for an hour and more) and
+        // session times past u32 ms: the base moves, answers stay exact to the µs.
+        let t0 = Instant::now();
+        let hour = Duration::from_secs(3_600);
+        let mut log = FrameLog::new(u64::MAX);
+        log.push(100, t0 + Duration::from_micros(7));
+        log.push(200, t0 + hour);
+        log.push(300, t0 + 2 * hour + Duration::from_micros(3));
+        assert_eq!(
+            log.arrival_of(250),
+            Some(t0 + 2 * hour + Duration::from_micros(3))
+        );
+        assert_eq!(log.arrival_of(150), Some(t0 + hour));
+        // the first frame could not share a base with the third: it went
+        assert_eq!(log.arrival_of(0), Some(t0 + hour));
+        let far = 5 * u64::from(u32::MAX);
+        log.push(far, t0 + 2 * hour + Duration::from_millis(1));
+        assert_eq!(
+            log.arrival_of(far),
+            Some(t0 + 2 * hour + Duration::from_millis(1))
+        );
+        assert_eq!(log.arrival_of(far - 1), log.arrival_of(far));
+        log.cut(far);
+        assert_eq!(log.entries.len(), 1);
     }
 
     #[test]

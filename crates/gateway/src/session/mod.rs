@@ -138,7 +138,9 @@ pub struct Transcript {
 /// What the session tells its client.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Partial(Transcript),
+    /// Shared: the engine keeps the open partial (a promotion finalises it) while the
+    /// client's codec renders it, with no copy of its words per result.
+    Partial(std::sync::Arc<Transcript>),
     Final(Transcript),
     Pong {
         timestamp: serde_json::Value,

@@ -8,6 +8,7 @@
 //! here logs or counts.
 
 mod decode;
+mod render;
 pub mod wire;
 
 use std::borrow::Cow;
@@ -16,9 +17,9 @@ use axum::extract::ws::{CloseFrame, Message};
 use serde_json::json;
 
 pub use self::decode::{CUSTOM_KEY_BYTES, CUSTOM_TOTAL_BYTES, CUSTOM_VALUE_BYTES, decode};
-use self::wire::{ErrorMessage, Final, Partial, Pong, ServerMessage, Status};
+use self::wire::{ErrorMessage, Pong, ServerMessage, Status};
 use super::dialect::{Contract, Decoded, Dialect, Upgrade};
-use crate::session::{CloseCause, ErrorKind, Event, SessionError, Transcript, Word};
+use crate::session::{CloseCause, ErrorKind, Event, SessionError};
 
 /// The v1 dialect: settings come in the `start` message, credentials as
 /// `Authorization: Bearer` (or `?token=` when `auth.query_token` is on).
@@ -81,19 +82,7 @@ pub fn close_code(cause: CloseCause) -> u16 {
     }
 }
 
-fn words(t: &Transcript) -> Option<Vec<wire::Word<'_>>> {
-    t.words.as_ref().map(|ws| {
-        ws.iter()
-            .map(|w: &Word| wire::Word {
-                word: Cow::Borrowed(&w.word),
-                start: round3(w.start),
-                end: round3(w.end),
-                confidence: w.confidence,
-            })
-            .collect()
-    })
-}
-
+/// Seconds rounded to the millisecond, as word times go on the wire.
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -106,20 +95,10 @@ pub fn encode(ev: &Event) -> Option<Message> {
         | Event::UtteranceEnd { .. }
         | Event::Finalized
         | Event::Reply(_) => return None,
-        Event::Partial(t) => ServerMessage::Partial(Partial {
-            text: Cow::Borrowed(&t.text),
-            confidence: t.confidence,
-            timestamp_ms: t.timestamp_ms,
-            words: words(t),
-        }),
-        Event::Final(t) => ServerMessage::Final(Final {
-            text: Cow::Borrowed(&t.text),
-            confidence: t.confidence,
-            is_end_of_utterance: true,
-            timestamp_ms: t.timestamp_ms,
-            duration_ms: t.duration_ms,
-            words: words(t),
-        }),
+        // Results, the bulk of the traffic, are written directly (same bytes as the wire
+        // types give; see `render`).
+        Event::Partial(t) => return Some(Message::Text(render::partial(t).into())),
+        Event::Final(t) => return Some(Message::Text(render::final_(t).into())),
         Event::Pong {
             timestamp,
             server_time_ms,
@@ -158,7 +137,7 @@ pub fn encode(ev: &Event) -> Option<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::Command;
+    use crate::session::{Command, Transcript, Word};
     use serde_json::Value;
 
     fn text(s: &str) -> Command {
@@ -211,7 +190,7 @@ mod tests {
                 speaker: None,
             }]),
         };
-        let p = json(encode(&Event::Partial(t.clone())));
+        let p = json(encode(&Event::Partial(std::sync::Arc::new(t.clone()))));
         assert_eq!(p["type"], "partial");
         assert_eq!(p["timestamp_ms"], 1500);
         assert_eq!(p["words"][0]["end"], 0.3);

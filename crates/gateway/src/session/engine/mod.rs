@@ -127,7 +127,7 @@ struct Engine<E> {
     replay: ReplayBuffer,
     frames: FrameLog,
     frames_received: u64,
-    last_partial: Option<Transcript>,
+    last_partial: Option<std::sync::Arc<Transcript>>,
     first_partial_sent: bool,
     /// A `backend_lagging` status was sent and no `backend_caught_up` since.
     lagging: bool,
@@ -714,7 +714,9 @@ where
     /// A partial the back end never finalised becomes a final (its audio is cut from the
     /// replay buffer like any final's).
     async fn promote_last_partial(&mut self) -> Result<(), Outcome> {
-        if let Some(mut last) = self.last_partial.take() {
+        if let Some(last) = self.last_partial.take() {
+            // The client's copy was rendered and dropped: this is the only owner.
+            let mut last = std::sync::Arc::unwrap_or_clone(last);
             let from_ms = self.timeline.last_cut_ms();
             self.timeline.promote(&mut last);
             last.from_finalize = self.finalizing;

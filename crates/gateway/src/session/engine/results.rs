@@ -4,11 +4,12 @@
 //! reached their back end's age cap; and the lag signal (`backend_lagging` /
 //! `backend_caught_up`) from what the back end says it has processed.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::Sink;
 
-use super::super::{Event, Outcome, StatusState};
+use super::super::{Event, Outcome, StatusState, Transcript};
 use super::two_pass::Utterance;
 use super::{Engine, Phase};
 use crate::backend::{Notice, TranscriptEvent};
@@ -68,13 +69,19 @@ where
                 }
             }
             self.gaps.words_until(last_word_end_ms(&transcript));
-            // The partial as the back end gave it is what a promotion would finalise.
+            // The partial as the back end gave it is what a promotion would finalise; the
+            // client is sent the same allocation (no copy of a long utterance's words).
+            let transcript = Arc::new(transcript);
             self.last_partial = Some(transcript.clone());
-            let mut shown = transcript;
-            // Finals held for their quality pass: the open hypothesis still covers them.
-            if let Some(q) = self.quality.as_ref().filter(|q| !q.is_empty()) {
-                shown.text = format!("{} {}", q.held_text(), shown.text);
-            }
+            let shown = match self.quality.as_ref().filter(|q| !q.is_empty()) {
+                // Finals held for their quality pass: the open hypothesis still covers them.
+                Some(q) => {
+                    let mut shown = Transcript::clone(&transcript);
+                    shown.text = format!("{} {}", q.held_text(), shown.text);
+                    Arc::new(shown)
+                }
+                None => transcript,
+            };
             self.emit(Event::Partial(shown)).await?;
             metrics
                 .relay_overhead

@@ -328,7 +328,8 @@ fn result(is_final: bool, text: &str, words: &[(u64, u64)]) -> TranscriptEvent {
 
 fn transcript(ev: Event) -> Transcript {
     match ev {
-        Event::Final(t) | Event::Partial(t) => t,
+        Event::Final(t) => t,
+        Event::Partial(t) => std::sync::Arc::unwrap_or_clone(t),
         other => panic!("expected a result, got {other:?}"),
     }
 }

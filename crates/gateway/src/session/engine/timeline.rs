@@ -81,17 +81,19 @@ impl Timeline {
         let timestamp_ms = (offset_ms + stream_ms).min(self.total_ms().max(offset_ms));
         let speech_end_ms = ev.words.last().map(|w| offset_ms + w.end_ms);
         let speech_start_ms = ev.words.first().map(|w| offset_ms + w.start_ms);
+        // The words' strings move (no copy per result of what a long utterance holds)
+        // into a vector of exactly their number: the engine keeps the open partial, and
+        // collecting in place would keep the decoder's larger, doubled allocation.
         let words = word_timestamps.then(|| {
-            ev.words
-                .iter()
-                .map(|w| Word {
-                    word: w.word.clone(),
-                    start: (offset_ms + w.start_ms) as f64 / 1000.0,
-                    end: (offset_ms + w.end_ms) as f64 / 1000.0,
-                    confidence: w.confidence,
-                    speaker: w.speaker,
-                })
-                .collect()
+            let mut words = Vec::with_capacity(ev.words.len());
+            words.extend(ev.words.into_iter().map(|w| Word {
+                word: w.word,
+                start: (offset_ms + w.start_ms) as f64 / 1000.0,
+                end: (offset_ms + w.end_ms) as f64 / 1000.0,
+                confidence: w.confidence,
+                speaker: w.speaker,
+            }));
+            words
         });
         Placed {
             transcript: Transcript {
