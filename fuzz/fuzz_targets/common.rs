@@ -39,7 +39,7 @@ pub fn check_event(ev: &TranscriptEvent) {
     let ev = if ev.is_final {
         Event::Final(t)
     } else {
-        Event::Partial(t)
+        Event::Partial(std::sync::Arc::new(t))
     };
     match encode(&ev).expect("v1 renders transcripts") {
         Message::Text(text) => {
