@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Static checks of the deployment assets, all offline: shellcheck of scripts/, the
+# Static checks of the deployment assets, all offline: shellcheck of scripts/ (and, where
+# node is installed, a syntax check of benches/relay-client/*.js), the
 # Kubernetes manifests against the Kubernetes schemas (kubernetes-validate, strict), the
 # Prometheus configuration and alert rules (promtool check + promtool test rules), and
 # the structure of compose, kustomization and dashboard (deploy/check_assets.py).
@@ -39,6 +40,13 @@ fi
 
 log "shellcheck scripts/"
 shellcheck -x scripts/*.sh scripts/lib/*.sh
+# The load client of scripts/bench-relays.sh (a benchmark, never run here): syntax only.
+if command -v node >/dev/null 2>&1; then
+  log "node --check benches/relay-client/*.js"
+  for f in benches/relay-client/*.js; do node --check "$f"; done
+else
+  log "node not found: benches/relay-client/*.js not syntax-checked"
+fi
 
 log "Kubernetes manifests (kubernetes-validate --strict, bundled schemas)"
 mapfile -t manifests < <(find deploy/k8s -name '*.yaml' ! -name kustomization.yaml | LC_ALL=C sort)
