@@ -20,6 +20,9 @@
 //!   (plus its two-pass passes), so the bound is only reached by a runaway; a final that
 //!   cannot be queued is not dropped: it fails its session with a retryable error, and the
 //!   session fails over with its replay buffer.
+//! - `queue = "fifo"` ([`QueueOrder::Fifo`]) keeps the bound and drops the order: every
+//!   request waits in arrival order, none is coalesced or paused. It is the baseline that
+//!   tells the bound's effect from the order's (`scripts/bench-finals-first.sh`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +34,7 @@ use tokio::time::Instant;
 
 use super::utterances::Decoding;
 use super::{BackendError, BackendErrorKind, TranscriptEvent};
+use crate::config::QueueOrder;
 use crate::error::ErrorClass;
 use crate::telemetry::metrics::DecodeQueueMetrics;
 
@@ -59,6 +63,7 @@ pub struct Scheduler {
 
 struct Shared {
     max_inflight: usize,
+    order: QueueOrder,
     state: Mutex<State>,
     paused: watch::Sender<bool>,
     next_session: AtomicU64,
@@ -94,10 +99,11 @@ impl Drop for Turn {
 }
 
 impl Scheduler {
-    pub fn new(max_inflight: usize, metrics: DecodeQueueMetrics) -> Self {
+    pub fn new(max_inflight: usize, order: QueueOrder, metrics: DecodeQueueMetrics) -> Self {
         Scheduler {
             shared: Arc::new(Shared {
                 max_inflight: max_inflight.max(1),
+                order,
                 state: Mutex::new(State::default()),
                 paused: watch::Sender::new(false),
                 next_session: AtomicU64::new(0),
@@ -177,7 +183,12 @@ impl Scheduler {
                     return Ok(None);
                 }
                 let (tx, rx) = oneshot::channel();
-                if let Some(i) = st.partials.iter().position(|(s, _)| *s == session) {
+                let coalesce = shared.order == QueueOrder::FinalsFirst;
+                if let Some(i) = st
+                    .partials
+                    .iter()
+                    .position(|(s, _)| coalesce && *s == session)
+                {
                     st.partials.remove(i);
                     shared.metrics.partials_skipped.inc();
                 }
@@ -204,13 +215,28 @@ impl Shared {
         st.finals.retain(|w| !w.tx.is_closed());
         st.partials.retain(|(_, w)| !w.tx.is_closed());
         while st.inflight < self.max_inflight {
-            let waiter = match st.finals.pop_front() {
-                Some(w) => w,
-                None if *self.paused.borrow() => break,
-                None => match st.partials.pop_front() {
-                    Some((_, w)) => w,
-                    None => break,
-                },
+            let waiter = if self.order == QueueOrder::Fifo {
+                // The older of the two queues' heads: arrival order across both.
+                let final_first = match (st.finals.front(), st.partials.front()) {
+                    (Some(f), Some((_, p))) => f.since <= p.since,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (None, None) => break,
+                };
+                if final_first {
+                    st.finals.pop_front().expect("checked")
+                } else {
+                    st.partials.pop_front().expect("checked").1
+                }
+            } else {
+                match st.finals.pop_front() {
+                    Some(w) => w,
+                    None if *self.paused.borrow() => break,
+                    None => match st.partials.pop_front() {
+                        Some((_, w)) => w,
+                        None => break,
+                    },
+                }
             };
             let turn = Turn {
                 shared: Some(self.clone()),
@@ -222,11 +248,12 @@ impl Shared {
             }
         }
         let now = Instant::now();
-        let backed_up = st.finals.len() >= PAUSE_DEPTH * self.max_inflight
-            || st
-                .finals
-                .front()
-                .is_some_and(|w| now.duration_since(w.since) >= PAUSE_AFTER);
+        let backed_up = self.order == QueueOrder::FinalsFirst
+            && (st.finals.len() >= PAUSE_DEPTH * self.max_inflight
+                || st
+                    .finals
+                    .front()
+                    .is_some_and(|w| now.duration_since(w.since) >= PAUSE_AFTER));
         let paused = *self.paused.borrow();
         if !paused && backed_up {
             self.paused.send_replace(true);

@@ -490,7 +490,11 @@ mod tests {
         pcm.extend(silence(1_000));
         let chunks: Vec<bytes::Bytes> = pcm.chunks(1_600).map(crate::pcm::pcm_bytes).collect();
         let audio = futures::stream::iter(chunks).boxed();
-        let queue = Scheduler::new(4, Default::default());
+        let queue = Scheduler::new(
+            4,
+            crate::config::QueueOrder::FinalsFirst,
+            Default::default(),
+        );
         let events: Vec<TranscriptEvent> = open(decode, ep(), audio, queue)
             .map(|r| r.expect("no error"))
             .filter(|e| futures::future::ready(!e.is_progress()))

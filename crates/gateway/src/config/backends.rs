@@ -48,6 +48,8 @@ pub struct TritonSettings {
     pub connections: usize,
     /// Offline models: requests in flight at once per back end (`backend::scheduler`).
     pub max_inflight: usize,
+    /// Offline models: the order of the requests waiting beyond that.
+    pub queue: super::raw::QueueOrder,
 }
 
 /// The `openai_backend` section: every `openai://` back end's requests and endpointing.
@@ -67,6 +69,8 @@ pub struct OpenAiSettings {
     pub health_timeout: Duration,
     /// Requests in flight at once per back end (`backend::scheduler`).
     pub max_inflight: usize,
+    /// The order of the requests waiting beyond that.
+    pub queue: super::raw::QueueOrder,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -479,6 +483,7 @@ pub(super) fn validate_triton(
         health_timeout: health.timeout,
         connections: t.connections,
         max_inflight: t.max_inflight,
+        queue: t.queue,
     })
 }
 
@@ -573,6 +578,7 @@ pub(super) fn validate_openai(
         key_file: (!o.key_file.trim().is_empty()).then(|| PathBuf::from(o.key_file.trim())),
         health_timeout: health.timeout,
         max_inflight: o.max_inflight,
+        queue: o.queue,
     })
 }
 

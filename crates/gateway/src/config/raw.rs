@@ -7,6 +7,20 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// How a request/response back end's queue (`backend::scheduler`) orders the decodes
+/// waiting beyond `max_inflight`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueOrder {
+    /// Finals before partials; a session's newer partial replaces its waiting one;
+    /// partials pause while finals back up.
+    #[default]
+    FinalsFirst,
+    /// Arrival order, every request kept (the same bound on requests in flight, no
+    /// ordering: the baseline that separates the bound's effect from the order's).
+    Fifo,
+}
+
 /// The serde shape of the configuration, with the defaults in `Default`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -365,6 +379,8 @@ pub struct RawTriton {
     /// Offline models: requests in flight to one back end at once; more wait in the
     /// gateway's finals-first queue (`backend::scheduler`).
     pub max_inflight: usize,
+    /// Offline models: the order of that queue.
+    pub queue: QueueOrder,
 }
 
 impl Default for RawTriton {
@@ -379,6 +395,7 @@ impl Default for RawTriton {
             infer_timeout: Duration::from_secs(30),
             connections: 1,
             max_inflight: 4,
+            queue: QueueOrder::FinalsFirst,
         }
     }
 }
@@ -412,6 +429,8 @@ pub struct RawOpenAiBackend {
     /// Requests in flight to one back end at once; more wait in the gateway's
     /// finals-first queue (`backend::scheduler`).
     pub max_inflight: usize,
+    /// The order of that queue.
+    pub queue: QueueOrder,
 }
 
 impl Default for RawOpenAiBackend {
@@ -426,6 +445,7 @@ impl Default for RawOpenAiBackend {
             max_utterance: Duration::from_secs(25),
             key_file: String::new(),
             max_inflight: 4,
+            queue: QueueOrder::FinalsFirst,
         }
     }
 }

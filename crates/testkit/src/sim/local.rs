@@ -66,6 +66,7 @@ pub fn triton_backend(addr: SocketAddr) -> TritonBackend {
             health_timeout: Duration::from_secs(2),
             connections: 1,
             max_inflight: 4,
+            queue: Default::default(),
         },
     )
     .unwrap()

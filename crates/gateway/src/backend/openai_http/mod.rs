@@ -100,7 +100,11 @@ impl OpenAiBackend {
             .parse::<hyper::Uri>()
             .map_err(|e| setup(format!("{}: not a usable HTTP address: {e}", url.url)))?;
         Ok(OpenAiBackend {
-            queue: Scheduler::new(settings.max_inflight, DecodeQueueMetrics::default()),
+            queue: Scheduler::new(
+                settings.max_inflight,
+                settings.queue,
+                DecodeQueueMetrics::default(),
+            ),
             inner: Arc::new(Inner {
                 name: url.url.clone(),
                 model: url.model.clone().unwrap_or_default(),
@@ -119,7 +123,11 @@ impl OpenAiBackend {
 impl OpenAiBackend {
     /// Counts the decode queue in these (registered) metrics.
     pub fn with_queue_metrics(mut self, metrics: DecodeQueueMetrics) -> Self {
-        self.queue = Scheduler::new(self.inner.settings.max_inflight, metrics);
+        self.queue = Scheduler::new(
+            self.inner.settings.max_inflight,
+            self.inner.settings.queue,
+            metrics,
+        );
         self
     }
 }
@@ -404,6 +412,7 @@ mod tests {
             key_file: None,
             health_timeout: Duration::from_secs(1),
             max_inflight: 4,
+            queue: Default::default(),
         };
         let ok = BackendUrl::parse("openai://127.0.0.1:8000/v1?model=m").unwrap();
         assert!(OpenAiBackend::new(&ok, &settings).is_ok());

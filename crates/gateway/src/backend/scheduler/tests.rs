@@ -65,7 +65,11 @@ fn text(r: Result<Option<TranscriptEvent>, BackendError>) -> Option<String> {
 
 #[tokio::test(start_paused = true)]
 async fn a_final_goes_before_partials_that_waited_longer() {
-    let q = Scheduler::new(2, Default::default());
+    let q = Scheduler::new(
+        2,
+        crate::config::QueueOrder::FinalsFirst,
+        Default::default(),
+    );
     let log = Log::default();
     let (a1, release_a1) = held(&log, "final a1");
     let (a2, release_a2) = held(&log, "final a2");
@@ -110,7 +114,7 @@ async fn a_final_goes_before_partials_that_waited_longer() {
 #[tokio::test(start_paused = true)]
 async fn a_sessions_newer_partial_replaces_its_waiting_one() {
     let metrics = crate::telemetry::metrics::DecodeQueueMetrics::default();
-    let q = Scheduler::new(1, metrics.clone());
+    let q = Scheduler::new(1, crate::config::QueueOrder::FinalsFirst, metrics.clone());
     let log = Log::default();
     let (a, release_a) = held(&log, "final");
     let a = spawn(q.run_final(a));
@@ -136,7 +140,11 @@ async fn a_sessions_newer_partial_replaces_its_waiting_one() {
 
 #[tokio::test(start_paused = true)]
 async fn partials_pause_while_finals_back_up_and_resume_when_they_clear() {
-    let q = Scheduler::new(1, Default::default());
+    let q = Scheduler::new(
+        1,
+        crate::config::QueueOrder::FinalsFirst,
+        Default::default(),
+    );
     let mut paused = q.paused();
     let log = Log::default();
     let (a, release_a) = held(&log, "final a");
@@ -173,7 +181,11 @@ async fn partials_pause_while_finals_back_up_and_resume_when_they_clear() {
 
 #[tokio::test(start_paused = true)]
 async fn a_final_waiting_too_long_pauses_partials() {
-    let q = Scheduler::new(4, Default::default());
+    let q = Scheduler::new(
+        4,
+        crate::config::QueueOrder::FinalsFirst,
+        Default::default(),
+    );
     let log = Log::default();
     let mut releases = Vec::new();
     let mut running = Vec::new();
@@ -204,7 +216,11 @@ async fn a_final_waiting_too_long_pauses_partials() {
 
 #[tokio::test(start_paused = true)]
 async fn the_finals_queue_is_bounded_and_a_refused_final_is_an_error() {
-    let q = Scheduler::new(1, Default::default());
+    let q = Scheduler::new(
+        1,
+        crate::config::QueueOrder::FinalsFirst,
+        Default::default(),
+    );
     let log = Log::default();
     let (a, release_a) = held(&log, "running");
     let a = spawn(q.run_final(a));
@@ -229,7 +245,11 @@ async fn the_finals_queue_is_bounded_and_a_refused_final_is_an_error() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waiter_whose_session_went_away_takes_no_slot_and_no_request() {
-    let q = Scheduler::new(1, Default::default());
+    let q = Scheduler::new(
+        1,
+        crate::config::QueueOrder::FinalsFirst,
+        Default::default(),
+    );
     let log = Log::default();
     let (a, release_a) = held(&log, "running");
     let a = spawn(q.run_final(a));
@@ -246,4 +266,52 @@ async fn a_waiter_whose_session_went_away_takes_no_slot_and_no_request() {
     assert_eq!(log.started(), ["running", "next"]);
     let s = q.status();
     assert_eq!((s.inflight, s.finals_waiting), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn fifo_keeps_the_bound_and_arrival_order_and_never_pauses() {
+    let q = Scheduler::new(1, crate::config::QueueOrder::Fifo, Default::default());
+    let log = Log::default();
+    let (a, release_a) = held(&log, "final a");
+    let a = spawn(q.run_final(a));
+    settle().await;
+    let step = || tokio::time::advance(std::time::Duration::from_millis(1));
+    let p1 = spawn(q.run_partial(1, quick(&log, "partial 1")));
+    settle().await;
+    step().await;
+    // the same session's newer partial does not replace the waiting one
+    let p1b = spawn(q.run_partial(1, quick(&log, "partial 1 again")));
+    settle().await;
+    step().await;
+    let b = spawn(q.run_final(quick(&log, "final b")));
+    settle().await;
+    step().await;
+    let p2 = spawn(q.run_partial(2, quick(&log, "partial 2")));
+    settle().await;
+    // finals wait longer than PAUSE_AFTER behind the held one: still no pause
+    tokio::time::advance(PAUSE_AFTER * 2).await;
+    let c = spawn(q.run_final(quick(&log, "final c")));
+    settle().await;
+    assert!(!*q.paused().borrow(), "fifo never pauses partials");
+    let s = q.status();
+    assert_eq!(
+        (s.inflight, s.finals_waiting, s.partials_waiting),
+        (1, 2, 3)
+    );
+    release_a.send(()).unwrap();
+    settle().await;
+    assert_eq!(
+        log.started(),
+        [
+            "final a",
+            "partial 1",
+            "partial 1 again",
+            "final b",
+            "partial 2",
+            "final c"
+        ]
+    );
+    for h in [a, p1, p1b, b, p2, c] {
+        assert!(text(h.await.unwrap()).is_some(), "every request answered");
+    }
 }

@@ -80,13 +80,17 @@ impl TritonBackend {
             channels: ChannelPool::new(url, settings.connect_timeout, settings.connections)?,
             settings: settings.clone(),
             shape: OnceCell::new(),
-            queue: Scheduler::new(settings.max_inflight, DecodeQueueMetrics::default()),
+            queue: Scheduler::new(
+                settings.max_inflight,
+                settings.queue,
+                DecodeQueueMetrics::default(),
+            ),
         })
     }
 
     /// Counts the decode queue in these (registered) metrics.
     pub fn with_queue_metrics(mut self, metrics: DecodeQueueMetrics) -> Self {
-        self.queue = Scheduler::new(self.settings.max_inflight, metrics);
+        self.queue = Scheduler::new(self.settings.max_inflight, self.settings.queue, metrics);
         self
     }
 
