@@ -12,7 +12,9 @@
 #   gw-tls-long      speech-gateway serving wss (tls.cert / tls.key: dev certs)
 #   gw-long          speech-gateway, plain ws
 #   gw-nowords-long  speech-gateway, plain, `word_timestamps: false` in `start`
-#   floor-long       examples/floor_relay, plain
+#   floor-long       examples/floor_relay, plain (text, confidence, timestamp: no words)
+#   floor-words-long examples/floor_relay with FLOOR_RELAY_WORDS=1: each result's words
+#                    too, the same output as gw-long (the floor for word timestamps on)
 #   gw-tls-short, gw-short, floor-short   the same on the short workload
 # Workloads (sim-backend --riva, its default 400 ms a word): long = --final-words 100000 (no
 # final until the stream ends: every partial carries the whole utterance), short =
@@ -79,6 +81,7 @@ all_rows=(
   "gw-long|speech-gateway, plain|long"
   "gw-nowords-long|speech-gateway, plain, \`word_timestamps: false\`|long"
   "floor-long|\`examples/floor_relay\` (plain)|long"
+  "floor-words-long|\`examples/floor_relay\` (plain), with words|long"
   "gw-tls-short|speech-gateway, TLS|short"
   "gw-short|speech-gateway, plain|short"
   "floor-short|\`examples/floor_relay\` (plain)|short"
@@ -100,7 +103,7 @@ for row in "${all_rows[@]}"; do
     fi
   done
 done
-((${#rows[@]})) || die "ROWS=${ROWS:-} selects no row (ids: bridge-long gw-tls-long gw-long gw-nowords-long floor-long gw-tls-short gw-short floor-short)"
+((${#rows[@]})) || die "ROWS=${ROWS:-} selects no row (ids: bridge-long gw-tls-long gw-long gw-nowords-long floor-long floor-words-long gw-tls-short gw-short floor-short)"
 # shellcheck disable=SC2053 # $1 is a pattern
 any_selected() { local r; for r in "${rows[@]}"; do [[ ${r%%|*} == $1 ]] && return 0; done; return 1; }
 
@@ -232,7 +235,9 @@ run_row() { # row run
       [[ $id == gw-nowords-* ]] && client_args+=(--word-timestamps false)
       ;;
     floor-*)
-      "$floor_bin" serve --listen "127.0.0.1:$port" --backend "riva://127.0.0.1:$riva_port" >"$base.relay.log" 2>&1 &
+      local words=0
+      [[ $id == floor-words-* ]] && words=1
+      FLOOR_RELAY_WORDS=$words "$floor_bin" serve --listen "127.0.0.1:$port" --backend "riva://127.0.0.1:$riva_port" >"$base.relay.log" 2>&1 &
       relay_pid=$!
       pids+=("$relay_pid")
       url=ws://127.0.0.1:$port/v1/audio/stream

@@ -20,6 +20,8 @@
 //!   (5-byte gRPC message prefix, prost; no per-stream body task, no tonic codec).
 //!
 //! `FLOOR_RELAY_LEAN=ws,h2` is the floor of a transport rewrite that keeps tokio and h2.
+//! `FLOOR_RELAY_WORDS=1` adds each result's `words` (word, start, end, confidence), as a
+//! v1 client with word timestamps on gets them: the floor for the same output bytes.
 //! It takes the arguments `bench-load.sh` passes to the gateway
 //! (`serve --listen ADDR --backend riva://HOST:PORT`) so that `GATEWAY_BIN` can name it.
 
@@ -77,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
     let lean = std::env::var("FLOOR_RELAY_LEAN").unwrap_or_default();
     let lean: Vec<&str> = lean.split(',').map(str::trim).collect();
     let hand_ws = lean.contains(&"ws");
+    let words = std::env::var("FLOOR_RELAY_WORDS").is_ok_and(|v| v == "1");
     let upstream = if lean.contains(&"h2") {
         Upstream::H2(connect_h2(riva).await?, riva.to_string())
     } else {
@@ -103,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
         socket.set_nodelay(true)?;
         let upstream = upstream.clone();
         tokio::spawn(async move {
-            let _ = session(socket, hand_ws, upstream).await;
+            let _ = session(socket, hand_ws, words, upstream).await;
         });
     }
 }
@@ -163,7 +166,12 @@ fn audio_request(frame: Bytes) -> StreamingRecognizeRequest {
 }
 
 /// One session: frames in, results out, until Riva ends the stream or the client goes.
-async fn session(socket: TcpStream, hand_ws: bool, upstream: Upstream) -> anyhow::Result<()> {
+async fn session(
+    socket: TcpStream,
+    hand_ws: bool,
+    words: bool,
+    upstream: Upstream,
+) -> anyhow::Result<()> {
     let mut client = if hand_ws {
         Client::hand(socket).await?
     } else {
@@ -189,12 +197,29 @@ async fn session(socket: TcpStream, hand_ws: bool, upstream: Upstream) -> anyhow
                 Some(response) => {
                     for result in response.results {
                         let alt = result.alternatives.first();
-                        let json = serde_json::json!({
+                        let mut json = serde_json::json!({
                             "type": if result.is_final { "final" } else { "partial" },
                             "text": alt.map(|a| a.transcript.trim()).unwrap_or(""),
                             "confidence": alt.map(|a| a.confidence).unwrap_or(0.0),
                             "timestamp_ms": (f64::from(result.audio_processed) * 1000.0).round() as u64,
                         });
+                        if words {
+                            json["words"] = alt
+                                .map(|a| {
+                                    a.words
+                                        .iter()
+                                        .map(|w| {
+                                            serde_json::json!({
+                                                "word": w.word,
+                                                "start": w.start_time as f64 / 1000.0,
+                                                "end": w.end_time as f64 / 1000.0,
+                                                "confidence": w.confidence,
+                                            })
+                                        })
+                                        .collect()
+                                })
+                                .unwrap_or_default();
+                        }
                         client.send_text(json.to_string()).await?;
                     }
                 }

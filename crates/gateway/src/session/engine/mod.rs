@@ -211,6 +211,12 @@ where
         C: Stream<Item = Command> + Unpin + Send,
     {
         let shutdown = self.ctx.shutdown.clone();
+        // Made once: a fresh `cancelled()` per event registered and unregistered a waiter
+        // on the token every time.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let mut limit = LazyTimer::new();
+        let mut stall = LazyTimer::new();
         let result = loop {
             let deadline = self.flush_deadline;
             let flush_timer = async move {
@@ -227,19 +233,11 @@ where
                 }
             };
             let stall_at = self.stall_deadline();
-            let stall_timer = async move {
-                match stall_at {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
+            stall.arm(stall_at);
+            let stall_timer = stall.until(stall_at);
             let limit_at = self.limit_deadline();
-            let limit_timer = async move {
-                match limit_at {
-                    Some((d, _)) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
+            limit.arm(limit_at.map(|(d, _)| d));
+            let limit_timer = limit.until(limit_at.map(|(d, _)| d));
             let takes_input = self.takes_input();
             let upstream = self.upstream.as_mut();
             let upstream_event = async move {
@@ -261,7 +259,7 @@ where
             // gone and never fire (seen under CPU load: a flooder still connected at 20 s).
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled(), if self.close_cause != CloseCause::GoingAway => {
+                _ = &mut cancelled, if self.close_cause != CloseCause::GoingAway => {
                     Step::Shutdown
                 }
                 _ = flush_timer => Step::FlushTimeout,
@@ -557,21 +555,28 @@ where
                 ))
                 .await;
         }
-        let chunk = match self.resampler.as_mut() {
+        let (upstream, kept) = match self.resampler.as_mut() {
             Some(r) if !r.is_passthrough() => {
                 let input = pcm_samples(&frame);
                 let mut out =
                     Vec::with_capacity(input.len() * backend_rate as usize / rate as usize + 8);
                 r.process(&input, &mut out);
-                pcm_bytes(&out)
+                let chunk = pcm_bytes(&out);
+                (chunk.clone(), chunk)
             }
-            // Same rate: the frame goes upstream as it came. It is copied once into an
-            // allocation of its own size, because the WebSocket hands out slices of its
-            // read buffer and a slice kept for replay would pin the whole buffer.
-            _ => Bytes::copy_from_slice(&frame),
+            // Same rate: the frame goes upstream as it came, and the replay buffer keeps a
+            // copy in an allocation of its own size: the WebSocket hands out slices of its
+            // read buffer, and a slice kept for replay would pin the whole buffer. The
+            // stream writes the frame at once and drops it; only frames queued behind a
+            // slow back end (at most `session.queue` of audio) hold their read buffer
+            // a while.
+            _ => {
+                let kept = Bytes::copy_from_slice(&frame);
+                (frame, kept)
+            }
         };
-        let onset = self.speech.as_mut().and_then(|d| d.push(&chunk));
-        self.accept(chunk, Instant::now());
+        let onset = self.speech.as_mut().and_then(|d| d.push(&kept));
+        self.accept(upstream, kept, Instant::now());
         // No stream since a Finalize (none was opened for nothing): this audio, in the
         // replay buffer, opens one.
         if self.upstream.is_none() && self.retry_at.is_none() && self.episode.is_none() {
@@ -602,19 +607,22 @@ where
 
     /// Puts resampled audio (PCM16LE at the back end's rate) on the session timeline, in
     /// the replay buffer and upstream.
-    fn accept(&mut self, chunk: Bytes, at: Instant) {
-        if chunk.is_empty() {
+    /// `upstream` and `kept` hold the same audio: what is sent (dropped once written) and
+    /// what the replay buffer keeps (never a slice of a larger buffer).
+    fn accept(&mut self, upstream: Bytes, kept: Bytes, at: Instant) {
+        debug_assert_eq!(upstream.len(), kept.len());
+        if kept.is_empty() {
             return;
         }
-        let samples = chunk.len() as u64 / 2;
+        let samples = kept.len() as u64 / 2;
         let end_ms = self.timeline.advance(samples);
         self.frames.push(end_ms, at);
         self.audio_seconds
             .inc_by(samples as f64 / f64::from(self.timeline.rate()));
         if let Some(u) = self.upstream.as_mut() {
-            u.send(chunk.clone(), samples);
+            u.send(upstream, samples);
         }
-        self.replay.push(chunk);
+        self.replay.push(kept);
     }
 
     /// `Finalize`: the back end finalises what it holds (its stream is half-closed; the
@@ -648,7 +656,8 @@ where
         if let Some(r) = self.resampler.as_mut() {
             r.flush(&mut tail);
         }
-        self.accept(pcm_bytes(&tail), Instant::now());
+        let tail = pcm_bytes(&tail);
+        self.accept(tail.clone(), tail, Instant::now());
     }
 
     async fn begin_end(&mut self, cause: CloseCause) -> Result<(), Outcome> {
@@ -794,6 +803,48 @@ where
         self.close_error = Some(SessionError::new(ErrorKind::SessionTimeout, message));
         self.begin_end(CloseCause::Error(ErrorKind::SessionTimeout))
             .await
+    }
+}
+
+/// A session deadline that moves with every frame or result (the idle timeout, the stall
+/// timeout), kept as one timer that is reset only when the deadline moves earlier (or it
+/// has fired): a later deadline is found when the timer fires early and checks. Made
+/// afresh for every event, the two timers were registered in and removed from the
+/// runtime's timer wheel per frame and per result.
+struct LazyTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl LazyTimer {
+    fn new() -> Self {
+        // Far enough never to fire unarmed (the `until` branch is off then anyway).
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+        LazyTimer {
+            sleep: Box::pin(tokio::time::sleep_until(far)),
+        }
+    }
+
+    /// Makes sure the timer fires no later than `at`.
+    fn arm(&mut self, at: Option<tokio::time::Instant>) {
+        if let Some(at) = at
+            && (at < self.sleep.deadline() || self.sleep.is_elapsed())
+        {
+            self.sleep.as_mut().reset(at);
+        }
+    }
+
+    /// Completes when `at` is reached (never when `None`); [`Self::arm`]ed with it first.
+    async fn until(&mut self, at: Option<tokio::time::Instant>) {
+        let Some(at) = at else {
+            return std::future::pending().await;
+        };
+        loop {
+            self.sleep.as_mut().await;
+            if tokio::time::Instant::now() >= at {
+                return;
+            }
+            self.sleep.as_mut().reset(at);
+        }
     }
 }
 
