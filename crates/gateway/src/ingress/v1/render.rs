@@ -11,11 +11,7 @@ use crate::session::{Transcript, Word};
 
 /// `{"type":"partial","text":…,"confidence":…,"timestamp_ms":…[,"words":[…]]}`
 pub fn partial(t: &Transcript) -> String {
-    let mut out = String::with_capacity(size_hint(t));
-    out.push_str(r#"{"type":"partial","text":"#);
-    push_str(&mut out, &t.text);
-    out.push_str(r#","confidence":"#);
-    push_f32(&mut out, t.confidence);
+    let mut out = head("partial", t, 0);
     out.push_str(r#","timestamp_ms":"#);
     push_u64(&mut out, t.timestamp_ms);
     push_words(&mut out, t.words.as_deref());
@@ -26,17 +22,26 @@ pub fn partial(t: &Transcript) -> String {
 /// `{"type":"final","text":…,"confidence":…,"is_end_of_utterance":true,"timestamp_ms":…,
 /// "duration_ms":…[,"words":[…]]}`
 pub fn final_(t: &Transcript) -> String {
-    let mut out = String::with_capacity(size_hint(t) + 48);
-    out.push_str(r#"{"type":"final","text":"#);
-    push_str(&mut out, &t.text);
-    out.push_str(r#","confidence":"#);
-    push_f32(&mut out, t.confidence);
+    let mut out = head("final", t, 48);
     out.push_str(r#","is_end_of_utterance":true,"timestamp_ms":"#);
     push_u64(&mut out, t.timestamp_ms);
     out.push_str(r#","duration_ms":"#);
     push_u64(&mut out, t.duration_ms);
     push_words(&mut out, t.words.as_deref());
     out.push('}');
+    out
+}
+
+/// The message sized for `t` (plus `extra` bytes), opened with its type, text and
+/// confidence.
+fn head(kind: &str, t: &Transcript, extra: usize) -> String {
+    let mut out = String::with_capacity(size_hint(t) + extra);
+    out.push_str(r#"{"type":""#);
+    out.push_str(kind);
+    out.push_str(r#"","text":"#);
+    push_str(&mut out, &t.text);
+    out.push_str(r#","confidence":"#);
+    push_f32(&mut out, t.confidence);
     out
 }
 
