@@ -119,9 +119,7 @@ impl SpeechBackend for RivaBackend {
             audio,
         };
         let channel = grpc::ready(self.channels.next(), self.settings.open_timeout).await?;
-        let client = RivaSpeechRecognitionClient::new(channel)
-            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
-        Ok(ResultStream::Calling(Box::pin(call(client, requests))).boxed())
+        Ok(ResultStream::Calling(Box::pin(call(channel, requests))).boxed())
     }
 
     fn max_stream_age(&self) -> Option<Duration> {
@@ -243,11 +241,58 @@ type Call = std::pin::Pin<
     >,
 >;
 
+/// A stream's codec buffers: tonic's default is 8 KiB each way per stream, held for the
+/// stream's life. Its messages are one audio frame up (3.2 KB at 100 ms) and results down
+/// (hundreds of bytes; a few KB for a long utterance's words): 2 KiB to start, grown by the
+/// codec as a message needs (docs/measurements.md, "Relays side by side": memory).
+const STREAM_BUFFER: usize = 2 * 1024;
+/// tonic's default: how much the encoder batches before it yields.
+const STREAM_YIELD: usize = 32 * 1024;
+
+/// Prost's codec for `StreamingRecognize` with [`STREAM_BUFFER`] buffers.
+#[derive(Debug, Clone, Copy, Default)]
+struct StreamCodec;
+
+impl tonic::codec::Codec for StreamCodec {
+    type Encode = StreamingRecognizeRequest;
+    type Decode = StreamingRecognizeResponse;
+    type Encoder = tonic_prost::ProstEncoder<StreamingRecognizeRequest>;
+    type Decoder = tonic_prost::ProstDecoder<StreamingRecognizeResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::new(
+            STREAM_BUFFER,
+            STREAM_YIELD,
+        ))
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(tonic::codec::BufferSettings::new(
+            STREAM_BUFFER,
+            STREAM_YIELD,
+        ))
+    }
+}
+
+/// `StreamingRecognize` as the generated client calls it, with [`StreamCodec`].
 async fn call(
-    mut client: RivaSpeechRecognitionClient<Channel>,
+    channel: Channel,
     requests: RequestStream,
 ) -> Result<tonic::Response<tonic::Streaming<StreamingRecognizeResponse>>, Status> {
-    client.streaming_recognize(requests).await
+    let mut grpc =
+        tonic::client::Grpc::new(channel).max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;
+    let path = http::uri::PathAndQuery::from_static(
+        "/nvidia.riva.asr.RivaSpeechRecognition/StreamingRecognize",
+    );
+    let mut request = tonic::IntoStreamingRequest::into_streaming_request(requests);
+    request.extensions_mut().insert(tonic::GrpcMethod::new(
+        "nvidia.riva.asr.RivaSpeechRecognition",
+        "StreamingRecognize",
+    ));
+    grpc.streaming(request, path, StreamCodec).await
 }
 
 /// The response side: first the call (until Riva's response headers), then its results,
