@@ -97,6 +97,7 @@ impl ReplayBuffer {
         }
         self.len += chunk.len() as u64 / 2;
         self.held.inc_by(chunk.len() as i64);
+        grow_by_steps(&mut self.chunks);
         self.chunks.push_back(chunk);
         let over = self.len.saturating_sub(self.capacity);
         if over > 0 {
@@ -206,8 +207,18 @@ impl Drop for ReplayBuffer {
 }
 
 /// Slots the replay and frame-log queues keep when a final empties them (enough for a
-/// few seconds of 100 ms frames without growing).
+/// few seconds of 100 ms frames without growing), and the step they grow by.
 const IDLE_QUEUE_SLOTS: usize = 64;
+
+/// Makes room for one more entry by [`IDLE_QUEUE_SLOTS`] at a time, not by doubling: a
+/// long utterance's queues then hold at most a step of unused slots, not up to as many
+/// as they use (a copy of the queue every step is the price: a few KB every 6 s of 100 ms
+/// frames).
+fn grow_by_steps<T>(q: &mut VecDeque<T>) {
+    if q.len() == q.capacity() {
+        q.reserve_exact(IDLE_QUEUE_SLOTS);
+    }
+}
 
 /// When each accepted frame arrived, by the session time (ms) at which it ends. Bounded:
 /// only the most recent `horizon_ms` of audio is kept.
@@ -282,6 +293,7 @@ impl FrameLog {
                 self.offsets(end_ms, at).unwrap_or((0, 0))
             }
         };
+        grow_by_steps(&mut self.entries);
         self.entries.push_back(entry);
         while let Some(&(first, _)) = self.entries.front() {
             if end_ms.saturating_sub(self.base_ms + u64::from(first)) > self.horizon_ms {
@@ -475,6 +487,29 @@ mod tests {
         assert_eq!(log.arrival_of(far - 1), log.arrival_of(far));
         log.cut(far);
         assert_eq!(log.entries.len(), 1);
+    }
+
+    #[test]
+    fn queues_grow_by_steps_not_by_doubling() {
+        let mut log = FrameLog::new(u64::MAX);
+        let t0 = Instant::now();
+        for i in 1..=350u64 {
+            log.push(i * 100, t0 + Duration::from_millis(i * 100));
+        }
+        assert!(
+            log.entries.capacity() < 350 + IDLE_QUEUE_SLOTS,
+            "{}",
+            log.entries.capacity()
+        );
+        let mut r = ReplayBuffer::new(16_000 * 60, Gauge::default());
+        for _ in 0..350 {
+            r.push(Bytes::from(vec![0u8; 3_200]));
+        }
+        assert!(
+            r.chunks.capacity() < 350 + IDLE_QUEUE_SLOTS,
+            "{}",
+            r.chunks.capacity()
+        );
     }
 
     #[test]
