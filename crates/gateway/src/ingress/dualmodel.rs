@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{CloseFrame, Message};
+use axum::extract::ws::Message;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -402,17 +402,7 @@ impl Dialect for DualModel {
             | Event::Finalized
             | Event::SpeechStarted { .. }
             | Event::UtteranceEnd { .. } => Vec::new(),
-            Event::Close(cause) => {
-                let reason = match cause {
-                    CloseCause::Normal => "end of session",
-                    CloseCause::GoingAway => "server shutting down",
-                    CloseCause::Error(kind) => kind.label(),
-                };
-                vec![Message::Close(Some(CloseFrame {
-                    code: Self::close_code(*cause),
-                    reason: reason.into(),
-                }))]
-            }
+            Event::Close(cause) => vec![super::v1::close_message(*cause, "end of session")],
         }
     }
 

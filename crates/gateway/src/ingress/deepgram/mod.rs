@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use axum::extract::ws::{CloseFrame, Message};
+use axum::extract::ws::Message;
 use axum::http::header;
 use bytes::Bytes;
 use serde::Serialize;
@@ -721,20 +721,10 @@ impl Dialect for Deepgram {
                 "state": state.label(),
                 "message": message,
             }))],
-            Event::Close(cause) => {
-                let reason = match cause {
-                    CloseCause::Normal => "end of stream",
-                    CloseCause::GoingAway => "server shutting down",
-                    CloseCause::Error(kind) => kind.label(),
-                };
-                vec![
-                    self.metadata(),
-                    Message::Close(Some(CloseFrame {
-                        code: Self::close_code(*cause),
-                        reason: reason.into(),
-                    })),
-                ]
-            }
+            Event::Close(cause) => vec![
+                self.metadata(),
+                super::v1::close_message(*cause, "end of stream"),
+            ],
         }
     }
 

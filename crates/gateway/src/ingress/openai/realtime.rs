@@ -24,7 +24,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::ws::{CloseFrame, Message};
+use axum::extract::ws::Message;
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -945,11 +945,6 @@ impl Dialect for Realtime {
                 "message": message,
             }))],
             Event::Close(cause) => {
-                let reason = match cause {
-                    CloseCause::Normal => "end of session",
-                    CloseCause::GoingAway => "server shutting down",
-                    CloseCause::Error(kind) => kind.label(),
-                };
                 let mut out = Vec::with_capacity(2);
                 if self.flavor == Flavor::Nvidia {
                     // NVIDIA's client stops at the result marked last: the whole text.
@@ -965,10 +960,7 @@ impl Dialect for Realtime {
                         "is_last_result": true,
                     })));
                 }
-                out.push(Message::Close(Some(CloseFrame {
-                    code: Self::close_code(*cause),
-                    reason: reason.into(),
-                })));
+                out.push(crate::ingress::v1::close_message(*cause, "end of session"));
                 out
             }
         }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -297,15 +297,7 @@ impl Dialect for RealtimeStt {
                 Vec::new()
             }
             Event::Close(cause) => {
-                let reason = match cause {
-                    CloseCause::Normal => "end of session",
-                    CloseCause::GoingAway => "server shutting down",
-                    CloseCause::Error(kind) => kind.label(),
-                };
-                vec![Message::Close(Some(CloseFrame {
-                    code: Self::close_code(*cause),
-                    reason: reason.into(),
-                }))]
+                vec![crate::ingress::v1::close_message(*cause, "end of session")]
             }
         }
     }

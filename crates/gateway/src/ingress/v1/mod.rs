@@ -82,6 +82,21 @@ pub fn close_code(cause: CloseCause) -> u16 {
     }
 }
 
+/// The close frame that ends a session, for every dialect: v1's code for the cause
+/// ([`close_code`]) and a reason naming it — `normal` for a normal end, the error's code
+/// for an error.
+pub fn close_message(cause: CloseCause, normal: &'static str) -> Message {
+    let reason = match cause {
+        CloseCause::Normal => normal,
+        CloseCause::GoingAway => "server shutting down",
+        CloseCause::Error(kind) => error_code(kind),
+    };
+    Message::Close(Some(CloseFrame {
+        code: close_code(cause),
+        reason: reason.into(),
+    }))
+}
+
 /// Seconds rounded to the millisecond, as word times go on the wire.
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
@@ -115,17 +130,7 @@ pub fn encode(ev: &Event) -> Option<Message> {
             state: Cow::Borrowed(state.label()),
             message: Cow::Borrowed(message),
         }),
-        Event::Close(cause) => {
-            let reason = match cause {
-                CloseCause::Normal => "end of session",
-                CloseCause::GoingAway => "server shutting down",
-                CloseCause::Error(kind) => error_code(*kind),
-            };
-            return Some(Message::Close(Some(CloseFrame {
-                code: close_code(*cause),
-                reason: reason.into(),
-            })));
-        }
+        Event::Close(cause) => return Some(close_message(*cause, "end of session")),
     };
     Some(Message::Text(
         serde_json::to_string(&wire)
