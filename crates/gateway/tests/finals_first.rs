@@ -9,22 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sgw_testkit::openai_double::{OpenAiDouble, Reply};
-use sgw_testkit::{Client, Gateway, bytes_for};
-
-/// A voiced buzz with harmonics, amplitude-modulated (the VAD takes it for speech), as
-/// PCM16LE at 16 kHz.
-fn voice(ms: u64) -> Vec<u8> {
-    (0..16 * ms)
-        .flat_map(|i| {
-            let t = i as f64 / 16_000.0;
-            let buzz: f64 = (1..12)
-                .map(|h| (t * 140.0 * h as f64 * std::f64::consts::TAU).sin() / h as f64)
-                .sum();
-            let env = 0.6 + 0.4 * (t * 4.0 * std::f64::consts::TAU).sin();
-            ((buzz * env * 6000.0) as i16).to_le_bytes()
-        })
-        .collect()
-}
+use sgw_testkit::{Client, Gateway, bytes_for, voiced};
 
 fn silence(ms: u64) -> Vec<u8> {
     vec![0u8; bytes_for(ms, 16_000)]
@@ -64,7 +49,7 @@ async fn a_final_goes_before_other_sessions_waiting_partials() {
         talkers.push(tokio::spawn(async move {
             c.start(json!({"interim_results": true})).await;
             let mut audio = silence(200);
-            audio.extend(voice(6_000));
+            audio.extend(voiced(6_000));
             audio.extend(silence(700));
             stream(&mut c, &audio).await;
             c.end().await;
@@ -77,7 +62,7 @@ async fn a_final_goes_before_other_sessions_waiting_partials() {
     let mut c = gw.connect().await;
     c.start(json!({"interim_results": true})).await;
     let mut audio = silence(200);
-    audio.extend(voice(800));
+    audio.extend(voiced(800));
     stream(&mut c, &audio).await;
     let spoken = Instant::now();
     // the silence that ends it (500 ms) and a little more

@@ -9,22 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sgw_testkit::openai_double::{OpenAiDouble, Reply};
-use sgw_testkit::{Client, Gateway, bytes_for};
-
-/// A voiced buzz with harmonics, amplitude-modulated (the VAD takes it for speech), as
-/// PCM16LE at 16 kHz.
-fn voice(ms: u64) -> Vec<u8> {
-    (0..16 * ms)
-        .flat_map(|i| {
-            let t = i as f64 / 16_000.0;
-            let buzz: f64 = (1..12)
-                .map(|h| (t * 140.0 * h as f64 * std::f64::consts::TAU).sin() / h as f64)
-                .sum();
-            let env = 0.6 + 0.4 * (t * 4.0 * std::f64::consts::TAU).sin();
-            ((buzz * env * 6000.0) as i16).to_le_bytes()
-        })
-        .collect()
-}
+use sgw_testkit::{Client, Gateway, bytes_for, voiced};
 
 fn silence(ms: u64) -> Vec<u8> {
     vec![0u8; bytes_for(ms, 16_000)]
@@ -33,9 +18,9 @@ fn silence(ms: u64) -> Vec<u8> {
 /// Voice at 0.5–1.7 s and 2.7–3.5 s: two utterances.
 fn two_utterances() -> Vec<u8> {
     let mut audio = silence(500);
-    audio.extend(voice(1_200));
+    audio.extend(voiced(1_200));
     audio.extend(silence(1_000));
-    audio.extend(voice(800));
+    audio.extend(voiced(800));
     audio.extend(silence(600));
     audio
 }
@@ -168,7 +153,7 @@ async fn partials_re_decode_the_open_utterance_when_turned_on() {
     let mut c = gw.connect().await;
     c.start(json!({"interim_results": true})).await;
     let mut audio = silence(300);
-    audio.extend(voice(2_000));
+    audio.extend(voiced(2_000));
     audio.extend(silence(700));
     let (msgs, close) = run(&mut c, &audio, Duration::from_millis(40)).await;
     assert_eq!(close, Some(1000), "{msgs:?}");

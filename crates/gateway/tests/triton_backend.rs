@@ -5,21 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sgw_testkit::triton_double::{Shape, TritonDouble};
-use sgw_testkit::{Gateway, bytes_for, tone};
-
-fn voice(ms: u64) -> Vec<u8> {
-    // a voiced buzz with harmonics, amplitude-modulated: the VAD takes it for speech
-    (0..16 * ms)
-        .flat_map(|i| {
-            let t = i as f64 / 16_000.0;
-            let buzz: f64 = (1..12)
-                .map(|h| (t * 140.0 * h as f64 * std::f64::consts::TAU).sin() / h as f64)
-                .sum();
-            let env = 0.6 + 0.4 * (t * 4.0 * std::f64::consts::TAU).sin();
-            ((buzz * env * 6000.0) as i16).to_le_bytes()
-        })
-        .collect()
-}
+use sgw_testkit::{Gateway, bytes_for, tone, voiced};
 
 #[tokio::test]
 async fn streaming_model_one_sequence_per_session() {
@@ -179,9 +165,9 @@ async fn offline_model_gets_one_request_per_utterance_and_silence_costs_nothing(
     c.start(json!({"model":"offline","interim_results":false}))
         .await;
     let mut audio = vec![0u8; bytes_for(500, 16_000)];
-    audio.extend(voice(1_200));
+    audio.extend(voiced(1_200));
     audio.extend(vec![0u8; bytes_for(1_000, 16_000)]);
-    audio.extend(voice(800));
+    audio.extend(voiced(800));
     audio.extend(vec![0u8; bytes_for(300, 16_000)]);
     for chunk in audio.chunks(bytes_for(100, 16_000)) {
         c.audio(chunk).await;

@@ -563,6 +563,21 @@ pub fn tone(ms: u64, rate: u32) -> Vec<u8> {
         .collect()
 }
 
+/// `ms` of a voiced buzz (140 Hz with harmonics, amplitude-modulated) at 16 kHz, as
+/// PCM16LE: the gateway's VAD takes it for speech.
+pub fn voiced(ms: u64) -> Vec<u8> {
+    (0..16 * ms)
+        .flat_map(|i| {
+            let t = i as f64 / 16_000.0;
+            let buzz: f64 = (1..12)
+                .map(|h| (t * 140.0 * h as f64 * std::f64::consts::TAU).sin() / h as f64)
+                .sum();
+            let env = 0.6 + 0.4 * (t * 4.0 * std::f64::consts::TAU).sin();
+            ((buzz * env * 6000.0) as i16).to_le_bytes()
+        })
+        .collect()
+}
+
 /// Bytes of `ms` of PCM16 mono at `rate`.
 pub fn bytes_for(ms: u64, rate: u32) -> usize {
     (rate as u64 * ms / 1000) as usize * 2
