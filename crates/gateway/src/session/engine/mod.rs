@@ -233,10 +233,8 @@ where
                 }
             };
             let stall_at = self.stall_deadline();
-            stall.arm(stall_at);
             let stall_timer = stall.until(stall_at);
             let limit_at = self.limit_deadline();
-            limit.arm(limit_at.map(|(d, _)| d));
             let limit_timer = limit.until(limit_at.map(|(d, _)| d));
             let takes_input = self.takes_input();
             let upstream = self.upstream.as_mut();
@@ -824,20 +822,15 @@ impl LazyTimer {
         }
     }
 
-    /// Makes sure the timer fires no later than `at`.
-    fn arm(&mut self, at: Option<tokio::time::Instant>) {
-        if let Some(at) = at
-            && (at < self.sleep.deadline() || self.sleep.is_elapsed())
-        {
-            self.sleep.as_mut().reset(at);
-        }
-    }
-
-    /// Completes when `at` is reached (never when `None`); [`Self::arm`]ed with it first.
+    /// Completes when `at` is reached (never when `None`). The timer is reset only when
+    /// `at` is earlier than it or it has fired.
     async fn until(&mut self, at: Option<tokio::time::Instant>) {
         let Some(at) = at else {
             return std::future::pending().await;
         };
+        if at < self.sleep.deadline() || self.sleep.is_elapsed() {
+            self.sleep.as_mut().reset(at);
+        }
         loop {
             self.sleep.as_mut().await;
             if tokio::time::Instant::now() >= at {
