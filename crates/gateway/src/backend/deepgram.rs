@@ -415,7 +415,10 @@ pub fn map_message(text: &str, received_at: Instant) -> Result<Mapped, BackendEr
     };
     let alt = r.channel.alternatives.into_iter().next();
     let (text, confidence, words) = match alt {
-        Some(a) => (a.transcript.trim().to_string(), a.confidence, a.words),
+        Some(mut a) => {
+            super::trim_in_place(&mut a.transcript);
+            (a.transcript, a.confidence, a.words)
+        }
         None => (String::new(), 0.0, Vec::new()),
     };
     Ok(Mapped::Event(TranscriptEvent {

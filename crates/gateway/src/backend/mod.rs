@@ -279,6 +279,17 @@ pub async fn recognize_by_stream<B: SpeechBackend + ?Sized>(
     })
 }
 
+/// Trims a result's text in place (no new allocation per result, as `trim().to_string()`
+/// would make).
+pub(crate) fn trim_in_place(s: &mut String) {
+    let end = s.trim_end().len();
+    s.truncate(end);
+    let lead = s.len() - s.trim_start().len();
+    if lead > 0 {
+        s.drain(..lead);
+    }
+}
+
 /// Builds the adapter a URL names.
 pub fn connect(
     url: &BackendUrl,

@@ -358,7 +358,7 @@ pub(crate) fn map_result(r: StreamingRecognitionResult, received_at: Instant) ->
     let (text, confidence, words) = match r.alternatives.into_iter().next() {
         Some(alt) => {
             let mut text = alt.transcript;
-            trim_in_place(&mut text);
+            super::trim_in_place(&mut text);
             let words = alt
                 .words
                 .into_iter()
@@ -386,16 +386,6 @@ pub(crate) fn map_result(r: StreamingRecognitionResult, received_at: Instant) ->
         received_at,
         local: false,
         notice: None,
-    }
-}
-
-/// Trims leading and trailing whitespace without a new allocation.
-fn trim_in_place(s: &mut String) {
-    let end = s.trim_end().len();
-    s.truncate(end);
-    let lead = s.len() - s.trim_start().len();
-    if lead > 0 {
-        s.drain(..lead);
     }
 }
 
