@@ -39,6 +39,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::future::{Either, pending};
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tracing::{Instrument, Span, field};
 
@@ -210,13 +211,15 @@ where
     where
         C: Stream<Item = Command> + Unpin + Send,
     {
-        let shutdown = self.ctx.shutdown.clone();
-        // Made once: a fresh `cancelled()` per event registered and unregistered a waiter
-        // on the token every time.
+        // A child of the gateway's token: polling a token locks its node, and every
+        // session polling the one shared node made the two worker threads contend for it
+        // at every wake-up. Made once: a fresh `cancelled()` per event registered and
+        // unregistered a waiter every time.
+        let shutdown = self.ctx.shutdown.child_token();
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
-        let mut limit = LazyTimer::new();
-        let mut stall = LazyTimer::new();
+        // The next session limit or stall, whichever comes first: one timer.
+        let mut timer = LazyTimer::new();
         let result = loop {
             let deadline = self.flush_deadline;
             let flush_timer = async move {
@@ -232,10 +235,21 @@ where
                     None => std::future::pending().await,
                 }
             };
-            let stall_at = self.stall_deadline();
-            let stall_timer = stall.until(stall_at);
-            let limit_at = self.limit_deadline();
-            let limit_timer = limit.until(limit_at.map(|(d, _)| d));
+            // The one timer serves the branch of whichever deadline is next: a limit is
+            // polled before the inputs, a stall after them (a result already waiting
+            // is not a stall).
+            let next_deadline = self.next_deadline();
+            let (limit_timer, stall_timer) = match next_deadline {
+                Some((at, Some(_))) => (
+                    Either::Left(timer.until(Some(at))),
+                    Either::Right(pending()),
+                ),
+                Some((at, None)) => (
+                    Either::Right(pending()),
+                    Either::Left(timer.until(Some(at))),
+                ),
+                None => (Either::Right(pending()), Either::Right(pending())),
+            };
             let takes_input = self.takes_input();
             let upstream = self.upstream.as_mut();
             let upstream_event = async move {
@@ -261,7 +275,7 @@ where
                     Step::Shutdown
                 }
                 _ = flush_timer => Step::FlushTimeout,
-                _ = limit_timer => Step::Limit(limit_at.map(|(_, which)| which).unwrap_or(Limit::Idle)),
+                () = limit_timer => Step::Limit(next_deadline.and_then(|(_, which)| which).unwrap_or(Limit::Idle)),
                 cmd = commands.next(), if takes_input => match cmd {
                     Some(cmd) => Step::Command(cmd),
                     None => Step::ClientGone,
@@ -270,7 +284,7 @@ where
                 ev = upstream_event => Step::Upstream(ev),
                 () = quality_done => Step::QualityDone,
                 _ = retry_timer => Step::Retry,
-                _ = stall_timer => Step::Stall,
+                () = stall_timer => Step::Stall,
             };
             let r = match step {
                 Step::Shutdown => self.begin_end(CloseCause::GoingAway).await,
@@ -755,6 +769,17 @@ where
         }
     }
 
+    /// The next deadline, if any: a session limit (`Some(limit)`) or the open stream's
+    /// stall (`None`), whichever comes first.
+    fn next_deadline(&self) -> Option<(tokio::time::Instant, Option<Limit>)> {
+        let limit = self.limit_deadline().map(|(at, which)| (at, Some(which)));
+        let stall = self.stall_deadline().map(|at| (at, None));
+        match (limit, stall) {
+            (Some(l), Some(s)) => Some(if l.0 <= s.0 { l } else { s }),
+            (l, s) => l.or(s),
+        }
+    }
+
     /// The next session limit to run out, if any: idle (not once `end` was received —
     /// the flush timeout bounds that phase) or the maximum duration.
     fn limit_deadline(&self) -> Option<(tokio::time::Instant, Limit)> {
@@ -805,7 +830,7 @@ where
 }
 
 /// A session deadline that moves with every frame or result (the idle timeout, the stall
-/// timeout), kept as one timer that is reset only when the deadline moves earlier (or it
+/// timeout: the earlier of the two), kept as one timer that is reset only when the deadline moves earlier (or it
 /// has fired): a later deadline is found when the timer fires early and checks. Made
 /// afresh for every event, the two timers were registered in and removed from the
 /// runtime's timer wheel per frame and per result.
