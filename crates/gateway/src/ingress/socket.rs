@@ -16,7 +16,12 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use futures::{SinkExt, StreamExt, future, stream};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::future::Either;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{Sink, SinkExt, Stream, StreamExt, future, stream};
 
 use super::dialect::{Decoded, Dialect, Upgrade};
 use super::{AppState, WS_READ_BUFFER, gate, transport_limit};
@@ -131,41 +136,33 @@ async fn run<D: Dialect>(
     // The command stream ends at the client's close or a read error. A message above the
     // size limit is a read error the client must hear about: it becomes a
     // `MESSAGE_TOO_LARGE` error (the session then closes with 1009).
-    let decoder = codec.clone();
-    let received = socket_stream
-        .scan(false, move |done, m| {
-            if *done {
-                return future::ready(None);
-            }
-            let next = match m {
-                Ok(Message::Close(_)) => None,
-                Ok(m) => Some(decoder.decode(m)),
-                Err(e) => {
-                    *done = true;
-                    read_error(e, limit).map(|err| Decoded::One(Command::Reject(err)))
-                }
-            };
-            future::ready(next)
-        })
-        .flat_map(stream::iter);
+    let received = Received {
+        socket: socket_stream,
+        codec: codec.clone(),
+        pending: codec.opening().into(),
+        limit,
+        done: false,
+    };
     // Commands from elsewhere (a control connection) join the client's, until the client's
     // end: the session ends with its own socket.
-    let received = match codec.side_channel() {
-        None => received.boxed(),
-        Some(side) => stream::select(
-            received.map(Some).chain(stream::once(future::ready(None))),
-            side.map(Some),
-        )
-        .take_while(|c| future::ready(c.is_some()))
-        .filter_map(future::ready)
-        .boxed(),
+    let mut commands = match codec.side_channel() {
+        None => Either::Left(received),
+        Some(side) => Either::Right(
+            stream::select(
+                received.map(Some).chain(stream::once(future::ready(None))),
+                side.map(Some),
+            )
+            .take_while(|c| future::ready(c.is_some()))
+            .filter_map(future::ready)
+            .boxed(),
+        ),
     };
-    let mut commands = Box::pin(stream::iter(codec.opening()).chain(received));
     let write_timeout = ctx.limits.write_timeout;
-    let encoder = codec.clone();
-    let mut events = Box::pin(sink.with_flat_map(move |ev| {
-        stream::iter(encoder.encode(&ev).into_iter().map(Ok::<_, axum::Error>))
-    }));
+    let mut events = Outgoing {
+        sink,
+        codec,
+        pending: Vec::new().into_iter(),
+    };
     let outcome = session::run(ctx, D::NAME, ticket, key, &mut commands, &mut events).await;
     if outcome == session::Outcome::SlowClient {
         // It does not read: nothing more can reach it. Dropping the socket closes it.
@@ -307,6 +304,92 @@ async fn run_channels<D: Dialect>(
     }
     for s in sessions {
         let _ = s.await;
+    }
+}
+
+/// The client's messages as session commands: the dialect's opening command, then each
+/// message decoded, until the client's close or a read error (a read error the client
+/// must hear about comes through as a `Reject` first). Written out rather than composed
+/// from stream adapters: it is polled at every wake-up of every session.
+struct Received<D> {
+    socket: SplitStream<WebSocket>,
+    codec: Arc<D>,
+    /// Decoded and not yet taken.
+    pending: Decoded,
+    limit: usize,
+    done: bool,
+}
+
+impl<D: Dialect> Stream for Received<D> {
+    type Item = Command;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Command>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(command) = this.pending.next() {
+                return Poll::Ready(Some(command));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match std::task::ready!(this.socket.poll_next_unpin(cx)) {
+                Some(Ok(Message::Close(_))) | None => this.done = true,
+                Some(Ok(m)) => this.pending = this.codec.decode(m),
+                Some(Err(e)) => {
+                    this.done = true;
+                    this.pending = read_error(e, this.limit).map(Command::Reject).into();
+                }
+            }
+        }
+    }
+}
+
+/// The session's events as the dialect's messages, written to the client's socket in
+/// order (an event may make several messages, or none).
+struct Outgoing<D> {
+    sink: SplitSink<WebSocket, Message>,
+    codec: Arc<D>,
+    /// Encoded and not yet handed to the socket.
+    pending: std::vec::IntoIter<Message>,
+}
+
+impl<D> Outgoing<D> {
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        while self.pending.len() > 0 {
+            std::task::ready!(self.sink.poll_ready_unpin(cx))?;
+            let m = self.pending.next().expect("not empty");
+            self.sink.start_send_unpin(m)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<D: Dialect> Sink<Event> for Outgoing<D> {
+    type Error = axum::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_pending(cx))?;
+        this.sink.poll_ready_unpin(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, ev: Event) -> Result<(), Self::Error> {
+        let this = self.get_mut();
+        debug_assert_eq!(this.pending.len(), 0, "poll_ready first");
+        this.pending = this.codec.encode(&ev).into_iter();
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_pending(cx))?;
+        this.sink.poll_flush_unpin(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_pending(cx))?;
+        this.sink.poll_close_unpin(cx)
     }
 }
 
