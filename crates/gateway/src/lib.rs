@@ -150,7 +150,7 @@ pub async fn serve_with_admin(
         metrics.clone(),
     ));
     let draining = CancellationToken::new();
-    let finalise = CancellationToken::new();
+    let finalise = session::Shutdown::new();
     let ctx = Arc::new(SessionContext {
         router: router.clone(),
         metrics,

@@ -9,12 +9,12 @@
 pub mod audio;
 pub mod engine;
 pub mod resample;
+mod shutdown;
 
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::SessionLimits;
 use crate::resilience::retry::{RetryBudget, RetrySettings};
@@ -23,6 +23,7 @@ use crate::telemetry::metrics::Metrics;
 use crate::telemetry::throttle::SessionLogs;
 
 pub use engine::run;
+pub use shutdown::Shutdown;
 
 /// The client's recognition settings (`start.config`), with the contract's defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -331,7 +332,7 @@ pub struct SessionContext {
     /// Gateway-wide: every session start deposits, every retry withdraws.
     pub budget: RetryBudget,
     /// Cancelled when the drain is over: sessions flush and close with "going away".
-    pub shutdown: CancellationToken,
+    pub shutdown: Shutdown,
     /// Allowances for the warnings every session logs at once when a back end lags or fails.
     pub logs: SessionLogs,
     /// Which routes' finals another route decodes again.

@@ -211,12 +211,9 @@ where
     where
         C: Stream<Item = Command> + Unpin + Send,
     {
-        // A child of the gateway's token: polling a token locks its node, and every
-        // session polling the one shared node made the two worker threads contend for it
-        // at every wake-up. Made once: a fresh `cancelled()` per event registered and
-        // unregistered a waiter every time.
-        let shutdown = self.ctx.shutdown.child_token();
-        let cancelled = shutdown.cancelled();
+        // Made once: polled at every wake-up (see `shutdown` for why it is not a
+        // cancellation token).
+        let cancelled = self.ctx.shutdown.wait();
         tokio::pin!(cancelled);
         // The next session limit or stall, whichever comes first: one timer.
         let mut timer = LazyTimer::new();

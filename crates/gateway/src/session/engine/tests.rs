@@ -13,11 +13,10 @@ use futures::channel::mpsc as fmpsc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tokio_util::sync::CancellationToken;
 
 use super::super::{
-    CloseCause, Command, ErrorKind, Event, Outcome, SessionContext, StartConfig, StatusState,
-    Transcript,
+    CloseCause, Command, ErrorKind, Event, Outcome, SessionContext, Shutdown, StartConfig,
+    StatusState, Transcript,
 };
 use crate::backend::{
     AudioStream, BackendError, BackendErrorKind, EventStream, Health, RecognitionParams,
@@ -154,7 +153,7 @@ struct Session {
     commands: mpsc::UnboundedSender<Command>,
     events: fmpsc::Receiver<Event>,
     opened: mpsc::UnboundedReceiver<Opened>,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
     task: JoinHandle<Outcome>,
 }
 
@@ -214,7 +213,7 @@ impl Setup {
             },
             metrics.clone(),
         ));
-        let shutdown = CancellationToken::new();
+        let shutdown = Shutdown::new();
         let ctx = Arc::new(SessionContext {
             router,
             metrics,
