@@ -498,7 +498,7 @@ impl Deepgram {
 
 #[derive(Serialize)]
 struct ResultWord<'a> {
-    word: String,
+    word: Cow<'a, str>,
     punctuated_word: &'a str,
     start: f64,
     end: f64,
@@ -557,10 +557,25 @@ fn text(value: &impl Serialize) -> Message {
 }
 
 /// A word as Deepgram's `word` field spells it: lower case, without the punctuation
-/// around it (`punctuated_word` keeps the back end's spelling).
-fn normalised(word: &str) -> String {
-    word.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
-        .to_lowercase()
+/// around it (`punctuated_word` keeps the back end's spelling). Borrowed when the word is
+/// that already (most are): a result's every word was a new string, per partial.
+fn normalised(word: &str) -> Cow<'_, str> {
+    let trimmed = word.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'');
+    let lower = if trimmed.is_ascii() {
+        !trimmed.bytes().any(|b| b.is_ascii_uppercase())
+    } else {
+        // Every char its own lower case: then so is the word (`str::to_lowercase`'s
+        // one context rule, the final sigma, applies to an upper-case Σ).
+        trimmed.chars().all(|c| {
+            let mut l = c.to_lowercase();
+            l.next() == Some(c) && l.next().is_none()
+        })
+    };
+    if lower {
+        Cow::Borrowed(trimmed)
+    } else {
+        Cow::Owned(trimmed.to_lowercase())
+    }
 }
 
 /// G.711 µ-law to linear PCM16.
@@ -790,5 +805,36 @@ mod tests {
     fn words_are_normalised_and_keep_their_punctuated_form() {
         assert_eq!(normalised("Hello,"), "hello");
         assert_eq!(normalised("don't."), "don't");
+        // Whatever borrows, or not, spells the word as trimming and `to_lowercase` do.
+        for w in [
+            "hello",
+            "Hello",
+            "w12",
+            "...",
+            "",
+            "a-b",
+            "«Ça»",
+            "école",
+            "ÉCOLE",
+            "straße",
+            "ǅemal",
+            "ǆemal",
+            "ΣΑΣ.",
+            "σας",
+            "İstanbul",
+            "ı",
+            "日本",
+            "Ⅻ",
+            "ǈ",
+            "'tis",
+        ] {
+            let reference = w
+                .trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
+                .to_lowercase();
+            assert_eq!(normalised(w), reference, "{w:?}");
+        }
+        assert!(matches!(normalised("hello,"), Cow::Borrowed("hello")));
+        assert!(matches!(normalised("école"), Cow::Borrowed("école")));
+        assert!(matches!(normalised("Hello"), Cow::Owned(_)));
     }
 }

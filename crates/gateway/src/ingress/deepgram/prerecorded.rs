@@ -276,7 +276,7 @@ fn words_of(t: &Transcript) -> Vec<FileWord> {
         .iter()
         .flatten()
         .map(|w| FileWord {
-            word: normalised(&w.word),
+            word: normalised(&w.word).into_owned(),
             start: w.start,
             end: w.end,
             confidence: w.confidence,
