@@ -12,7 +12,8 @@
 #
 # Environment: SESSIONS per build (default 300), DURATION (35s), RAMP (5s), WORKLOAD=short
 # (sim-backend --final-words 6: a final every ~2.4 s; the default) or long (--final-words
-# 100000: one utterance). Needs the release sim-backend and sgw (bench-load.sh says how).
+# 100000: one utterance); DIALECT (v1, deepgram, openai-realtime) goes on to bench-load.sh.
+# Needs the release sim-backend and sgw (bench-load.sh says how).
 # Prints, per round: the load average before it, each build's steady CPU (cores) and RSS per
 # session beyond the replay audio, and B's CPU over A's. Reports go to
 # target/bench/pair/ROUND-{a,b}/.
