@@ -643,15 +643,12 @@ impl Realtime {
         if delta.is_empty() {
             return Vec::new();
         }
-        let delta = delta.to_string();
-        state.delta_sent = text.to_string();
-        let item = self.item_id(state.item);
-        vec![self.text(json!({
-            "type": "conversation.item.input_audio_transcription.delta",
-            "item_id": item,
-            "content_index": 0,
-            "delta": delta,
-        }))]
+        // What was sent grows by the delta alone (a copy of the whole text per partial
+        // cost in proportion to the utterance).
+        state.delta_sent.push_str(delta);
+        let item_id = self.item_id(state.item);
+        drop(state);
+        vec![delta_event(delta, item_id, self.event_id())]
     }
 
     fn on_finalized(&self) -> Vec<Message> {
@@ -671,6 +668,33 @@ impl Realtime {
         let text = std::mem::take(&mut state.gathered).join(" ");
         self.complete(&mut state, text, None, 0)
     }
+}
+
+/// `conversation.item.input_audio_transcription.delta`, the message of every partial:
+/// the bytes `json!` and [`Realtime::text`] make (keys in order), from a struct rather
+/// than a `Value` map built and dropped per partial.
+fn delta_event(delta: &str, item_id: String, event_id: String) -> Message {
+    #[derive(serde::Serialize)]
+    struct DeltaEvent<'a> {
+        content_index: u32,
+        delta: &'a str,
+        event_id: String,
+        item_id: String,
+        #[serde(rename = "type")]
+        kind: &'static str,
+    }
+    let event = DeltaEvent {
+        content_index: 0,
+        delta,
+        event_id,
+        item_id,
+        kind: "conversation.item.input_audio_transcription.delta",
+    };
+    Message::Text(
+        serde_json::to_string(&event)
+            .expect("a delta always serializes")
+            .into(),
+    )
 }
 
 /// A WAV header at the start of `bytes`: `Some(Ok((rate, offset of the samples)))`,
@@ -968,5 +992,35 @@ impl Dialect for Realtime {
 
     fn close_code(cause: CloseCause) -> u16 {
         crate::ingress::v1::close_code(cause)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delta_is_the_bytes_a_json_value_made() {
+        for delta in [
+            "hello",
+            " world",
+            "\"quoted\" \\ back\n\t",
+            "é 日本 \u{1}",
+            "",
+        ] {
+            let mut value = json!({
+                "type": "conversation.item.input_audio_transcription.delta",
+                "item_id": "item_ab000001",
+                "content_index": 0,
+                "delta": delta,
+            });
+            value["event_id"] = Value::String("event_ab000007".into());
+            let Message::Text(got) =
+                delta_event(delta, "item_ab000001".into(), "event_ab000007".into())
+            else {
+                panic!("a text message");
+            };
+            assert_eq!(got.as_str(), value.to_string(), "{delta:?}");
+        }
     }
 }
