@@ -247,11 +247,7 @@ async fn keepalives_go_up_while_the_client_pauses() {
 /// front of a Riva double; gateway B's back end is `deepgram://A` with A's key.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gateway_in_front_of_another_gateways_deepgram_dialect_relays_its_transcript() {
-    let riva = RivaDouble::start(RivaMode::Auto {
-        final_every_ms: 1_000,
-    })
-    .await;
-    let a = sgw_testkit::Secured::start(&riva.url(), &[("gateway-b", 0)], &[]).await;
+    let (a, riva) = sgw_testkit::Secured::before_riva(&[("gateway-b", 0)], &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let b = Gateway::start(&env(&[
         ("SGW_ROUTES__DEFAULT", &format!("deepgram://{}", a.gw.addr)),

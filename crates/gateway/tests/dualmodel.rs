@@ -4,7 +4,7 @@
 //! second of audio (words `w<k>`, one per 100 ms) and sends a partial per frame.
 
 use serde_json::Value;
-use sgw_testkit::riva_double::{Mode, RivaDouble};
+use sgw_testkit::riva_double::RivaDouble;
 
 struct Setup {
     gw: sgw_testkit::Gateway,
@@ -14,11 +14,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let riva = RivaDouble::start(Mode::Auto {
-        final_every_ms: 1_000,
-    })
-    .await;
-    let s = sgw_testkit::Secured::start(&riva.url(), &[("caller", 0)], &[]).await;
+    let (s, riva) = sgw_testkit::Secured::before_riva(&[("caller", 0)], &[]).await;
     Setup {
         gw: s.gw,
         token: s.token,

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 use sgw_testkit::Gateway;
-use sgw_testkit::riva_double::{Mode, RivaDouble};
+use sgw_testkit::riva_double::RivaDouble;
 
 struct Setup {
     gw: Gateway,
@@ -19,11 +19,7 @@ struct Setup {
 /// A gateway with JWT and API-key authentication in front of a Riva double that finals
 /// every second of audio (words `w<k>`, one per 100 ms).
 async fn setup(extra: &[(&str, String)]) -> Setup {
-    let riva = RivaDouble::start(Mode::Auto {
-        final_every_ms: 1_000,
-    })
-    .await;
-    let s = sgw_testkit::Secured::start(&riva.url(), &[("openai-sdk", 0)], extra).await;
+    let (s, riva) = sgw_testkit::Secured::before_riva(&[("openai-sdk", 0)], extra).await;
     Setup {
         gw: s.gw,
         token: s.token,

@@ -35,12 +35,7 @@ fn expected_text() -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn realtimestts_own_client_transcribes_and_round_trips_control() {
-    let riva = RivaDouble::start(Mode::Auto {
-        final_every_ms: 1_000,
-    })
-    .await;
-    let s = sgw_testkit::Secured::start(
-        &riva.url(),
+    let (s, _riva) = sgw_testkit::Secured::before_riva(
         &[("phone", 0)],
         &[("SGW_AUTH__QUERY_TOKEN", "true".into())],
     )
@@ -275,11 +270,7 @@ async fn parameters_reach_the_start_and_methods_reach_the_paired_session_only() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refusals_are_in_the_servers_shape() {
-    let riva = RivaDouble::start(Mode::Auto {
-        final_every_ms: 1_000,
-    })
-    .await;
-    let s = sgw_testkit::Secured::start(&riva.url(), &[("phone", 0)], &[]).await;
+    let (s, _riva) = sgw_testkit::Secured::before_riva(&[("phone", 0)], &[]).await;
     for path in ["control", "data"] {
         let refused = sgw_testkit::attempt(&format!("ws://{}/realtimestt/{path}", s.gw.addr), &[])
             .await

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sgw_testkit::Gateway;
-use sgw_testkit::riva_double::{Mode, RivaDouble};
+use sgw_testkit::riva_double::RivaDouble;
 
 /// `samples/hello.wav`: 65,502 samples at 16 kHz.
 const CLIP_SECONDS: f64 = 65_502.0 / 16_000.0;
@@ -25,11 +25,7 @@ struct Setup {
 /// A gateway with JWT (and API-key) authentication in front of a Riva double that finals every second
 /// of audio (and at the half-close).
 async fn setup() -> Setup {
-    let riva = RivaDouble::start(Mode::Auto {
-        final_every_ms: 1_000,
-    })
-    .await;
-    let s = sgw_testkit::Secured::start(&riva.url(), &[("livekit-agent", 0)], &[]).await;
+    let (s, riva) = sgw_testkit::Secured::before_riva(&[("livekit-agent", 0)], &[]).await;
     Setup {
         gw: s.gw,
         token: s.token,

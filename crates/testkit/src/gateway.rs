@@ -647,4 +647,19 @@ impl Secured {
             dir,
         }
     }
+
+    /// [`Secured::start`] in front of a new Riva double that finals every second of audio
+    /// (and at the half-close): the setup of the tests that drive a dialect with its own
+    /// client. Keep the double as long as the gateway.
+    pub async fn before_riva(
+        keys: &[(&str, usize)],
+        extra: &[(&str, String)],
+    ) -> (Secured, crate::riva_double::RivaDouble) {
+        use crate::riva_double::{Mode, RivaDouble};
+        let riva = RivaDouble::start(Mode::Auto {
+            final_every_ms: 1_000,
+        })
+        .await;
+        (Secured::start(&riva.url(), keys, extra).await, riva)
+    }
 }
