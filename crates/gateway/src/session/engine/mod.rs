@@ -39,7 +39,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::future::{Either, pending};
+use futures::future::{Either, FutureExt, pending};
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tracing::{Instrument, Span, field};
 
@@ -235,16 +235,12 @@ where
             // The one timer serves the branch of whichever deadline is next: a limit is
             // polled before the inputs, a stall after them (a result already waiting
             // is not a stall).
-            let next_deadline = self.next_deadline();
-            let (limit_timer, stall_timer) = match next_deadline {
-                Some((at, Some(_))) => (
-                    Either::Left(timer.until(Some(at))),
+            let (limit_timer, stall_timer) = match self.next_deadline() {
+                Some((at, Some(which))) => (
+                    Either::Left(timer.until(at).map(move |()| which)),
                     Either::Right(pending()),
                 ),
-                Some((at, None)) => (
-                    Either::Right(pending()),
-                    Either::Left(timer.until(Some(at))),
-                ),
+                Some((at, None)) => (Either::Right(pending()), Either::Left(timer.until(at))),
                 None => (Either::Right(pending()), Either::Right(pending())),
             };
             let takes_input = self.takes_input();
@@ -272,7 +268,7 @@ where
                     Step::Shutdown
                 }
                 _ = flush_timer => Step::FlushTimeout,
-                () = limit_timer => Step::Limit(next_deadline.and_then(|(_, which)| which).unwrap_or(Limit::Idle)),
+                which = limit_timer => Step::Limit(which),
                 cmd = commands.next(), if takes_input => match cmd {
                     Some(cmd) => Step::Command(cmd),
                     None => Step::ClientGone,
@@ -826,11 +822,11 @@ where
     }
 }
 
-/// A session deadline that moves with every frame or result (the idle timeout, the stall
-/// timeout: the earlier of the two), kept as one timer that is reset only when the deadline moves earlier (or it
-/// has fired): a later deadline is found when the timer fires early and checks. Made
-/// afresh for every event, the two timers were registered in and removed from the
-/// runtime's timer wheel per frame and per result.
+/// A session deadline that moves with every frame or result (the earlier of the idle
+/// timeout and the stall timeout), kept as one timer that is reset only when the deadline
+/// moves earlier (or it has fired): a later deadline is found when the timer fires early
+/// and checks. Made afresh for every event, the timers were registered in and removed
+/// from the runtime's timer wheel per frame and per result.
 struct LazyTimer {
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
@@ -844,12 +840,9 @@ impl LazyTimer {
         }
     }
 
-    /// Completes when `at` is reached (never when `None`). The timer is reset only when
-    /// `at` is earlier than it or it has fired.
-    async fn until(&mut self, at: Option<tokio::time::Instant>) {
-        let Some(at) = at else {
-            return std::future::pending().await;
-        };
+    /// Completes when `at` is reached. The timer is reset only when `at` is earlier than
+    /// it or it has fired.
+    async fn until(&mut self, at: tokio::time::Instant) {
         if at < self.sleep.deadline() || self.sleep.is_elapsed() {
             self.sleep.as_mut().reset(at);
         }
